@@ -65,8 +65,25 @@ def _invalid(reason, data, pos, end):
 # Parameter classes
 
 
+_ADDRESS_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+
+
 def _addresses(value):
-    return tuple(ipaddress.ip_address(a) for a in value)
+    return tuple(a if isinstance(a, _ADDRESS_TYPES) else ipaddress.ip_address(a) for a in value)
+
+
+# Decoded addresses are immutable, and a registrar sees the same few again
+# and again: keep the objects for the packed bytes (bounded).
+_address_cache = {}
+
+
+def _address_from(packed, cls):
+    a = _address_cache.get(packed)
+    if a is None:
+        if len(_address_cache) >= 4096:
+            _address_cache.clear()
+        a = _address_cache[packed] = cls(packed)
+    return a
 
 
 def _u16(instance, attribute, value):
@@ -586,13 +603,13 @@ def scan(data, pos, end, reports):
 def _dec_ipv4(data, pos, end, reports):
     if end - pos != 8:
         raise _invalid("IPv4 Address parameter of length %d" % (end - pos), data, pos, end)
-    return IPv4Address(bytes(data[pos + 4 : end]))
+    return _address_from(bytes(data[pos + 4 : end]), IPv4Address)
 
 
 def _dec_ipv6(data, pos, end, reports):
     if end - pos != 20:
         raise _invalid("IPv6 Address parameter of length %d" % (end - pos), data, pos, end)
-    return IPv6Address(bytes(data[pos + 4 : end]))
+    return _address_from(bytes(data[pos + 4 : end]), IPv6Address)
 
 
 def _transport_addresses(data, pos, start, end, reports, many):
