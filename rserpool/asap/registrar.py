@@ -1,0 +1,749 @@
+"""
+The ASAP side of a registrar (ENRP server), RFC 5352 section 3, sans I/O.
+
+L{ASAPRegistrar} takes decoded messages together with the connection they
+came over (an L{rserpool.transport.base.IMessageConnection}) and the
+current time, answers over that connection, and asks for a wake-up time
+through an injected C{schedule(when)} callable.  It imports no reactor and
+never learns which transport mapping (TCP, SCTP, TLS, a test's fake) it
+runs on: the connection gives it the peer's addresses and transport
+parameter.
+
+Procedures (RFC 5352 unless said otherwise):
+
+ - Registration and re-registration (section 3.1/3.2 of the PE's and
+   registrar's procedures): validate, check that the PE registers only its
+   own addresses of at least the minimum scope, apply the handlespace rules
+   (one policy type, transport type and transport use per pool), answer with
+   a Registration Response, rejecting with the R flag and an Operation Error.
+   The registrar becomes the PE's home registrar.
+ - Deregistration and Deregistration Response; expiry of the registration
+   life.
+ - Handle Resolution: up to the requested number of PEs, chosen by the
+   pool's policy (draft-dreibholz-rserpool-asap-hropt for the count).
+ - Endpoint Keep Alive to each PE it is home for, Endpoint Keep Alive Ack,
+   removal on timeout or when the PE's connection goes.
+ - Endpoint Unreachable: counted per PE; removal at MAX-BAD-PE-REPORT.
+ - Errors: undecodable messages and unknown types are answered with an
+   ASAP Error (section 2.2.14); unknown parameters marked "report" with an
+   ASAP Error carrying Unrecognized Parameter causes (RFC 5354 section 3).
+
+Where we differ from RSPLIB is written down in ``doc/registrar.rst``.
+"""
+import heapq
+import itertools
+import random
+
+import attrs
+from twisted.logger import Logger
+
+from rserpool.asap.scope import Scope, address_scope
+from rserpool.transport.base import NotAvailable
+from rserpool.codes import POLICY_FIELDS, ASAPType, ErrorCause
+from rserpool.handlespace import (
+    MAX_POOL_HANDLE_SIZE,
+    Handlespace,
+    HandlespaceError,
+    PolicySettings,
+    TimerCode,
+    UnknownPoolHandle,
+)
+from rserpool.wire import (
+    DATA_PLUS_CONTROL,
+    ASAPError,
+    Cause,
+    Deregistration,
+    DeregistrationResponse,
+    EndpointKeepAlive,
+    EndpointKeepAliveAck,
+    EndpointUnreachable,
+    HandleResolution,
+    HandleResolutionResponse,
+    OperationError,
+    Policy,
+    PoolElement,
+    Registration,
+    RegistrationResponse,
+    encode,
+    encode_parameter,
+)
+from rserpool.wire.params import encode_pool_handle
+
+__all__ = ["RegistrarConfig", "ASAPRegistrar", "UserTransport", "REMOVAL_REASONS"]
+
+#: Why a PE left the handlespace, as passed to C{pe_removed} observers.
+REMOVAL_REASONS = (
+    "deregistered",
+    "keep-alive timeout",
+    "connection lost",
+    "unreachable",
+    "registration life expired",
+)
+
+#: The most Pool Element parameters a Handle Resolution Response may carry
+#: (RSPLIB's MAX_MAX_HANDLE_RESOLUTION_ITEMS).
+HR_ITEMS_LIMIT = 128
+
+_MAX_MESSAGE = 0xFFFF
+
+
+@attrs.frozen
+class RegistrarConfig:
+    """
+    The registrar's ASAP settings.  Times are in seconds; the defaults are
+    RSPLIB's (``rspregistrar.h``).
+
+    @ivar server_id: this registrar's 32-bit id (non-zero).
+    @ivar keep_alive_interval: time between a PE's last sign of life and the
+        next Endpoint Keep Alive (RSPLIB
+        ``-endpointkeepalivetransmissioninterval``, 5 s).
+    @ivar keep_alive_timeout: how long to wait for the Endpoint Keep Alive
+        Ack (RSPLIB ``-endpointkeepalivetimeoutinterval``, 5 s).
+    @ivar max_bad_pe_reports: Endpoint Unreachable reports that remove a PE
+        (MAX-BAD-PE-REPORT, RFC 5352 section 5.2; RSPLIB 3).
+    @ivar max_hr_items: PEs in a Handle Resolution Response when the PU does
+        not ask for a number (RSPLIB ``-maxhresitems``, 3).
+    @ivar max_hr_items_cap: the most PEs any Handle Resolution Response
+        carries, whatever the PU asks for (RSPLIB's compile-time 128).
+    @ivar max_increment: how many of the selected PEs count as "used" by a
+        handle resolution (RSPLIB ``-maxincrement``); C{None} for the
+        handlespace's default.
+    @ivar min_address_scope: the narrowest L{Scope} accepted in a PE's user
+        transport (RSPLIB ``-minaddressscope``).
+    @ivar max_pool_elements: the most PEs the handlespace holds; a
+        registration beyond it is rejected with Lack of Resources.  0 means
+        no limit.
+    @ivar log_events: log every registration, deregistration and removal
+        (RSPLIB's "action" log level); C{False} keeps only rejections,
+        errors and warnings, for speed.
+    """
+
+    server_id: int = attrs.field()
+    keep_alive_interval: float = 5.0
+    keep_alive_timeout: float = 5.0
+    max_bad_pe_reports: int = 3
+    max_hr_items: int = 3
+    max_hr_items_cap: int = HR_ITEMS_LIMIT
+    max_increment: object = None
+    min_address_scope: Scope = Scope.SITE_LOCAL
+    max_pool_elements: int = 0
+    log_events: bool = True
+
+    @server_id.validator
+    def _check_id(self, attribute, value):
+        if not 1 <= value <= 0xFFFFFFFF:
+            raise ValueError("server id must be a non-zero 32-bit integer, not %r" % (value,))
+
+    def __attrs_post_init__(self):
+        if self.keep_alive_interval <= 0 or self.keep_alive_timeout <= 0:
+            raise ValueError("keep-alive interval and timeout must be positive")
+        if self.max_bad_pe_reports < 1:
+            raise ValueError("max-bad-pe-reports must be at least 1")
+        if not 1 <= self.max_hr_items_cap <= HR_ITEMS_LIMIT:
+            raise ValueError("max-hr-items-cap must be between 1 and %d" % HR_ITEMS_LIMIT)
+        if not 1 <= self.max_hr_items:
+            raise ValueError("max-hr-items must be at least 1")
+
+
+class UserTransport:
+    """
+    What the registrar stores as a PE's user transport in the handlespace:
+    the wire's transport parameter plus the two attributes the handlespace
+    compares (C{transport_protocol}, C{control_channel}), and a cache of the
+    PE's encoded Pool Element parameter for Handle Resolution Responses.
+
+    @ivar wire: the transport parameter (L{rserpool.wire.TCPTransport}...).
+    """
+
+    __slots__ = ("wire", "transport_protocol", "control_channel", "_tlv", "_tlv_home", "_param")
+
+    def __init__(self, wire):
+        self.wire = wire
+        self.transport_protocol = int(wire.param_type)
+        # Only SCTP and TCP transports have a transport use field (RFC 5354
+        # sections 3.3/3.4); the others are data only.
+        self.control_channel = getattr(wire, "transport_use", 0) == DATA_PLUS_CONTROL
+        self._tlv = None
+        self._tlv_home = None
+        self._param = None
+
+    def __eq__(self, other):
+        return isinstance(other, UserTransport) and self.wire == other.wire
+
+    def __hash__(self):
+        return hash(self.wire)
+
+    def __repr__(self):
+        return "UserTransport({!r})".format(self.wire)
+
+
+def wire_policy(settings):
+    """
+    The wire's L{Policy} for handlespace L{PolicySettings}.
+    """
+    return Policy(int(settings.policy_type), settings.values)
+
+
+def pool_element_parameter(pe):
+    """
+    The Pool Element parameter describing a handlespace PE in a Handle
+    Resolution Response: no ASAP transport, as RSPLIB sends it.
+
+    @param pe: a L{rserpool.handlespace.PoolElement} whose user transport is
+        a L{UserTransport}.
+    @rtype: L{rserpool.wire.PoolElement}
+    """
+    user = pe.user_transport
+    param = user._param
+    if param is None or param.home_registrar != pe.home_registrar:
+        param = PoolElement(
+            pe.pe_id,
+            pe.home_registrar,
+            pe.registration_life,
+            user.wire,
+            wire_policy(pe.policy),
+        )
+        user._param = param
+    return param
+
+
+def _pe_tlv(pe):
+    user = pe.user_transport
+    if user._tlv is None or user._tlv_home != pe.home_registrar:
+        user._tlv = encode_parameter(pool_element_parameter(pe))
+        user._tlv_home = pe.home_registrar
+    return user._tlv
+
+
+class ASAPRegistrar:
+    """
+    The registrar's ASAP state machine.
+
+    Drive it with L{connection_made}, L{message_received},
+    L{protocol_error}, L{connection_lost} and L{timer_fired}; it answers
+    through the connections and calls C{schedule(when)} whenever it needs
+    L{timer_fired} to be called at the absolute time C{when} (or earlier: a
+    spurious call is harmless).
+
+    Observers (for ENRP Handle Updates, statistics) are callables in
+    L{on_registered} (called with the handlespace PE and its
+    L{rserpool.handlespace.RegistrationOutcome}) and L{on_removed} (called
+    with the PE and one of L{REMOVAL_REASONS}).
+
+    @ivar config: the L{RegistrarConfig}.
+    @ivar handlespace: the L{Handlespace}.
+    """
+
+    log = Logger()
+
+    def __init__(self, config, handlespace=None, schedule=None, rng=None):
+        """
+        @param config: a L{RegistrarConfig}.
+        @param handlespace: a L{Handlespace} (a new one by default).
+        @param schedule: C{schedule(when)}: arrange a call to
+            L{timer_fired} at time C{when} (seconds, same clock as the
+            C{now} arguments).
+        @param rng: a C{random.Random} for the handlespace's randomized
+            policies when no handlespace is given.
+        """
+        self.config = config
+        self.server_id = config.server_id
+        if handlespace is None:
+            handlespace = Handlespace(rng if rng is not None else random.Random())
+        self.handlespace = handlespace
+        self._schedule = schedule if schedule is not None else (lambda when: None)
+        self._lifetimes = []
+        self._serial = itertools.count()
+        self.connections = set()
+        self.on_registered = []
+        self.on_removed = []
+        self._handlers = {
+            Registration: self._registration,
+            Deregistration: self._deregistration,
+            HandleResolution: self._handle_resolution,
+            EndpointKeepAliveAck: self._keep_alive_ack,
+            EndpointUnreachable: self._endpoint_unreachable,
+            ASAPError: self._asap_error,
+        }
+
+    # -- events -----------------------------------------------------------
+
+    def connection_made(self, conn, now):
+        """
+        A PE or PU connected.
+        """
+        self.connections.add(conn)
+
+    def connection_lost(self, conn, now):
+        """
+        A connection is gone: remove every PE registered over it (as RSPLIB
+        does when an SCTP association ends).
+        """
+        self.connections.discard(conn)
+        removed = self.handlespace.remove_connection(conn)
+        for pe in removed:
+            self._removed(pe, "connection lost")
+        if removed:
+            self._reschedule()
+
+    def message_received(self, conn, message, now):
+        """
+        A decoded ASAP message arrived over C{conn}.
+        """
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self._unexpected(conn, message)
+        else:
+            handler(conn, message, now)
+        if message.unrecognized:
+            # RFC 5354 section 3: parameters of an unknown type whose two
+            # high bits are 11 are skipped, and reported.
+            conn.send(
+                ASAPError(
+                    OperationError(
+                        tuple(
+                            Cause(ErrorCause.UNRECOGNIZED_PARAMETER, tlv)
+                            for tlv in message.unrecognized
+                        )
+                    )
+                )
+            )
+
+    def protocol_error(self, conn, error, now):
+        """
+        Bytes from C{conn} did not decode (a L{rserpool.wire.ProtocolError}):
+        answer with an ASAP Error carrying its cause (RFC 5352 section
+        2.2.14), unless the RFC says to discard silently (unknown parameter
+        with action bits 00, RFC 5354 section 3).
+        """
+        self.log.info(
+            "bad message from {peer}: {error}", peer=_peer(conn), error=str(error)
+        )
+        if error.report:
+            conn.send(ASAPError(OperationError.from_error(error)))
+
+    def timer_fired(self, now):
+        """
+        Time has come: send due keep-alives, remove PEs whose keep-alive
+        timed out or whose registration life ran out.
+        """
+        hs = self.handlespace
+        for pe in hs.due(now):
+            if hs.get(pe.handle, pe.pe_id) is not pe:
+                continue  # removed by an earlier step of this loop
+            code = pe.timer_code
+            if code == TimerCode.KEEP_ALIVE_TRANSMISSION:
+                self._send_keep_alive(pe, now)
+            elif code == TimerCode.KEEP_ALIVE_TIMEOUT:
+                self._keep_alive_timeout(pe)
+            else:
+                # RFC 5353 section 3.6: a PE whose registration life ran out.
+                hs.remove(pe)
+                self._removed(pe, "registration life expired")
+        heap = self._lifetimes
+        while heap and heap[0][0] <= now:
+            _, _, handle, pe_id, stamp = heapq.heappop(heap)
+            pe = hs.get(handle, pe_id)
+            if pe is not None and pe.last_update == stamp and pe.home_registrar == self.server_id:
+                self.log.info(
+                    "registration life of {pe_id:08x} in {handle!r} expired",
+                    pe_id=pe_id,
+                    handle=handle,
+                )
+                hs.remove(pe)
+                self._removed(pe, "registration life expired")
+        self._reschedule()
+
+    @property
+    def next_deadline(self):
+        """
+        When L{timer_fired} must be called next, or C{None}.
+        """
+        when = self.handlespace.next_timer_time()
+        heap = self._lifetimes
+        hs = self.handlespace
+        while heap:
+            _, _, handle, pe_id, stamp = heap[0]
+            pe = hs.get(handle, pe_id)
+            if pe is not None and pe.last_update == stamp:
+                break
+            # Superseded by a re-registration, or the PE is gone.
+            heapq.heappop(heap)
+        if heap:
+            life = heap[0][0]
+            if when is None or life < when:
+                when = life
+        return when
+
+    # -- registration -----------------------------------------------------
+
+    def _reject(self, conn, handle, pe_id, cause, info=b"", reason=""):
+        self.log.info(
+            "rejected registration of {pe_id:08x} in {handle!r} from {peer}: "
+            "{cause} ({reason})",
+            pe_id=pe_id,
+            handle=handle,
+            peer=_peer(conn),
+            cause=ErrorCause(cause).name,
+            reason=reason,
+        )
+        conn.send(
+            RegistrationResponse(handle, pe_id, reject=True, error=OperationError.of(cause, info))
+        )
+
+    def _registration(self, conn, message, now):
+        # RFC 5352 section 3.1 (PE's view) and 3.2.1 (registrar's view).
+        config = self.config
+        hs = self.handlespace
+        handle = message.pool_handle
+        param = message.pool_element
+        pe_id = param.identifier
+
+        if not 1 <= len(handle) <= MAX_POOL_HANDLE_SIZE:
+            return self._reject(
+                conn, handle, pe_id, ErrorCause.INVALID_VALUES, encode_pool_handle(handle),
+                "pool handle of %d bytes" % len(handle),
+            )
+        if pe_id == 0:
+            return self._reject(
+                conn, handle, pe_id, ErrorCause.INVALID_VALUES, encode_parameter(param),
+                "PE identifier 0",
+            )
+        try:
+            settings = PolicySettings.from_values(param.policy.policy_type, param.policy.values)
+        except HandlespaceError as e:
+            return self._reject(
+                conn, handle, pe_id, ErrorCause.INVALID_VALUES,
+                encode_parameter(param.policy), e.reason,
+            )
+
+        # RFC 5355 section 2.1 / 3: a PE may register only addresses that
+        # belong to it.  Like RSPLIB we keep the user transport's addresses
+        # that are addresses of the connection's peer, and of at least the
+        # minimum scope; none left means the registration is refused.
+        user = param.user_transport
+        peer_addresses = conn.peer_addresses
+        own = [a for a in user.addresses if a in peer_addresses]
+        if not own:
+            return self._reject(
+                conn, handle, pe_id, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS, b"",
+                "user transport %s is not the peer's address" % _addresses(user),
+            )
+        usable = [a for a in own if address_scope(a) >= config.min_address_scope]
+        if not usable:
+            return self._reject(
+                conn, handle, pe_id, ErrorCause.INVALID_VALUES, encode_parameter(user),
+                "user transport %s is below the minimum scope %s"
+                % (_addresses(user), config.min_address_scope.name.lower()),
+            )
+        if len(usable) != len(user.addresses):
+            user = attrs.evolve(user, addresses=tuple(usable))
+
+        existing = hs.get(handle, pe_id)
+        if existing is not None:
+            # The PE identifier is taken by a PE on another live connection
+            # from another host: a PE cannot reuse it (RFC 5352 section
+            # 3.2.1, Non-unique PE Identifier; RFC 5355 section 2.2, a
+            # registration overwriting another PE).  RSPLIB updates in place.
+            other = existing.connection
+            if (
+                other is not None
+                and other is not conn
+                and other in self.connections
+                and not _same_host(existing, conn)
+            ):
+                return self._reject(
+                    conn, handle, pe_id, ErrorCause.NON_UNIQUE_PE_IDENTIFIER, b"",
+                    "PE identifier in use by another host",
+                )
+        elif config.max_pool_elements and len(hs) >= config.max_pool_elements:
+            return self._reject(
+                conn, handle, pe_id, ErrorCause.LACK_OF_RESOURCES, b"",
+                "handlespace full (%d PEs)" % len(hs),
+            )
+
+        settings = _with_distance(settings, conn)
+        user_transport = UserTransport(user)
+        try:
+            outcome = hs.register(
+                handle,
+                pe_id,
+                home_registrar=self.server_id,
+                policy=settings,
+                user_transport=user_transport,
+                now=now,
+                registration_life=param.registration_life,
+                asap_transport=conn.peer_transport,
+                connection=conn,
+                timer=(TimerCode.KEEP_ALIVE_TRANSMISSION, now + config.keep_alive_interval),
+            )
+        except HandlespaceError as e:
+            return self._reject(conn, handle, pe_id, e.cause, _cause_info(e.cause, param), e.reason)
+
+        if param.registration_life > 0:
+            heapq.heappush(
+                self._lifetimes,
+                (now + param.registration_life / 1000.0, next(self._serial), handle, pe_id, now),
+            )
+        if config.log_events:
+            self.log.info(
+                "{what} {pe_id:08x} in {handle!r} from {peer} ({policy})",
+                what="registered" if outcome.created else "re-registered",
+                pe_id=pe_id,
+                handle=handle,
+                peer=_peer(conn),
+                policy=settings.name,
+            )
+        conn.send(RegistrationResponse(handle, pe_id))
+        for observer in self.on_registered:
+            observer(outcome.pe, outcome)
+        self._reschedule()
+
+    # -- deregistration ---------------------------------------------------
+
+    def _deregistration(self, conn, message, now):
+        # RFC 5352 section 3.3 / 3.2.2.
+        hs = self.handlespace
+        handle = message.pool_handle
+        pe_id = message.identifier
+        pe = hs.get(handle, pe_id)
+        if pe is None:
+            # RSPLIB reports success: the PE "seems to be already gone".
+            self.log.info(
+                "deregistration of unknown {pe_id:08x} in {handle!r}", pe_id=pe_id, handle=handle
+            )
+            conn.send(DeregistrationResponse(handle, pe_id))
+            return
+        if pe.connection is not conn and not _same_host(pe, conn):
+            # RFC 5355 section 2.2: only the PE itself may deregister it.
+            self.log.warn(
+                "refused deregistration of {pe_id:08x} in {handle!r} from {peer}",
+                pe_id=pe_id,
+                handle=handle,
+                peer=_peer(conn),
+            )
+            conn.send(
+                DeregistrationResponse(
+                    handle,
+                    pe_id,
+                    OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS),
+                )
+            )
+            return
+        hs.remove(pe)
+        self._removed(pe, "deregistered")
+        conn.send(DeregistrationResponse(handle, pe_id))
+        self._reschedule()
+
+    # -- handle resolution ------------------------------------------------
+
+    def _handle_resolution(self, conn, message, now):
+        # RFC 5352 section 3.8 / 3.2.3; the item count is the Handle
+        # Resolution Option of draft-dreibholz-rserpool-asap-hropt: 0 or
+        # absent means the registrar's default, 0xffffffff as many as
+        # possible; both are capped.
+        config = self.config
+        items = message.items
+        if not items:
+            items = config.max_hr_items
+        if items > config.max_hr_items_cap:
+            items = config.max_hr_items_cap
+        handle = message.pool_handle
+        try:
+            selected = self.handlespace.select(handle, items, config.max_increment)
+        except UnknownPoolHandle:
+            conn.send(
+                HandleResolutionResponse(
+                    handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)
+                )
+            )
+            return
+        conn.send_encoded(self._resolution_response(handle, selected))
+
+    def _resolution_response(self, handle, selected):
+        """
+        The encoded Handle Resolution Response for C{selected} PEs.
+
+        Built from each PE's cached Pool Element TLV (the hot path of a
+        registrar); PEs that would overflow the 16-bit message length are
+        left out.
+        """
+        parts = [encode_pool_handle(handle)]
+        if selected:
+            # RSPLIB sends the first selected PE's policy as the pool's.
+            parts.append(encode_parameter(wire_policy(selected[0].policy)))
+        else:
+            pool = self.handlespace.pool(handle)
+            parts.append(encode_parameter(Policy.make(pool.policy_type)))
+        size = 4 + len(parts[0]) + len(parts[1])
+        for pe in selected:
+            tlv = _pe_tlv(pe)
+            if size + len(tlv) > _MAX_MESSAGE:
+                break
+            size += len(tlv)
+            parts.append(tlv)
+            pe.selection_count += 1
+        return b"".join(
+            [bytes((ASAPType.HANDLE_RESOLUTION_RESPONSE, 0, size >> 8, size & 0xFF))] + parts
+        )
+
+    # -- keep-alive -------------------------------------------------------
+
+    def _send_keep_alive(self, pe, now):
+        # RFC 5352 section 3.7: the home registrar audits its PEs.  RSPLIB
+        # adds the PE identifier, which RSPLIB PEs need to answer.
+        conn = pe.connection
+        if conn is not None:
+            conn.send(EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id))
+        self.handlespace.set_timer(
+            pe, TimerCode.KEEP_ALIVE_TIMEOUT, now + self.config.keep_alive_timeout
+        )
+
+    def _keep_alive_timeout(self, pe):
+        self.log.info(
+            "keep-alive timeout for {pe_id:08x} in {handle!r}: removing it",
+            pe_id=pe.pe_id,
+            handle=pe.handle,
+        )
+        conn = pe.connection
+        self.handlespace.remove(pe)
+        self._removed(pe, "keep-alive timeout")
+        # RSPLIB aborts the PE's association so that a PE which is alive but
+        # deaf reconnects and registers again.  A TCP connection may carry
+        # several PEs of one process: we close it once none of them is left.
+        if conn is not None and not self.handlespace.by_connection(conn):
+            conn.close()
+
+    def _keep_alive_ack(self, conn, message, now):
+        pe = self.handlespace.get(message.pool_handle, message.identifier)
+        if pe is None:
+            self.log.debug(
+                "keep-alive ack for unknown {pe_id:08x} in {handle!r}",
+                pe_id=message.identifier,
+                handle=message.pool_handle,
+            )
+            return
+        if pe.connection is not conn and not _same_host(pe, conn):
+            # RFC 5355 section 2.2: an ack from elsewhere must not keep a
+            # dead PE in the handlespace.
+            self.log.warn(
+                "ignored keep-alive ack for {pe_id:08x} from {peer}",
+                pe_id=pe.pe_id,
+                peer=_peer(conn),
+            )
+            return
+        if pe.home_registrar == self.server_id:
+            self.handlespace.set_timer(
+                pe, TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.config.keep_alive_interval
+            )
+            self._reschedule()
+
+    # -- endpoint unreachable ---------------------------------------------
+
+    def _endpoint_unreachable(self, conn, message, now):
+        # RFC 5352 section 3.5 / 3.2.4: count the reports; at
+        # MAX-BAD-PE-REPORT the PE is removed.  No answer is defined.
+        try:
+            count = self.handlespace.report_unreachable(message.pool_handle, message.identifier)
+        except UnknownPoolHandle:
+            return
+        pe = self.handlespace.get(message.pool_handle, message.identifier)
+        self.log.info(
+            "{count} unreachability report(s) for {pe_id:08x} in {handle!r}",
+            count=count,
+            pe_id=message.identifier,
+            handle=message.pool_handle,
+        )
+        if count >= self.config.max_bad_pe_reports:
+            self.handlespace.remove(pe)
+            self._removed(pe, "unreachable")
+            self._reschedule()
+
+    # -- errors -----------------------------------------------------------
+
+    def _asap_error(self, conn, message, now):
+        # Never answer an error with an error.
+        self.log.info(
+            "ASAP Error from {peer}: {causes}",
+            peer=_peer(conn),
+            causes=", ".join(c.name for c in message.error.causes),
+        )
+
+    def _unexpected(self, conn, message):
+        # A message a registrar never receives (a response, a keep-alive,
+        # session layer messages): RFC 5352 section 2.2.14, Unrecognized
+        # Message with the message as information.  RSPLIB only logs.
+        self.log.info(
+            "unexpected {message} from {peer}",
+            message=type(message).__name__,
+            peer=_peer(conn),
+        )
+        conn.send(
+            ASAPError(OperationError.of(ErrorCause.UNRECOGNIZED_MESSAGE, encode(message)))
+        )
+
+    # -- helpers ----------------------------------------------------------
+
+    def _removed(self, pe, reason):
+        if self.config.log_events:
+            self.log.info(
+                "removed {pe_id:08x} from {handle!r}: {reason}",
+                pe_id=pe.pe_id,
+                handle=pe.handle,
+                reason=reason,
+            )
+        for observer in self.on_removed:
+            observer(pe, reason)
+
+    def _reschedule(self):
+        when = self.next_deadline
+        if when is not None:
+            self._schedule(when)
+
+
+def _peer(conn):
+    address, port = getattr(conn, "peer", (None, 0))
+    if address is None:
+        return repr(conn)
+    if address.version == 6:
+        return "[%s]:%d" % (address, port)
+    return "%s:%d" % (address, port)
+
+
+def _addresses(transport):
+    return ",".join(str(a) for a in transport.addresses)
+
+
+def _same_host(pe, conn):
+    """
+    Whether C{conn} comes from the host that registered C{pe}: one of its
+    peer addresses is one of the PE's ASAP transport addresses.
+    """
+    asap = pe.asap_transport
+    if asap is None:
+        return False
+    peer = conn.peer_addresses
+    return any(a in peer for a in asap.addresses)
+
+
+def _with_distance(settings, conn):
+    # The DPF policies carry the PE's distance from the registrar; RSPLIB
+    # measures half the SCTP round trip time in milliseconds.  A mapping
+    # that cannot measure the RTT gives distance 0.
+    if "distance" not in POLICY_FIELDS[settings.policy_type]:
+        return settings
+    try:
+        rtt = conn.rtt()
+    except NotAvailable:
+        return settings.with_distance(0)
+    return settings.with_distance(int(round(rtt * 500)))
+
+
+def _cause_info(cause, param):
+    if cause == ErrorCause.INCONSISTENT_POOLING_POLICY:
+        return encode_parameter(param.policy)
+    if cause == ErrorCause.INCONSISTENT_TRANSPORT_TYPE:
+        return encode_parameter(param.user_transport)
+    if cause == ErrorCause.INVALID_VALUES:
+        return encode_parameter(param)
+    return b""

@@ -1,0 +1,383 @@
+"""
+C{twistd enrp}: command line options and L{makeService} for a registrar.
+
+Every option can also come from C{--config FILE}, a TOML file (top level or
+an C{[enrp]} table) or an INI file (an C{[enrp]} section), with the same
+names (C{keep-alive-interval = 5} or C{keep_alive_interval = 5}).  The
+command line wins over the file, the file over the defaults.  Defaults
+follow RSPLIB's registrar; times are in seconds.
+"""
+import configparser
+import gc
+import random
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    tomllib = None
+
+from twisted.python import usage
+
+from rserpool.asap.registrar import HR_ITEMS_LIMIT, RegistrarConfig
+from rserpool.asap.scope import parse_scope
+from rserpool.registrar import AnnounceSettings, RegistrarService, new_server_id
+from rserpool.transport.multicast import parse_group
+
+__all__ = ["Options", "makeService", "DEFAULTS"]
+
+#: The young-generation threshold set by L{makeService}.
+GC_THRESHOLD_0 = 50000
+
+#: Default ASAP endpoint: localhost only, so a default run serves nothing
+#: off the host.
+DEFAULT_ASAP = "tcp:3863:interface=127.0.0.1"
+
+
+def _seconds(name, low, high):
+    def convert(value):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise usage.UsageError("--{} takes seconds, not {!r}".format(name, value)) from None
+        if not low <= value <= high:
+            raise usage.UsageError("--{} must be between {} and {} seconds".format(name, low, high))
+        return value
+
+    return convert
+
+
+def _integer(name, low, high=None):
+    def convert(value):
+        try:
+            value = int(str(value), 0)
+        except (TypeError, ValueError):
+            raise usage.UsageError("--{} takes an integer, not {!r}".format(name, value)) from None
+        if value < low or (high is not None and value > high):
+            raise usage.UsageError(
+                "--{} must be between {} and {}".format(name, low, high if high is not None else "any")
+            )
+        return value
+
+    return convert
+
+
+def _server_id(value):
+    if value in (None, ""):
+        return None
+    try:
+        number = int(str(value), 16) if str(value).lower().startswith("0x") or any(
+            c in "abcdefABCDEF" for c in str(value)
+        ) else int(str(value))
+    except ValueError:
+        raise usage.UsageError("--id takes a 32-bit number (decimal or 0x hex), not {!r}".format(value)) from None
+    if not 1 <= number <= 0xFFFFFFFF:
+        raise usage.UsageError("--id must be a non-zero 32-bit number")
+    return number
+
+
+def _scope(value):
+    try:
+        return parse_scope(str(value))
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def _group(value):
+    try:
+        return parse_group(str(value))
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def _flag(value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "yes", "true", "on"):
+        return True
+    if text in ("0", "no", "false", "off"):
+        return False
+    raise usage.UsageError("expected yes or no, not {!r}".format(value))
+
+
+#: name: (default, converter, help).  Times in seconds.
+SETTINGS = {
+    "id": (None, _server_id, "This registrar's id, 32 bits, decimal or 0x hex [random]."),
+    "keep-alive-interval": (
+        5.0, _seconds("keep-alive-interval", 0.1, 300.0),
+        "Seconds between Endpoint Keep Alives to each PE this registrar is home for.",
+    ),
+    "keep-alive-timeout": (
+        5.0, _seconds("keep-alive-timeout", 0.1, 60.0),
+        "Seconds to wait for an Endpoint Keep Alive Ack before removing the PE.",
+    ),
+    "max-bad-pe-reports": (
+        3, _integer("max-bad-pe-reports", 1),
+        "Endpoint Unreachable reports that remove a PE (MAX-BAD-PE-REPORT).",
+    ),
+    "max-hr-items": (
+        3, _integer("max-hr-items", 1, HR_ITEMS_LIMIT),
+        "PEs per Handle Resolution Response when the PU does not ask for a number.",
+    ),
+    "max-hr-items-cap": (
+        HR_ITEMS_LIMIT, _integer("max-hr-items-cap", 1, HR_ITEMS_LIMIT),
+        "The most PEs per Handle Resolution Response, whatever the PU asks for.",
+    ),
+    "max-increment": (
+        0, _integer("max-increment", 0),
+        "Selected PEs a handle resolution counts as used (0: the policy's default).",
+    ),
+    "max-pool-elements": (
+        0, _integer("max-pool-elements", 0),
+        "Refuse registrations beyond this many PEs with Lack of Resources (0: no limit).",
+    ),
+    "min-address-scope": (
+        None, _scope,
+        "Narrowest PE address scope accepted: loopback, site-local or global "
+        "[the scope of the ASAP endpoint's own address; site-local for a wildcard].",
+    ),
+    "announce": (False, _flag, None),
+    "quiet": (False, _flag, None),
+    "announce-group": (
+        ("239.0.0.50", 3863), _group, "Server Announce group ADDRESS:PORT.",
+    ),
+    "announce-interval": (
+        1.0, _seconds("announce-interval", 0.1, 60.0), "Seconds between Server Announces.",
+    ),
+    "announce-ttl": (30, _integer("announce-ttl", 1, 255), "Multicast TTL of Server Announces."),
+    "announce-interface": (
+        None, str, "Address of the interface to send Server Announces from [system's choice].",
+    ),
+    "enrp": (None, str, "ENRP endpoint, e.g. tcp:9901:interface=127.0.0.1 [none]."),
+    # RFC 5353 timers and limits, RSPLIB's defaults; used by ENRP peering,
+    # which arrives with the ENRP implementation.
+    "peer-heartbeat-cycle": (
+        2.444, _seconds("peer-heartbeat-cycle", 1.0, 300.0),
+        "Seconds between ENRP Presence messages to peers (PEER-HEARTBEAT-CYCLE).",
+    ),
+    "peer-max-time-last-heard": (
+        5.0, _seconds("peer-max-time-last-heard", 1.0, 300.0),
+        "Seconds of peer silence before probing it (MAX-TIME-LAST-HEARD).",
+    ),
+    "peer-max-time-no-response": (
+        5.0, _seconds("peer-max-time-no-response", 1.0, 60.0),
+        "Seconds to wait for a probed peer (MAX-TIME-NO-RESPONSE).",
+    ),
+    "mentor-discovery-timeout": (
+        5.0, _seconds("mentor-discovery-timeout", 1.0, 60.0),
+        "Seconds to look for a mentor peer at startup.",
+    ),
+    "takeover-expiry": (
+        5.0, _seconds("takeover-expiry", 1.0, 60.0),
+        "Seconds a takeover waits for its acknowledgements.",
+    ),
+    "max-elements-per-ht-request": (
+        128, _integer("max-elements-per-ht-request", 1, 65535),
+        "PEs per ENRP Handle Table Response.",
+    ),
+}
+
+#: Every setting's default.
+DEFAULTS = {name: spec[0] for name, spec in SETTINGS.items()}
+DEFAULTS["asap"] = [DEFAULT_ASAP]
+DEFAULTS["peer"] = []
+
+
+def _default_text(name):
+    default = DEFAULTS[name]
+    if default is None:
+        return None
+    if isinstance(default, tuple):
+        return "%s:%d" % default
+    return default
+
+
+class Options(usage.Options):
+    """
+    The options of C{twistd enrp}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run an RSerPool registrar (ENRP server, RFC 5352/5353) serving ASAP "
+        "over the TCP mapping. With no options it listens on "
+        "tcp:3863:interface=127.0.0.1 and accepts loopback PEs."
+    )
+
+    optFlags = [
+        ["announce", None, "Send ASAP Server Announce to the announce group (off by default)."],
+        ["quiet", "q", "Do not log each registration and removal (errors are still logged)."],
+    ]
+    optParameters = [
+        [name.replace("_", "-"), None, None,
+         spec[2] + ("" if _default_text(name) is None else " [default: %s]" % (_default_text(name),))]
+        for name, spec in SETTINGS.items()
+        if spec[2] is not None
+    ] + [
+        ["config", "c", None, "Read settings from this TOML or INI file."],
+    ]
+
+    compData = usage.Completions(
+        optActions={"config": usage.CompleteFiles("*.toml *.ini *.conf")}
+    )
+
+    def __init__(self):
+        usage.Options.__init__(self)
+        self["asap"] = []
+        self["peer"] = []
+
+    def opt_asap(self, endpoint):
+        """
+        ASAP endpoint to listen on; repeat for several [default: tcp:3863:interface=127.0.0.1].
+        """
+        self["asap"].append(endpoint)
+
+    def opt_peer(self, peer):
+        """
+        ENRP peer HOST:PORT (repeatable; used once ENRP peering is implemented).
+        """
+        self["peer"].append(peer)
+
+    def postOptions(self):
+        file_settings = {}
+        if self["config"]:
+            file_settings = load_config(self["config"])
+        settings = {}
+        for name, (default, convert, _) in SETTINGS.items():
+            value = self.get(name)
+            if name in ("announce", "quiet"):
+                value = True if self[name] else None
+            if value is None and name in file_settings:
+                value = file_settings[name]
+            if value is None:
+                settings[name] = default
+            else:
+                settings[name] = convert(value) if convert is not str else str(value)
+        for name in ("asap", "peer"):
+            values = list(self[name])
+            if not values and name in file_settings:
+                values = _as_list(file_settings[name])
+            if not values:
+                values = list(DEFAULTS[name])
+            settings[name] = values
+        if settings["enrp"] == "":
+            settings["enrp"] = None
+        for description in settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []):
+            check_endpoint(description)
+        self.settings = settings
+
+
+def _as_list(value):
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).replace("\n", ",").split(",") if v.strip()]
+
+
+def load_config(path):
+    """
+    Read a TOML or INI configuration file.
+
+    @return: a C{dict} of setting name (with dashes) to raw value.
+    @raise usage.UsageError: if the file cannot be read or parsed, or names
+        an unknown setting.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise usage.UsageError("cannot read config file {}: {}".format(path, e.strerror)) from None
+    raw = None
+    toml_error = None
+    if tomllib is not None:
+        try:
+            raw = tomllib.loads(data.decode("utf-8"))
+            if isinstance(raw.get("enrp"), dict):
+                raw = raw["enrp"]
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            toml_error = e
+    if raw is None:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read_string(data.decode("utf-8"), source=path)
+        except (configparser.Error, UnicodeDecodeError) as e:
+            reason = toml_error or e
+            raise usage.UsageError(
+                "cannot parse config file {}: {}".format(path, str(reason).splitlines()[0])
+            ) from None
+        if parser.has_section("enrp"):
+            raw = dict(parser.items("enrp"))
+        else:
+            raw = dict(parser.defaults())
+    known = set(SETTINGS) | {"asap", "peer"}
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("_", "-").lower()
+        if name not in known:
+            raise usage.UsageError("unknown setting {!r} in config file {}".format(key, path))
+        out[name] = value
+    return out
+
+
+def check_endpoint(description):
+    """
+    Check that an endpoint string parses (without listening).
+
+    @raise usage.UsageError: with a one-line reason.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        reason = e.args[0] if e.args else e
+        raise usage.UsageError("bad endpoint {!r}: {}".format(description, reason)) from None
+
+
+def makeService(options):
+    """
+    Build the registrar service from parsed L{Options}.
+    """
+    s = getattr(options, "settings", None)
+    if s is None:
+        options.postOptions()
+        s = options.settings
+    # A registrar holds hundreds of thousands of long-lived objects (PEs and
+    # their indexes); with CPython's default thresholds the young
+    # generations fill every few hundred requests and escalate into full
+    # collections that stall the reactor for 100 ms and more at 100,000 PEs
+    # (see doc/perf/registrar.rst).  Collect the young generation less often.
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, GC_THRESHOLD_0), max(gen1, 20), gen2)
+    rng = random.SystemRandom()
+    server_id = s["id"] if s["id"] is not None else new_server_id(rng)
+    config = RegistrarConfig(
+        server_id=server_id,
+        keep_alive_interval=s["keep-alive-interval"],
+        keep_alive_timeout=s["keep-alive-timeout"],
+        max_bad_pe_reports=s["max-bad-pe-reports"],
+        max_hr_items=s["max-hr-items"],
+        max_hr_items_cap=s["max-hr-items-cap"],
+        max_increment=s["max-increment"] or None,
+        max_pool_elements=s["max-pool-elements"],
+        log_events=not s["quiet"],
+    )
+    announce = None
+    if s["announce"]:
+        announce = AnnounceSettings(
+            group=s["announce-group"],
+            interval=s["announce-interval"],
+            ttl=s["announce-ttl"],
+            interface=s["announce-interface"],
+        )
+    return RegistrarService(
+        config,
+        asap_endpoints=s["asap"],
+        enrp_endpoint=s["enrp"],
+        peers=s["peer"],
+        announce=announce,
+        min_address_scope=s["min-address-scope"],
+        max_elements_per_ht_request=s["max-elements-per-ht-request"],
+        rng=random.Random(rng.getrandbits(64)),
+        exit_on_listen_failure=True,
+    )

@@ -1,0 +1,287 @@
+"""
+The TCP mapping (``doc/tcp-mapping.rst``), as Twisted protocols.
+
+Where one protocol flows (PE or PU to registrar over ASAP, registrar to
+registrar over ENRP) a connection carries plain ASAP or ENRP messages, one
+after the other, each found by its own 16-bit length field and padded to 4
+bytes: exactly what Wireshark's ASAP dissector reads on TCP port 3863.
+L{MessageStreamProtocol} does that framing with
+L{rserpool.wire.StreamDecoder} and hands whole, decoded messages to an
+L{IMessageReceiver}; it is the L{IMessageConnection} the state machines
+see.  Which transport it runs on is chosen by a Twisted endpoint string
+(C{tcp:3863:interface=127.0.0.1}, C{ssl:...}): nothing here opens a socket.
+
+The multiplexed control+data framing of Enhanced Mode is
+L{rserpool.transport.mux} (sans I/O); L{MultiplexProtocol} runs it over a
+Twisted transport with its heartbeat.
+"""
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rserpool.transport.base import IMessageConnection, NotAvailable, normalize_address
+from rserpool.transport import mux
+from rserpool.wire import ASAP, ProtocolError, StreamDecoder, TCPTransport, encode
+
+__all__ = [
+    "MessageStreamProtocol",
+    "MessageStreamFactory",
+    "MultiplexProtocol",
+    "address_of",
+]
+
+
+def address_of(address):
+    """
+    C{(ipaddress, port)} for a Twisted L{IAddress} with C{host} and C{port},
+    or C{(None, 0)} for another kind of address (a UNIX socket, a test).
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return (None, 0)
+    try:
+        return (normalize_address(host), getattr(address, "port", 0))
+    except ValueError:
+        return (None, getattr(address, "port", 0))
+
+
+@implementer(IMessageConnection)
+class MessageStreamProtocol(Protocol):
+    """
+    A connection carrying plain ASAP or ENRP messages framed by their own
+    length field.
+
+    A message that is well framed but invalid goes to the receiver's
+    C{protocol_error} and the stream goes on.  A length field below the
+    header's 4 bytes means the framing is lost: the receiver's
+    C{protocol_error} is told (so it can answer with an Error), then this
+    connection, and only this one, is closed.
+
+    @ivar receiver: the L{IMessageReceiver}.
+    @ivar protocol: C{"asap"} or C{"enrp"}.
+    @ivar peer: C{(address, port)} of the remote end.
+    @ivar local: C{(address, port)} of the local end.
+    """
+
+    log = Logger()
+    mapping = "tcp"
+
+    def __init__(self, receiver, protocol=ASAP):
+        self.receiver = receiver
+        self.protocol = protocol
+        self._decoder = StreamDecoder(protocol)
+        self.peer = (None, 0)
+        self.local = (None, 0)
+        self.peer_addresses = ()
+        self._peer_transport = None
+        self.connected = False
+
+    def __repr__(self):
+        return "<{} {} peer {}:{}>".format(
+            type(self).__name__, self.protocol, self.peer[0], self.peer[1]
+        )
+
+    def connectionMade(self):
+        self.connected = True
+        self.peer = address_of(self.transport.getPeer())
+        self.local = address_of(self.transport.getHost())
+        if self.peer[0] is not None:
+            self.peer_addresses = (self.peer[0],)
+            self._peer_transport = TCPTransport(self.peer[1], (self.peer[0],))
+        # The ASAP keep-alive watches PEs; TCP keep-alive also clears out
+        # connections of silent pool users whose host vanished.
+        set_keepalive = getattr(self.transport, "setTcpKeepAlive", None)
+        if set_keepalive is not None:
+            set_keepalive(1)
+        self.receiver.connection_made(self)
+
+    def dataReceived(self, data):
+        if not self.connected:
+            return
+        try:
+            items = self._decoder.feed(data)
+        except ProtocolError as e:
+            self.log.warn(
+                "closing {protocol} connection from {peer}: {reason}",
+                protocol=self.protocol,
+                peer=self.peer,
+                reason=e.reason,
+            )
+            self.receiver.protocol_error(self, e)
+            self.close()
+            return
+        receiver = self.receiver
+        for item in items:
+            if not self.connected:
+                break
+            if type(item) is ProtocolError:
+                receiver.protocol_error(self, item)
+            else:
+                receiver.message_received(self, item)
+
+    def connectionLost(self, reason):
+        if self.connected:
+            self.connected = False
+            self.receiver.connection_lost(self)
+
+    # -- IMessageConnection -----------------------------------------------
+
+    def send(self, message):
+        """
+        Encode and send one message.
+        """
+        if self.connected:
+            self.transport.write(encode(message))
+
+    def send_encoded(self, data):
+        """
+        Send already encoded messages.
+        """
+        if self.connected:
+            self.transport.write(data)
+
+    def close(self):
+        """
+        Close after the queued bytes are written; stop reading meanwhile.
+        """
+        if self.connected:
+            self.connected = False
+            self.transport.loseConnection()
+            self.receiver.connection_lost(self)
+
+    @property
+    def peer_transport(self):
+        """
+        The remote end as a transport parameter (a L{TCPTransport}), or
+        C{None} when its address is unknown: what a registrar stores as a
+        PE's ASAP transport.
+        """
+        return self._peer_transport
+
+    def rtt(self):
+        """
+        @raise NotAvailable: TCP keeps its RTT estimate to itself.
+        """
+        raise NotAvailable("rtt", self.mapping)
+
+    def rto(self):
+        """
+        @raise NotAvailable: TCP keeps its RTO to itself.
+        """
+        raise NotAvailable("rto", self.mapping)
+
+    def path_mtu(self):
+        """
+        @raise NotAvailable: TCP does not expose the path MTU.
+        """
+        raise NotAvailable("path_mtu", self.mapping)
+
+
+class MessageStreamFactory(Factory):
+    """
+    Builds a L{MessageStreamProtocol} for each connection, all feeding one
+    receiver.
+    """
+
+    protocol = MessageStreamProtocol
+    noisy = False
+
+    def __init__(self, receiver, protocol=ASAP):
+        """
+        @param receiver: the L{IMessageReceiver} every connection reports
+            to.
+        @param protocol: C{"asap"} or C{"enrp"}.
+        """
+        self.receiver = receiver
+        self.message_protocol = protocol
+
+    def buildProtocol(self, addr):
+        p = MessageStreamProtocol(self.receiver, self.message_protocol)
+        p.factory = self
+        return p
+
+
+class MultiplexProtocol(Protocol):
+    """
+    A multiplexed control+data connection (L{rserpool.transport.mux}) over a
+    Twisted transport, heartbeat included.
+
+    Subclass or pass callbacks: C{on_message(event)} gets each
+    L{mux.DataReceived}; C{on_dead()} is called when the heartbeat finds
+    the peer silent (the connection is then closed).
+
+    @ivar connection: the L{mux.MuxConnection}, for its RTT estimate.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, on_message, on_dead=None, **options):
+        """
+        @param clock: an L{IReactorTime}.
+        @param on_message: called with each L{mux.DataReceived}.
+        @param on_dead: called without arguments when the peer went silent.
+        @param options: passed to L{mux.MuxConnection} (C{interval},
+            C{max_missed}, C{max_payload}).
+        """
+        self.clock = clock
+        self.on_message = on_message
+        self.on_dead = on_dead
+        self._options = options
+        self.connection = None
+        self._call = None
+
+    def connectionMade(self):
+        self.connection = mux.MuxConnection(self.clock.seconds(), **self._options)
+        self._arm()
+
+    def dataReceived(self, data):
+        try:
+            events = self.connection.receive(data, self.clock.seconds())
+        except mux.MuxFramingError as e:
+            self.log.warn("closing multiplexed connection: {reason}", reason=str(e))
+            self.transport.abortConnection()
+            return
+        self._flush()
+        for event in events:
+            if isinstance(event, mux.DataReceived):
+                self.on_message(event)
+        self._arm()
+
+    def send(self, payload, ppid=0, stream=0, unordered=False):
+        """
+        Send one user message (see L{mux.MuxConnection.send}).
+        """
+        self.connection.send(payload, ppid, stream, unordered)
+        self._flush()
+
+    def _flush(self):
+        data = self.connection.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def _arm(self):
+        deadline = self.connection.next_deadline
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if deadline is not None:
+            self._call = self.clock.callLater(
+                max(0.0, deadline - self.clock.seconds()), self._timer
+            )
+
+    def _timer(self):
+        self._call = None
+        events = self.connection.timer(self.clock.seconds())
+        self._flush()
+        if events:
+            self.log.info("multiplexed connection: peer silent, closing")
+            self.transport.loseConnection()
+            if self.on_dead is not None:
+                self.on_dead()
+            return
+        self._arm()
+
+    def connectionLost(self, reason):
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None

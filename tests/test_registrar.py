@@ -1,0 +1,970 @@
+"""
+State-machine tests of the registrar's ASAP side (RFC 5352): the sans-IO
+L{ASAPRegistrar} driven through the TCP mapping's protocol over
+L{StringTransport}, with time from L{task.Clock}.
+"""
+import ipaddress
+import struct
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address as TwistedIPv4, IPv6Address as TwistedIPv6
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
+from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_scope
+from rserpool.codes import ErrorCause, PolicyType
+from rserpool.handlespace import TimerCode
+from rserpool.registrar import ASAPReceiver, Wakeup
+from rserpool.transport.tcp import MessageStreamProtocol
+from rserpool.wire import (
+    DATA_PLUS_CONTROL,
+    ASAPError,
+    BusinessCard,
+    Cookie,
+    Deregistration,
+    DeregistrationResponse,
+    EndpointKeepAlive,
+    EndpointKeepAliveAck,
+    EndpointUnreachable,
+    HandleResolution,
+    HandleResolutionResponse,
+    OperationError,
+    Policy,
+    PoolElement,
+    Registration,
+    RegistrationResponse,
+    SCTPTransport,
+    ServerAnnounce,
+    StreamDecoder,
+    TCPTransport,
+    UDPTransport,
+    decode,
+    encode,
+    encode_parameter,
+)
+from rserpool.wire.params import encode_pool_handle
+
+SERVER_ID = 0x11223344
+LOCAL = ipaddress.ip_address("127.0.0.1")
+ROUND_ROBIN = Policy.make(PolicyType.ROUND_ROBIN)
+
+
+def pe_param(pe_id, address="127.0.0.1", port=7, policy=ROUND_ROBIN, life=90000,
+             transport=TCPTransport, use=0):
+    """
+    A Pool Element parameter as a PE sends it in a Registration.
+    """
+    if transport is UDPTransport:
+        user = UDPTransport(port, (address,))
+    else:
+        user = transport(port, (address,), use)
+    return PoolElement(pe_id, 0, life, user, policy)
+
+
+class Client:
+    """
+    One connection to the registrar: a L{MessageStreamProtocol} over a
+    L{StringTransport}, with helpers to send messages and read answers.
+    """
+
+    def __init__(self, harness, host="127.0.0.1", port=40000):
+        self.harness = harness
+        self.transport = StringTransport(
+            hostAddress=TwistedIPv4("TCP", "127.0.0.1", 3863),
+            peerAddress=(TwistedIPv6 if ":" in host else TwistedIPv4)("TCP", host, port),
+        )
+        self.protocol = MessageStreamProtocol(harness.receiver, "asap")
+        self.protocol.makeConnection(self.transport)
+        self._decoder = StreamDecoder("asap")
+        self.raw = []
+
+    def send(self, message):
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, data):
+        self.protocol.dataReceived(data)
+
+    def received(self):
+        """
+        Decode and return what the registrar wrote since the last call.
+        """
+        data = self.transport.value()
+        self.transport.clear()
+        self.raw.append(data)
+        self.harness.sent_bytes.append(data)
+        out = []
+        for item in self._decoder.feed(data):
+            if isinstance(item, Exception):
+                raise AssertionError("registrar sent an undecodable message: %r" % (item,))
+            out.append(item)
+        return out
+
+    def one(self):
+        messages = self.received()
+        if len(messages) != 1:
+            raise AssertionError("expected one message, got %r" % (messages,))
+        return messages[0]
+
+    def register(self, handle, pe, expect_ok=True):
+        self.send(Registration(handle, pe))
+        response = self.one()
+        if expect_ok:
+            assert isinstance(response, RegistrationResponse), response
+            assert not response.reject, response
+        return response
+
+    @property
+    def closed(self):
+        return self.transport.disconnecting
+
+    def lose(self):
+        self.protocol.connectionLost(None)
+
+
+class Harness:
+    """
+    A registrar wired to a L{task.Clock}.
+    """
+
+    def __init__(self, **settings):
+        settings.setdefault("min_address_scope", Scope.LOOPBACK)
+        self.clock = task.Clock()
+        self.config = RegistrarConfig(server_id=SERVER_ID, **settings)
+        self.wakeup = Wakeup(self.clock)
+        self.registrar = ASAPRegistrar(self.config, schedule=self.wakeup.schedule)
+        self.wakeup.callback = self.registrar.timer_fired
+        self.receiver = ASAPReceiver(self.registrar, self.clock)
+        self.hs = self.registrar.handlespace
+        self.sent_bytes = []
+        self.registered = []
+        self.removed = []
+        self.registrar.on_registered.append(lambda pe, outcome: self.registered.append(pe))
+        self.registrar.on_removed.append(lambda pe, why: self.removed.append((pe.pe_id, why)))
+
+    def client(self, host="127.0.0.1", port=40000):
+        return Client(self, host, port)
+
+
+def cause_of(message):
+    (cause,) = message.error.causes
+    return cause
+
+
+class RegistrationTests(unittest.TestCase):
+    """
+    RFC 5352 section 3.1/3.2.1: registration and re-registration.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.pe = self.h.client()
+
+    def test_register(self):
+        """
+        A valid registration is accepted; the registrar becomes the PE's
+        home registrar and takes the PE's ASAP transport from the
+        connection.
+        """
+        response = self.pe.register(b"EchoPool", pe_param(0x1234))
+        self.assertEqual(response, RegistrationResponse(b"EchoPool", 0x1234))
+        stored = self.h.hs.get(b"EchoPool", 0x1234)
+        self.assertEqual(stored.home_registrar, SERVER_ID)
+        self.assertEqual(stored.asap_transport, TCPTransport(40000, (LOCAL,)))
+        self.assertEqual(stored.user_transport.wire, TCPTransport(7, (LOCAL,)))
+        self.assertEqual(stored.timer_code, TimerCode.KEEP_ALIVE_TRANSMISSION)
+        self.assertEqual(self.h.registered, [stored])
+        self.h.hs.verify()
+
+    def test_reregister(self):
+        """
+        A registration of an existing PE identifier updates the PE in place
+        (RFC 5352: a re-registration).
+        """
+        lu = Policy.make(PolicyType.LEAST_USED, load=10)
+        self.pe.register(b"P", pe_param(5, policy=lu))
+        first = self.h.hs.get(b"P", 5)
+        self.pe.register(b"P", pe_param(5, policy=Policy.make(PolicyType.LEAST_USED, load=99)))
+        self.assertIs(self.h.hs.get(b"P", 5), first)
+        self.assertEqual(first.policy.load, 99)
+        self.assertEqual(len(self.h.hs), 1)
+
+    def test_multihomed_user_transport_filtered(self):
+        """
+        Of a multi-homed user transport only the addresses of the peer are
+        kept (RSPLIB filters the same way).
+        """
+        pe = PoolElement(9, 0, 1000, SCTPTransport(9, ("127.0.0.1", "192.0.2.7")), ROUND_ROBIN)
+        self.pe.register(b"P", pe)
+        self.assertEqual(self.h.hs.get(b"P", 9).user_transport.wire.addresses, (LOCAL,))
+
+    def assertRejected(self, response, cause, info=None):
+        self.assertIsInstance(response, RegistrationResponse)
+        self.assertTrue(response.reject)
+        got = cause_of(response)
+        self.assertEqual(got.code, cause)
+        if info is not None:
+            self.assertEqual(got.info, info)
+
+    def test_foreign_address(self):
+        """
+        A PE may only register its own addresses: another host's address is
+        refused for security reasons (RFC 5355; RSPLIB compares with the
+        association's peer addresses).
+        """
+        response = self.pe.register(b"P", pe_param(1, "127.0.0.2"), expect_ok=False)
+        self.assertRejected(response, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)
+        self.assertEqual(len(self.h.hs), 0)
+
+    def test_below_minimum_scope(self):
+        """
+        An address narrower than the minimum scope is refused with Invalid
+        Values, the transport as information.
+        """
+        h = Harness(min_address_scope=Scope.SITE_LOCAL)
+        pe = h.client()
+        param = pe_param(1)
+        response = pe.register(b"P", param, expect_ok=False)
+        self.assertRejected(
+            response, ErrorCause.INVALID_VALUES, encode_parameter(param.user_transport)
+        )
+
+    def test_site_local_scope_accepts_private(self):
+        h = Harness(min_address_scope=Scope.SITE_LOCAL)
+        pe = h.client("10.1.2.3")
+        pe.register(b"P", pe_param(1, "10.1.2.3"))
+
+    def test_ipv6_peer(self):
+        pe = self.h.client("::1")
+        pe.register(b"P", pe_param(1, "::1"))
+        self.assertEqual(
+            self.h.hs.get(b"P", 1).asap_transport,
+            TCPTransport(40000, (ipaddress.ip_address("::1"),)),
+        )
+
+    def test_ipv4_mapped_peer(self):
+        """
+        A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; the PE's
+        IPv4 address still counts as its own.
+        """
+        pe = self.h.client("::ffff:127.0.0.1")
+        pe.register(b"P", pe_param(1, "127.0.0.1"))
+
+    def test_long_handle(self):
+        handle = b"x" * 33
+        response = self.pe.register(handle, pe_param(1), expect_ok=False)
+        self.assertRejected(response, ErrorCause.INVALID_VALUES, encode_pool_handle(handle))
+
+    def test_pe_identifier_zero(self):
+        response = self.pe.register(b"P", pe_param(0), expect_ok=False)
+        self.assertRejected(response, ErrorCause.INVALID_VALUES)
+
+    def test_unknown_policy(self):
+        policy = Policy(0x12345678, (), b"\0\0\0\1")
+        response = self.pe.register(b"P", pe_param(1, policy=policy), expect_ok=False)
+        self.assertRejected(response, ErrorCause.INVALID_VALUES, encode_parameter(policy))
+
+    def test_inconsistent_policy(self):
+        """
+        RFC 5352 section 3.1: every PE of a pool uses the pool's policy type.
+        """
+        self.pe.register(b"P", pe_param(1))
+        other = Policy.make(PolicyType.RANDOM)
+        response = self.pe.register(b"P", pe_param(2, policy=other), expect_ok=False)
+        self.assertRejected(
+            response, ErrorCause.INCONSISTENT_POOLING_POLICY, encode_parameter(other)
+        )
+
+    def test_inconsistent_transport(self):
+        self.pe.register(b"P", pe_param(1))
+        param = pe_param(2, transport=UDPTransport)
+        response = self.pe.register(b"P", param, expect_ok=False)
+        self.assertRejected(
+            response,
+            ErrorCause.INCONSISTENT_TRANSPORT_TYPE,
+            encode_parameter(param.user_transport),
+        )
+
+    def test_inconsistent_data_control(self):
+        self.pe.register(b"P", pe_param(1))
+        response = self.pe.register(b"P", pe_param(2, use=DATA_PLUS_CONTROL), expect_ok=False)
+        self.assertRejected(response, ErrorCause.INCONSISTENT_DATA_CONTROL_CONFIGURATION)
+
+    def test_non_unique_identifier(self):
+        """
+        A PE identifier held by a PE on another live connection from
+        another host cannot be taken over.
+        """
+        self.pe.register(b"P", pe_param(1))
+        intruder = self.h.client("127.0.0.9", 40001)
+        response = intruder.register(b"P", pe_param(1, "127.0.0.9"), expect_ok=False)
+        self.assertRejected(response, ErrorCause.NON_UNIQUE_PE_IDENTIFIER)
+        self.assertIs(self.h.hs.get(b"P", 1).connection, self.pe.protocol)
+
+    def test_same_host_reconnect(self):
+        """
+        The same host may re-register the identifier over a new connection
+        (a PE that reconnected): the PE moves to it.
+        """
+        self.pe.register(b"P", pe_param(1))
+        again = self.h.client("127.0.0.1", 40001)
+        again.register(b"P", pe_param(1))
+        self.assertIs(self.h.hs.get(b"P", 1).connection, again.protocol)
+
+    def test_lack_of_resources(self):
+        h = Harness(max_pool_elements=2)
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pe.register(b"P", pe_param(2))
+        response = pe.register(b"P", pe_param(3), expect_ok=False)
+        self.assertRejected(response, ErrorCause.LACK_OF_RESOURCES)
+        # Re-registrations still work when full.
+        pe.register(b"P", pe_param(2))
+
+    def test_dpf_distance_not_available(self):
+        """
+        DPF policies carry the PE's distance, which RSPLIB measures from the
+        SCTP RTT; the TCP mapping cannot measure it, so it is 0.
+        """
+        policy = Policy.make(PolicyType.LEAST_USED_DPF, load=5, load_dpf=7, distance=1234)
+        self.pe.register(b"P", pe_param(1, policy=policy))
+        self.assertEqual(self.h.hs.get(b"P", 1).policy.distance, 0)
+
+
+class DeregistrationTests(unittest.TestCase):
+    """
+    RFC 5352 section 3.3/3.2.2: deregistration, and expiry of the
+    registration life.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.pe = self.h.client()
+        self.pe.register(b"P", pe_param(1))
+
+    def test_deregister(self):
+        self.pe.send(Deregistration(b"P", 1))
+        self.assertEqual(self.pe.one(), DeregistrationResponse(b"P", 1))
+        self.assertIsNone(self.h.hs.get(b"P", 1))
+        self.assertEqual(self.h.removed, [(1, "deregistered")])
+        self.assertIsNone(self.h.hs.pool(b"P"))
+
+    def test_deregister_unknown(self):
+        """
+        Like RSPLIB, deregistering a PE that is not there succeeds.
+        """
+        self.pe.send(Deregistration(b"Q", 7))
+        self.assertEqual(self.pe.one(), DeregistrationResponse(b"Q", 7))
+
+    def test_deregister_from_elsewhere(self):
+        """
+        Only the PE's own host may deregister it (RFC 5355 section 2.2).
+        """
+        other = self.h.client("127.0.0.5", 40002)
+        other.send(Deregistration(b"P", 1))
+        response = other.one()
+        self.assertIsInstance(response, DeregistrationResponse)
+        self.assertEqual(
+            cause_of(response).code, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS
+        )
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+
+    def test_deregister_same_host_other_connection(self):
+        other = self.h.client("127.0.0.1", 40002)
+        other.send(Deregistration(b"P", 1))
+        self.assertEqual(other.one(), DeregistrationResponse(b"P", 1))
+
+    def test_registration_life_expiry(self):
+        """
+        A PE that does not re-register within its registration life is
+        removed, even while it answers keep-alives.
+        """
+        h = Harness(keep_alive_interval=100.0)
+        pe = h.client()
+        pe.register(b"P", pe_param(1, life=2500))
+        h.clock.advance(2.4)
+        self.assertIsNotNone(h.hs.get(b"P", 1))
+        h.clock.advance(0.2)
+        self.assertIsNone(h.hs.get(b"P", 1))
+        self.assertEqual(h.removed, [(1, "registration life expired")])
+
+    def test_reregistration_extends_life(self):
+        h = Harness(keep_alive_interval=100.0)
+        pe = h.client()
+        pe.register(b"P", pe_param(1, life=2000))
+        h.clock.advance(1.5)
+        pe.register(b"P", pe_param(1, life=2000))
+        h.clock.advance(1.5)
+        self.assertIsNotNone(h.hs.get(b"P", 1))
+        h.clock.advance(0.6)
+        self.assertIsNone(h.hs.get(b"P", 1))
+
+    def test_infinite_life(self):
+        """
+        A negative registration life never expires (the keep-alive watches
+        the PE).
+        """
+        h = Harness(keep_alive_interval=1000.0)
+        pe = h.client()
+        pe.register(b"P", pe_param(1, life=-1))
+        h.clock.advance(900)
+        self.assertIsNotNone(h.hs.get(b"P", 1))
+
+
+class HandleResolutionTests(unittest.TestCase):
+    """
+    RFC 5352 section 3.8/3.2.3 and draft-dreibholz-rserpool-asap-hropt.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.pe = self.h.client()
+        for i in range(1, 6):
+            self.pe.register(b"P", pe_param(i, port=1000 + i))
+        self.pu = self.h.client("127.0.0.1", 50000)
+
+    def resolve(self, items=None, handle=b"P"):
+        self.pu.send(HandleResolution(handle, items))
+        response = self.pu.one()
+        self.assertIsInstance(response, HandleResolutionResponse)
+        return response
+
+    def test_default_items(self):
+        """
+        Without a Handle Resolution Option the registrar returns
+        MAX-HR-ITEMS PEs, in round robin order, with the pool's policy.
+        """
+        response = self.resolve()
+        self.assertEqual(response.policy, ROUND_ROBIN)
+        self.assertIsNone(response.error)
+        self.assertEqual([pe.identifier for pe in response.pool_elements], [1, 2, 3])
+        first = response.pool_elements[0]
+        self.assertEqual(first, PoolElement(1, SERVER_ID, 90000, TCPTransport(1001, (LOCAL,)), ROUND_ROBIN))
+        # Round robin advances by one PE per resolution (RSPLIB maxIncrement).
+        response = self.resolve()
+        self.assertEqual([pe.identifier for pe in response.pool_elements], [2, 3, 4])
+
+    def test_items_option(self):
+        self.assertEqual(len(self.resolve(1).pool_elements), 1)
+        self.assertEqual(len(self.resolve(4).pool_elements), 4)
+        self.assertEqual(len(self.resolve(0).pool_elements), 3)
+        self.assertEqual(len(self.resolve(0xFFFFFFFF).pool_elements), 5)
+
+    def test_items_cap(self):
+        h = Harness(max_hr_items_cap=2)
+        pe = h.client()
+        for i in range(1, 6):
+            pe.register(b"P", pe_param(i))
+        pe.send(HandleResolution(b"P", 0xFFFFFFFF))
+        self.assertEqual(len(pe.one().pool_elements), 2)
+
+    def test_default_items_configurable(self):
+        h = Harness(max_hr_items=1)
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pe.register(b"P", pe_param(2))
+        pe.send(HandleResolution(b"P"))
+        self.assertEqual(len(pe.one().pool_elements), 1)
+
+    def test_unknown_pool(self):
+        response = self.resolve(handle=b"nope")
+        self.assertEqual(response.pool_elements, ())
+        self.assertIsNone(response.policy)
+        self.assertEqual(cause_of(response).code, ErrorCause.UNKNOWN_POOL_HANDLE)
+
+    def test_selected_by_policy(self):
+        """
+        Least Used picks the least loaded PEs first.
+        """
+        h = Harness()
+        pe = h.client()
+        for i, load in ((1, 50), (2, 10), (3, 30)):
+            pe.register(b"L", pe_param(i, policy=Policy.make(PolicyType.LEAST_USED, load=load)))
+        pe.send(HandleResolution(b"L", 2))
+        response = pe.one()
+        self.assertEqual([p.identifier for p in response.pool_elements], [2, 3])
+        self.assertEqual(response.policy, Policy.make(PolicyType.LEAST_USED, load=10))
+
+    def test_zero_weight_pool(self):
+        """
+        A pool whose PEs all have weight 0 exists but yields no PE: the
+        answer has the pool's policy and no Pool Element.
+        """
+        h = Harness()
+        pe = h.client()
+        pe.register(b"W", pe_param(1, policy=Policy.make(PolicyType.WEIGHTED_RANDOM, weight=0)))
+        pe.send(HandleResolution(b"W"))
+        response = pe.one()
+        self.assertIsNone(response.error)
+        self.assertEqual(response.pool_elements, ())
+        self.assertEqual(response.policy.policy_type, PolicyType.WEIGHTED_RANDOM)
+
+    def test_response_fits_length_field(self):
+        """
+        PEs that would overflow the 16-bit message length are left out.
+        """
+        h = Harness()
+        many = tuple(ipaddress.ip_address("127.0.%d.%d" % (i // 250, 1 + i % 250)) for i in range(64))
+        for i in range(1, 129):
+            conn = h.client("127.0.0.1", 20000 + i)
+            conn.protocol.peer_addresses = many
+            transport = SCTPTransport(9, many)
+            conn.register(b"S", PoolElement(i, 0, 1000, transport, ROUND_ROBIN))
+        pu = h.client("127.0.0.1", 50001)
+        pu.send(HandleResolution(b"S", 128))
+        (data,) = [b for b in [pu.transport.value()]]
+        response = pu.one()
+        self.assertLess(len(data), 65536)
+        self.assertGreater(len(response.pool_elements), 10)
+        self.assertLess(len(response.pool_elements), 128)
+
+
+class KeepAliveTests(unittest.TestCase):
+    """
+    RFC 5352 section 3.7: Endpoint Keep Alive from the home registrar.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.pe = self.h.client()
+        self.pe.register(b"P", pe_param(1))
+
+    def test_keep_alive_sent(self):
+        self.h.clock.advance(4.9)
+        self.assertEqual(self.pe.received(), [])
+        self.h.clock.advance(0.1)
+        self.assertEqual(self.pe.one(), EndpointKeepAlive(SERVER_ID, b"P", 1))
+
+    def test_ack_keeps_pe(self):
+        for _ in range(5):
+            self.h.clock.advance(5.0)
+            self.assertIsInstance(self.pe.one(), EndpointKeepAlive)
+            self.h.clock.advance(1.0)
+            self.pe.send(EndpointKeepAliveAck(b"P", 1))
+            self.h.clock.advance(4.0)
+            self.assertEqual(self.pe.received(), [])
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+
+    def test_timeout_removes_pe_and_closes(self):
+        """
+        Without an ack within the timeout the PE is removed, and its
+        connection, carrying no other PE, is closed (RSPLIB aborts the
+        association).
+        """
+        self.h.clock.advance(5.0)
+        self.pe.received()
+        self.h.clock.advance(4.9)
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+        self.h.clock.advance(0.1)
+        self.assertIsNone(self.h.hs.get(b"P", 1))
+        self.assertEqual(self.h.removed, [(1, "keep-alive timeout")])
+        self.assertTrue(self.pe.closed)
+
+    def test_timeout_keeps_shared_connection(self):
+        """
+        A connection that still carries another, answering PE stays open.
+        """
+        self.h.clock.advance(2.0)
+        self.pe.register(b"P", pe_param(2))
+        self.h.clock.advance(3.0)
+        self.assertEqual(self.pe.one(), EndpointKeepAlive(SERVER_ID, b"P", 1))
+        self.h.clock.advance(2.0)
+        self.assertEqual(self.pe.one(), EndpointKeepAlive(SERVER_ID, b"P", 2))
+        self.pe.send(EndpointKeepAliveAck(b"P", 2))
+        self.h.clock.advance(3.0)
+        self.assertIsNone(self.h.hs.get(b"P", 1))
+        self.assertIsNotNone(self.h.hs.get(b"P", 2))
+        self.assertFalse(self.pe.closed)
+
+    def test_configured_intervals(self):
+        h = Harness(keep_alive_interval=1.0, keep_alive_timeout=0.5)
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        h.clock.advance(1.0)
+        self.assertIsInstance(pe.one(), EndpointKeepAlive)
+        h.clock.advance(0.5)
+        self.assertIsNone(h.hs.get(b"P", 1))
+
+    def test_ack_from_elsewhere_ignored(self):
+        """
+        An ack from another host does not keep a silent PE (RFC 5355).
+        """
+        self.h.clock.advance(5.0)
+        other = self.h.client("127.0.0.3", 40009)
+        other.send(EndpointKeepAliveAck(b"P", 1))
+        self.h.clock.advance(5.0)
+        self.assertIsNone(self.h.hs.get(b"P", 1))
+
+    def test_ack_unknown_pe(self):
+        self.pe.send(EndpointKeepAliveAck(b"P", 99))
+        self.assertEqual(self.pe.received(), [])
+
+    def test_connection_lost(self):
+        """
+        RSPLIB removes a PE when its association goes: so do we for the
+        PE's connection.
+        """
+        self.pe.register(b"Q", pe_param(2))
+        pu = self.h.client("127.0.0.1", 50000)
+        self.pe.lose()
+        self.assertEqual(len(self.h.hs), 0)
+        self.assertEqual(sorted(self.h.removed), [(1, "connection lost"), (2, "connection lost")])
+        pu.send(HandleResolution(b"P"))
+        self.assertEqual(cause_of(pu.one()).code, ErrorCause.UNKNOWN_POOL_HANDLE)
+        # Nothing is left scheduled for the removed PEs.
+        self.h.clock.advance(100)
+        self.assertEqual(pu.received(), [])
+
+    def test_reregistration_resets_keep_alive(self):
+        self.h.clock.advance(4.0)
+        self.pe.register(b"P", pe_param(1))
+        self.h.clock.advance(4.0)
+        self.assertEqual(self.pe.received(), [])
+        self.h.clock.advance(1.0)
+        self.assertIsInstance(self.pe.one(), EndpointKeepAlive)
+
+
+class UnreachableTests(unittest.TestCase):
+    """
+    RFC 5352 section 3.5: Endpoint Unreachable, MAX-BAD-PE-REPORT.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.pe = self.h.client()
+        self.pe.register(b"P", pe_param(1))
+        self.pu = self.h.client("127.0.0.1", 50000)
+
+    def test_removed_at_threshold(self):
+        for _ in range(2):
+            self.pu.send(EndpointUnreachable(b"P", 1))
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+        self.assertEqual(self.h.hs.get(b"P", 1).unreachable_reports, 2)
+        self.pu.send(EndpointUnreachable(b"P", 1))
+        self.assertIsNone(self.h.hs.get(b"P", 1))
+        self.assertEqual(self.h.removed, [(1, "unreachable")])
+        # No answer is defined for Endpoint Unreachable.
+        self.assertEqual(self.pu.received(), [])
+
+    def test_configured_threshold(self):
+        h = Harness(max_bad_pe_reports=1)
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pe.send(EndpointUnreachable(b"P", 1))
+        self.assertIsNone(h.hs.get(b"P", 1))
+
+    def test_unknown_pe(self):
+        self.pu.send(EndpointUnreachable(b"P", 77))
+        self.pu.send(EndpointUnreachable(b"X", 1))
+        self.assertEqual(self.pu.received(), [])
+        self.assertEqual(self.h.hs.get(b"P", 1).unreachable_reports, 0)
+
+
+def _tlv(ptype, value):
+    length = 4 + len(value)
+    return struct.pack("!HH", ptype, length) + value + b"\0" * (-length % 4)
+
+
+def _message(mtype, body, flags=0):
+    return struct.pack("!BBH", mtype, flags, 4 + len(body)) + body
+
+
+class ErrorTests(unittest.TestCase):
+    """
+    RFC 5352 section 2.2.14 and RFC 5354 section 3: what the registrar
+    answers to what it cannot use.
+    """
+
+    def setUp(self):
+        self.h = Harness()
+        self.conn = self.h.client()
+
+    def error(self):
+        message = self.conn.one()
+        self.assertIsInstance(message, ASAPError)
+        return cause_of(message)
+
+    def test_unknown_message_type(self):
+        data = _message(0x42, b"\0\0\0\0")
+        self.conn.send_bytes(data)
+        cause = self.error()
+        self.assertEqual(cause.code, ErrorCause.UNRECOGNIZED_MESSAGE)
+        self.assertEqual(cause.info, data)
+        self.assertFalse(self.conn.closed)
+
+    def test_unexpected_message(self):
+        """
+        Messages a registrar never receives are answered with Unrecognized
+        Message (RSPLIB only logs them).
+        """
+        for message in (
+            RegistrationResponse(b"P", 1),
+            EndpointKeepAlive(1, b"P", 1),
+            ServerAnnounce(5),
+            Cookie(b"c"),
+            BusinessCard(b"P", ()),
+            HandleResolutionResponse(b"P", ROUND_ROBIN),
+        ):
+            self.conn.send(message)
+            cause = self.error()
+            self.assertEqual(cause.code, ErrorCause.UNRECOGNIZED_MESSAGE)
+            self.assertEqual(cause.info, encode(message))
+
+    def test_error_not_answered(self):
+        self.conn.send(ASAPError(OperationError.of(ErrorCause.INVALID_VALUES)))
+        self.assertEqual(self.conn.received(), [])
+
+    def test_invalid_values(self):
+        """
+        A message with a malformed parameter is answered with Invalid
+        Values and the stream goes on.
+        """
+        bad_id = _tlv(0x000E, b"\0\0\1")
+        self.conn.send_bytes(_message(0x02, _tlv(0x0009, b"P") + bad_id))
+        self.assertEqual(self.error().code, ErrorCause.INVALID_VALUES)
+        self.conn.send(HandleResolution(b"P"))
+        self.assertEqual(cause_of(self.conn.one()).code, ErrorCause.UNKNOWN_POOL_HANDLE)
+
+    def test_missing_parameter(self):
+        self.conn.send_bytes(_message(0x01, _tlv(0x0009, b"P")))
+        self.assertEqual(self.error().code, ErrorCause.INVALID_VALUES)
+
+    def test_unrecognized_parameter_stop_report(self):
+        """
+        Action bits 01: stop, discard the message, report.
+        """
+        unknown = _tlv(0x4077, b"abcd")
+        self.conn.send_bytes(_message(0x05, _tlv(0x0009, b"P") + unknown))
+        cause = self.error()
+        self.assertEqual(cause.code, ErrorCause.UNRECOGNIZED_PARAMETER)
+        self.assertEqual(cause.info, unknown)
+
+    def test_unrecognized_parameter_stop_silent(self):
+        """
+        Action bits 00: stop, discard the message, say nothing.
+        """
+        self.conn.send_bytes(_message(0x05, _tlv(0x0009, b"P") + _tlv(0x0077, b"abcd")))
+        self.assertEqual(self.conn.received(), [])
+
+    def test_unrecognized_parameter_skip(self):
+        """
+        Action bits 10: skip the parameter and process the message.
+        """
+        self.conn.send_bytes(_message(0x05, _tlv(0x0009, b"P") + _tlv(0x8077, b"abcd")))
+        response = self.conn.one()
+        self.assertIsInstance(response, HandleResolutionResponse)
+
+    def test_unrecognized_parameter_skip_report(self):
+        """
+        Action bits 11: process the message, then report the parameter.
+        """
+        unknown = _tlv(0xC077, b"abcd")
+        self.conn.send_bytes(_message(0x05, _tlv(0x0009, b"P") + unknown))
+        response, error = self.conn.received()
+        self.assertIsInstance(response, HandleResolutionResponse)
+        self.assertIsInstance(error, ASAPError)
+        self.assertEqual(cause_of(error).code, ErrorCause.UNRECOGNIZED_PARAMETER)
+        self.assertEqual(cause_of(error).info, unknown)
+
+    def test_framing_lost_closes_only_that_connection(self):
+        """
+        A length field below 4 loses the framing: the registrar reports it
+        and closes that connection; the others and the handlespace go on.
+        """
+        pe = self.h.client("127.0.0.1", 40100)
+        pe.register(b"P", pe_param(1))
+        self.conn.send_bytes(b"\x05\x00\x00\x02garbage")
+        self.assertEqual(self.error().code, ErrorCause.INVALID_VALUES)
+        self.assertTrue(self.conn.closed)
+        self.assertNotIn(self.conn.protocol, self.h.registrar.connections)
+        self.conn.send_bytes(encode(HandleResolution(b"P")))
+        self.assertEqual(self.conn.received(), [])
+        pe.send(HandleResolution(b"P"))
+        self.assertEqual(len(pe.one().pool_elements), 1)
+
+    def test_framing_lost_removes_pes_of_connection(self):
+        self.conn.register(b"P", pe_param(1))
+        self.conn.send_bytes(b"\x01\x00\x00\x00")
+        self.assertEqual(len(self.h.hs), 0)
+
+    def test_split_and_batched(self):
+        """
+        Messages split across reads and several messages in one read are
+        all answered, in order.
+        """
+        data = b"".join(encode(HandleResolution(b"X%d" % i)) for i in range(3))
+        for i in range(len(data)):
+            self.conn.send_bytes(data[i : i + 1])
+        handles = [m.pool_handle for m in self.conn.received()]
+        self.assertEqual(handles, [b"X0", b"X1", b"X2"])
+
+
+class ResponseEncodingTests(unittest.TestCase):
+    """
+    The hand-built Handle Resolution Response is what the codec would build.
+    """
+
+    def test_same_as_codec(self):
+        h = Harness()
+        pe = h.client()
+        pol = Policy.make(PolicyType.WEIGHTED_ROUND_ROBIN, weight=3)
+        for i in (1, 2):
+            pe.register(b"PoolHandle", pe_param(i, policy=pol, port=i))
+        pe.send(HandleResolution(b"PoolHandle", 2))
+        data = pe.transport.value()
+        message = decode(data, "asap")
+        self.assertEqual(encode(message), data)
+
+    def test_home_change_refreshes_cache(self):
+        h = Harness()
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pe.send(HandleResolution(b"P"))
+        pe.received()
+        h.hs.set_owner(h.hs.get(b"P", 1), 0x99)
+        pe.send(HandleResolution(b"P"))
+        self.assertEqual(pe.one().pool_elements[0].home_registrar, 0x99)
+
+
+class UserTransportTests(unittest.TestCase):
+    def test_attributes(self):
+        t = UserTransport(TCPTransport(1, ("127.0.0.1",), DATA_PLUS_CONTROL))
+        self.assertEqual(t.transport_protocol, 5)
+        self.assertTrue(t.control_channel)
+        u = UserTransport(UDPTransport(1, ("127.0.0.1",)))
+        self.assertFalse(u.control_channel)
+        self.assertEqual(t, UserTransport(TCPTransport(1, ("127.0.0.1",), DATA_PLUS_CONTROL)))
+        self.assertNotEqual(t, u)
+
+
+class ConfigTests(unittest.TestCase):
+    def test_defaults_are_rsplib(self):
+        c = RegistrarConfig(server_id=1)
+        self.assertEqual(
+            (c.keep_alive_interval, c.keep_alive_timeout, c.max_bad_pe_reports, c.max_hr_items),
+            (5.0, 5.0, 3, 3),
+        )
+
+    def test_invalid(self):
+        self.assertRaises(ValueError, RegistrarConfig, server_id=0)
+        self.assertRaises(ValueError, RegistrarConfig, server_id=1, max_bad_pe_reports=0)
+        self.assertRaises(ValueError, RegistrarConfig, server_id=1, max_hr_items_cap=129)
+        self.assertRaises(ValueError, RegistrarConfig, server_id=1, keep_alive_interval=0)
+
+
+class ScopeTests(unittest.TestCase):
+    def test_scopes(self):
+        cases = {
+            "0.0.0.0": Scope.UNSPECIFIED,
+            "127.0.0.1": Scope.LOOPBACK,
+            "127.9.9.9": Scope.LOOPBACK,
+            "10.0.0.1": Scope.SITE_LOCAL,
+            "172.16.0.1": Scope.SITE_LOCAL,
+            "172.32.0.1": Scope.GLOBAL,
+            "192.168.1.1": Scope.SITE_LOCAL,
+            "169.254.1.1": Scope.LINK_LOCAL,
+            "239.0.0.50": Scope.MULTICAST_GLOBAL,
+            "192.0.2.1": Scope.GLOBAL,
+            "::": Scope.UNSPECIFIED,
+            "::1": Scope.LOOPBACK,
+            "fe80::1": Scope.LINK_LOCAL,
+            "fec0::1": Scope.SITE_LOCAL,
+            "fd00::1": Scope.SITE_LOCAL,
+            "2001:db8::1": Scope.GLOBAL,
+            "::ffff:10.0.0.1": Scope.SITE_LOCAL,
+            "ff02::1": Scope.MULTICAST_LINK_LOCAL,
+            "ff05::1": Scope.MULTICAST_SITE_LOCAL,
+            "ff0e::1": Scope.MULTICAST_GLOBAL,
+        }
+        for text, scope in cases.items():
+            self.assertEqual(address_scope(ipaddress.ip_address(text)), scope, text)
+
+    def test_parse(self):
+        self.assertEqual(parse_scope("loopback"), Scope.LOOPBACK)
+        self.assertEqual(parse_scope("sitelocal"), Scope.SITE_LOCAL)
+        self.assertEqual(parse_scope("Site-Local"), Scope.SITE_LOCAL)
+        self.assertEqual(parse_scope("global"), Scope.GLOBAL)
+        self.assertRaises(ValueError, parse_scope, "planet")
+
+    def test_listening_scope(self):
+        self.assertEqual(listening_scope(LOCAL), Scope.LOOPBACK)
+        self.assertEqual(listening_scope(ipaddress.ip_address("0.0.0.0")), Scope.SITE_LOCAL)
+        self.assertEqual(listening_scope(None), Scope.SITE_LOCAL)
+        self.assertEqual(listening_scope(ipaddress.ip_address("192.0.2.1")), Scope.GLOBAL)
+
+
+class ObserverTests(unittest.TestCase):
+    def test_observers(self):
+        h = Harness()
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pe.register(b"P", pe_param(1))
+        self.assertEqual(len(h.registered), 2)
+        pe.send(Deregistration(b"P", 1))
+        self.assertEqual(h.removed, [(1, "deregistered")])
+
+
+class AnnounceTests(unittest.TestCase):
+    """
+    RFC 5352 section 3.6: Server Announce, sent and learned.
+    """
+
+    def test_table_learns_and_forgets(self):
+        from rserpool.asap.announce import RegistrarTable
+
+        table = RegistrarTable(timeout=5.0)
+        data = encode(ServerAnnounce(0x42, (TCPTransport(3863, ("0.0.0.0",)),)))
+        entry = table.datagram_received(data, ("192.0.2.9", 3863), 10.0)
+        self.assertEqual(entry.server_id, 0x42)
+        self.assertEqual(entry.endpoints, [("tcp", ipaddress.ip_address("192.0.2.9"), 3863)])
+        self.assertEqual([r.server_id for r in table.registrars(14.0)], [0x42])
+        self.assertEqual(table.registrars(15.1), [])
+        self.assertIsNone(table.get(0x42))
+
+    def test_table_rsplib_announce(self):
+        """
+        RSPLIB announces no transport: the sender's address, SCTP, port 3863.
+        """
+        from rserpool.asap.announce import RegistrarTable
+
+        table = RegistrarTable()
+        entry = table.datagram_received(encode(ServerAnnounce(7)), ("::ffff:10.0.0.1", 999), 0.0)
+        self.assertEqual(entry.endpoints, [("sctp", ipaddress.ip_address("10.0.0.1"), 3863)])
+
+    def test_table_ignores_junk(self):
+        from rserpool.asap.announce import RegistrarTable
+
+        table = RegistrarTable()
+        self.assertIsNone(table.datagram_received(b"junk", ("127.0.0.1", 1), 0.0))
+        self.assertIsNone(table.datagram_received(encode(Cookie(b"x")), ("127.0.0.1", 1), 0.0))
+        self.assertIsNone(table.datagram_received(encode(ServerAnnounce(0)), ("127.0.0.1", 1), 0.0))
+
+    def test_sender_period(self):
+        """
+        Announcements every interval, varied by at most 12.5 %.
+        """
+        import random
+
+        from rserpool.transport.multicast import AnnounceSender
+
+        clock = task.Clock()
+        sent = []
+
+        class FakeUDP:
+            def write(self, data, address):
+                sent.append((clock.seconds(), decode(data, "asap"), address))
+
+        sender = AnnounceSender(
+            clock, 0x42, lambda: [TCPTransport(3863, ("127.0.0.1",))], ("127.0.0.1", 9),
+            interval=1.0, rng=random.Random(1),
+        )
+        sender.transport = FakeUDP()
+        sender.startProtocol()
+        for _ in range(100):
+            clock.advance(0.05)
+        times = [t for t, _, _ in sent]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertTrue(all(0.85 <= g <= 1.2 for g in gaps), gaps)
+        self.assertEqual(sent[0][1], ServerAnnounce(0x42, (TCPTransport(3863, ("127.0.0.1",)),)))
+        sender.stopProtocol()
+        self.assertEqual(clock.getDelayedCalls(), [])

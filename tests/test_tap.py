@@ -1,0 +1,210 @@
+"""
+Tests of C{twistd enrp}: options, configuration files, L{makeService} and
+the plugin.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial import unittest
+
+from rserpool import tap
+from rserpool.asap.scope import Scope
+from rserpool.registrar import RegistrarService
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(*argv):
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(unittest.TestCase):
+    def test_defaults(self):
+        """
+        With no arguments: one ASAP listener on localhost, RSPLIB's timers,
+        no announcements, no ENRP, a random id.
+        """
+        s = parse().settings
+        self.assertEqual(s["asap"], ["tcp:3863:interface=127.0.0.1"])
+        self.assertEqual(s["keep-alive-interval"], 5.0)
+        self.assertEqual(s["keep-alive-timeout"], 5.0)
+        self.assertEqual(s["max-bad-pe-reports"], 3)
+        self.assertEqual(s["max-hr-items"], 3)
+        self.assertEqual(s["max-hr-items-cap"], 128)
+        self.assertEqual(s["announce-interval"], 1.0)
+        self.assertEqual(s["announce-group"], ("239.0.0.50", 3863))
+        self.assertFalse(s["announce"])
+        self.assertIsNone(s["enrp"])
+        self.assertIsNone(s["id"])
+        self.assertIsNone(s["min-address-scope"])
+        self.assertEqual(s["peer-heartbeat-cycle"], 2.444)
+        self.assertEqual(s["peer"], [])
+
+    def test_values(self):
+        s = parse(
+            "--asap", "tcp:3863", "--asap", "tcp6:3863", "--id", "0x1234abcd",
+            "--keep-alive-interval", "1.5", "--max-hr-items", "7",
+            "--min-address-scope", "global", "--announce",
+            "--announce-group", "239.1.2.3:4000", "--enrp", "tcp:9901",
+            "--peer", "192.0.2.1:9901", "--peer", "192.0.2.2:9901",
+        ).settings
+        self.assertEqual(s["asap"], ["tcp:3863", "tcp6:3863"])
+        self.assertEqual(s["id"], 0x1234ABCD)
+        self.assertEqual(s["keep-alive-interval"], 1.5)
+        self.assertEqual(s["max-hr-items"], 7)
+        self.assertEqual(s["min-address-scope"], Scope.GLOBAL)
+        self.assertTrue(s["announce"])
+        self.assertEqual(s["announce-group"], ("239.1.2.3", 4000))
+        self.assertEqual(s["enrp"], "tcp:9901")
+        self.assertEqual(s["peer"], ["192.0.2.1:9901", "192.0.2.2:9901"])
+
+    def test_decimal_id(self):
+        self.assertEqual(parse("--id", "1234").settings["id"], 1234)
+
+    def test_bad_values(self):
+        """
+        Bad values give one-line usage errors.
+        """
+        for argv in (
+            ["--id", "0"],
+            ["--id", "0x1ffffffff"],
+            ["--id", "zz"],
+            ["--keep-alive-interval", "soon"],
+            ["--keep-alive-interval", "0"],
+            ["--max-bad-pe-reports", "0"],
+            ["--max-hr-items", "500"],
+            ["--min-address-scope", "planet"],
+            ["--announce-group", "nowhere"],
+            ["--asap", "tcp:notaport"],
+            ["--asap", "nosuchtransport:1"],
+            ["--enrp", "tcp:x"],
+        ):
+            e = self.assertRaises(usage.UsageError, parse, *argv)
+            self.assertNotIn("\n", str(e), argv)
+
+    def test_help_lists_options(self):
+        text = str(tap.Options())
+        for name in ("--asap", "--enrp", "--peer", "--id", "--config", "--keep-alive-interval",
+                     "--max-bad-pe-reports", "--min-address-scope", "--announce"):
+            self.assertIn(name, text)
+
+
+class ConfigFileTests(unittest.TestCase):
+    def write(self, text, suffix):
+        path = self.mktemp() + suffix
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_toml(self):
+        path = self.write(
+            'asap = ["tcp:4000:interface=127.0.0.1", "tcp:4001"]\n'
+            'keep-alive-interval = 2.5\n'
+            'max_bad_pe_reports = 5\n'
+            'announce = true\n'
+            'min-address-scope = "site-local"\n',
+            ".toml",
+        )
+        s = parse("--config", path).settings
+        self.assertEqual(s["asap"], ["tcp:4000:interface=127.0.0.1", "tcp:4001"])
+        self.assertEqual(s["keep-alive-interval"], 2.5)
+        self.assertEqual(s["max-bad-pe-reports"], 5)
+        self.assertTrue(s["announce"])
+        self.assertEqual(s["min-address-scope"], Scope.SITE_LOCAL)
+
+    def test_toml_table(self):
+        path = self.write("[enrp]\nid = 0x42\n", ".toml")
+        self.assertEqual(parse("--config", path).settings["id"], 0x42)
+
+    def test_ini(self):
+        path = self.write(
+            "[enrp]\nasap = tcp:4000, tcp:4001\nkeep-alive-timeout = 3\nannounce = no\n", ".ini"
+        )
+        s = parse("--config", path).settings
+        self.assertEqual(s["asap"], ["tcp:4000", "tcp:4001"])
+        self.assertEqual(s["keep-alive-timeout"], 3.0)
+        self.assertFalse(s["announce"])
+
+    def test_command_line_wins(self):
+        path = self.write("keep-alive-interval = 2.5\nasap = ['tcp:4000']\n", ".toml")
+        s = parse("--config", path, "--keep-alive-interval", "9", "--asap", "tcp:5000").settings
+        self.assertEqual(s["keep-alive-interval"], 9.0)
+        self.assertEqual(s["asap"], ["tcp:5000"])
+
+    def test_unknown_setting(self):
+        path = self.write("colour = 'blue'\n", ".toml")
+        e = self.assertRaises(usage.UsageError, parse, "--config", path)
+        self.assertIn("colour", str(e))
+
+    def test_bad_value_in_file(self):
+        path = self.write("max-hr-items = 0\n", ".toml")
+        self.assertRaises(usage.UsageError, parse, "--config", path)
+
+    def test_missing_file(self):
+        e = self.assertRaises(usage.UsageError, parse, "--config", "/nonexistent/enrp.toml")
+        self.assertIn("cannot read", str(e))
+
+    def test_unparsable(self):
+        path = self.write("this is [ not a config\n", ".conf")
+        e = self.assertRaises(usage.UsageError, parse, "--config", path)
+        self.assertNotIn("\n", str(e))
+
+
+class MakeServiceTests(unittest.TestCase):
+    def test_service(self):
+        options = parse("--id", "0x99", "--keep-alive-timeout", "2", "--max-increment", "2")
+        service = tap.makeService(options)
+        self.assertIsInstance(service, RegistrarService)
+        config = service.registrar.config
+        self.assertEqual(config.server_id, 0x99)
+        self.assertEqual(config.keep_alive_timeout, 2.0)
+        self.assertEqual(config.max_increment, 2)
+        self.assertIsNone(service.announce)
+        self.assertEqual(service.asap_endpoints, ["tcp:3863:interface=127.0.0.1"])
+
+    def test_random_id(self):
+        a = tap.makeService(parse()).registrar.server_id
+        b = tap.makeService(parse()).registrar.server_id
+        self.assertNotEqual(a, b)
+        self.assertTrue(a and b)
+
+    def test_occupied_port(self):
+        """
+        A port in use is one line, not a traceback.
+        """
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        service = tap.makeService(parse("--asap", "tcp:%d:interface=127.0.0.1" % port))
+        e = self.assertRaises(SystemExit, service.startService)
+        self.assertIn("cannot listen for ASAP", str(e))
+        self.assertIn("address already in use", str(e))
+        self.assertNotIn("\n", str(e))
+        return service.stopService()
+
+
+class PluginTests(unittest.TestCase):
+    def test_plugin(self):
+        makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+        self.assertIn("enrp", makers)
+        self.assertIs(makers["enrp"].options, tap.Options)
+
+    def test_twistd_help(self):
+        """
+        C{twistd --help} lists C{enrp} (the plugin is found on the path).
+        """
+        env = dict(os.environ, PYTHONPATH=HERE)
+        out = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--help"], env=env, capture_output=True,
+            text=True, timeout=60,
+        )
+        self.assertIn("enrp", out.stdout)
