@@ -3,8 +3,13 @@ The ``rserpool`` command: operator tools for RSerPool.
 
 ``rserpool decode``   pretty-prints ASAP/ENRP messages from hex or a capture.
 ``rserpool examples`` prints one example of every message type, in hex.
+``rserpool resolve``  lists the pool elements of a pool.
+``rserpool pe``       runs an example service as a pool element.
+``rserpool terminal`` talks to a pool from stdin, failing over as needed.
+``rserpool dump``     prints a registrar's handlespace, fetched over ENRP.
 """
 import argparse
+import random
 import sys
 
 from rserpool import __version__
@@ -131,6 +136,397 @@ def _examples(args, out, err):
     return 0
 
 
+#: Where ``rserpool dump`` asks unless told otherwise (ENRP's port 9901).
+DEFAULT_ENRP = "tcp:127.0.0.1:9901"
+
+
+#: Where the pool commands ask unless told otherwise (C{twistd enrp}'s
+#: default ASAP endpoint).
+DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
+
+
+def _run(fn):
+    """
+    Run C{fn(reactor)} (which returns a Deferred exit status) in the global
+    reactor, then return that status.
+    """
+    from twisted.internet import defer, reactor
+
+    outcome = {"status": 1}
+
+    def go():
+        d = defer.maybeDeferred(fn, reactor)
+
+        def done(result):
+            outcome["status"] = result
+            if reactor.running:
+                reactor.stop()
+
+        d.addBoth(done)
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+    status = outcome["status"]
+    if not isinstance(status, int):
+        raise status.value if hasattr(status, "value") else SystemExit(1)
+    return status
+
+
+def _registrars(args):
+    return args.registrar or [DEFAULT_REGISTRAR]
+
+
+# -- resolve --------------------------------------------------------------
+
+
+def _resolve(args, out, err):
+    from rserpool.pu import PoolUser, ResolutionError
+
+    def main(reactor):
+        pu = PoolUser(reactor, registrars=_registrars(args), response_timeout=args.timeout,
+                      connect_timeout=args.timeout)
+        d = pu.resolve(args.handle, args.items)
+
+        def ok(infos):
+            pu.close()
+            if not infos:
+                err.write("rserpool resolve: pool %r has no pool elements\n" % args.handle)
+                return 1
+            for info in infos:
+                out.write("%s\n" % info)
+            return 0
+
+        def failed(f):
+            pu.close()
+            f.trap(ResolutionError)
+            err.write("rserpool resolve: %s\n" % f.getErrorMessage())
+            return 1
+
+        return d.addCallbacks(ok, failed)
+
+    return _run(main)
+
+
+# -- pe -------------------------------------------------------------------
+
+
+def _pe(args, out, err):
+    from twisted.internet import defer
+
+    from rserpool.examples import server_factory
+    from rserpool.pe import PoolElementService, parse_policy
+
+    try:
+        policy = parse_policy(args.policy)
+    except ValueError as e:
+        err.write("rserpool pe: %s\n" % e)
+        return 2
+    options = {}
+    if args.service == "transfer":
+        options.update(root=args.root, chunk_size=args.chunk_size, chunk_delay=args.chunk_delay)
+        if args.key:
+            options["key"] = args.key.encode("utf-8")
+    endpoint = args.endpoint or "tcp:%d:interface=%s" % (args.port, args.bind)
+    _log_to(err, args.verbose)
+
+    def main(reactor):
+        factory = server_factory(args.service, clock=reactor, **options)
+        identifier = int(args.identifier, 16) if args.identifier else None
+        pe = PoolElementService(
+            args.handle, factory, endpoint=endpoint, registrars=_registrars(args),
+            policy=policy, reactor=reactor, identifier=identifier,
+            reregistration_interval=args.reregistration_interval,
+            enhanced=args.mode == "enhanced",
+            session_options={"heartbeat_interval": args.heartbeat,
+                             "max_missed": args.max_missed},
+        )
+        result = defer.Deferred()
+
+        def registered(_):
+            host = pe.port.getHost()
+            out.write("registered %08x in %s: %s %s:%d %s\n" % (
+                pe.identifier, args.handle, "tcp", host.host, host.port, args.mode))
+            out.flush()
+
+        def rejected(f):
+            err.write("rserpool pe: %s\n" % f.getErrorMessage())
+            if not result.called:
+                result.callback(1)
+
+        def shutdown():
+            # SIGTERM/SIGINT stop the reactor; deregister first (the
+            # reactor waits for this Deferred).
+            if pe.running:
+                d = pe.stopService()
+                d.addCallback(lambda confirmed: out.write(
+                    "deregistered %08x%s\n" % (pe.identifier, "" if confirmed else " (unconfirmed)")))
+                d.addBoth(lambda _: out.flush())
+                return d
+
+        reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+        pe.startService()
+        pe.registered.addCallbacks(registered, rejected)
+        return result
+
+    return _run(main)
+
+
+def _log_to(err, verbose):
+    if not verbose:
+        return
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(err)], redirectStandardIO=False)
+
+
+# -- terminal -------------------------------------------------------------
+
+
+def _terminal(args, out, err):
+    from twisted.internet import defer, error
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.stdio import StandardIO
+    from twisted.protocols.basic import LineReceiver
+
+    from rserpool.pu import PoolClientEndpoint, PoolUser
+
+    _log_to(err, args.verbose)
+    enhanced = {"auto": None, "basic": False, "enhanced": True}[args.mode]
+
+    def main(reactor):
+        pu = PoolUser(reactor, registrars=_registrars(args))
+        finished = defer.Deferred()
+        state = {"protocol": None, "eof": False, "quiet": None, "lines": []}
+
+        class Remote(Protocol):
+            def connectionMade(self):
+                state["protocol"] = self
+                for line in state["lines"]:
+                    self.transport.write(line)
+                state["lines"] = []
+
+            def sessionFailover(self, pe):
+                err.write("rserpool terminal: failed over to %s\n" % pe)
+                err.flush()
+
+            def dataReceived(self, data):
+                out.write(data.decode("utf-8", "replace"))
+                out.flush()
+                if state["eof"]:
+                    _arm_quiet()
+
+            def connectionLost(self, reason):
+                state["protocol"] = None
+                if not finished.called:
+                    if not reason.check(error.ConnectionDone):
+                        err.write("rserpool terminal: %s\n" % reason.getErrorMessage())
+                        finished.callback(1)
+                    else:
+                        finished.callback(0)
+
+        def _arm_quiet():
+            call = state["quiet"]
+            if call is not None and call.active():
+                call.cancel()
+            state["quiet"] = reactor.callLater(args.wait, _quit)
+
+        def _quit():
+            p = state["protocol"]
+            if p is not None:
+                p.transport.loseConnection()
+            if not finished.called:
+                finished.callback(0)
+
+        class Keyboard(LineReceiver):
+            delimiter = b"\n"
+
+            def lineReceived(self, line):
+                data = line + b"\n"
+                p = state["protocol"]
+                if p is None:
+                    state["lines"].append(data)
+                else:
+                    p.transport.write(data)
+
+            def connectionLost(self, reason):
+                state["eof"] = True
+                _arm_quiet()
+
+        endpoint = PoolClientEndpoint(reactor, pu, args.handle, enhanced=enhanced,
+                                      attempts=args.attempts)
+
+        def connect_failed(f):
+            err.write("rserpool terminal: %s\n" % f.getErrorMessage())
+            if not finished.called:
+                finished.callback(1)
+
+        endpoint.connect(Factory.forProtocol(Remote)).addErrback(connect_failed)
+        StandardIO(Keyboard(), reactor=reactor)
+
+        def done(status):
+            pu.close()
+            return status
+
+        return finished.addCallback(done)
+
+    return _run(main)
+
+
+# -- dump -----------------------------------------------------------------
+
+
+def _dump(args, out, err):
+    from twisted.internet import defer
+    from twisted.internet.endpoints import clientFromString, connectProtocol
+    from zope.interface import implementer
+
+    from rserpool.asap.pool_user import PoolElementInfo
+    from rserpool.asap.pu_dump import DumpError, HandleTableDump
+    from rserpool.transport.base import IMessageReceiver
+    from rserpool.transport.tcp import MessageStreamProtocol
+
+    endpoint_text = args.registrar or DEFAULT_ENRP
+
+    def main(reactor):
+        own = random.SystemRandom().getrandbits(32) or 1
+        dump = HandleTableDump(own)
+        finished = defer.Deferred()
+
+        def finish(status, message=None):
+            if message:
+                err.write("rserpool dump: %s\n" % message)
+            if not finished.called:
+                finished.callback(status)
+
+        @implementer(IMessageReceiver)
+        class Receiver:
+            def connection_made(self, connection):
+                for m in dump.start():
+                    connection.send(m)
+
+            def message_received(self, connection, message):
+                try:
+                    for m in dump.received(message):
+                        connection.send(m)
+                except DumpError as e:
+                    finish(1, str(e))
+                    connection.close()
+                    return
+                if dump.done:
+                    _print(dump)
+                    finish(0)
+                    connection.close()
+
+            def protocol_error(self, connection, error):
+                err.write("rserpool dump: undecodable message: %s\n" % error.reason)
+
+            def connection_lost(self, connection):
+                finish(1, "%s closed the connection before the handle table was complete"
+                       % endpoint_text)
+
+        def _print(dump):
+            out.write("registrar %08x: %d pool(s), %d PE(s)\n" % (
+                dump.registrar_id, len(dump.pools), sum(len(v) for v in dump.pools.values())))
+            for server in dump.servers:
+                out.write("peer %08x %s\n" % (server.server_id, server.transport))
+            for handle in sorted(dump.pools):
+                pes = dump.pools[handle]
+                out.write("pool %s: %d PE(s)\n" % (handle.decode("utf-8", "replace"), len(pes)))
+                for pe in pes:
+                    info = PoolElementInfo.from_wire(handle, pe)
+                    out.write("  %s home=%08x life=%dms\n" % (info, pe.home_registrar,
+                                                             pe.registration_life))
+
+        try:
+            endpoint = clientFromString(reactor, endpoint_text)
+        except Exception as e:
+            err.write("rserpool dump: bad endpoint %r: %s\n" % (endpoint_text, e))
+            return 2
+        protocol = MessageStreamProtocol(Receiver(), "enrp")
+        d = connectProtocol(endpoint, protocol)
+        d.addErrback(lambda f: finish(1, "cannot reach %s: %s" % (endpoint_text, f.getErrorMessage())))
+        timeout = reactor.callLater(args.timeout, lambda: (
+            protocol.close() if protocol.connected else None,
+            finish(1, "%s did not answer within %g s" % (endpoint_text, args.timeout))))
+        finished.addBoth(lambda s: (timeout.cancel() if timeout.active() else None, s)[1])
+        return finished
+
+    return _run(main)
+
+
+def add_pool_parsers(sub):
+    """
+    Add C{resolve}, C{pe}, C{terminal} and C{dump} to the subparsers
+    C{sub}.
+    """
+    from rserpool.examples import SERVICES
+
+    def registrar_option(p, what="ASAP"):
+        p.add_argument(
+            "--registrar", action="append", metavar="ENDPOINT",
+            help="a Twisted client endpoint of a registrar's %s side; repeat for a list "
+                 "(default %s)" % (what, DEFAULT_REGISTRAR if what == "ASAP" else DEFAULT_ENRP))
+
+    r = sub.add_parser("resolve", help="list the pool elements of a pool",
+                       description="Resolve HANDLE at a registrar; print one line per PE: "
+                                   "<pe-id> <protocol> <address>:<port> <policy>.")
+    r.add_argument("handle")
+    registrar_option(r)
+    r.add_argument("--items", type=int, default=None, metavar="N",
+                   help="how many PEs to ask for (default: the registrar's)")
+    r.add_argument("--timeout", type=float, default=3.0, help="seconds to wait per registrar")
+    r.set_defaults(func=_resolve)
+
+    p = sub.add_parser("pe", help="run an example service as a pool element",
+                       description="Run SERVICE registered in pool HANDLE until killed; "
+                                   "deregisters on SIGTERM/SIGINT.")
+    p.add_argument("service", choices=sorted(SERVICES), metavar="SERVICE",
+                   help="one of: %s" % ", ".join(sorted(SERVICES)))
+    p.add_argument("--handle", required=True)
+    registrar_option(p)
+    p.add_argument("--policy", default="RoundRobin", metavar="NAME[:VALUE...]",
+                   help="member selection policy, e.g. RoundRobin, WeightedRandom:5, "
+                        "LeastUsed:0.3 (default RoundRobin)")
+    p.add_argument("--port", type=int, default=0, help="the service's TCP port (default: any)")
+    p.add_argument("--bind", default="127.0.0.1", help="the address to serve on")
+    p.add_argument("--endpoint", help="a server endpoint description instead of --port/--bind")
+    p.add_argument("--mode", choices=("enhanced", "basic"), default="enhanced",
+                   help="enhanced: session layer with failover (default); basic: plain TCP")
+    p.add_argument("--identifier", metavar="HEX", help="a fixed PE identifier")
+    p.add_argument("--reregistration-interval", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--heartbeat", type=float, default=30.0, metavar="SECONDS",
+                   help="session heartbeat interval (Enhanced Mode)")
+    p.add_argument("--max-missed", type=int, default=3)
+    p.add_argument("--root", help="transfer: the directory served")
+    p.add_argument("--key", help="transfer: the pool's cookie key")
+    p.add_argument("--chunk-size", type=int, default=4096, help="transfer: bytes per chunk")
+    p.add_argument("--chunk-delay", type=float, default=0.0,
+                   help="transfer: seconds between bursts of chunks")
+    p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    p.set_defaults(func=_pe)
+
+    t = sub.add_parser("terminal", help="talk to a pool: stdin to a PE, replies to stdout",
+                       description="Send stdin, line by line, to a PE of pool HANDLE and print "
+                                   "the replies, failing over as needed (Enhanced Mode).")
+    t.add_argument("handle")
+    registrar_option(t)
+    t.add_argument("--mode", choices=("auto", "enhanced", "basic"), default="auto")
+    t.add_argument("--wait", type=float, default=1.0,
+                   help="seconds of silence after end of input before quitting")
+    t.add_argument("--attempts", type=int, default=5, help="PEs to try before giving up")
+    t.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    t.set_defaults(func=_terminal)
+
+    dp = sub.add_parser("dump", help="print a registrar's handlespace (over ENRP)",
+                        description="Fetch the handlespace of a registrar over ENRP, posing as "
+                                    "a peer (List Request, Handle Table Request with paging).")
+    dp.add_argument("--registrar", metavar="ENDPOINT",
+                    help="a client endpoint of the registrar's ENRP side (default %s)"
+                         % DEFAULT_ENRP)
+    dp.add_argument("--timeout", type=float, default=5.0)
+    dp.set_defaults(func=_dump)
+
+
 def build_parser():
     """
     The command line parser of ``rserpool``.
@@ -157,6 +553,7 @@ def build_parser():
 
     e = sub.add_parser("examples", help="print an example of every message type, in hex")
     e.set_defaults(func=_examples)
+    add_pool_parsers(sub)
     return parser
 
 

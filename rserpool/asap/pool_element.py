@@ -1,0 +1,636 @@
+"""
+The pool element side of ASAP (RFC 5352 sections 3.1-3.7), sans I/O.
+
+L{PoolElementMachine} keeps one pool element registered: it hunts for a
+home registrar (a static list of endpoint descriptions, and registrars
+learned from Server Announce), registers with the pool handle, the user
+transport and the policy, re-registers before the registration life ends
+and whenever the policy (a load) changes, answers Endpoint Keep Alive,
+follows a Keep Alive with the H flag to a new home registrar, hunts again
+when its home registrar goes away, and deregisters when stopped.
+
+It imports no reactor.  Every input method takes the current time; what
+to do comes back as a list of actions from L{PoolElementMachine.actions}
+(L{Connect}, L{CancelConnect}, L{Send}, L{Close}) mixed with events for the
+application (L{Registered}, L{RegistrationFailed}, L{Deregistered},
+L{HomeChanged}), and the adapter calls L{PoolElementMachine.timer} at
+L{PoolElementMachine.next_deadline}.  Connections are opaque tokens to the
+machine: whatever the adapter passes to L{PoolElementMachine.connected}.
+"""
+import ipaddress
+
+import attrs
+
+from rserpool.codes import ErrorCause
+from rserpool.wire import (
+    ASAPError,
+    Deregistration,
+    DeregistrationResponse,
+    EndpointKeepAlive,
+    EndpointKeepAliveAck,
+    Policy,
+    PoolElement,
+    Registration,
+    RegistrationResponse,
+)
+
+__all__ = [
+    "PoolElementConfig",
+    "PoolElementMachine",
+    "Connect",
+    "CancelConnect",
+    "Send",
+    "Close",
+    "Registered",
+    "RegistrationFailed",
+    "Deregistered",
+    "HomeChanged",
+    "new_identifier",
+    "effective_transport",
+    "IDLE",
+    "HUNTING",
+    "REGISTERING",
+    "REGISTERED",
+    "DEREGISTERING",
+    "STOPPED",
+    "FAILED",
+]
+
+#: States of L{PoolElementMachine}.
+IDLE = "idle"
+HUNTING = "hunting"
+REGISTERING = "registering"
+REGISTERED = "registered"
+DEREGISTERING = "deregistering"
+STOPPED = "stopped"
+FAILED = "failed"
+
+
+def new_identifier(rng):
+    """
+    A random, non-zero 32-bit PE identifier (RFC 5352 section 3.1: the PE
+    chooses its identifier at random).
+
+    @param rng: a C{random.Random}.
+    @return: an C{int} between 1 and 0xffffffff.
+    """
+    while True:
+        value = rng.getrandbits(32)
+        if value:
+            return value
+
+
+@attrs.frozen
+class PoolElementConfig:
+    """
+    What a pool element registers and its timers.  Defaults are RSPLIB's.
+
+    @ivar pool_handle: the pool handle (C{bytes}).
+    @ivar policy: the L{Policy} (with the load, for adaptive policies).
+    @ivar identifier: the PE identifier (random when built by
+        L{PoolElementMachine} without one).
+    @ivar reregistration_interval: seconds between re-registrations (RSPLIB
+        30 s).
+    @ivar registration_life: the registration life in seconds sent to the
+        registrar; C{None} means three re-registration intervals (RSPLIB).
+    @ivar response_timeout: seconds to wait for a Registration or
+        Deregistration Response (RSPLIB's registrar response timeout, 3 s).
+    @ivar connect_timeout: seconds to wait for a connection to a registrar
+        (RSPLIB 7.5 s).
+    @ivar hunt_retry_delay: seconds to wait after every known registrar was
+        tried without success, before the next round of the hunt.
+    """
+
+    pool_handle: bytes = attrs.field(converter=bytes)
+    policy: Policy = attrs.field(validator=attrs.validators.instance_of(Policy))
+    identifier: int = None
+    reregistration_interval: float = 30.0
+    registration_life: float = None
+    response_timeout: float = 3.0
+    connect_timeout: float = 7.5
+    hunt_retry_delay: float = 1.0
+
+    @property
+    def life_ms(self):
+        """
+        The registration life in milliseconds, as the Pool Element parameter
+        carries it.
+        """
+        life = self.registration_life
+        if life is None:
+            life = 3 * self.reregistration_interval
+        return min(0x7FFFFFFF, int(round(life * 1000)))
+
+
+# -- actions --------------------------------------------------------------
+
+
+@attrs.frozen
+class Connect:
+    """
+    Open a connection to a registrar.  Report the outcome with
+    L{PoolElementMachine.connected} or L{PoolElementMachine.connect_failed},
+    quoting C{attempt}.
+
+    @ivar endpoint: a Twisted client endpoint description.
+    @ivar attempt: the attempt's number.
+    """
+
+    endpoint: str
+    attempt: int
+
+
+@attrs.frozen
+class CancelConnect:
+    """
+    Give up the connection attempt C{attempt} (it timed out).
+    """
+
+    attempt: int
+
+
+@attrs.frozen
+class Send:
+    """
+    Send C{message} over C{connection}.
+    """
+
+    connection: object
+    message: object
+
+
+@attrs.frozen
+class Close:
+    """
+    Close C{connection}.
+    """
+
+    connection: object
+
+
+# -- events ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Registered:
+    """
+    A registrar accepted the registration.
+
+    @ivar endpoint: the registrar's endpoint description (C{None} for a
+        registrar that connected to us).
+    @ivar reregistration: C{False} for the first acceptance after
+        L{PoolElementMachine.start} or after a hunt.
+    """
+
+    endpoint: object
+    reregistration: bool
+
+
+@attrs.frozen
+class RegistrationFailed:
+    """
+    The registrar rejected the registration (RFC 5352 section 3.1: the R
+    flag and an Operation Error).  The machine stops.
+
+    @ivar cause: the first error cause code (an L{ErrorCause} value).
+    @ivar causes: every L{rserpool.wire.Cause}.
+    """
+
+    cause: int
+    causes: tuple = ()
+
+    @property
+    def cause_name(self):
+        """
+        The cause's name, e.g. C{"INCONSISTENT_POOLING_POLICY"}.
+        """
+        try:
+            return ErrorCause(self.cause).name
+        except ValueError:
+            return "0x%04x" % self.cause
+
+
+@attrs.frozen
+class Deregistered:
+    """
+    The machine stopped; C{confirmed} tells whether a registrar answered
+    the Deregistration.
+    """
+
+    confirmed: bool
+
+
+@attrs.frozen
+class HomeChanged:
+    """
+    A new home registrar: C{server_id} (learned from Endpoint Keep Alive).
+    """
+
+    server_id: int
+
+
+def effective_transport(transport, local_address):
+    """
+    The user transport to register over a connection whose local address is
+    C{local_address}: unspecified addresses (C{0.0.0.0}, C{::}) are replaced
+    by the local address, since a registrar accepts only the addresses the
+    PE connects from (RFC 5355 section 2.1).
+
+    @param transport: a transport parameter, possibly with unspecified
+        addresses.
+    @param local_address: an L{ipaddress} address, or C{None}.
+    @return: a transport parameter.
+    """
+    if local_address is None:
+        return transport
+    out = []
+    for a in transport.addresses:
+        if a.is_unspecified:
+            a = local_address
+        if a not in out:
+            out.append(a)
+    if not out:
+        out = [local_address]
+    return attrs.evolve(transport, addresses=tuple(out))
+
+
+class PoolElementMachine:
+    """
+    Keeps one pool element registered (RFC 5352 sections 3.1 to 3.7).
+
+    @ivar state: one of L{IDLE}, L{HUNTING}, L{REGISTERING}, L{REGISTERED},
+        L{DEREGISTERING}, L{STOPPED}, L{FAILED}.
+    @ivar home_id: the home registrar's server id, 0 while unknown.
+    @ivar connection: the connection to the home registrar, or C{None}.
+    @ivar endpoint: the description of the registrar connected to.
+    """
+
+    def __init__(self, config, user_transport, registrars=(), rng=None):
+        """
+        @param config: a L{PoolElementConfig}.
+        @param user_transport: where pool users reach this PE (a transport
+            parameter; unspecified addresses are replaced per connection by
+            L{effective_transport}).
+        @param registrars: client endpoint descriptions of the static
+            registrars, in order of preference.
+        @param rng: a C{random.Random} (for the PE identifier).
+        """
+        if config.identifier is None:
+            if rng is None:
+                raise ValueError("give either config.identifier or rng")
+            config = attrs.evolve(config, identifier=new_identifier(rng))
+        self.config = config
+        self.user_transport = user_transport
+        self.static = list(registrars)
+        self.announced = {}
+        self.state = IDLE
+        self.home_id = 0
+        self.connection = None
+        self.endpoint = None
+        self._local = None
+        self._out = []
+        self._attempt = 0
+        self._pending_attempt = None
+        self._index = 0
+        self._tried = 0
+        self._deadline = None
+        self._deadline_kind = None
+        self._ever_registered = False
+        self._registered_here = False
+
+    @property
+    def identifier(self):
+        """
+        The PE identifier.
+        """
+        return self.config.identifier
+
+    @property
+    def pool_handle(self):
+        """
+        The pool handle.
+        """
+        return self.config.pool_handle
+
+    # -- outputs ----------------------------------------------------------
+
+    def actions(self):
+        """
+        The actions and events produced since the last call (and forget
+        them).
+        """
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def next_deadline(self):
+        """
+        When L{timer} must be called (absolute seconds), or C{None}.
+        """
+        return self._deadline
+
+    def _arm(self, when, kind):
+        self._deadline = when
+        self._deadline_kind = kind
+
+    def _disarm(self):
+        self._deadline = None
+        self._deadline_kind = None
+
+    # -- inputs -----------------------------------------------------------
+
+    def start(self, now):
+        """
+        Begin: hunt for a registrar and register.
+        """
+        if self.state not in (IDLE, STOPPED, FAILED):
+            return
+        self.state = HUNTING
+        self._tried = 0
+        self._ever_registered = False
+        self._hunt(now)
+
+    def candidates(self):
+        """
+        The registrars to hunt among: the static ones, then the announced
+        ones not already listed.
+        """
+        out = list(self.static)
+        for endpoint in self.announced.values():
+            if endpoint not in out:
+                out.append(endpoint)
+        return out
+
+    def registrar_announced(self, server_id, endpoint, now):
+        """
+        A registrar announced itself (RFC 5352 section 3.6).
+
+        @param server_id: its id.
+        @param endpoint: a client endpoint description to reach it.
+        """
+        self.announced[server_id] = endpoint
+        if self.state == HUNTING and self._pending_attempt is None:
+            # We were waiting for a registrar to appear.
+            self._tried = 0
+            self._hunt(now)
+
+    def registrar_forgotten(self, server_id):
+        """
+        A registrar stopped announcing itself.
+        """
+        self.announced.pop(server_id, None)
+
+    def connected(self, attempt, connection, local_address, now):
+        """
+        The connection of attempt C{attempt} is up.
+
+        @param connection: the connection token (used in L{Send} and
+            L{Close}).
+        @param local_address: the L{ipaddress} address this end of the
+            connection has, or C{None}.
+        @return: C{False} if the machine no longer wants this connection
+            (the adapter must close it), else C{True}.
+        """
+        if attempt != self._pending_attempt or self.state != HUNTING:
+            return False
+        self._pending_attempt = None
+        self.connection = connection
+        self._local = local_address
+        self._tried = 0
+        self._registered_here = False
+        self._register(now)
+        return True
+
+    def connect_failed(self, attempt, now):
+        """
+        The connection attempt C{attempt} failed.
+        """
+        if attempt != self._pending_attempt:
+            return
+        self._pending_attempt = None
+        self._next_registrar(now)
+
+    def connection_lost(self, connection, now):
+        """
+        A connection is gone.  Losing the home registrar's starts a hunt
+        (RFC 5352 section 3.6).
+        """
+        if connection is not self.connection:
+            return
+        self.connection = None
+        if self.state == DEREGISTERING:
+            self._stopped(False)
+        elif self.state in (REGISTERING, REGISTERED):
+            self.state = HUNTING
+            self.home_id = 0
+            self._disarm()
+            self._next_registrar(now)
+
+    def incoming_connection(self, connection, local_address, now):
+        """
+        A registrar connected to us (RFC 5353 takeover: the new home
+        registrar reaches the PE at its ASAP transport).  Nothing happens
+        until it sends an Endpoint Keep Alive with the H flag.
+        """
+        self._incoming_local = local_address
+
+    def message_received(self, connection, message, now):
+        """
+        A decoded ASAP message arrived over C{connection}.
+        """
+        if isinstance(message, RegistrationResponse):
+            self._registration_response(connection, message, now)
+        elif isinstance(message, DeregistrationResponse):
+            if (
+                connection is self.connection
+                and self.state == DEREGISTERING
+                and message.identifier == self.identifier
+            ):
+                self._stopped(message.error is None)
+        elif isinstance(message, EndpointKeepAlive):
+            self._keep_alive(connection, message, now)
+        elif isinstance(message, ASAPError):
+            # Nothing to do but let the adapter log it.
+            pass
+
+    def timer(self, now):
+        """
+        Call at L{next_deadline}.
+        """
+        if self._deadline is None or now < self._deadline:
+            return
+        kind = self._deadline_kind
+        self._disarm()
+        if kind == "connect":
+            attempt = self._pending_attempt
+            self._pending_attempt = None
+            if attempt is not None:
+                self._out.append(CancelConnect(attempt))
+            self._next_registrar(now)
+        elif kind == "hunt":
+            self._tried = 0
+            self._hunt(now)
+        elif kind == "response":
+            # The registrar did not answer in time: it counts as failed.
+            if self.state == DEREGISTERING:
+                self._stopped(False)
+                return
+            self._drop_connection()
+            self.state = HUNTING
+            self._next_registrar(now)
+        elif kind == "reregister":
+            self._register(now)
+
+    def set_policy(self, policy, now):
+        """
+        Change the policy (typically its load): re-register at once when
+        registered (RFC 5352 section 3.1: a re-registration updates the
+        PE's parameters).
+        """
+        self.config = attrs.evolve(self.config, policy=policy)
+        if self.state == REGISTERED and self.connection is not None:
+            self._register(now)
+
+    def stop(self, now):
+        """
+        Deregister (RFC 5352 section 3.3) and stop.
+        """
+        if self.state in (STOPPED, IDLE, FAILED):
+            self.state = STOPPED
+            self._out.append(Deregistered(False))
+            return
+        if self.state == DEREGISTERING:
+            return
+        if self.connection is not None and self._registered_here:
+            self.state = DEREGISTERING
+            self._out.append(
+                Send(self.connection, Deregistration(self.pool_handle, self.identifier))
+            )
+            self._arm(now + self.config.response_timeout, "response")
+            return
+        if self._pending_attempt is not None:
+            self._out.append(CancelConnect(self._pending_attempt))
+            self._pending_attempt = None
+        self._stopped(False)
+
+    # -- procedures -------------------------------------------------------
+
+    def _stopped(self, confirmed):
+        self._drop_connection()
+        self._disarm()
+        self.state = STOPPED
+        self._out.append(Deregistered(confirmed))
+
+    def _drop_connection(self):
+        if self.connection is not None:
+            self._out.append(Close(self.connection))
+            self.connection = None
+        self.home_id = 0
+
+    def _hunt(self, now):
+        # RFC 5352 section 3.6: try the known registrars one after the other.
+        candidates = self.candidates()
+        if not candidates or self._tried >= len(candidates):
+            self._tried = 0
+            self._arm(now + self.config.hunt_retry_delay, "hunt")
+            return
+        self._index %= len(candidates)
+        endpoint = candidates[self._index]
+        self._tried += 1
+        self._attempt += 1
+        self._pending_attempt = self._attempt
+        self.endpoint = endpoint
+        self._out.append(Connect(endpoint, self._attempt))
+        self._arm(now + self.config.connect_timeout, "connect")
+
+    def _next_registrar(self, now):
+        self._index += 1
+        self.state = HUNTING
+        self._disarm()
+        self._hunt(now)
+
+    def registration(self):
+        """
+        The L{Registration} this PE sends now.
+        """
+        config = self.config
+        transport = effective_transport(self.user_transport, self._local)
+        return Registration(
+            config.pool_handle,
+            PoolElement(
+                config.identifier,
+                self.home_id,
+                config.life_ms,
+                transport,
+                config.policy,
+            ),
+        )
+
+    def _register(self, now):
+        if self.state != REGISTERED:
+            self.state = REGISTERING
+        self._out.append(Send(self.connection, self.registration()))
+        self._arm(now + self.config.response_timeout, "response")
+
+    def _registration_response(self, connection, message, now):
+        if connection is not self.connection or message.identifier != self.identifier:
+            return
+        if self.state not in (REGISTERING, REGISTERED):
+            return
+        if message.reject:
+            causes = message.error.causes if message.error is not None else ()
+            cause = causes[0].code if causes else 0
+            self._drop_connection()
+            self._disarm()
+            self.state = FAILED
+            self._out.append(RegistrationFailed(cause, tuple(causes)))
+            return
+        again = self._ever_registered
+        first_here = not self._registered_here
+        self._ever_registered = True
+        self._registered_here = True
+        self.state = REGISTERED
+        self._arm(now + self.config.reregistration_interval, "reregister")
+        if first_here or not again:
+            self._out.append(Registered(self.endpoint, again))
+
+    def _keep_alive(self, connection, message, now):
+        # RFC 5352 section 3.7: answer the home registrar's audit.  RSPLIB
+        # puts our identifier into the Keep Alive; without one it means
+        # every PE of ours in that pool.
+        if message.pool_handle != self.pool_handle:
+            return
+        if message.identifier is not None and message.identifier != self.identifier:
+            return
+        if connection is not self.connection:
+            if not message.home or self.state in (DEREGISTERING, STOPPED, FAILED):
+                # Only a registrar that takes us over may speak from
+                # elsewhere, and it says so with the H flag.
+                return
+            # RFC 5352 section 3.7 / RFC 5353 takeover: the sender is our
+            # new home registrar; drop the old one.
+            if self._pending_attempt is not None:
+                self._out.append(CancelConnect(self._pending_attempt))
+                self._pending_attempt = None
+            self._drop_connection()
+            self.connection = connection
+            self.endpoint = None
+            self._local = getattr(self, "_incoming_local", self._local)
+            self.state = REGISTERED
+            self._registered_here = True
+            self._arm(now + self.config.reregistration_interval, "reregister")
+        if message.server_id != self.home_id and (message.home or self.home_id == 0):
+            self.home_id = message.server_id
+            self._out.append(HomeChanged(message.server_id))
+        self._out.append(
+            Send(connection, EndpointKeepAliveAck(self.pool_handle, self.identifier))
+        )
+
+
+def unspecified_like(address):
+    """
+    C{0.0.0.0} or C{::}, of C{address}'s family.
+    """
+    if ipaddress.ip_address(address).version == 6:
+        return ipaddress.IPv6Address("::")
+    return ipaddress.IPv4Address("0.0.0.0")

@@ -1,0 +1,198 @@
+"""
+The Twisted side of the pool element and pool user state machines.
+
+L{MachineDriver} runs a sans-IO machine of L{rserpool.asap.pool_element}
+or L{rserpool.asap.pool_user}: it opens the connections the machine asks
+for (Twisted client endpoint descriptions, so C{tcp:}, C{ssl:} and later
+C{sctp:} registrars all work) with the ASAP framing of
+L{rserpool.transport.tcp.MessageStreamProtocol}, feeds it messages and the
+time, and calls its timer.
+
+The public classes are in L{rserpool.pe} (L{PoolElementService}) and
+L{rserpool.pu} (L{PoolUser}, L{PoolClientEndpoint}); they are re-exported
+here.
+"""
+from twisted.internet import defer
+from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
+from rserpool.transport.base import IMessageReceiver
+from rserpool.transport.tcp import MessageStreamProtocol
+from rserpool.wire import ASAPError
+
+__all__ = ["MachineDriver", "DEFAULT_REGISTRAR", "PoolElementService", "PoolUser",
+           "PoolClientEndpoint"]
+
+#: The registrar a client talks to unless told otherwise: C{twistd enrp}'s
+#: default ASAP endpoint.
+DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
+
+
+@implementer(IMessageReceiver)
+class MachineDriver:
+    """
+    Moves a sans-IO ASAP machine's actions to Twisted and back.
+
+    @ivar machine: the machine (it has C{actions()}, C{next_deadline},
+        C{timer(now)}, C{connected}, C{connect_failed}, C{connection_lost},
+        C{message_received}).
+    @ivar on_event: called with every action that is not a transport action
+        (the machine's events).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, machine, on_event):
+        self.reactor = reactor
+        self.machine = machine
+        self.on_event = on_event
+        self._attempts = {}
+        self._call = None
+        self._flushing = False
+        self._stopped = False
+        self.connections = set()
+
+    def now(self):
+        return self.reactor.seconds()
+
+    def flush(self):
+        """
+        Carry out what the machine asked for, then re-arm its timer.
+        """
+        if self._flushing or self._stopped:
+            return
+        self._flushing = True
+        try:
+            while True:
+                actions = self.machine.actions()
+                if not actions:
+                    break
+                for action in actions:
+                    self._do(action)
+        finally:
+            self._flushing = False
+        self._arm()
+
+    def _do(self, action):
+        if isinstance(action, Send):
+            action.connection.send(action.message)
+        elif isinstance(action, Close):
+            action.connection.close()
+        elif isinstance(action, Connect):
+            self._connect(action)
+        elif isinstance(action, CancelConnect):
+            d = self._attempts.pop(action.attempt, None)
+            if d is not None:
+                d.cancel()
+        else:
+            self.on_event(action)
+
+    def _connect(self, action):
+        attempt = action.attempt
+        try:
+            endpoint = clientFromString(self.reactor, action.endpoint)
+        except Exception as e:  # a bad description is the user's, say so
+            self.log.warn("bad registrar endpoint {endpoint!r}: {error}",
+                          endpoint=action.endpoint, error=e)
+            self.reactor.callLater(0, self._failed, attempt, e)
+            return
+        protocol = MessageStreamProtocol(self, "asap")
+        protocol.attempt = attempt
+        d = connectProtocol(endpoint, protocol)
+        self._attempts[attempt] = d
+
+        def up(p):
+            self._attempts.pop(attempt, None)
+            return None
+
+        def down(f):
+            self._attempts.pop(attempt, None)
+            if not f.check(defer.CancelledError):
+                self.log.debug("cannot reach registrar {endpoint}: {why}",
+                               endpoint=action.endpoint, why=f.getErrorMessage())
+            self._failed(attempt, f.value)
+
+        d.addCallbacks(up, down)
+
+    def _failed(self, attempt, error):
+        self.machine.connect_failed(attempt, self.now())
+        self.flush()
+
+    def _arm(self):
+        deadline = self.machine.next_deadline
+        call = self._call
+        if deadline is None:
+            if call is not None and call.active():
+                call.cancel()
+            self._call = None
+            return
+        delay = max(0.0, deadline - self.now())
+        if call is not None and call.active():
+            if abs(call.getTime() - deadline) < 1e-9:
+                return
+            call.cancel()
+        self._call = self.reactor.callLater(delay, self._fire)
+
+    def _fire(self):
+        self._call = None
+        self.machine.timer(self.now())
+        self.flush()
+
+    def stop(self):
+        """
+        Cancel the timer and pending connection attempts; from now on the
+        machine's actions are ignored.
+        """
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        for d in list(self._attempts.values()):
+            d.cancel()
+        self._attempts.clear()
+
+    # -- IMessageReceiver -------------------------------------------------
+
+    def connection_made(self, connection):
+        self.connections.add(connection)
+        attempt = getattr(connection, "attempt", None)
+        if attempt is None:
+            incoming = getattr(self.machine, "incoming_connection", None)
+            if incoming is not None:
+                incoming(connection, connection.local[0], self.now())
+            return
+        if not self.machine.connected(attempt, connection, connection.local[0], self.now()):
+            connection.close()
+        self.flush()
+
+    def message_received(self, connection, message):
+        if isinstance(message, ASAPError):
+            self.log.warn("ASAP Error from registrar {peer}: {causes}",
+                          peer=connection.peer,
+                          causes=", ".join(c.name for c in message.error.causes))
+        self.machine.message_received(connection, message, self.now())
+        self.flush()
+
+    def protocol_error(self, connection, error):
+        self.log.warn("undecodable message from registrar {peer}: {reason}",
+                      peer=connection.peer, reason=error.reason)
+
+    def connection_lost(self, connection):
+        self.connections.discard(connection)
+        self.machine.connection_lost(connection, self.now())
+        self.flush()
+
+
+def __getattr__(name):
+    # Re-exports without an import cycle (rserpool.pe imports this module).
+    if name == "PoolElementService":
+        from rserpool.pe import PoolElementService
+
+        return PoolElementService
+    if name in ("PoolUser", "PoolClientEndpoint"):
+        from rserpool import pu
+
+        return getattr(pu, name)
+    raise AttributeError(name)

@@ -1,0 +1,418 @@
+"""
+Pool elements as Twisted services.
+
+L{PoolElementService} wraps the application's own server (a server
+endpoint description and a factory, or a port already listening) and
+keeps it registered in a pool for as long as the service runs: the ASAP
+procedures are L{rserpool.asap.pool_element.PoolElementMachine}; this
+module only listens, connects and keeps time.
+
+Basic Mode (draft-ietf-rserpool-service section 3.2): the application's
+port is registered as it is (any transport: TCP, UDP, SCTP) and pool
+users talk to it directly.  Enhanced Mode (section 3.3): pass
+C{enhanced=True}; the factory is wrapped in the session layer
+(L{rserpool.session.PESessionFactory}) and the port is registered with
+transport use "data plus control".
+
+    >>> from rserpool.pe import PoolElementService
+    >>> pe = PoolElementService(b"EchoPool", EchoFactory(),
+    ...                         endpoint="tcp:0:interface=127.0.0.1",
+    ...                         registrars=["tcp:127.0.0.1:3863"])
+    >>> pe.setServiceParent(application)
+    >>> pe.registered.addCallback(lambda pe: print("registered", pe))
+"""
+import ipaddress
+import random
+
+import attrs
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from rserpool.asap.pool_element import (
+    Deregistered,
+    HomeChanged,
+    PoolElementConfig,
+    PoolElementMachine,
+    Registered,
+    RegistrationFailed,
+    REGISTERED,
+    new_identifier,
+)
+from rserpool.client import DEFAULT_REGISTRAR, MachineDriver
+from rserpool.codes import PolicyType, POLICY_NAMES, POLICY_FIELDS
+from rserpool.transport.multicast import AnnounceListener
+from rserpool.wire import (
+    DATA_ONLY,
+    DATA_PLUS_CONTROL,
+    Policy,
+    SCTPTransport,
+    TCPTransport,
+    UDPTransport,
+)
+
+__all__ = ["PoolElementService", "RegistrationRejected", "parse_policy", "load_value"]
+
+_TRANSPORTS = {"tcp": TCPTransport, "udp": UDPTransport, "sctp": SCTPTransport}
+
+
+class RegistrationRejected(Exception):
+    """
+    A registrar rejected the registration.  C{str()} is one line naming the
+    RFC 5354 cause.
+
+    @ivar cause: the cause code (L{rserpool.codes.ErrorCause}).
+    @ivar cause_name: its name, e.g. C{"INCONSISTENT_POOLING_POLICY"}.
+    @ivar causes: every L{rserpool.wire.Cause} of the Operation Error.
+    """
+
+    def __init__(self, pool_handle, event):
+        Exception.__init__(self, pool_handle, event.cause)
+        self.pool_handle = pool_handle
+        self.cause = event.cause
+        self.cause_name = event.cause_name
+        self.causes = event.causes
+
+    def __str__(self):
+        return "registration in pool %r rejected: %s (cause 0x%x)" % (
+            self.pool_handle.decode("utf-8", "replace"), self.cause_name, self.cause)
+
+
+def load_value(load):
+    """
+    A load as the 32-bit wire value: a C{float} between 0 and 1 is a
+    fraction, an C{int} is taken as it is.
+    """
+    if isinstance(load, float):
+        if not 0.0 <= load <= 1.0:
+            raise ValueError("a load fraction is between 0.0 and 1.0, not %r" % (load,))
+        return int(round(load * 0xFFFFFFFF))
+    if not 0 <= load <= 0xFFFFFFFF:
+        raise ValueError("a load is a 32-bit value, not %r" % (load,))
+    return load
+
+
+def parse_policy(text):
+    """
+    Parse C{NAME[:VALUE...]}, e.g. C{RoundRobin}, C{WeightedRandom:5},
+    C{LeastUsed:0.25}, C{PriorityLeastUsed:0.5:0.01}: RSPLIB's policy name
+    (L{rserpool.codes.POLICY_NAMES}, case-insensitive) followed by its
+    fields in wire order; loads and degradations may be fractions.
+
+    @raise ValueError: one line naming the problem.
+    """
+    parts = text.split(":")
+    name = parts[0].strip().lower()
+    for ptype, pname in POLICY_NAMES.items():
+        if pname.lower() == name or PolicyType(ptype).name.lower() == name.replace("-", "_"):
+            break
+    else:
+        raise ValueError("unknown policy %r (known: %s)" % (parts[0], ", ".join(POLICY_NAMES.values())))
+    fields = POLICY_FIELDS[ptype]
+    values = parts[1:]
+    if len(values) > len(fields):
+        raise ValueError("policy %s takes %d value(s): %s" % (pname, len(fields), ", ".join(fields) or "none"))
+    kwargs = {}
+    for field, raw in zip(fields, values):
+        raw = raw.strip()
+        if field in ("load", "load_degradation", "load_dpf", "weight_dpf") and "." in raw:
+            kwargs[field] = load_value(float(raw))
+        else:
+            kwargs[field] = int(raw, 0)
+    if "weight" in fields and "weight" not in kwargs:
+        kwargs["weight"] = 1
+    return Policy.make(ptype, **kwargs)
+
+
+def _transport_of(address, protocol, use):
+    host = getattr(address, "host", None)
+    if host is None:
+        raise ValueError("cannot register a port without an IP address: %r" % (address,))
+    kind = protocol or getattr(address, "type", "TCP").lower()
+    cls = _TRANSPORTS.get(kind)
+    if cls is None:
+        raise ValueError("cannot register a %s port" % kind)
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if cls is UDPTransport:
+        return UDPTransport(address.port, (ip,))
+    return cls(address.port, (ip,), use)
+
+
+class PoolElementService(service.Service):
+    """
+    A pool element: the application's server, kept registered in a pool
+    (RFC 5352 section 3).
+
+    @ivar registered: a L{Deferred} that fires with this service when a
+        registrar first accepts the registration, or fails with
+        L{RegistrationRejected} (the RFC cause inside).
+    @ivar machine: the L{PoolElementMachine}.
+    @ivar port: the application's listening port, once started.
+    @ivar home_registrar: the home registrar's id, 0 while unknown.
+    """
+
+    log = Logger()
+
+    def __init__(self, pool_handle, factory=None, endpoint="tcp:0:interface=127.0.0.1",
+                 registrars=(DEFAULT_REGISTRAR,), policy=None, reactor=None, rng=None,
+                 identifier=None, reregistration_interval=30.0, registration_life=None,
+                 response_timeout=3.0, connect_timeout=7.5, hunt_retry_delay=1.0,
+                 enhanced=False, port=None, protocol=None, announce=None,
+                 session_options=None):
+        """
+        @param pool_handle: the pool handle (C{bytes}, or C{str} in UTF-8).
+        @param factory: the application's server factory (not needed with
+            C{port}).
+        @param endpoint: a server endpoint description the factory listens
+            on (C{tcp:0:interface=127.0.0.1}, later C{sctp:...}).
+        @param registrars: client endpoint descriptions of registrars, in
+            order of preference (RFC 5352 section 3.6, static list).
+        @param policy: a L{Policy} or a C{"NAME[:VALUE...]"} string
+            (L{parse_policy}); round robin by default.
+        @param reactor: the reactor (the global one by default).
+        @param rng: a C{random.Random} (for the PE identifier).
+        @param identifier: a fixed PE identifier instead of a random one.
+        @param reregistration_interval: seconds between re-registrations.
+        @param registration_life: seconds; three intervals by default.
+        @param response_timeout: seconds to wait for a registrar's answer.
+        @param connect_timeout: seconds to wait for a registrar connection.
+        @param hunt_retry_delay: seconds between rounds of the registrar
+            hunt.
+        @param enhanced: run the factory under the Enhanced Mode session
+            layer (L{rserpool.session}).
+        @param port: an already listening port (e.g. from C{listenUDP}) to
+            register instead of listening on C{endpoint}.
+        @param protocol: C{"tcp"}, C{"udp"} or C{"sctp"} when the port's
+            address does not tell.
+        @param announce: C{(group_host, port)} to learn registrars from
+            Server Announce, or C{None}.
+        @param session_options: keyword arguments for
+            L{rserpool.session.PESessionFactory} (heartbeat settings).
+        """
+        if reactor is None:
+            from twisted.internet import reactor
+        if isinstance(pool_handle, str):
+            pool_handle = pool_handle.encode("utf-8")
+        if policy is None:
+            policy = Policy.make(PolicyType.ROUND_ROBIN)
+        elif isinstance(policy, str):
+            policy = parse_policy(policy)
+        self.reactor = reactor
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.pool_handle = pool_handle
+        self.factory = factory
+        self.endpoint = endpoint
+        self.registrars = list(registrars)
+        self.enhanced = enhanced
+        self.port = port
+        self._own_port = port is None
+        self.protocol = protocol
+        self.announce = announce
+        self.session_options = dict(session_options or {})
+        self.config = PoolElementConfig(
+            pool_handle, policy, identifier, reregistration_interval, registration_life,
+            response_timeout, connect_timeout, hunt_retry_delay,
+        )
+        if self.config.identifier is None:
+            self.config = attrs.evolve(self.config, identifier=new_identifier(self.rng))
+        self.machine = None
+        self.driver = None
+        self.registered = defer.Deferred()
+        self._first = True
+        self._stopping = None
+        self._waiters = []
+        self._announce_port = None
+        self.home_registrar = 0
+
+    @property
+    def identifier(self):
+        """
+        The PE identifier.
+        """
+        return self.config.identifier
+
+    @property
+    def policy(self):
+        """
+        The current L{Policy}.
+        """
+        return self.machine.config.policy if self.machine else self.config.policy
+
+    def __repr__(self):
+        return "<PoolElementService %08x in %r>" % (self.identifier, self.pool_handle)
+
+    def startService(self):
+        service.Service.startService(self)
+        d = defer.succeed(self.port) if self.port is not None else self._listen()
+        d.addCallback(self._listening)
+        d.addErrback(self._start_failed)
+        return d
+
+    def _listen(self):
+        factory = self.factory
+        if self.enhanced:
+            from rserpool.session import PESessionFactory
+
+            factory = PESessionFactory(factory, self.reactor, **self.session_options)
+            self.session_factory = factory
+        endpoint = serverFromString(self.reactor, self.endpoint)
+        return endpoint.listen(factory)
+
+    def _listening(self, port):
+        self.port = port
+        if not self.running:
+            return
+        use = DATA_PLUS_CONTROL if self.enhanced else DATA_ONLY
+        protocol = self.protocol or _protocol_of(self.endpoint)
+        transport = _transport_of(port.getHost(), protocol, use)
+        self.machine = PoolElementMachine(self.config, transport, self.registrars)
+        self.driver = MachineDriver(self.reactor, self.machine, self._event)
+        self.log.info(
+            "pool element {pe_id:08x} of {handle!r} serving on {port}; hunting among {registrars}",
+            pe_id=self.identifier, handle=self.pool_handle, port=port.getHost(),
+            registrars=self.machine.candidates())
+        if self.announce is not None:
+            self._start_announce()
+        self.machine.start(self.reactor.seconds())
+        self.driver.flush()
+
+    def _start_announce(self):
+        host, number = self.announce
+
+        def learned(entry):
+            for protocol, address, port in entry.endpoints:
+                if protocol == "tcp":
+                    from rserpool.asap.pool_user import endpoint_description
+
+                    self.machine.registrar_announced(
+                        entry.server_id, endpoint_description("tcp", address, port),
+                        self.reactor.seconds())
+                    self.driver.flush()
+                    return
+
+        listener = AnnounceListener(self.reactor, host, on_announce=learned)
+        self._announce_port = self.reactor.listenMulticast(number, listener, listenMultiple=True)
+
+    def _start_failed(self, failure):
+        self.log.failure("pool element {handle!r} could not start", failure,
+                         handle=self.pool_handle)
+        if not self.registered.called:
+            self.registered.errback(failure)
+
+    def _event(self, event):
+        if isinstance(event, Registered):
+            self.log.info(
+                "pool element {pe_id:08x} {what} in {handle!r} at {registrar}",
+                pe_id=self.identifier, handle=self.pool_handle, registrar=event.endpoint,
+                what="re-registered" if event.reregistration else "registered")
+            if not self.registered.called:
+                self.registered.callback(self)
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(self)
+        elif isinstance(event, RegistrationFailed):
+            error = RegistrationRejected(self.pool_handle, event)
+            self.log.error("{error}", error=str(error))
+            if not self.registered.called:
+                self.registered.errback(error)
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.errback(error)
+        elif isinstance(event, HomeChanged):
+            self.home_registrar = event.server_id
+            self.log.info("pool element {pe_id:08x}: home registrar is {id:08x}",
+                          pe_id=self.identifier, id=event.server_id)
+        elif isinstance(event, Deregistered):
+            self.log.info("pool element {pe_id:08x} deregistered from {handle!r}{how}",
+                          pe_id=self.identifier, handle=self.pool_handle,
+                          how="" if event.confirmed else " (unconfirmed)")
+            if self._stopping is not None and not self._stopping.called:
+                self._stopping.callback(event.confirmed)
+
+    def when_registered(self):
+        """
+        A L{Deferred} that fires with this service once it is registered
+        (at once if it is), or fails with L{RegistrationRejected}.
+        """
+        if self.machine is not None and self.machine.state == REGISTERED:
+            return defer.succeed(self)
+        d = defer.Deferred()
+        self._waiters.append(d)
+        return d
+
+    @property
+    def is_registered(self):
+        """
+        Whether a registrar currently holds this PE's registration.
+        """
+        return self.machine is not None and self.machine.state == REGISTERED
+
+    def set_load(self, load):
+        """
+        Change the PE's load (adaptive policies, RFC 5356): re-registers at
+        once.
+
+        @param load: a fraction (C{float} 0..1) or the 32-bit wire value.
+        """
+        policy = self.policy
+        if "load" not in policy.fields:
+            raise ValueError("policy %s has no load" % policy.name)
+        fields = dict(policy.fields)
+        fields["load"] = load_value(load)
+        self.set_policy(Policy.make(policy.policy_type, **fields))
+
+    def set_policy(self, policy):
+        """
+        Register with another policy value (same type) from now on.
+        """
+        if self.machine is None:
+            self.config = _with_policy(self.config, policy)
+            return
+        self.machine.set_policy(policy, self.reactor.seconds())
+        self.driver.flush()
+
+    def stopService(self):
+        """
+        Deregister (RFC 5352 section 3.3), then stop listening.
+
+        @return: a L{Deferred} that fires when both are done.
+        """
+        service.Service.stopService(self)
+        if not self.registered.called:
+            self.registered.addErrback(lambda f: None)
+        if self.machine is None:
+            return self._stop_listening(None)
+        self._stopping = defer.Deferred()
+        self.machine.stop(self.reactor.seconds())
+        self.driver.flush()
+        d = self._stopping
+        d.addCallback(self._stop_listening)
+        return d
+
+    def _stop_listening(self, result):
+        if self.driver is not None:
+            self.driver.stop()
+        stops = []
+        if self._announce_port is not None:
+            stops.append(defer.maybeDeferred(self._announce_port.stopListening))
+            self._announce_port = None
+        if self.port is not None and self._own_port:
+            stops.append(defer.maybeDeferred(self.port.stopListening))
+        return defer.gatherResults(stops).addCallback(lambda _: result)
+
+
+def _with_policy(config, policy):
+    return attrs.evolve(config, policy=policy)
+
+
+def _protocol_of(description):
+    head = description.split(":", 1)[0].lower()
+    if head in ("tcp", "tcp6", "ssl", "tls", "unix"):
+        return "tcp" if head != "unix" else None
+    if head in ("sctp", "udp"):
+        return head
+    return None
