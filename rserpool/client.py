@@ -30,6 +30,38 @@ __all__ = ["MachineDriver", "DEFAULT_REGISTRAR", "PoolElementService", "PoolUser
 DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
 
 
+def listen_for_registrars(reactor, group, driver):
+    """
+    Learn registrars from ASAP Server Announce (RFC 5352 section 3.6) and
+    hand them to a PE or PU machine as hunting candidates.
+
+    @param reactor: an C{IReactorMulticast}.
+    @param group: C{(multicast group, port)}, e.g. C{("239.0.0.50", 3863)}.
+    @param driver: the L{MachineDriver} of a machine with
+        C{registrar_announced(server_id, endpoint, now)}.
+    @return: the listening port (stop it with C{stopListening}).
+    """
+    from rserpool.asap.pool_user import endpoint_description
+    from rserpool.transport.multicast import AnnounceListener
+
+    host, number = group
+
+    def learned(entry):
+        # Our clients speak the TCP mapping: take the registrar's TCP
+        # endpoint (RSPLIB announces none; the sender address is then used
+        # with the ASAP port, which the listener fills in).
+        for protocol, address, port in entry.endpoints:
+            if protocol == "tcp":
+                driver.machine.registrar_announced(
+                    entry.server_id, endpoint_description("tcp", address, port), driver.now()
+                )
+                driver.flush()
+                return
+
+    listener = AnnounceListener(reactor, host, on_announce=learned)
+    return reactor.listenMulticast(number, listener, listenMultiple=True)
+
+
 @implementer(IMessageReceiver)
 class MachineDriver:
     """

@@ -41,9 +41,8 @@ from rserpool.asap.pool_element import (
     REGISTERED,
     new_identifier,
 )
-from rserpool.client import DEFAULT_REGISTRAR, MachineDriver
+from rserpool.client import DEFAULT_REGISTRAR, MachineDriver, listen_for_registrars
 from rserpool.codes import PolicyType, POLICY_NAMES, POLICY_FIELDS
-from rserpool.transport.multicast import AnnounceListener
 from rserpool.wire import (
     DATA_ONLY,
     DATA_PLUS_CONTROL,
@@ -281,21 +280,7 @@ class PoolElementService(service.Service):
         self.driver.flush()
 
     def _start_announce(self):
-        host, number = self.announce
-
-        def learned(entry):
-            for protocol, address, port in entry.endpoints:
-                if protocol == "tcp":
-                    from rserpool.asap.pool_user import endpoint_description
-
-                    self.machine.registrar_announced(
-                        entry.server_id, endpoint_description("tcp", address, port),
-                        self.reactor.seconds())
-                    self.driver.flush()
-                    return
-
-        listener = AnnounceListener(self.reactor, host, on_announce=learned)
-        self._announce_port = self.reactor.listenMulticast(number, listener, listenMultiple=True)
+        self._announce_port = listen_for_registrars(self.reactor, self.announce, self.driver)
 
     def _start_failed(self, failure):
         self.log.failure("pool element {handle!r} could not start", failure,

@@ -35,7 +35,7 @@ from rserpool.asap.pool_user import (
     UnknownPoolHandle,
     UnreachableLimiter,
 )
-from rserpool.client import DEFAULT_REGISTRAR, MachineDriver
+from rserpool.client import DEFAULT_REGISTRAR, MachineDriver, listen_for_registrars
 
 __all__ = [
     "PoolUser",
@@ -71,7 +71,7 @@ class PoolUser:
 
     def __init__(self, reactor=None, registrars=(DEFAULT_REGISTRAR,), stale_timeout=0.0,
                  failed_hold=10.0, response_timeout=3.0, connect_timeout=7.5, items=None,
-                 rng=None, limiter=None):
+                 rng=None, limiter=None, announce=None):
         """
         @param reactor: the reactor (the global one by default).
         @param registrars: client endpoint descriptions of registrars.
@@ -85,6 +85,9 @@ class PoolUser:
         @param rng: a C{random.Random} for random policies on cached
             answers.
         @param limiter: an L{UnreachableLimiter} (RFC 5355 section 2.13).
+        @param announce: C{(group, port)} to learn more registrars from
+            their ASAP Server Announce (RFC 5352 section 3.6), e.g.
+            C{("239.0.0.50", 3863)}; C{None} (the default) listens to none.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -97,6 +100,9 @@ class PoolUser:
             limiter if limiter is not None else UnreachableLimiter())
         self.driver = MachineDriver(reactor, self.machine, self._event)
         self._waiting = {}
+        self._announce_port = None
+        if announce is not None:
+            self._announce_port = listen_for_registrars(reactor, announce, self.driver)
 
     def _now(self):
         return self.reactor.seconds()
@@ -194,8 +200,12 @@ class PoolUser:
 
     def close(self):
         """
-        Close the registrar connection; outstanding requests fail.
+        Close the registrar connection and stop listening for Server
+        Announce; outstanding requests fail.
         """
+        if self._announce_port is not None:
+            self._announce_port.stopListening()
+            self._announce_port = None
         self.machine.close()
         self.driver.flush()
         self.driver.stop()

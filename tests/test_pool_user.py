@@ -262,3 +262,54 @@ class LoopbackTests(unittest.TestCase):
         protocol = yield endpoint.connect(factory)
         self.assertEqual((yield factory.answer), b"ping")
         endpoint._pool_user.close()
+
+
+class _MulticastClock(task.Clock):
+    """
+    A clock that also records listenMulticast calls.
+    """
+
+    def __init__(self):
+        task.Clock.__init__(self)
+        self.multicast = []
+
+    def listenMulticast(self, port, protocol, interface="", maxPacketSize=8192, listenMultiple=False):
+        self.multicast.append((port, protocol, listenMultiple))
+
+        class _Port:
+            stopped = False
+
+            def stopListening(self):
+                _Port.stopped = True
+
+        self.port = _Port()
+        return self.port
+
+
+class AnnounceTests(unittest.TestCase):
+    """
+    A pool user learns registrars from ASAP Server Announce (RFC 5352
+    section 3.6) when asked to.
+    """
+
+    def test_learns_announced_registrar(self):
+        from rserpool.wire import ServerAnnounce, TCPTransport, encode
+
+        clock = _MulticastClock()
+        pu = PoolUser(clock, registrars=(), announce=("239.0.0.50", 3863))
+        self.assertEqual(len(clock.multicast), 1)
+        port, listener, multiple = clock.multicast[0]
+        self.assertEqual(port, 3863)
+        self.assertTrue(multiple)
+        listener.datagramReceived(
+            encode(ServerAnnounce(0x1234, [TCPTransport(3999, ["127.0.0.5"])])), ("127.0.0.5", 3863)
+        )
+        self.assertEqual(pu.machine.announced, {0x1234: "tcp:host=127.0.0.5:port=3999"})
+        self.assertIn("tcp:host=127.0.0.5:port=3999", pu.machine.candidates())
+        pu.close()
+        self.assertTrue(clock.port.stopped)
+
+    def test_no_listener_by_default(self):
+        clock = _MulticastClock()
+        PoolUser(clock).close()
+        self.assertEqual(clock.multicast, [])
