@@ -57,6 +57,23 @@ def make_policy(policy_type, rng):
     return PolicySettings(policy_type, load=rng.randrange(0, 0xFFFFFFFF))
 
 
+#: Simulated time between two registrations of a measurement (seconds): every
+#: registration gets its own timer time, as with a real clock.
+STEP = 1e-4
+
+
+def owner_of(index):
+    return 1 + index % 4
+
+
+#: The connection keys PEs register over (the registrar's connection objects).
+CONNECTIONS = [("assoc", i) for i in range(64)]
+
+
+def connection_of(index):
+    return CONNECTIONS[index % 64]
+
+
 def build(policy_type, size, seed=1):
     rng = random.Random(seed)
     hs = Handlespace(random.Random(seed))
@@ -66,12 +83,12 @@ def build(policy_type, size, seed=1):
         hs.register(
             HANDLE,
             pe_id,
-            home_registrar=1 + i % 4,
+            home_registrar=owner_of(i),
             policy=make_policy(policy_type, rng),
             user_transport=transport,
             now=float(i) * 1e-3,
             registration_life=30000,
-            connection=("assoc", i % 64),
+            connection=connection_of(i),
         )
     return hs, ids, rng
 
@@ -91,11 +108,24 @@ def best_of(repeats, function):
 
 
 def measure(policy_type, size, operations, repeats):
+    """
+    The four rates for one policy and pool size.
+
+    Every measurement does the same operation mix at every pool size: the
+    simulated clock advances by L{STEP} per registration (so each
+    registration sets a timer at a time of its own, as it does in a
+    registrar), and a re-registering PE keeps its owner and connection (the
+    steady state).  Only the pool size differs.
+    """
     hs, ids, rng = build(policy_type, size)
     select = hs.select
     register = hs.register
     deregister = hs.deregister
+    # The registrar asks for the next timer time after every registration
+    # and deregistration (to reschedule its timer): part of the operation.
+    next_timer_time = hs.next_timer_time
     transport = Transport()
+    clock = [1000.0]
 
     def resolve_1():
         for _ in range(operations):
@@ -107,49 +137,58 @@ def measure(policy_type, size, operations, repeats):
             select(HANDLE, 3)
         return operations
 
-    # Re-registration: an existing PE registers again with new policy
-    # values (the steady state: every PE re-registers every 30 s).
+    # Re-registration: an existing PE registers again over its connection,
+    # with new policy values (the steady state: every PE re-registers every
+    # 30 s).
     policies = [make_policy(policy_type, rng) for _ in range(256)]
-    targets = [rng.choice(ids) for _ in range(operations)]
+    indexes = [rng.randrange(size) for _ in range(operations)]
+    targets = [(ids[i], owner_of(i), connection_of(i)) for i in indexes]
 
     def reregister():
-        now = 1000.0
-        for i, pe_id in enumerate(targets):
+        base = clock[0]
+        for i, (pe_id, owner, connection) in enumerate(targets):
             register(
                 HANDLE,
                 pe_id,
-                home_registrar=1,
+                home_registrar=owner,
                 policy=policies[i & 255],
                 user_transport=transport,
-                now=now,
+                now=base + i * STEP,
                 registration_life=30000,
-                connection=("assoc", 0),
+                connection=connection,
             )
+            next_timer_time()
+        clock[0] = base + operations * STEP
         return operations
 
-    # Churn: a new PE registers and an old one deregisters, keeping the
-    # pool at its size.  Counted as one registration per pair.
+    # Churn: a new PE registers and a random old one deregisters, keeping
+    # the pool at its size.  Counted as one registration per pair.
     live = list(ids)
     taken = set(ids)
     fresh = (pe_id for pe_id in range(2 ** 32 - 1, 0, -1) if pe_id not in taken)
 
     def churn():
+        base = clock[0]
+        randrange = rng.randrange
         for i in range(operations):
             new_id = next(fresh)
             register(
                 HANDLE,
                 new_id,
-                home_registrar=1,
+                home_registrar=1 + (i & 3),
                 policy=policies[i & 255],
                 user_transport=transport,
-                now=2000.0,
+                now=base + i * STEP,
                 registration_life=30000,
-                connection=("assoc", 1),
+                connection=CONNECTIONS[i & 63],
             )
-            index = rng.randrange(len(live))
+            index = randrange(size)
             old = live[index]
             live[index] = new_id
+            next_timer_time()
             deregister(HANDLE, old)
+            next_timer_time()
+        clock[0] = base + operations * STEP
         return operations
 
     result = {
@@ -159,6 +198,8 @@ def measure(policy_type, size, operations, repeats):
         "churn": best_of(repeats, churn),
     }
     assert len(hs) == size
+    if size <= 1000:
+        hs.verify()
     return result
 
 

@@ -438,6 +438,62 @@ class IndexTests(unittest.TestCase):
         self.assertEqual(outcome.pe.timer_code, TimerCode.KEEP_ALIVE_TRANSMISSION)
         self.assertEqual(self.hs.next_timer_time(), 0.25)
 
+    def test_timersSameTime(self):
+        # PEs sharing a timer time are due in the order their timers were
+        # set; re-setting a timer to the same time moves the PE last.
+        hs = Handlespace(random.Random(1))
+        for pe_id in (1, 2, 3):
+            register(hs, b"t", pe_id, timer=(TimerCode.EXPIRY, 7.0))
+        hs.set_timer(hs.get(b"t", 1), TimerCode.EXPIRY, 7.0)
+        self.assertEqual([pe.pe_id for pe in hs.due(7.0)], [2, 3, 1])
+        # due() leaves the timers set, and asking again gives the same.
+        self.assertEqual([pe.pe_id for pe in hs.due(8.0)], [2, 3, 1])
+        self.assertEqual(hs.next_timer_time(), 7.0)
+        hs.clear_timer(hs.get(b"t", 2))
+        hs.set_timer(hs.get(b"t", 3), TimerCode.EXPIRY, 9.0)
+        self.assertEqual([pe.pe_id for pe in hs.due(8.0)], [1])
+        hs.set_timer(hs.get(b"t", 1), TimerCode.EXPIRY, 9.0)
+        self.assertEqual(hs.next_timer_time(), 9.0)
+        self.assertEqual([pe.pe_id for pe in hs.due(9.0)], [3, 1])
+        hs.verify()
+
+    def test_timersManyUpdates(self):
+        # Timers set and reset many times, earlier and later, with PEs
+        # removed in between: the stale entries the timer index drops
+        # lazily never show, and their number stays bounded.
+        hs = Handlespace(random.Random(1))
+        rng = random.Random(5)
+        model = {}
+        for step in range(3000):
+            pe_id = rng.randrange(1, 40)
+            action = rng.random()
+            pe = hs.get(b"m", pe_id)
+            if pe is None or action < 0.5:
+                when = float(rng.randrange(200))
+                register(hs, b"m", pe_id, timer=(TimerCode.EXPIRY, when))
+                model[pe_id] = when
+            elif action < 0.7:
+                hs.remove(pe)
+                del model[pe_id]
+            elif action < 0.8:
+                hs.clear_timer(pe)
+                model[pe_id] = None
+            else:
+                now = float(rng.randrange(200))
+                due = [pe.pe_id for pe in hs.due(now)]
+                expected = sorted(
+                    (when, i) for i, when in model.items()
+                    if when is not None and when <= now
+                )
+                self.assertEqual(sorted(due), sorted(i for _, i in expected))
+                times = [hs.get(b"m", i).timer_time for i in due]
+                self.assertEqual(times, sorted(times))
+            live = [when for when in model.values() if when is not None]
+            self.assertEqual(hs.next_timer_time(), min(live) if live else None)
+            # At most 39 PEs: at most 2 * 39 + 64 entries, stale ones included.
+            self.assertLessEqual(len(hs._timer_heap), 2 * 39 + 65)
+        hs.verify()
+
 
 # ---------------------------------------------------------------------------
 # State machine

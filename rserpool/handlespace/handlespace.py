@@ -7,9 +7,9 @@ in by the caller), randomness from an injected C{random.Random}.
 """
 import enum
 import random
+from heapq import heapify, heappop, heappush
 
 import attrs
-from sortedcontainers import SortedList
 
 from rserpool.handlespace.checksum import finish_checksum, pe_contribution
 from rserpool.handlespace.errors import (
@@ -90,6 +90,7 @@ class PoolElement:
         "selection_count",
         "timer_code",
         "timer_time",
+        "_timer_entry",
         "_checksum",
         "_seq",
         "_round",
@@ -126,6 +127,7 @@ class PoolElement:
         self.selection_count = 0
         self.timer_code = None
         self.timer_time = None
+        self._timer_entry = None
         self._checksum = pe_contribution(pool.handle, pe_id)
         self._seq = 0
         self._round = 0
@@ -241,13 +243,17 @@ class Handlespace:
         self._owner_sums = {}
         # connection key -> {PoolElement: None}
         self._connections = {}
-        # Distinct timer times (floats, sorted), and time -> the PE with
-        # that timer time, or a dict {PE: None} (insertion ordered, O(1)
-        # removal) when several share it, as after a burst of registrations
-        # in one reactor turn.  Plain floats compare much faster than tuples
-        # in a large SortedList.
-        self._timers = SortedList()
-        self._timer_map = {}
+        # The timers: a binary heap of (time, serial, PE) entries with lazy
+        # deletion.  A PE's live entry is the one its _timer_entry holds;
+        # any other entry of it is stale and dropped when it reaches the top
+        # (or when stale entries outnumber live ones: O(1) amortized).
+        # Setting a timer is a heap push (O(1) when times increase, as
+        # they do with a clock); clearing one only forgets the entry.  The
+        # serial number orders PEs with the same time by when their timer
+        # was set.
+        self._timer_heap = []
+        self._timer_serial = 0
+        self._timer_count = 0
 
     # -- queries ----------------------------------------------------------
 
@@ -332,8 +338,12 @@ class Handlespace:
         """
         @return: the earliest pending timer time (seconds), or C{None}.
         """
-        if self._timers:
-            return self._timers[0]
+        heap = self._timer_heap
+        while heap:
+            entry = heap[0]
+            if entry[2]._timer_entry is entry:
+                return entry[0]
+            heappop(heap)
         return None
 
     def due(self, now):
@@ -345,13 +355,19 @@ class Handlespace:
             first.  Their timers stay set; the caller sets or clears them.
         """
         result = []
-        timer_map = self._timer_map
-        for when in self._timers.irange(maximum=now):
-            members = timer_map[when]
-            if type(members) is dict:
-                result.extend(members)
-            else:
-                result.append(members)
+        heap = self._timer_heap
+        # Take the due entries off the heap in order, then put the live
+        # ones back (their timers stay set).  Each is smaller than every
+        # entry left in the heap, so the heap stays valid.
+        taken = []
+        while heap and heap[0][0] <= now:
+            entry = heappop(heap)
+            pe = entry[2]
+            if pe._timer_entry is entry:
+                taken.append(entry)
+                result.append(pe)
+        for entry in taken:
+            heappush(heap, entry)
         return result
 
     # -- registration -----------------------------------------------------
@@ -660,19 +676,20 @@ class Handlespace:
         @param code: a L{TimerCode}.
         @param when: when it fires (seconds).
         """
-        if pe.timer_time is not None:
-            self._unlink_timer(pe)
+        if pe._timer_entry is None:
+            self._timer_count += 1
         pe.timer_code = code
         pe.timer_time = when
-        timer_map = self._timer_map
-        members = timer_map.get(when)
-        if members is None:
-            timer_map[when] = pe
-            self._timers.add(when)
-        elif type(members) is dict:
-            members[pe] = None
-        else:
-            timer_map[when] = {members: None, pe: None}
+        serial = self._timer_serial
+        self._timer_serial = serial + 1
+        entry = pe._timer_entry = (when, serial, pe)
+        heap = self._timer_heap
+        heappush(heap, entry)
+        if len(heap) > 2 * self._timer_count + 64:
+            # More stale entries than live ones: keep the live ones (O(n),
+            # once per n timer updates at most).
+            heap[:] = [e for e in heap if e[2]._timer_entry is e]
+            heapify(heap)
 
     def clear_timer(self, pe):
         """
@@ -680,22 +697,12 @@ class Handlespace:
 
         @param pe: a L{PoolElement}.
         """
-        if pe.timer_time is not None:
-            self._unlink_timer(pe)
+        if pe._timer_entry is not None:
+            # Its heap entry goes stale.
+            pe._timer_entry = None
             pe.timer_code = None
             pe.timer_time = None
-
-    def _unlink_timer(self, pe):
-        when = pe.timer_time
-        timer_map = self._timer_map
-        members = timer_map[when]
-        if members is pe:
-            del timer_map[when]
-            self._timers.remove(when)
-        else:
-            del members[pe]
-            if len(members) == 1:
-                timer_map[when] = next(iter(members))
+            self._timer_count -= 1
 
     def expire(self, now, codes=REMOVING_TIMERS):
         """
@@ -771,15 +778,16 @@ class Handlespace:
             assert self.owner_checksum(owner) == expected, owner
         assert set(self._owner_sums) == set(owners)
         assert connections == {c: set(m) for c, m in self._connections.items()}
-        assert sorted(timers) == list(self._timers)
+        heap = self._timer_heap
+        live = [e for e in heap if e[2]._timer_entry is e]
+        assert len(live) == self._timer_count
         stored = {}
-        for when, members in self._timer_map.items():
-            if type(members) is dict:
-                assert len(members) > 1
-                stored[when] = set(members)
-            else:
-                stored[when] = {members}
+        for when, serial, pe in live:
+            assert pe.timer_time == when
+            stored.setdefault(when, set()).add(pe)
         assert stored == timers
+        assert all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap)))
+        assert len(heap) <= 2 * self._timer_count + 64
 
 
 def _control_name(control):

@@ -28,6 +28,7 @@ default, a handle resolution advances round robin by one position, whatever
 k is, and charges the degradation to the PE the pool user will most likely
 contact (the first).
 """
+from collections import OrderedDict
 from itertools import islice
 
 from sortedcontainers import SortedList
@@ -164,6 +165,23 @@ class _OrderedSelector(Selector):
         # The policy value (without the sequence number); smaller is first.
         raise NotImplementedError()
 
+    def update(self, pe, policy):
+        # The PE keeps its sequence number, so its key changes only if the
+        # policy value does: then it moves in the sorted list (by_seq stays
+        # as it is), else nothing moves at all.
+        old = pe._sel
+        if old is None:
+            Selector.update(self, pe, policy)
+            return
+        pe.policy = policy
+        pe._degradation = 0
+        key = (self._key(pe) << _SEQ_BITS) | pe._seq
+        if key != old:
+            entries = self._entries
+            entries.remove(old)
+            entries.add(key)
+            pe._sel = key
+
     def verify(self, elements):
         linked = [pe for pe in elements if pe._sel is not None]
         expected = sorted((self._key(pe) << _SEQ_BITS) | pe._seq for pe in linked)
@@ -213,17 +231,74 @@ class _OrderedSelector(Selector):
         return chosen
 
 
-class RoundRobinSelector(_OrderedSelector):
+class RoundRobinSelector(Selector):
     """
     Round Robin (RFC 5356 section 4.1): PEs in a fixed cyclic order, the
     order in which they joined the pool; a selection starts at the current
     position, and using a PE moves it to the end of the cycle.
+
+    The ordered policies' key would be the sequence number alone, so the
+    order is kept as an C{OrderedDict} (a ring): a new or used PE goes to
+    the end, and every operation is O(1) whatever the pool size.  A PE's
+    C{_sel} is its key as in the other ordered policies, its sequence
+    number.
     """
 
-    __slots__ = ()
+    __slots__ = ("_ring",)
 
-    def _key(self, pe):
-        return 0
+    def __init__(self):
+        Selector.__init__(self)
+        self._ring = OrderedDict()
+
+    def __len__(self):
+        return len(self._ring)
+
+    def _link(self, pe):
+        pe._sel = pe._seq
+        self._ring[pe] = None
+
+    def _unlink(self, pe):
+        if pe._sel is not None:
+            del self._ring[pe]
+            pe._sel = None
+
+    def update(self, pe, policy):
+        # Round robin has no policy values: the PE keeps its place.
+        pe.policy = policy
+        pe._degradation = 0
+
+    def select(self, k, max_increment, rng):
+        ring = self._ring
+        n = len(ring)
+        if k < n:
+            n = k
+        if n <= 0:
+            return []
+        if n == 1:
+            chosen = [next(iter(ring))]
+        else:
+            chosen = list(islice(ring, n))
+        if max_increment is None:
+            max_increment = self.default_max_increment
+        used = 0
+        move_to_end = ring.move_to_end
+        for pe in chosen:
+            pe.selection_count += 1
+            if used < max_increment:
+                used += 1
+                # To the end of the cycle, with a new sequence number.
+                pe._seq = pe._sel = self._next_seq
+                self._next_seq += 1
+                move_to_end(pe)
+        return chosen
+
+    def verify(self, elements):
+        ring = list(self._ring)
+        assert set(ring) == set(elements) and len(ring) == len(elements)
+        assert all(pe._sel == pe._seq for pe in ring)
+        seqs = [pe._seq for pe in ring]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert all(pe._seq < self._next_seq for pe in elements)
 
 
 class WeightedRoundRobinSelector(_OrderedSelector):
@@ -238,6 +313,10 @@ class WeightedRoundRobinSelector(_OrderedSelector):
     """
 
     __slots__ = ()
+
+    # Re-registration: unlink, re-initialize (which looks at the current
+    # round without the PE), link.
+    update = Selector.update
 
     def _key(self, pe):
         return (pe._round << 32) | pe._virtual
@@ -518,6 +597,22 @@ class _RandomizedSelector(Selector):
             del self._totals[b]
             self._order.remove(b)
         pe._sel = None
+
+    def update(self, pe, policy):
+        b = pe._sel
+        pe.policy = policy
+        pe._degradation = 0
+        value = self._value(pe)
+        if b is not None and value > 0 and value.bit_length() - 1 == b:
+            # Same bucket: the PE keeps its place; only the totals change.
+            delta = value - pe._value
+            if delta:
+                pe._value = value
+                self._totals[b] += delta
+                self._total += delta
+            return
+        self._unlink(pe)
+        self._link(pe)
 
     def add(self, pe):
         self._count += 1
