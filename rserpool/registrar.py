@@ -1,7 +1,8 @@
 """
-The registrar as a Twisted service: ASAP listeners, the timer, Server
-Announce, and (for now) a minimal ENRP responder, tied around the sans-IO
-L{rserpool.asap.registrar.ASAPRegistrar}.
+The registrar as a Twisted service: ASAP listeners, the timers, Server
+Announce, and ENRP (listener, static peers, optional Presence multicast),
+tied around the sans-IO L{rserpool.asap.registrar.ASAPRegistrar} and
+L{rserpool.enrp.ENRPServer}.
 
 Listeners are Twisted endpoint strings (C{tcp:3863:interface=127.0.0.1};
 later C{sctp:...}, C{ssl:...}), parsed with
@@ -10,36 +11,48 @@ knows which mapping it runs on.
 """
 import ipaddress
 import random
+import re
 
 import attrs
 from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, wire_policy
+from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope, listening_scope
-from rserpool.transport.base import IMessageReceiver
+from rserpool.enrp import ENRPConfig, ENRPServer
+from rserpool.transport.base import IMessageReceiver, normalize_address
 from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.tcp import MessageStreamFactory, address_of
 from rserpool.wire import (
     ENRP,
-    ENRPError,
-    HandleTableEntry,
-    HandleTableRequest,
-    HandleTableResponse,
-    ListRequest,
-    ListResponse,
-    OperationError,
-    Presence,
+    ProtocolError,
+    SCTPTransport,
+    ServerInformation,
     TCPTransport,
+    decode,
 )
-from rserpool.wire import PoolElement as WirePoolElement
 
-__all__ = ["RegistrarService", "AnnounceSettings", "ListenFailed", "Wakeup", "ASAPReceiver"]
+#: SCTP payload protocol identifier of ENRP (RFC 5353 section 1.3).
+PPID_ENRP = 12
+
+__all__ = [
+    "RegistrarService",
+    "AnnounceSettings",
+    "ListenFailed",
+    "Wakeup",
+    "ASAPReceiver",
+    "ENRPReceiver",
+    "PresenceMulticast",
+    "peer_endpoint",
+    "transport_endpoint",
+]
 
 
 class ListenFailed(Exception):
@@ -135,100 +148,105 @@ class ASAPReceiver:
 
 
 @implementer(IMessageReceiver)
-class _ENRPResponder:
+class ENRPReceiver:
     """
-    A stand-in for the ENRP state machines (they arrive with the ENRP
-    issue): answers List Request with an empty peer list and Handle Table
-    Request with the local handlespace, in pages of at most
-    C{max_elements} PEs with the M flag on all but the last (RFC 5353
-    sections 3.4 and 3.5: the requester asks again for the next page).
-    Other ENRP messages are logged and dropped.
+    Feeds one ENRP mapping's events to the sans-IO L{ENRPServer}, with the
+    time and whether the connection is one we opened.
+    """
+
+    def __init__(self, server, clock, outgoing=False):
+        self.server = server
+        self.clock = clock
+        self.outgoing = outgoing
+
+    def connection_made(self, connection):
+        self.server.connection_made(connection, self.clock.seconds(), self.outgoing)
+
+    def message_received(self, connection, message):
+        self.server.message_received(connection, message, self.clock.seconds())
+
+    def protocol_error(self, connection, error):
+        self.server.protocol_error(connection, error, self.clock.seconds())
+
+    def connection_lost(self, connection):
+        self.server.connection_lost(connection, self.clock.seconds())
+
+
+class PresenceMulticast(DatagramProtocol):
+    """
+    ENRP Presence over UDP multicast (RFC 5353 section 3.4; RSPLIB's
+    default group 239.0.0.51:9901): joins the group, hands received
+    Presence messages to the server and sends the server's.
     """
 
     log = Logger()
 
-    def __init__(self, registrar, max_elements=128):
-        self.registrar = registrar
-        self.max_elements = max_elements
-        self._pages = {}
-        self.connections = set()
+    def __init__(self, server, clock, group, ttl=30, interface=""):
+        self.server = server
+        self.clock = clock
+        self.group = group
+        self.ttl = ttl
+        self.interface = interface or ""
 
-    def connection_made(self, connection):
-        self.connections.add(connection)
+    def startProtocol(self):
+        if ipaddress.ip_address(self.group[0]).is_multicast:
+            self.transport.setTTL(self.ttl)
+            self.transport.setLoopbackMode(1)
+            return self.transport.joinGroup(self.group[0], self.interface)
 
-    def connection_lost(self, connection):
-        self.connections.discard(connection)
-        self._pages.pop(connection, None)
-
-    def protocol_error(self, connection, error):
-        if error.report:
-            connection.send(
-                ENRPError(self.registrar.server_id, 0, OperationError.from_error(error))
-            )
-
-    def message_received(self, connection, message):
-        own = self.registrar.server_id
-        if isinstance(message, ListRequest):
-            connection.send(ListResponse(own, message.sender_id, ()))
-        elif isinstance(message, HandleTableRequest):
-            pages = self._pages.get(connection)
-            if pages is None:
-                pages = self._pages[connection] = self._paginate(message.own_children_only)
-            entries = next(pages, ())
-            more = bool(entries) and self._peek(connection)
-            connection.send(HandleTableResponse(own, message.sender_id, entries, more))
-            if not more:
-                self._pages.pop(connection, None)
-        elif isinstance(message, Presence):
-            self.log.debug("ENRP Presence from {id:08x}: peering is not implemented yet",
-                           id=message.sender_id)
-        else:
-            self.log.info("ENRP {message} ignored: peering is not implemented yet",
-                          message=type(message).__name__)
-
-    def _peek(self, connection):
-        pages = self._pages[connection]
+    def send(self, data):
+        """
+        Send one encoded Presence to the group.
+        """
         try:
-            first = next(pages)
-        except StopIteration:
-            return False
+            self.transport.write(data, self.group)
+        except (OSError, AttributeError) as e:
+            self.log.warn("cannot send ENRP Presence to {group}: {error}",
+                          group=self.group, error=str(e))
 
-        def chain():
-            yield first
-            yield from pages
-
-        self._pages[connection] = chain()
-        return True
-
-    def _paginate(self, own_only):
-        hs = self.registrar.handlespace
-        own = self.registrar.server_id
-        page = []
-        count = 0
-        for pool in hs.pools():
-            pes = [pe for pe in pool if not own_only or pe.home_registrar == own]
-            while pes:
-                room = self.max_elements - count
-                chunk, pes = pes[:room], pes[room:]
-                page.append(HandleTableEntry(pool.handle, [_handle_table_pe(pe) for pe in chunk]))
-                count += len(chunk)
-                if count >= self.max_elements:
-                    yield tuple(page)
-                    page, count = [], 0
-        if page:
-            yield tuple(page)
+    def datagramReceived(self, data, addr):
+        try:
+            message = decode(data, ENRP)
+        except ProtocolError:
+            return
+        try:
+            source = normalize_address(addr[0])
+        except ValueError:
+            source = None
+        self.server.multicast_received(message, source, self.clock.seconds())
 
 
-def _handle_table_pe(pe):
-    # RSPLIB puts the ASAP transport into Handle Table Responses.
-    return WirePoolElement(
-        pe.pe_id,
-        pe.home_registrar,
-        pe.registration_life,
-        pe.user_transport.wire,
-        wire_policy(pe.policy),
-        pe.asap_transport,
-    )
+def peer_endpoint(text):
+    """
+    A client endpoint string for a C{--peer} value: an endpoint string
+    (C{tcp:HOST:9901}, C{sctp:host=H:port=9901:ppid=12}) is kept;
+    C{HOST:PORT} and C{[V6]:PORT} mean TCP.
+    """
+    text = text.strip()
+    m = re.match(r"^\[([0-9A-Fa-f:.]+)\]:(\d+)$", text)
+    if m:
+        return "tcp:host=%s:port=%s" % (m.group(1).replace(":", "\\:"), m.group(2))
+    m = re.match(r"^([^:\[\]]+):(\d+)$", text)
+    if m:
+        return "tcp:host=%s:port=%s" % (m.group(1), m.group(2))
+    return text
+
+
+def transport_endpoint(transport):
+    """
+    A client endpoint string to reach a peer's ENRP transport parameter
+    (from a List Response or a multicast Presence), or C{None}.
+    """
+    if not transport.addresses:
+        return None
+    address = transport.addresses[0]
+    if isinstance(transport, SCTPTransport):
+        return "sctp:host=%s:port=%d:ppid=%d" % (
+            ",".join(str(a) for a in transport.addresses).replace(":", "\\:"),
+            transport.port, PPID_ENRP)
+    if address.version == 6:
+        return "tcp:host=%s:port=%d" % (str(address).replace(":", "\\:"), transport.port)
+    return "tcp:host=%s:port=%d" % (address, transport.port)
 
 
 class RegistrarService(service.Service):
@@ -253,6 +271,8 @@ class RegistrarService(service.Service):
         announce=None,
         min_address_scope=None,
         max_elements_per_ht_request=128,
+        enrp_config=None,
+        enrp_multicast=None,
         reactor=None,
         rng=None,
         exit_on_listen_failure=False,
@@ -262,9 +282,16 @@ class RegistrarService(service.Service):
             replaced by the listeners' scope unless C{min_address_scope} is
             given.
         @param asap_endpoints: server endpoint strings for ASAP.
-        @param enrp_endpoint: a server endpoint string for ENRP, or C{None}.
-        @param peers: ENRP peers (C{host:port} strings), kept for the ENRP
-            issue.
+        @param enrp_endpoint: a server endpoint string for ENRP, or C{None}
+            for no ENRP at all.
+        @param peers: static ENRP peers: client endpoint strings
+            (C{tcp:HOST:9901}, C{sctp:host=H:port=9901:ppid=12}) or
+            C{HOST:PORT}.
+        @param max_elements_per_ht_request: PEs per Handle Table Response
+            (used when C{enrp_config} is not given).
+        @param enrp_config: an L{ENRPConfig}.
+        @param enrp_multicast: C{(group, port)} to send and hear ENRP
+            Presence on, or C{None} (off, the default).
         @param announce: L{AnnounceSettings}, or C{None} to stay silent.
         @param min_address_scope: a L{Scope} to enforce, or C{None} for the
             narrowest scope of the ASAP listeners' own addresses.
@@ -289,6 +316,17 @@ class RegistrarService(service.Service):
         self.registrar = ASAPRegistrar(config, schedule=self.wakeup.schedule, rng=self.rng)
         self.wakeup.callback = self.registrar.timer_fired
         self.max_elements_per_ht_request = max_elements_per_ht_request
+        if enrp_config is None:
+            enrp_config = ENRPConfig(max_elements_per_ht_request=max_elements_per_ht_request)
+        self.enrp_config = enrp_config
+        self.enrp_multicast = enrp_multicast
+        self.enrp = None
+        self.enrp_ports = []
+        self._enrp_wakeup = None
+        self._peer_services = []
+        self._dialing = {}
+        self._multicast = None
+        self._multicast_port = None
         self.exit_on_listen_failure = exit_on_listen_failure
         self.ports = []
         self.asap_ports = []
@@ -310,16 +348,7 @@ class RegistrarService(service.Service):
         for description in self.asap_endpoints:
             listens.append(self._listen(description, factory, "ASAP"))
         if self.enrp_endpoint:
-            responder = self._enrp = _ENRPResponder(self.registrar, self.max_elements_per_ht_request)
-            enrp = _ENRPReceiver(responder)
-            listens.append(
-                self._listen(self.enrp_endpoint, MessageStreamFactory(enrp, ENRP), "ENRP")
-            )
-        for peer in self.peers:
-            self.log.warn(
-                "ENRP peer {peer} noted; peering arrives with the ENRP implementation",
-                peer=peer,
-            )
+            listens.append(self._start_enrp())
         d = defer.gatherResults(listens, consumeErrors=True)
         d.addCallback(self._listening)
         d.addErrback(self._listen_failed)
@@ -343,6 +372,8 @@ class RegistrarService(service.Service):
             if what == "ASAP":
                 self.asap_ports.append(port)
                 self._listen_scopes.append(listening_scope(host[0]))
+            elif what == "ENRP":
+                self.enrp_ports.append(port)
             self.log.info(
                 "{what} listening on {endpoint} ({where})",
                 what=what,
@@ -373,6 +404,8 @@ class RegistrarService(service.Service):
         )
         if self.announce is not None:
             self._start_announce()
+        if self.enrp is not None:
+            self._start_peering()
         return ports
 
     def _listen_failed(self, failure):
@@ -425,6 +458,103 @@ class RegistrarService(service.Service):
                 out.append(TCPTransport(number, (address,)))
         return out
 
+    # -- ENRP -------------------------------------------------------------
+
+    def _start_enrp(self):
+        """
+        Build the ENRP server and listen for peers.
+        """
+        clock = self.reactor
+        self._enrp_wakeup = Wakeup(clock)
+        self.enrp = ENRPServer(
+            self.registrar,
+            self.enrp_config,
+            information=self.server_information,
+            schedule=self._enrp_wakeup.schedule,
+            connect=self._connect_peer,
+            multicast=None,
+            rng=self.rng,
+        )
+        self._enrp_wakeup.callback = self.enrp.timer_fired
+        self._enrp_factory = MessageStreamFactory(ENRPReceiver(self.enrp, clock), ENRP)
+        return self._listen(self.enrp_endpoint, self._enrp_factory, "ENRP")
+
+    def _start_peering(self):
+        # RFC 5353 section 3.2: static peers first (ClientService keeps
+        # reconnecting, with backoff, as long as we run), then startup.
+        self.enrp.start(self.reactor.seconds())
+        for description in self.peers:
+            self._dial(peer_endpoint(description), static=True)
+        if self.enrp_multicast is not None:
+            self._start_enrp_multicast()
+
+    def _dial(self, description, static=False):
+        if description in self._dialing:
+            return
+        try:
+            endpoint = clientFromString(self.reactor, description)
+        except (ValueError, KeyError, TypeError) as e:
+            self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
+            return
+        factory = MessageStreamFactory(ENRPReceiver(self.enrp, self.reactor, outgoing=True), ENRP)
+        if static:
+            client = ClientService(endpoint, factory, retryPolicy=backoffPolicy(
+                initialDelay=0.5, maxDelay=self.enrp_config.max_time_last_heard / 2.0),
+                clock=self.reactor)
+            client.startService()
+            self._peer_services.append(client)
+            self._dialing[description] = client
+            self.log.info("ENRP peer {peer}: connecting", peer=description)
+        else:
+            # A peer we were told of: one attempt; it reconnects to us if it
+            # lists us, and List Responses and Presences tell us again.
+            self._dialing[description] = None
+            d = endpoint.connect(factory)
+
+            def done(result):
+                self._dialing.pop(description, None)
+                if isinstance(result, Failure):
+                    self.log.info("ENRP peer {peer}: {error}", peer=description,
+                                  error=result.getErrorMessage())
+
+            d.addBoth(done)
+
+    def _connect_peer(self, information):
+        description = transport_endpoint(information.transport)
+        if description is not None:
+            self._dial(description)
+
+    def _start_enrp_multicast(self):
+        group = self.enrp_multicast
+        self._multicast = PresenceMulticast(self.enrp, self.reactor, group)
+        interface = "::" if ":" in group[0] else ""
+        self._multicast_port = self.reactor.listenMulticast(
+            group[1], self._multicast, interface=interface, listenMultiple=True)
+        self.enrp._multicast = self._multicast.send
+        self.log.info("ENRP Presence over multicast {group}", group="%s:%d" % group)
+
+    def server_information(self):
+        """
+        This registrar's ENRP L{ServerInformation}: its id and where its
+        ENRP endpoint listens.
+        """
+        server_id = self.registrar.server_id
+        for port in self.enrp_ports:
+            host = port.getHost()
+            address, number = address_of(host)
+            if getattr(host, "type", "TCP") == "SCTP":
+                addresses = []
+                for text in getattr(host, "addresses", ()) or (host.host,):
+                    try:
+                        addresses.append(normalize_address(text))
+                    except (ValueError, AttributeError):
+                        pass
+                if addresses:
+                    return ServerInformation(server_id, SCTPTransport(number, tuple(addresses)))
+            elif address is not None:
+                return ServerInformation(server_id, TCPTransport(number, (address,)))
+        return ServerInformation(server_id, TCPTransport(9901, (ipaddress.ip_address("127.0.0.1"),)))
+
     def stopService(self):
         service.Service.stopService(self)
         stops = []
@@ -438,29 +568,20 @@ class RegistrarService(service.Service):
         self._listen_scopes = []
         for conn in list(self.registrar.connections):
             conn.close()
-        if self._enrp is not None:
-            for conn in list(self._enrp.connections):
+        for client in self._peer_services:
+            stops.append(defer.maybeDeferred(client.stopService))
+        self._peer_services = []
+        if self._multicast_port is not None:
+            stops.append(defer.maybeDeferred(self._multicast_port.stopListening))
+            self._multicast_port = None
+        if self.enrp is not None:
+            for conn in self.enrp.connections:
                 conn.close()
+            self.enrp.stop()
+            self._enrp_wakeup.cancel()
+        self.enrp_ports = []
         self.wakeup.cancel()
         return defer.gatherResults(stops)
-
-
-@implementer(IMessageReceiver)
-class _ENRPReceiver:
-    def __init__(self, responder):
-        self.responder = responder
-
-    def connection_made(self, connection):
-        self.responder.connection_made(connection)
-
-    def message_received(self, connection, message):
-        self.responder.message_received(connection, message)
-
-    def protocol_error(self, connection, error):
-        self.responder.protocol_error(connection, error)
-
-    def connection_lost(self, connection):
-        self.responder.connection_lost(connection)
 
 
 def _where(address):

@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from rserpool.asap.registrar import HR_ITEMS_LIMIT, RegistrarConfig
 from rserpool.asap.scope import parse_scope
+from rserpool.enrp import ENRPConfig
 from rserpool.registrar import AnnounceSettings, RegistrarService, new_server_id
 from rserpool.transport.multicast import parse_group
 
@@ -31,6 +32,10 @@ GC_THRESHOLD_0 = 50000
 #: Default ASAP endpoint: localhost only, so a default run serves nothing
 #: off the host.
 DEFAULT_ASAP = "tcp:3863:interface=127.0.0.1"
+
+#: Default ENRP endpoint: localhost only, so that ``rserpool dump`` works
+#: against a default registrar and nothing is served off the host.
+DEFAULT_ENRP = "tcp:9901:interface=127.0.0.1"
 
 
 def _seconds(name, low, high):
@@ -148,27 +153,33 @@ SETTINGS = {
     "announce-interface": (
         None, str, "Address of the interface to send Server Announces from [system's choice].",
     ),
-    "enrp": (None, str, "ENRP endpoint, e.g. tcp:9901:interface=127.0.0.1 [none]."),
-    # RFC 5353 timers and limits, RSPLIB's defaults; used by ENRP peering,
-    # which arrives with the ENRP implementation.
+    "enrp": (
+        DEFAULT_ENRP, str,
+        "ENRP endpoint to listen on for peers and `rserpool dump`; 'none' for no ENRP.",
+    ),
+    "enrp-multicast": (False, _flag, None),
+    "enrp-multicast-group": (
+        ("239.0.0.51", 9901), _group, "ENRP Presence multicast group ADDRESS:PORT.",
+    ),
+    # RFC 5353 timers and limits, RSPLIB's defaults.
     "peer-heartbeat-cycle": (
-        2.444, _seconds("peer-heartbeat-cycle", 1.0, 300.0),
+        2.444, _seconds("peer-heartbeat-cycle", 0.05, 300.0),
         "Seconds between ENRP Presence messages to peers (PEER-HEARTBEAT-CYCLE).",
     ),
     "peer-max-time-last-heard": (
-        5.0, _seconds("peer-max-time-last-heard", 1.0, 300.0),
+        5.0, _seconds("peer-max-time-last-heard", 0.05, 300.0),
         "Seconds of peer silence before probing it (MAX-TIME-LAST-HEARD).",
     ),
     "peer-max-time-no-response": (
-        5.0, _seconds("peer-max-time-no-response", 1.0, 60.0),
+        5.0, _seconds("peer-max-time-no-response", 0.05, 60.0),
         "Seconds to wait for a probed peer (MAX-TIME-NO-RESPONSE).",
     ),
     "mentor-discovery-timeout": (
-        5.0, _seconds("mentor-discovery-timeout", 1.0, 60.0),
+        5.0, _seconds("mentor-discovery-timeout", 0.05, 60.0),
         "Seconds to look for a mentor peer at startup.",
     ),
     "takeover-expiry": (
-        5.0, _seconds("takeover-expiry", 1.0, 60.0),
+        5.0, _seconds("takeover-expiry", 0.05, 60.0),
         "Seconds a takeover waits for its acknowledgements.",
     ),
     "max-elements-per-ht-request": (
@@ -200,12 +211,14 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run an RSerPool registrar (ENRP server, RFC 5352/5353) serving ASAP "
-        "over the TCP mapping. With no options it listens on "
-        "tcp:3863:interface=127.0.0.1 and accepts loopback PEs."
+        "over the TCP mapping and peering with other registrars over ENRP. "
+        "With no options it listens for ASAP on tcp:3863:interface=127.0.0.1 "
+        "and for ENRP on tcp:9901:interface=127.0.0.1, and accepts loopback PEs."
     )
 
     optFlags = [
         ["announce", None, "Send ASAP Server Announce to the announce group (off by default)."],
+        ["enrp-multicast", None, "Send and hear ENRP Presence on the multicast group (off by default)."],
         ["quiet", "q", "Do not log each registration and removal (errors are still logged)."],
     ]
     optParameters = [
@@ -234,7 +247,7 @@ class Options(usage.Options):
 
     def opt_peer(self, peer):
         """
-        ENRP peer HOST:PORT (repeatable; used once ENRP peering is implemented).
+        Static ENRP peer: a client endpoint (tcp:HOST:9901, sctp:host=H:port=9901:ppid=12) or HOST:PORT; repeatable.
         """
         self["peer"].append(peer)
 
@@ -245,7 +258,7 @@ class Options(usage.Options):
         settings = {}
         for name, (default, convert, _) in SETTINGS.items():
             value = self.get(name)
-            if name in ("announce", "quiet"):
+            if name in ("announce", "quiet", "enrp-multicast"):
                 value = True if self[name] else None
             if value is None and name in file_settings:
                 value = file_settings[name]
@@ -260,7 +273,7 @@ class Options(usage.Options):
             if not values:
                 values = list(DEFAULTS[name])
             settings[name] = values
-        if settings["enrp"] == "":
+        if settings["enrp"] is not None and settings["enrp"].strip().lower() in ("", "none", "off"):
             settings["enrp"] = None
         for description in settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []):
             check_endpoint(description)
@@ -370,6 +383,14 @@ def makeService(options):
             ttl=s["announce-ttl"],
             interface=s["announce-interface"],
         )
+    enrp_config = ENRPConfig(
+        heartbeat_cycle=s["peer-heartbeat-cycle"],
+        max_time_last_heard=s["peer-max-time-last-heard"],
+        max_time_no_response=s["peer-max-time-no-response"],
+        mentor_discovery_timeout=s["mentor-discovery-timeout"],
+        takeover_expiry=s["takeover-expiry"],
+        max_elements_per_ht_request=s["max-elements-per-ht-request"],
+    )
     return RegistrarService(
         config,
         asap_endpoints=s["asap"],
@@ -378,6 +399,8 @@ def makeService(options):
         announce=announce,
         min_address_scope=s["min-address-scope"],
         max_elements_per_ht_request=s["max-elements-per-ht-request"],
+        enrp_config=enrp_config,
+        enrp_multicast=s["enrp-multicast-group"] if s["enrp-multicast"] else None,
         rng=random.Random(rng.getrandbits(64)),
         exit_on_listen_failure=True,
     )

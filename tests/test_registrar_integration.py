@@ -241,8 +241,9 @@ class RegistrarIntegrationTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_enrp_responder(self):
         """
-        The ENRP endpoint answers List Request and Handle Table Request with
-        the local handlespace (peering proper arrives with ENRP).
+        The ENRP endpoint answers a non-peer's List Request and Handle Table
+        Request with the local handlespace (what ``rserpool dump`` and
+        RSPLIB's hsdump do).
         """
         pe = yield self.connect(auto_ack=True)
         yield pe.request(Registration(b"P", self.element(7, pe)), RegistrationResponse)

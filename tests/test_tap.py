@@ -29,7 +29,8 @@ class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         """
         With no arguments: one ASAP listener on localhost, RSPLIB's timers,
-        no announcements, no ENRP, a random id.
+        no announcements, ENRP on localhost port 9901 (so that ``rserpool
+        dump`` works against a default registrar), a random id.
         """
         s = parse().settings
         self.assertEqual(s["asap"], ["tcp:3863:interface=127.0.0.1"])
@@ -41,11 +42,36 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(s["announce-interval"], 1.0)
         self.assertEqual(s["announce-group"], ("239.0.0.50", 3863))
         self.assertFalse(s["announce"])
-        self.assertIsNone(s["enrp"])
+        self.assertEqual(s["enrp"], "tcp:9901:interface=127.0.0.1")
+        self.assertFalse(s["enrp-multicast"])
+        self.assertEqual(s["enrp-multicast-group"], ("239.0.0.51", 9901))
         self.assertIsNone(s["id"])
         self.assertIsNone(s["min-address-scope"])
         self.assertEqual(s["peer-heartbeat-cycle"], 2.444)
         self.assertEqual(s["peer"], [])
+
+    def test_enrp_off(self):
+        """
+        C{--enrp none} turns ENRP off.
+        """
+        self.assertIsNone(parse("--enrp", "none").settings["enrp"])
+
+    def test_enrp_settings(self):
+        """
+        The ENRP timers reach the ENRP server's configuration.
+        """
+        service = tap.makeService(parse(
+            "--peer-heartbeat-cycle", "0.5", "--peer-max-time-last-heard", "1",
+            "--peer-max-time-no-response", "1.5", "--takeover-expiry", "2",
+            "--mentor-discovery-timeout", "3", "--max-elements-per-ht-request", "64",
+            "--enrp-multicast", "--peer", "127.0.0.1:9902"))
+        config = service.enrp_config
+        self.assertEqual((config.heartbeat_cycle, config.max_time_last_heard,
+                          config.max_time_no_response, config.takeover_expiry,
+                          config.mentor_discovery_timeout, config.max_elements_per_ht_request),
+                         (0.5, 1.0, 1.5, 2.0, 3.0, 64))
+        self.assertEqual(service.enrp_multicast, ("239.0.0.51", 9901))
+        self.assertEqual(service.peers, ["127.0.0.1:9902"])
 
     def test_values(self):
         s = parse(

@@ -614,6 +614,52 @@ class ASAPRegistrar:
         if conn is not None and not self.handlespace.by_connection(conn):
             conn.close()
 
+    # -- takeover (RFC 5353 section 3.9) ----------------------------------
+
+    def adopt(self, pe, now, connection=None):
+        """
+        Become the home registrar of a PE taken over from a failed peer
+        (RFC 5353 section 3.9.3, "Take-over of a Failed ENRP Server"):
+        re-home it and tell the PE with an Endpoint Keep Alive carrying the
+        H flag, as RSPLIB does, then wait for the ack as for any keep-alive.
+
+        A registrar can only send the keep-alive over a connection to the
+        PE: C{connection}, or the one the PE registered over.  Over SCTP a
+        registrar reaches the PE's one-to-many ASAP socket; over our TCP
+        mapping it cannot open a connection to the PE's ephemeral port.  A
+        PE that cannot be reached is not removed by the keep-alive timeout
+        (it never had a chance to answer): it keeps its registration life
+        (RFC 5352 section 2.2.1, Registration Life) from now on, within
+        which it re-registers (at this or another registrar, PE-side
+        hunting) or expires.
+
+        @param pe: a handlespace PE.
+        @param now: the current time (seconds).
+        @param connection: an L{IMessageConnection} that reaches the PE's
+            ASAP endpoint, or C{None}.
+        @return: C{True} if the keep-alive with H was sent.
+        """
+        hs = self.handlespace
+        hs.set_owner(pe, self.server_id)
+        conn = connection if connection is not None else pe.connection
+        sent = False
+        if conn is not None:
+            conn.send(EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id, home=True))
+            hs.set_timer(pe, TimerCode.KEEP_ALIVE_TIMEOUT, now + self.config.keep_alive_timeout)
+            sent = True
+        elif pe.registration_life > 0:
+            hs.set_timer(pe, TimerCode.EXPIRY, now + pe.registration_life / 1000.0)
+        else:
+            hs.clear_timer(pe)
+        return sent
+
+    def reschedule(self):
+        """
+        Ask for a wake-up at L{next_deadline}: for callers (ENRP) that
+        changed the handlespace's timers directly.
+        """
+        self._reschedule()
+
     def _keep_alive_ack(self, conn, message, now):
         pe = self.handlespace.get(message.pool_handle, message.identifier)
         if pe is None:
@@ -633,9 +679,25 @@ class ASAPRegistrar:
             )
             return
         if pe.home_registrar == self.server_id:
-            self.handlespace.set_timer(
-                pe, TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.config.keep_alive_interval
-            )
+            if pe.connection is None:
+                # An adopted PE (see adopt) answered over a connection we
+                # reached it by: keep-alives go there from now on.
+                self.handlespace.register(
+                    pe.handle,
+                    pe.pe_id,
+                    home_registrar=pe.home_registrar,
+                    policy=pe.policy,
+                    user_transport=pe.user_transport,
+                    now=pe.last_update,
+                    registration_life=pe.registration_life,
+                    asap_transport=pe.asap_transport,
+                    connection=conn,
+                    timer=(TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.config.keep_alive_interval),
+                )
+            else:
+                self.handlespace.set_timer(
+                    pe, TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.config.keep_alive_interval
+                )
             self._reschedule()
 
     # -- endpoint unreachable ---------------------------------------------

@@ -1,0 +1,948 @@
+"""
+The ENRP server (RFC 5353), sans I/O: registrars that share one
+handlespace and survive each other's failure.
+
+L{ENRPServer} sits beside an L{rserpool.asap.registrar.ASAPRegistrar} and
+shares its handlespace.  It is driven like the ASAP side: connection events
+and decoded ENRP messages go in with the current time
+(L{ENRPServer.connection_made}, L{ENRPServer.message_received},
+L{ENRPServer.protocol_error}, L{ENRPServer.connection_lost},
+L{ENRPServer.timer_fired}); it answers through the connections
+(L{rserpool.transport.base.IMessageConnection}: it never learns whether
+they are TCP, SCTP or a test's fake) and asks for its next wake-up through
+an injected C{schedule(when)}.  To reach a peer it has no connection to, it
+calls an injected C{connect(server_information)}; the adapter opens a
+connection and reports it with C{connection_made(conn, now,
+outgoing=True)}.
+
+Procedures, by their RFC 5353 names:
+
+ - Peer discovery (section 3.2, "ENRP Server Initialization"; 3.4,
+   "Maintaining Peer List"): static peers (the adapter connects to them),
+   Presence over multicast when enabled, List Request/List Response.
+ - Mentor (section 3.2.1, "Discover Mentor ENRP Server"): the first peer
+   heard during startup is the mentor; List Request, then Handle Table
+   Requests (section 3.2.2, "Request Handlespace Data from Mentor"),
+   following the M flag of each Handle Table Response (section 3.5,
+   "Handle Table Request/Response").  Without a mentor within the mentor
+   discovery timeout the server starts on its own.
+ - Handle Update (section 3.3, "Handlespace Update"): ADD_PE and DEL_PE
+   to every peer for every change of a PE this server is home for;
+   peers' updates are applied.
+ - Peer monitoring (section 3.4 and 3.6, "Detecting and Removing
+   Unreachable ENRP Server"): Presence every peer heartbeat cycle; a peer
+   not heard for max-time-last-heard gets a Presence with the R flag, and
+   one that does not answer within max-time-no-response is unreachable.
+ - Takeover (section 3.9, "Taking Over a Failed ENRP Server"): Init
+   Takeover to all peers, Init Takeover Acks, competing takeovers resolved
+   by server id (the lower id wins, RFC 5353 section 3.9.1 as RSPLIB
+   implements it), Takeover Server, then Endpoint Keep Alive with the H
+   flag to each adopted PE (L{ASAPRegistrar.adopt}).  A target that is
+   alive answers an Init Takeover with Presence to all its peers.
+ - Audit (section 3.10, "Handlespace Data Auditing and Synchronization";
+   3.11): the PE checksum of a peer's Presence is compared with the
+   locally computed checksum of the PEs that peer owns; on a mismatch a
+   Handle Table Request with the W flag fetches its PEs again, and the
+   ones it no longer claims are purged.
+ - Errors (section 2.2.10, ENRP Error): undecodable messages are answered
+   with an ENRP Error carrying the cause; requests addressed to another
+   server id are rejected with the R flag.
+
+Our choices where the RFC leaves room are in ``doc/enrp.rst``.
+"""
+import enum
+import ipaddress
+import random
+import struct
+
+import attrs
+from twisted.logger import Logger
+
+from rserpool.asap.registrar import UserTransport, wire_policy
+from rserpool.codes import ENRPType, ErrorCause
+from rserpool.handlespace import HandlespaceError, PolicySettings, TimerCode
+from rserpool.wire import (
+    ADD_PE,
+    DEL_PE,
+    Cause,
+    ENRPError,
+    HandleTableRequest,
+    HandleTableResponse,
+    HandleUpdate,
+    InitTakeover,
+    InitTakeoverAck,
+    ListRequest,
+    ListResponse,
+    OperationError,
+    PoolElement,
+    Presence,
+    ServerInformation,
+    TakeoverServer,
+    TCPTransport,
+    encode,
+    encode_parameter,
+)
+from rserpool.wire.params import encode_pool_handle
+
+__all__ = ["ENRPConfig", "ENRPServer", "Peer", "PeerTimer", "wire_pool_element"]
+
+_U32 = struct.Struct("!I")
+#: Where a server says it listens when the adapter does not tell
+#: (ENRP's port on loopback).
+_DEFAULT_TRANSPORT = TCPTransport(9901, (ipaddress.ip_address("127.0.0.1"),))
+_MAX_MESSAGE = 0xFFFF
+#: Room kept free in a Handle Table Response below the 16-bit length limit.
+_PAGE_BYTES = 60000
+
+
+@attrs.frozen
+class ENRPConfig:
+    """
+    ENRP timers and limits.  Times are in seconds; the defaults are
+    RSPLIB's (``rspregistrar.h``).
+
+    @ivar heartbeat_cycle: PEER-HEARTBEAT-CYCLE, between Presence messages
+        to every peer (RSPLIB 2.444 s; each cycle varied by +-12.5 %).
+    @ivar max_time_last_heard: MAX-TIME-LAST-HEARD, silence after which a
+        peer is sent a Presence with the R flag (5 s).
+    @ivar max_time_no_response: MAX-TIME-NO-RESPONSE, how long that peer has
+        to answer before it is unreachable (5 s).
+    @ivar mentor_discovery_timeout: how long to look for a mentor at
+        startup (5 s).
+    @ivar takeover_expiry: how long a takeover waits for Init Takeover
+        Acks (5 s).
+    @ivar max_elements_per_ht_request: PEs per Handle Table Response (128).
+    """
+
+    heartbeat_cycle: float = 2.444
+    max_time_last_heard: float = 5.0
+    max_time_no_response: float = 5.0
+    mentor_discovery_timeout: float = 5.0
+    takeover_expiry: float = 5.0
+    max_elements_per_ht_request: int = 128
+
+    def __attrs_post_init__(self):
+        for name in ("heartbeat_cycle", "max_time_last_heard", "max_time_no_response",
+                     "mentor_discovery_timeout", "takeover_expiry"):
+            if getattr(self, name) <= 0:
+                raise ValueError("%s must be positive" % name.replace("_", "-"))
+        if not 1 <= self.max_elements_per_ht_request <= 0xFFFF:
+            raise ValueError("max-elements-per-ht-request must be between 1 and 65535")
+
+
+class PeerTimer(enum.Enum):
+    """
+    The one timer a peer entry runs (as RSPLIB's peer list does).
+    """
+
+    #: Fires when the peer was not heard for max-time-last-heard.
+    LAST_HEARD = "max-time-last-heard"
+    #: Fires when a Presence with R went unanswered.
+    NO_RESPONSE = "max-time-no-response"
+    #: Fires when our takeover of the peer waited long enough for acks.
+    TAKEOVER_EXPIRY = "takeover-expiry"
+
+
+@attrs.define(eq=False)
+class _Takeover:
+    target: int
+    outstanding: set
+
+
+@attrs.define(eq=False)
+class _Sync:
+    # A handle table download from a peer (RFC 5353 section 3.5).
+    owner_only: bool
+    marked: set = attrs.Factory(set)
+
+
+@attrs.define(eq=False)
+class Peer:
+    """
+    A peer list entry (RFC 5353 section 3.4).
+
+    @ivar server_id: the peer's id.
+    @ivar information: its L{ServerInformation} (where it listens), or
+        C{None} when not yet known.
+    @ivar connections: the live connections bound to it.
+    @ivar last_heard: when a message from it last arrived (seconds).
+    @ivar timer: its L{PeerTimer}.
+    @ivar deadline: when that timer fires.
+    @ivar takeover_by: the id of a peer whose takeover of this one we
+        acknowledged, or 0.
+    """
+
+    server_id: int
+    information: object = None
+    connections: list = attrs.Factory(list)
+    last_heard: float = 0.0
+    timer: PeerTimer = PeerTimer.LAST_HEARD
+    deadline: float = 0.0
+    takeover_by: int = 0
+    takeover: object = None
+    sync: object = None
+    listed: bool = False
+
+
+@attrs.define(eq=False)
+class _Conn:
+    outgoing: bool
+    peer_id: int = 0
+
+
+@attrs.define(eq=False)
+class _Cursor:
+    # A Handle Table Response series being sent over one connection.
+    owner_only: bool
+    items: list
+    position: int = 0
+
+
+def wire_pool_element(pe):
+    """
+    The Pool Element parameter for a handlespace PE in ENRP messages: with
+    the ASAP transport, as RSPLIB sends it in Handle Update and Handle
+    Table Response.
+
+    @param pe: a L{rserpool.handlespace.PoolElement} whose user transport
+        is a L{UserTransport}.
+    @rtype: L{rserpool.wire.PoolElement}
+    """
+    return PoolElement(
+        pe.pe_id,
+        pe.home_registrar,
+        pe.registration_life,
+        pe.user_transport.wire,
+        wire_policy(pe.policy),
+        pe.asap_transport,
+    )
+
+
+def _with_receiver(data, receiver_id):
+    # Every ENRP body starts with sender id and receiver id (RFC 5353
+    # section 2): one encoding serves every peer.
+    return data[:8] + _U32.pack(receiver_id) + data[12:]
+
+
+class ENRPServer:
+    """
+    The ENRP state machine of one registrar.
+
+    @ivar registrar: the L{rserpool.asap.registrar.ASAPRegistrar} whose
+        handlespace this server shares.
+    @ivar server_id: this registrar's id.
+    @ivar peers: C{{server id: L{Peer}}}.
+    @ivar ready: C{False} during startup (mentor discovery and handle table
+        download), then C{True}.
+    @ivar on_ready: callables called once with C{True} (synchronised from a
+        mentor) or C{False} (started alone) when startup ends.
+    @ivar on_takeover: callables called with C{(target id, new owner id,
+        list of moved PEs)} after any takeover this server applies.
+    """
+
+    log = Logger()
+
+    def __init__(self, registrar, config=None, information=None, schedule=None,
+                 connect=None, multicast=None, rng=None, reach_pe=None):
+        """
+        @param registrar: the L{rserpool.asap.registrar.ASAPRegistrar}.
+        @param config: an L{ENRPConfig}.
+        @param information: a callable returning this server's
+            L{ServerInformation} (its ENRP transport; the listening port may
+            be known only once it listens).
+        @param schedule: C{schedule(when)}: arrange a call to
+            L{timer_fired} at the absolute time C{when} (or earlier).
+        @param connect: C{connect(server_information)}: open a connection
+            to a peer learned from a List Response or a multicast Presence.
+        @param multicast: C{multicast(data)}: send an encoded Presence to
+            the ENRP multicast group, or C{None} when that is off.
+        @param rng: a C{random.Random} for the heartbeat jitter.
+        @param reach_pe: C{reach_pe(pe)}: a connection to the ASAP endpoint
+            of a PE adopted in a takeover, or C{None} (see
+            L{ASAPRegistrar.adopt}).
+        """
+        self.registrar = registrar
+        self.handlespace = registrar.handlespace
+        self.server_id = registrar.server_id
+        self.config = config if config is not None else ENRPConfig()
+        self._information = information
+        self._schedule = schedule if schedule is not None else (lambda when: None)
+        self._connect = connect
+        self._multicast = multicast
+        self.rng = rng if rng is not None else random.Random()
+        self._reach_pe = reach_pe
+        self.peers = {}
+        self._conns = {}
+        self._cursors = {}
+        self.ready = False
+        self.mentor = 0
+        self.on_ready = []
+        self.on_takeover = []
+        self._started = None
+        self._next_heartbeat = None
+        self._handlers = {
+            Presence: self._presence,
+            HandleTableRequest: self._handle_table_request,
+            HandleTableResponse: self._handle_table_response,
+            HandleUpdate: self._handle_update,
+            ListRequest: self._list_request,
+            ListResponse: self._list_response,
+            InitTakeover: self._init_takeover,
+            InitTakeoverAck: self._init_takeover_ack,
+            TakeoverServer: self._takeover_server,
+            ENRPError: self._enrp_error,
+        }
+        registrar.on_registered.append(self._registered)
+        registrar.on_removed.append(self._removed)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self, now):
+        """
+        Begin: startup phase (mentor discovery, RFC 5353 section 3.2.1) and
+        the heartbeat.
+        """
+        self._started = now
+        self._next_heartbeat = now
+        self._reschedule()
+
+    def stop(self):
+        """
+        Stop observing the registrar.
+        """
+        for observers, fn in ((self.registrar.on_registered, self._registered),
+                              (self.registrar.on_removed, self._removed)):
+            if fn in observers:
+                observers.remove(fn)
+
+    @property
+    def connections(self):
+        """
+        The ENRP connections this server knows (a list).
+        """
+        return list(self._conns)
+
+    @property
+    def information(self):
+        """
+        This server's L{ServerInformation}.
+        """
+        if self._information is not None:
+            return self._information()
+        return ServerInformation(self.server_id, _DEFAULT_TRANSPORT)
+
+    # -- connection events ------------------------------------------------
+
+    def connection_made(self, conn, now, outgoing=False):
+        """
+        An ENRP connection is up.  Over an outgoing one (to a static peer or
+        one we were told of) we introduce ourselves at once with a Presence
+        asking for a reply, which tells us the peer's id.
+        """
+        self._conns[conn] = _Conn(outgoing)
+        if outgoing:
+            conn.send(self._presence_message(0, True))
+
+    def connection_lost(self, conn, now):
+        """
+        An ENRP connection is gone.  The peer stays in the peer list: only
+        its silence (RFC 5353 section 3.6) declares it unreachable.
+        """
+        info = self._conns.pop(conn, None)
+        self._cursors.pop(conn, None)
+        if info is not None and info.peer_id:
+            peer = self.peers.get(info.peer_id)
+            if peer is not None and conn in peer.connections:
+                peer.connections.remove(conn)
+
+    def protocol_error(self, conn, error, now):
+        """
+        Bytes that did not decode: an ENRP Error with the codec's cause
+        (RFC 5353 section 2.2.10), unless the RFC says to discard silently.
+        """
+        self.log.info("bad ENRP message from {conn!r}: {error}", conn=conn, error=str(error))
+        if error.report:
+            info = self._conns.get(conn)
+            conn.send(ENRPError(self.server_id, info.peer_id if info else 0,
+                                OperationError.from_error(error)))
+
+    def message_received(self, conn, message, now):
+        """
+        A decoded ENRP message arrived over C{conn}.
+        """
+        if message.sender_id == self.server_id:
+            return  # our own (multicast loopback)
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            # An ASAP message on the ENRP side: RFC 5353 section 2.2.10.
+            conn.send(ENRPError(self.server_id, 0, OperationError.of(
+                ErrorCause.UNRECOGNIZED_MESSAGE, encode(message))))
+            return
+        peer = self.peers.get(message.sender_id)
+        if peer is not None:
+            self._heard(peer, now)
+        handler(conn, message, now)
+        if message.unrecognized:
+            # RFC 5354 section 3: skipped parameters marked "report".
+            conn.send(ENRPError(self.server_id, message.sender_id, OperationError(tuple(
+                Cause(ErrorCause.UNRECOGNIZED_PARAMETER, tlv) for tlv in message.unrecognized))))
+        self._reschedule()
+
+    def multicast_received(self, message, source, now):
+        """
+        A Presence arrived over the ENRP multicast group (RFC 5353 section
+        3.4: dynamic peer discovery).  A new peer is connected to.
+
+        @param source: the sender's address (an L{ipaddress} address), used
+            when the Server Information carries no address.
+        """
+        if not isinstance(message, Presence) or message.sender_id in (0, self.server_id):
+            return
+        peer = self.peers.get(message.sender_id)
+        if peer is not None and peer.connections:
+            self._heard(peer, now)
+            return
+        information = message.server_information
+        transport = information.transport
+        if not transport.addresses and source is not None:
+            transport = attrs.evolve(transport, addresses=(source,))
+            information = ServerInformation(information.server_id, transport)
+        if peer is None:
+            peer = self._add_peer(message.sender_id, now, information)
+        else:
+            peer.information = information
+        if self._connect is not None:
+            self._connect(information)
+        self._reschedule()
+
+    # -- timers -----------------------------------------------------------
+
+    @property
+    def next_deadline(self):
+        """
+        When L{timer_fired} must be called next, or C{None} before
+        L{start}.
+        """
+        times = [p.deadline for p in self.peers.values()]
+        if self._next_heartbeat is not None:
+            times.append(self._next_heartbeat)
+        if not self.ready and self._started is not None:
+            times.append(self._started + self.config.mentor_discovery_timeout)
+        return min(times) if times else None
+
+    def timer_fired(self, now):
+        """
+        Time has come: heartbeat, peer timers, end of mentor discovery.
+        """
+        config = self.config
+        if not self.ready and self._started is not None and \
+                now >= self._started + config.mentor_discovery_timeout:
+            # RFC 5353 section 3.2.1: no mentor in time, start alone.  A
+            # download from a mentor still in progress goes on.
+            self._become_ready(False)
+        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            self._heartbeat()
+            # RSPLIB varies every cycle by +-12.5 % so that peers do not
+            # send in lockstep.
+            self._next_heartbeat = now + config.heartbeat_cycle * self.rng.uniform(0.875, 1.125)
+        for peer in sorted(self.peers.values(), key=lambda p: p.deadline):
+            if peer.deadline > now or self.peers.get(peer.server_id) is not peer:
+                continue
+            if peer.timer is PeerTimer.LAST_HEARD:
+                # RFC 5353 section 3.6: probe the silent peer.
+                self.log.info("ENRP peer {id:08x} silent for {t} s: Presence with R",
+                              id=peer.server_id, t=config.max_time_last_heard)
+                self._send(peer, self._presence_message(peer.server_id, True))
+                peer.timer = PeerTimer.NO_RESPONSE
+                peer.deadline = now + config.max_time_no_response
+            elif peer.timer is PeerTimer.NO_RESPONSE:
+                self._unreachable(peer, now)
+            else:
+                self._takeover_expired(peer, now)
+        self._reschedule()
+
+    def _reschedule(self):
+        when = self.next_deadline
+        if when is not None:
+            self._schedule(when)
+
+    # -- peers ------------------------------------------------------------
+
+    def _add_peer(self, server_id, now, information=None):
+        peer = Peer(server_id, information, last_heard=now, timer=PeerTimer.LAST_HEARD,
+                    deadline=now + self.config.max_time_last_heard)
+        self.peers[server_id] = peer
+        self.log.info("ENRP peer {id:08x} added", id=server_id)
+        return peer
+
+    def _heard(self, peer, now):
+        # Any message from a peer shows it alive (RFC 5353 section 3.6):
+        # its timer restarts, and a takeover of it stops (as in RSPLIB).
+        peer.last_heard = now
+        if peer.takeover is not None:
+            self.log.info("ENRP peer {id:08x} is alive: takeover abandoned", id=peer.server_id)
+            peer.takeover = None
+        peer.takeover_by = 0
+        peer.timer = PeerTimer.LAST_HEARD
+        peer.deadline = now + self.config.max_time_last_heard
+
+    def _bind(self, conn, server_id, now):
+        """
+        Tie a connection to a peer id; create the peer if new.
+        @return: the L{Peer} and whether it is new.
+        """
+        info = self._conns.get(conn)
+        if info is None:
+            info = self._conns[conn] = _Conn(False)
+        new = False
+        peer = self.peers.get(server_id)
+        if peer is None:
+            peer = self._add_peer(server_id, now)
+            new = True
+        if info.peer_id != server_id:
+            if info.peer_id and info.peer_id in self.peers:
+                old = self.peers[info.peer_id]
+                if conn in old.connections:
+                    old.connections.remove(conn)
+            info.peer_id = server_id
+        if conn not in peer.connections:
+            peer.connections.append(conn)
+        return peer, new
+
+    def _connection_for(self, peer):
+        """
+        The connection to send to a peer over.  When both sides connected
+        (each lists the other as a static peer) both connections stay open
+        and both sides use the same one: the one the lower id opened
+        (doc/enrp.rst, "Connections").
+        """
+        best = None
+        for conn in peer.connections:
+            info = self._conns.get(conn)
+            if info is None:
+                continue
+            if info.outgoing == (self.server_id < peer.server_id):
+                return conn
+            if best is None:
+                best = conn
+        return best
+
+    def _send(self, peer, message):
+        conn = self._connection_for(peer)
+        if conn is None:
+            return False
+        conn.send(message)
+        return True
+
+    def _send_all(self, message, exclude=()):
+        """
+        Send one message to every peer, the receiver id set per peer.
+        """
+        data = encode(message)
+        for peer in list(self.peers.values()):
+            if peer.server_id in exclude:
+                continue
+            conn = self._connection_for(peer)
+            if conn is not None:
+                conn.send_encoded(_with_receiver(data, peer.server_id))
+
+    def _drop_peer(self, peer, why):
+        self.log.info("ENRP peer {id:08x} removed from the peer list: {why}",
+                      id=peer.server_id, why=why)
+        self.peers.pop(peer.server_id, None)
+        for conn in peer.connections:
+            info = self._conns.get(conn)
+            if info is not None:
+                info.peer_id = 0
+
+    # -- Presence (RFC 5353 sections 3.4, 3.6, 3.10) ----------------------
+
+    def _presence_message(self, receiver_id, reply_required):
+        return Presence(self.server_id, receiver_id,
+                        self.handlespace.owner_checksum(self.server_id),
+                        self.information, reply_required)
+
+    def _heartbeat(self):
+        # RFC 5353 section 3.4: Presence to every peer every
+        # PEER-HEARTBEAT-CYCLE, carrying our PE checksum for audits.
+        message = self._presence_message(0, False)
+        self._send_all(message)
+        for conn, info in self._conns.items():
+            if not info.peer_id and info.outgoing:
+                # A static peer whose id we do not know yet.
+                conn.send(self._presence_message(0, True))
+        if self._multicast is not None:
+            self._multicast(encode(message))
+
+    def _presence(self, conn, message, now):
+        peer, new = self._bind(conn, message.sender_id, now)
+        self._heard(peer, now)
+        peer.information = message.server_information
+        if message.reply_required:
+            conn.send(self._presence_message(message.sender_id, False))
+        elif new:
+            # RSPLIB: a new peer gets a Presence asking for an answer.
+            conn.send(self._presence_message(message.sender_id, True))
+        if not self.ready and not self.mentor:
+            # RFC 5353 section 3.2.1: the first peer heard is the mentor;
+            # section 3.2.2: ask it for its peers and its handlespace.
+            self.mentor = peer.server_id
+            self.log.info("ENRP mentor is {id:08x}", id=peer.server_id)
+            peer.listed = True
+            conn.send(ListRequest(self.server_id, peer.server_id))
+            peer.sync = _Sync(False)
+            conn.send(HandleTableRequest(self.server_id, peer.server_id, False))
+            return
+        if not peer.listed:
+            peer.listed = True
+            conn.send(ListRequest(self.server_id, peer.server_id))
+        if peer.sync is None:
+            # RFC 5353 section 3.10: audit by the peer's PE checksum.
+            local = self.handlespace.owner_checksum(peer.server_id)
+            if local != message.checksum:
+                self.log.info(
+                    "ENRP audit: checksum of {id:08x} is {theirs:04x}, ours {ours:04x}: "
+                    "resynchronising its PEs", id=peer.server_id, theirs=message.checksum,
+                    ours=local)
+                self._resync(peer, conn)
+
+    def _resync(self, peer, conn=None):
+        # RFC 5353 section 3.11: Handle Table Request with W; PEs of the
+        # peer that it no longer lists are purged at the end.
+        peer.sync = _Sync(True, {(pe.handle, pe.pe_id)
+                                 for pe in self.handlespace.owned_by(peer.server_id)})
+        message = HandleTableRequest(self.server_id, peer.server_id, True)
+        if conn is not None:
+            conn.send(message)
+        else:
+            self._send(peer, message)
+
+    # -- List Request / Response (RFC 5353 section 3.4) -------------------
+
+    def _list_request(self, conn, message, now):
+        if message.receiver_id not in (0, self.server_id):
+            conn.send(ListResponse(self.server_id, message.sender_id, (), reject=True))
+            return
+        servers = [self.information]
+        servers.extend(p.information for p in self.peers.values()
+                       if p.information is not None and p.server_id != message.sender_id)
+        conn.send(ListResponse(self.server_id, message.sender_id, servers))
+
+    def _list_response(self, conn, message, now):
+        if message.reject:
+            self.log.info("ENRP List Request rejected by {id:08x}", id=message.sender_id)
+            return
+        for info in message.servers:
+            if info.server_id in (0, self.server_id) or info.server_id in self.peers:
+                continue
+            self._add_peer(info.server_id, now, info)
+            if self._connect is not None:
+                self._connect(info)
+
+    # -- Handle Table Request / Response (RFC 5353 section 3.5) -----------
+
+    def _handle_table_request(self, conn, message, now):
+        if message.receiver_id not in (0, self.server_id):
+            conn.send(HandleTableResponse(self.server_id, message.sender_id, (), reject=True))
+            return
+        # Non-peers are answered too: RSPLIB's hsdump and ``rserpool dump``
+        # fetch a handlespace that way.
+        cursor = self._cursors.get(conn)
+        if cursor is None or cursor.owner_only != message.own_children_only:
+            hs = self.handlespace
+            if message.own_children_only:
+                items = [(pe.handle, pe) for pe in hs.owned_by(self.server_id)]
+                items.sort(key=lambda item: item[0])
+            else:
+                items = [(pool.handle, pe) for pool in hs.pools() for pe in pool]
+            cursor = self._cursors[conn] = _Cursor(message.own_children_only, items)
+        data, more = self._page(cursor, message.sender_id)
+        conn.send_encoded(data)
+        if not more:
+            del self._cursors[conn]
+
+    def _page(self, cursor, receiver_id):
+        """
+        The next encoded Handle Table Response of a series: at most
+        max-elements-per-ht-request PEs, under the 16-bit message length,
+        with the M flag while PEs remain.
+        """
+        hs = self.handlespace
+        own = self.server_id
+        items = cursor.items
+        limit = self.config.max_elements_per_ht_request
+        parts = [_U32.pack(own), _U32.pack(receiver_id)]
+        size = 12
+        count = 0
+        handle = None
+        i = cursor.position
+        while i < len(items) and count < limit:
+            h, pe = items[i]
+            if hs.get(h, pe.pe_id) is not pe or (cursor.owner_only and pe.home_registrar != own):
+                i += 1  # gone or moved since the series began
+                continue
+            tlv = encode_parameter(wire_pool_element(pe))
+            extra = len(tlv)
+            head = b""
+            if h != handle:
+                head = encode_pool_handle(h)
+                extra += len(head)
+            if size + extra > _PAGE_BYTES and count:
+                break
+            if head:
+                parts.append(head)
+                handle = h
+            parts.append(tlv)
+            size += extra
+            count += 1
+            i += 1
+        cursor.position = i
+        more = i < len(items)
+        flags = 0x02 if more else 0
+        header = bytes((ENRPType.HANDLE_TABLE_RESPONSE, flags, size >> 8, size & 0xFF))
+        return header + b"".join(parts), more
+
+    def _handle_table_response(self, conn, message, now):
+        peer = self.peers.get(message.sender_id)
+        if peer is None or peer.sync is None:
+            self.log.debug("unsolicited Handle Table Response from {id:08x}",
+                           id=message.sender_id)
+            return
+        sync = peer.sync
+        if message.reject:
+            self.log.info("ENRP Handle Table Request rejected by {id:08x}", id=peer.server_id)
+            peer.sync = None
+            if self.mentor == peer.server_id and not self.ready:
+                self.mentor = 0
+            return
+        for entry in message.entries:
+            for param in entry.pool_elements:
+                self._apply(entry.pool_handle, param, now, peer.server_id)
+                if param.home_registrar == peer.server_id:
+                    sync.marked.discard((entry.pool_handle, param.identifier))
+        if message.more_to_send:
+            # RFC 5353 section 3.5: ask again for the rest.
+            conn.send(HandleTableRequest(self.server_id, peer.server_id, sync.owner_only))
+        else:
+            peer.sync = None
+            if sync.owner_only and sync.marked:
+                purged = 0
+                for handle, pe_id in sync.marked:
+                    pe = self.handlespace.get(handle, pe_id)
+                    if pe is not None and pe.home_registrar == peer.server_id:
+                        self.handlespace.remove(pe)
+                        purged += 1
+                if purged:
+                    self.log.info("ENRP audit: purged {n} PEs {id:08x} no longer owns",
+                                  n=purged, id=peer.server_id)
+            if not self.ready and self.mentor == peer.server_id:
+                self._become_ready(True)
+        self.registrar.reschedule()
+
+    def _become_ready(self, from_mentor):
+        if self.ready:
+            return
+        self.ready = True
+        self.log.info(
+            "ENRP server {id:08x} ready ({how}, {n} PEs)", id=self.server_id,
+            how="handlespace from mentor %08x" % self.mentor if from_mentor else "no mentor",
+            n=len(self.handlespace))
+        for observer in self.on_ready:
+            observer(from_mentor)
+
+    # -- Handle Update (RFC 5353 section 3.3) -----------------------------
+
+    def _apply(self, handle, param, now, sender):
+        """
+        Store a PE a peer told us of.
+
+        @return: C{"own"} (it names us as home: skipped, as RSPLIB does),
+            C{"defended"} (we are its home and hold its ASAP connection: the
+            claim is refused), C{"error"} or C{"stored"}.
+        """
+        hs = self.handlespace
+        home = param.home_registrar
+        if home == self.server_id:
+            return "own"
+        existing = hs.get(handle, param.identifier)
+        if existing is not None and existing.home_registrar == self.server_id and \
+                existing.connection is not None and \
+                existing.connection in self.registrar.connections:
+            # We are the PE's home and it is registered with us over a live
+            # connection: a peer's stale or partitioned view loses.
+            return "defended"
+        try:
+            settings = PolicySettings.from_values(param.policy.policy_type, param.policy.values)
+            life = param.registration_life
+            pe = hs.register(
+                handle, param.identifier, home_registrar=home, policy=settings,
+                user_transport=UserTransport(param.user_transport), now=now,
+                registration_life=life, asap_transport=param.asap_transport,
+                connection=None,
+                timer=(TimerCode.EXPIRY, now + life / 1000.0) if life > 0 else None,
+            ).pe
+        except HandlespaceError as e:
+            self.log.warn("PE {id:08x} in {handle!r} from peer {peer:08x} not stored: {why}",
+                          id=param.identifier, handle=handle, peer=sender, why=e.reason)
+            return "error"
+        if life <= 0:
+            # A life of 0 or less never expires.
+            hs.clear_timer(pe)
+        return "stored"
+
+    def _handle_update(self, conn, message, now):
+        hs = self.handlespace
+        handle = message.pool_handle
+        param = message.pool_element
+        if message.action == ADD_PE:
+            result = self._apply(handle, param, now, message.sender_id)
+            if result == "defended":
+                pe = hs.get(handle, param.identifier)
+                self.log.info("PE {id:08x} in {handle!r} claimed by {peer:08x}; we are its "
+                              "home: re-announcing", id=pe.pe_id, handle=handle,
+                              peer=message.sender_id)
+                self._broadcast(pe, ADD_PE)
+            self.registrar.reschedule()
+        elif message.action == DEL_PE:
+            pe = hs.get(handle, param.identifier)
+            # Only the PE's home (as we know it) removes it: a late DEL_PE
+            # from its previous home must not remove a PE that moved.
+            if pe is not None and pe.home_registrar == message.sender_id:
+                hs.remove(pe)
+        else:
+            conn.send(ENRPError(self.server_id, message.sender_id, OperationError.of(
+                ErrorCause.INVALID_VALUES, encode(message))))
+
+    def _broadcast(self, pe, action):
+        self._send_all(HandleUpdate(self.server_id, 0, action, pe.handle, wire_pool_element(pe)))
+
+    def _registered(self, pe, outcome):
+        # RFC 5353 section 3.3: every change of a PE we are home for.
+        if pe.home_registrar == self.server_id:
+            self._broadcast(pe, ADD_PE)
+
+    def _removed(self, pe, reason):
+        if pe.home_registrar == self.server_id:
+            self._broadcast(pe, DEL_PE)
+
+    # -- takeover (RFC 5353 section 3.9) ----------------------------------
+
+    def _unreachable(self, peer, now):
+        owned = self.handlespace.owned_count(peer.server_id)
+        if peer.takeover_by:
+            self._drop_peer(peer, "unreachable; %08x takes it over" % peer.takeover_by)
+            return
+        if not owned:
+            self._drop_peer(peer, "unreachable, owns no PE")
+            return
+        # RFC 5353 section 3.9.1: Init Takeover to all peers.
+        outstanding = {p for p in self.peers if p != peer.server_id}
+        self.log.warn("ENRP peer {id:08x} unreachable: taking over its {n} PEs, "
+                      "{k} acks to collect", id=peer.server_id, n=owned, k=len(outstanding))
+        peer.takeover = _Takeover(peer.server_id, outstanding)
+        peer.timer = PeerTimer.TAKEOVER_EXPIRY
+        peer.deadline = now + self.config.takeover_expiry
+        self._send_all(InitTakeover(self.server_id, 0, peer.server_id), exclude=(peer.server_id,))
+        if not outstanding:
+            self._finish_takeover(peer, now)
+
+    def _takeover_expired(self, peer, now):
+        takeover = peer.takeover
+        if takeover is None:
+            peer.timer = PeerTimer.LAST_HEARD
+            peer.deadline = now + self.config.max_time_last_heard
+            return
+        # Our rule (doc/enrp.rst): acks missing from peers that are silent
+        # themselves (not heard for max-time-last-heard) or that we cannot
+        # reach are waived; acks missing from live peers abandon the
+        # takeover, as in RSPLIB, and it is retried later.
+        live = {pid for pid in takeover.outstanding
+                if pid in self.peers and self._connection_for(self.peers[pid]) is not None
+                and now - self.peers[pid].last_heard < self.config.max_time_last_heard}
+        if not live:
+            self._finish_takeover(peer, now)
+            return
+        self.log.warn("ENRP takeover of {id:08x} expired without acks from {missing}",
+                      id=peer.server_id, missing=", ".join("%08x" % p for p in sorted(live)))
+        peer.takeover = None
+        peer.timer = PeerTimer.NO_RESPONSE
+        peer.deadline = now + self.config.max_time_no_response
+
+    def _init_takeover(self, conn, message, now):
+        target = message.target_id
+        sender = message.sender_id
+        if target == self.server_id:
+            # RFC 5353 section 3.9.1: the target is alive and says so.
+            self.log.warn("ENRP peer {peer:08x} tries to take us over: sending Presence",
+                          peer=sender)
+            self._heartbeat()
+            conn.send(self._presence_message(sender, False))
+            return
+        peer = self.peers.get(target)
+        if peer is not None and peer.takeover is not None:
+            if sender < self.server_id:
+                # RFC 5353 section 3.9.1 as RSPLIB implements it: between
+                # competing takeovers the lower server id wins.
+                self.log.info("ENRP takeover of {t:08x}: {s:08x} has the lower id, we yield",
+                              t=target, s=sender)
+                peer.takeover = None
+                peer.takeover_by = sender
+                peer.timer = PeerTimer.NO_RESPONSE
+                peer.deadline = now + self.config.max_time_no_response
+                conn.send(InitTakeoverAck(self.server_id, sender, target))
+            else:
+                self.log.info("ENRP takeover of {t:08x}: we have the lower id than {s:08x}",
+                              t=target, s=sender)
+            return
+        if peer is not None:
+            peer.takeover_by = sender
+        conn.send(InitTakeoverAck(self.server_id, sender, target))
+
+    def _init_takeover_ack(self, conn, message, now):
+        peer = self.peers.get(message.target_id)
+        if peer is None or peer.takeover is None:
+            return
+        peer.takeover.outstanding.discard(message.sender_id)
+        if not peer.takeover.outstanding:
+            self._finish_takeover(peer, now)
+
+    def _finish_takeover(self, peer, now):
+        target = peer.server_id
+        # RFC 5353 section 3.9.2: tell everyone, then adopt the PEs.
+        self._send_all(TakeoverServer(self.server_id, 0, target), exclude=(target,))
+        moved = self.handlespace.takeover(target, self.server_id)
+        reached = 0
+        for pe in moved:
+            conn = self._reach_pe(pe) if self._reach_pe is not None else None
+            if self.registrar.adopt(pe, now, conn):
+                reached += 1
+        self.registrar.reschedule()
+        self.log.warn("ENRP takeover of {id:08x} done: {n} PEs adopted, {k} told by "
+                      "Endpoint Keep Alive with H", id=target, n=len(moved), k=reached)
+        self._drop_peer(peer, "taken over")
+        for observer in self.on_takeover:
+            observer(target, self.server_id, moved)
+
+    def _takeover_server(self, conn, message, now):
+        target = message.target_id
+        if target == self.server_id:
+            # Taken over while alive (a partition): keep our PEs; our
+            # Presence checksum makes the peer resynchronise them (audit).
+            self.log.warn("ENRP peer {peer:08x} took us over: our audits will repair it",
+                          peer=message.sender_id)
+            conn.send(self._presence_message(message.sender_id, False))
+            return
+        moved = self.handlespace.takeover(target, message.sender_id)
+        self.registrar.reschedule()
+        self.log.info("ENRP peer {new:08x} took over {old:08x} ({n} PEs)",
+                      new=message.sender_id, old=target, n=len(moved))
+        peer = self.peers.get(target)
+        if peer is not None:
+            self._drop_peer(peer, "taken over by %08x" % message.sender_id)
+        for observer in self.on_takeover:
+            observer(target, message.sender_id, moved)
+
+    def _enrp_error(self, conn, message, now):
+        # Never answer an error with an error.
+        self.log.info("ENRP Error from {id:08x}: {causes}", id=message.sender_id,
+                      causes=", ".join(str(c.code) for c in message.error.causes))
