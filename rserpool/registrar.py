@@ -192,6 +192,10 @@ class PresenceMulticast(DatagramProtocol):
         if ipaddress.ip_address(self.group[0]).is_multicast:
             self.transport.setTTL(self.ttl)
             self.transport.setLoopbackMode(1)
+            if self.interface:
+                # send on the same interface we listen on (e.g. 127.0.0.1
+                # keeps Presence on the host)
+                self.transport.setOutgoingInterface(self.interface)
             return self.transport.joinGroup(self.group[0], self.interface)
 
     def send(self, data):
@@ -276,6 +280,8 @@ class RegistrarService(service.Service):
         reactor=None,
         rng=None,
         exit_on_listen_failure=False,
+        enrp_multicast_ttl=30,
+        enrp_multicast_interface=None,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -292,6 +298,10 @@ class RegistrarService(service.Service):
         @param enrp_config: an L{ENRPConfig}.
         @param enrp_multicast: C{(group, port)} to send and hear ENRP
             Presence on, or C{None} (off, the default).
+        @param enrp_multicast_ttl: the multicast TTL of ENRP Presence.
+        @param enrp_multicast_interface: the address of the interface to
+            send and hear ENRP Presence on, or C{None} for the system's
+            choice.
         @param announce: L{AnnounceSettings}, or C{None} to stay silent.
         @param min_address_scope: a L{Scope} to enforce, or C{None} for the
             narrowest scope of the ASAP listeners' own addresses.
@@ -320,6 +330,8 @@ class RegistrarService(service.Service):
             enrp_config = ENRPConfig(max_elements_per_ht_request=max_elements_per_ht_request)
         self.enrp_config = enrp_config
         self.enrp_multicast = enrp_multicast
+        self.enrp_multicast_ttl = enrp_multicast_ttl
+        self.enrp_multicast_interface = enrp_multicast_interface
         self.enrp = None
         self.enrp_ports = []
         self._enrp_wakeup = None
@@ -526,7 +538,9 @@ class RegistrarService(service.Service):
 
     def _start_enrp_multicast(self):
         group = self.enrp_multicast
-        self._multicast = PresenceMulticast(self.enrp, self.reactor, group)
+        self._multicast = PresenceMulticast(
+            self.enrp, self.reactor, group, ttl=self.enrp_multicast_ttl,
+            interface=self.enrp_multicast_interface or "")
         interface = "::" if ":" in group[0] else ""
         self._multicast_port = self.reactor.listenMulticast(
             group[1], self._multicast, interface=interface, listenMultiple=True)

@@ -161,6 +161,13 @@ SETTINGS = {
     "enrp-multicast-group": (
         ("239.0.0.51", 9901), _group, "ENRP Presence multicast group ADDRESS:PORT.",
     ),
+    "enrp-multicast-ttl": (
+        30, _integer("enrp-multicast-ttl", 1, 255), "Multicast TTL of ENRP Presence.",
+    ),
+    "enrp-multicast-interface": (
+        None, str,
+        "Address of the interface to send and hear ENRP Presence on [system's choice].",
+    ),
     # RFC 5353 timers and limits, RSPLIB's defaults.
     "peer-heartbeat-cycle": (
         2.444, _seconds("peer-heartbeat-cycle", 0.05, 300.0),
@@ -401,6 +408,8 @@ def makeService(options):
         max_elements_per_ht_request=s["max-elements-per-ht-request"],
         enrp_config=enrp_config,
         enrp_multicast=s["enrp-multicast-group"] if s["enrp-multicast"] else None,
+        enrp_multicast_ttl=s["enrp-multicast-ttl"],
+        enrp_multicast_interface=s["enrp-multicast-interface"],
         rng=random.Random(rng.getrandbits(64)),
         exit_on_listen_failure=True,
     )
