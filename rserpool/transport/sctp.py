@@ -163,13 +163,14 @@ def _configure(skt, oneToMany=False):
     # The stream and PPID of each message, as SCTP_RCVINFO ancillary data.
     skt.setsockopt(abi.SOL_SCTP, abi.SCTP_RECVRCVINFO, 1)
     # Associations come and go on a one-to-many socket only as
-    # notifications (and the peer's other addresses as they are confirmed).
-    # A one-to-one socket reads end-of-file both after SHUTDOWN and after
-    # ABORT: SCTP_COMM_LOST tells them apart.
+    # notifications.  A one-to-one socket reads end-of-file both after
+    # SHUTDOWN and after ABORT: SCTP_COMM_LOST tells them apart.  Both
+    # styles hear of the peer's addresses as they are confirmed, added or
+    # removed (a protocol may want them: ISCTPProtocol.peerAddressChanged).
     skt.setsockopt(
         abi.SOL_SCTP,
         abi.SCTP_EVENTS,
-        abi.pack_events(association=True, address=oneToMany, shutdown=oneToMany),
+        abi.pack_events(association=True, address=True, shutdown=oneToMany),
     )
 
 
@@ -376,6 +377,25 @@ class ISCTPProtocol(Interface):
         @param ppid: its payload protocol identifier.
         @param stream: the stream it came on.
         """
+
+    def peerAddressChanged(event):
+        """
+        Optional: the kernel reported a change of one of the peer's
+        addresses (C{SCTP_PEER_ADDR_CHANGE}: confirmed, added, removed,
+        made primary, unreachable).
+
+        @param event: an L{abi.PeerAddressChange}.
+        """
+
+
+def _tellAddressChange(protocol, event):
+    """
+    Pass an C{SCTP_PEER_ADDR_CHANGE} notification to a protocol that wants
+    it (L{ISCTPProtocol.peerAddressChanged}).
+    """
+    changed = getattr(protocol, "peerAddressChanged", None)
+    if callable(changed):
+        changed(event)
 
 
 def _deliverer(protocol):
@@ -605,6 +625,10 @@ class SCTPConnection(_SCTPReader):
     def _start(self):
         self.startReading()
         self.protocol.makeConnection(self)
+        # the protocol may have become another in makeConnection (see
+        # rserpool.transport.tcp.MessageStreamProtocol.makeConnection)
+        if self.protocol is not None:
+            self._deliver = _deliverer(self.protocol)
 
     # -- sending --------------------------------------------------------------
 
@@ -659,12 +683,14 @@ class SCTPConnection(_SCTPReader):
         self._deliver(data, info.ppid, info.stream)
 
     def _notification(self, event, address):
-        # the end of the association is all that matters here
+        # the end of the association, and the peer's addresses
         if isinstance(event, abi.AssociationChange):
             if event.state == abi.SCTP_COMM_LOST:
                 return main.CONNECTION_LOST
             if event.state == abi.SCTP_SHUTDOWN_COMP:
                 return main.CONNECTION_DONE
+        elif isinstance(event, abi.PeerAddressChange):
+            _tellAddressChange(self.protocol, event)
         return None
 
     def _tooLong(self, reason):
@@ -1005,6 +1031,7 @@ class SCTPAssociation:
                 self._peerAddresses.insert(0, entry)
         elif event.state == abi.SCTP_ADDR_REMOVED and entry in self._peerAddresses:
             self._peerAddresses.remove(entry)
+        _tellAddressChange(self.protocol, event)
 
 
 @implementer(IListeningPort)
@@ -1127,6 +1154,8 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
         assoc = SCTPAssociation(self, assocId, peer, protocol, self.defaultPPID)
         self.associations[assocId] = assoc
         protocol.makeConnection(assoc)
+        # the protocol may have become another in makeConnection
+        assoc._deliver = _deliverer(protocol)
         return assoc
 
     def _lost(self, assocId, reason):

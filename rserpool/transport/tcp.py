@@ -45,6 +45,14 @@ def address_of(address):
         return (None, getattr(address, "port", 0))
 
 
+def _is_sctp(transport):
+    """
+    Whether C{transport} is an SCTP association (its addresses are of type
+    C{"SCTP"}, see L{rserpool.transport.sctp.SCTPAddress}).
+    """
+    return getattr(transport.getPeer(), "type", None) == "SCTP"
+
+
 @implementer(IMessageConnection)
 class MessageStreamProtocol(Protocol):
     """
@@ -80,6 +88,17 @@ class MessageStreamProtocol(Protocol):
         return "<{} {} peer {}:{}>".format(
             type(self).__name__, self.protocol, self.peer[0], self.peer[1]
         )
+
+    def makeConnection(self, transport):
+        # Over SCTP the same connection speaks the SCTP mapping: one message
+        # per SCTP message, PPIDs, every peer address of the association
+        # (rserpool.transport.sctp_messages).  Only this exact class turns;
+        # a subclass keeps its own behaviour.
+        if type(self) is MessageStreamProtocol and _is_sctp(transport):
+            from rserpool.transport.sctp_messages import SCTPMessageProtocol
+
+            self.__class__ = SCTPMessageProtocol
+        Protocol.makeConnection(self, transport)
 
     def connectionMade(self):
         self.connected = True
@@ -196,7 +215,13 @@ class MessageStreamFactory(Factory):
         self.message_protocol = protocol
 
     def buildProtocol(self, addr):
-        p = MessageStreamProtocol(self.receiver, self.message_protocol)
+        if getattr(addr, "type", None) == "SCTP" and self.protocol is MessageStreamProtocol:
+            # RFC 5352 section 5: the SCTP mapping (sctp_messages).
+            from rserpool.transport.sctp_messages import SCTPMessageProtocol
+
+            p = SCTPMessageProtocol(self.receiver, self.message_protocol)
+        else:
+            p = MessageStreamProtocol(self.receiver, self.message_protocol)
         p.factory = self
         return p
 
