@@ -420,6 +420,77 @@ class DistancePenaltyOrderedTests(unittest.TestCase):
         self.assertEqual(resolve(hs, 1, 3), [[1], [2], [1]])
 
 
+class OrderedModelTests(unittest.TestCase):
+    """
+    Round Robin and Least Used against a naive model over a few thousand
+    random registrations, re-registrations, deregistrations and selections:
+    enough to split and merge the Least Used index's blocks and to make
+    both indexes drop and compact their lazily removed entries.
+    """
+
+    def run_model(self, policy_type, operations=6000, seed=7):
+        rng = random.Random(seed)
+        hs = Handlespace(random.Random(0))
+        # The model: pe_id -> [load, last use], last use a counter that
+        # registration and use advance; the order is (load, last use).
+        model = {}
+        clock = [0]
+
+        def tick():
+            clock[0] += 1
+            return clock[0]
+
+        def load():
+            if policy_type == P.ROUND_ROBIN:
+                return 0
+            return rng.choice([0, 5, 5, 9, MAX_VALUE, rng.randrange(MAX_VALUE)])
+
+        def settings(value):
+            if policy_type == P.ROUND_ROBIN:
+                return PolicySettings(policy_type)
+            return PolicySettings(policy_type, load=value)
+
+        for step in range(operations):
+            action = rng.random()
+            if action < 0.35 or len(model) < 3:
+                pe_id = rng.randrange(1, 3000)
+                value = load()
+                register(hs, pe_id, settings(value))
+                if pe_id in model:
+                    model[pe_id][0] = value
+                else:
+                    model[pe_id] = [value, tick()]
+            elif action < 0.6:
+                pe_id = rng.choice(sorted(model))
+                hs.deregister(HANDLE, pe_id)
+                del model[pe_id]
+            else:
+                k = rng.choice([1, 1, 3, 10])
+                used = rng.choice([None, 0, 2, k])
+                expected = sorted(model, key=lambda i: model[i])[:k]
+                self.assertEqual(ids(hs.select(HANDLE, k, used)), expected)
+                for pe_id in expected[: 1 if used is None else used]:
+                    model[pe_id][1] = tick()
+            if step % 500 == 0:
+                hs.verify()
+        hs.verify()
+
+    def test_roundRobin(self):
+        self.run_model(P.ROUND_ROBIN)
+
+    def test_leastUsed(self):
+        self.run_model(P.LEAST_USED)
+
+    def test_leastUsedRenumbered(self):
+        # A 32-bit sequence number that overflows: the PEs are renumbered
+        # in order and nothing changes.  (A tiny limit here, so that it
+        # happens every few hundred operations.)
+        from rserpool.handlespace.selection import LeastUsedSelector
+
+        self.patch(LeastUsedSelector, "_seq_limit", 1500)
+        self.run_model(P.LEAST_USED, operations=4000)
+
+
 class RandomizedScriptedTests(unittest.TestCase):
     """
     The randomized policies with scripted draws, derived by hand from the

@@ -11,8 +11,10 @@ behaviour):
    Least Used family.  The key ends with a per-pool sequence number that a
    PE receives when it joins the pool and again each time it is selected and
    "used" (see C{max_increment} below), so PEs with equal keys are taken in
-   round-robin order.  The index is a L{sortedcontainers.SortedList} of
-   integer keys.
+   round-robin order.  The index is a deque for Round Robin, blocks of
+   packed 64-bit keys for Priority and the Least Used family (see
+   L{_PackedKeys}), and a L{sortedcontainers.SortedList} of integer keys
+   for Weighted Round Robin; the first two remove lazily.
  - I{Randomized} policies give each PE a selection value and draw a PE with
    probability proportional to it: Random, Weighted Random, Weighted Random
    DPF and the Randomized Least Used family.  The index groups PEs in
@@ -28,8 +30,10 @@ default, a handle resolution advances round robin by one position, whatever
 k is, and charges the degradation to the PE the pool user will most likely
 contact (the first).
 """
-from collections import OrderedDict
-from itertools import islice
+from array import array
+from bisect import bisect_left
+from collections import deque
+from itertools import chain, islice
 
 from sortedcontainers import SortedList
 
@@ -153,6 +157,8 @@ class _OrderedSelector(Selector):
 
     __slots__ = ("_entries", "_by_seq")
 
+    _seq_bits = _SEQ_BITS
+
     def __init__(self):
         Selector.__init__(self)
         self._entries = SortedList()
@@ -238,29 +244,40 @@ class RoundRobinSelector(Selector):
     position, and using a PE moves it to the end of the cycle.
 
     The ordered policies' key would be the sequence number alone, so the
-    order is kept as an C{OrderedDict} (a ring): a new or used PE goes to
-    the end, and every operation is O(1) whatever the pool size.  A PE's
-    C{_sel} is its key as in the other ordered policies, its sequence
-    number.
+    cycle is kept as a C{deque} of PEs, in sequence number order: a new or
+    used PE is appended, a selection takes PEs from the front.  Removal is
+    lazy: a removed PE only has its C{_sel} set to C{None} and its entry
+    is dropped when a selection meets it at the front, or when removed
+    entries outnumber the live ones and the deque is rebuilt (O(n), at
+    most once per n removals).  Every operation is O(1) amortized whatever
+    the pool size, and a removal touches nothing but the PE.  A linked
+    PE's C{_sel} is its sequence number, as in the other ordered policies.
     """
 
-    __slots__ = ("_ring",)
+    __slots__ = ("_ring", "_count")
 
     def __init__(self):
         Selector.__init__(self)
-        self._ring = OrderedDict()
+        self._ring = deque()
+        self._count = 0
 
     def __len__(self):
-        return len(self._ring)
+        return self._count
 
     def _link(self, pe):
         pe._sel = pe._seq
-        self._ring[pe] = None
+        self._count += 1
+        ring = self._ring
+        ring.append(pe)
+        if len(ring) > 2 * self._count + 64:
+            # More removed entries than live ones: keep the live ones.
+            self._ring = deque([pe for pe in ring if pe._sel is not None])
 
     def _unlink(self, pe):
+        # The PE's entry goes stale (see the class docstring).
         if pe._sel is not None:
-            del self._ring[pe]
             pe._sel = None
+            self._count -= 1
 
     def update(self, pe, policy):
         # Round robin has no policy values: the PE keeps its place.
@@ -268,37 +285,381 @@ class RoundRobinSelector(Selector):
         pe._degradation = 0
 
     def select(self, k, max_increment, rng):
-        ring = self._ring
-        n = len(ring)
+        n = self._count
         if k < n:
             n = k
         if n <= 0:
             return []
-        if n == 1:
-            chosen = [next(iter(ring))]
-        else:
-            chosen = list(islice(ring, n))
         if max_increment is None:
             max_increment = self.default_max_increment
-        used = 0
-        move_to_end = ring.move_to_end
-        for pe in chosen:
-            pe.selection_count += 1
-            if used < max_increment:
-                used += 1
-                # To the end of the cycle, with a new sequence number.
-                pe._seq = pe._sel = self._next_seq
-                self._next_seq += 1
-                move_to_end(pe)
+        ring = self._ring
+        popleft = ring.popleft
+        # Take the first n live PEs off the front, dropping removed ones.
+        chosen = []
+        while True:
+            pe = popleft()
+            if pe._sel is not None:
+                pe.selection_count += 1
+                chosen.append(pe)
+                if len(chosen) == n:
+                    break
+        used = chosen
+        if max_increment < n:
+            if max_increment < 0:
+                max_increment = 0
+            # The PEs not used go back to the front, in their order.
+            ring.extendleft(reversed(chosen[max_increment:]))
+            used = chosen[:max_increment]
+        for pe in used:
+            # To the end of the cycle, with a new sequence number.
+            pe._seq = pe._sel = self._next_seq
+            self._next_seq += 1
+            ring.append(pe)
         return chosen
 
     def verify(self, elements):
-        ring = list(self._ring)
+        ring = [pe for pe in self._ring if pe._sel is not None]
         assert set(ring) == set(elements) and len(ring) == len(elements)
+        assert len(ring) == self._count
+        assert len(self._ring) <= 2 * self._count + 64
         assert all(pe._sel == pe._seq for pe in ring)
         seqs = [pe._seq for pe in ring]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert all(pe._seq < self._next_seq for pe in elements)
+
+
+#: Blocks of the packed index hold up to twice this many keys (see
+#: L{_PackedKeys}).
+_BLOCK_LOAD = 256
+
+
+class _PackedKeys:
+    """
+    A sorted set of unsigned 64-bit integer keys, each with a value (a PE),
+    kept as blocks of C{array('Q')} with a parallel list of values per block
+    and a list of the blocks' largest keys.
+
+    It does what a C{SortedList} of integer keys plus a key-to-PE dict does,
+    but the keys a bisection compares lie next to each other in a block
+    (8 bytes each, 800 kB for 100,000 keys) instead of in as many integer
+    objects scattered over the heap, and the PE at a position needs no dict:
+    at 100,000 PEs an insertion or removal touches a few cache lines instead
+    of some twenty.  Insertion and removal cost O(log n) comparisons plus a
+    move of at most 2 x L{_BLOCK_LOAD} slots.
+    """
+
+    __slots__ = ("_keys", "_values", "_maxes", "_len")
+
+    def __init__(self):
+        self._keys = []
+        self._values = []
+        self._maxes = []
+        self._len = 0
+
+    def __len__(self):
+        return self._len
+
+    def first(self):
+        """
+        @return: the value of the smallest key (the index is not empty).
+        """
+        return self._values[0][0]
+
+    def first_key(self):
+        """
+        @return: the smallest key (the index is not empty).
+        """
+        return self._keys[0][0]
+
+    def values(self):
+        """
+        @return: an iterator over the values in key order.
+        """
+        return chain.from_iterable(self._values)
+
+    def keys(self):
+        """
+        @return: an iterator over the keys in order.
+        """
+        return chain.from_iterable(self._keys)
+
+    def add(self, key, value):
+        """
+        Insert a key (not in the index) with its value.
+        """
+        maxes = self._maxes
+        self._len += 1
+        if not maxes:
+            self._keys.append(array("Q", (key,)))
+            self._values.append([value])
+            maxes.append(key)
+            return
+        i = bisect_left(maxes, key)
+        if i == len(maxes):
+            # After every key: the end of the last block.
+            i -= 1
+            keys = self._keys[i]
+            keys.append(key)
+            self._values[i].append(value)
+            maxes[i] = key
+        else:
+            keys = self._keys[i]
+            j = bisect_left(keys, key)
+            keys.insert(j, key)
+            self._values[i].insert(j, value)
+        if len(keys) > 2 * _BLOCK_LOAD:
+            # Split the block in two.
+            values = self._values[i]
+            self._keys[i + 1:i + 1] = [keys[_BLOCK_LOAD:]]
+            self._values[i + 1:i + 1] = [values[_BLOCK_LOAD:]]
+            del keys[_BLOCK_LOAD:]
+            del values[_BLOCK_LOAD:]
+            maxes.insert(i, keys[-1])
+
+    def append(self, key, value):
+        """
+        Insert a key larger than every key in the index (to build it).
+        """
+        if self._keys and len(self._keys[-1]) < _BLOCK_LOAD:
+            self._keys[-1].append(key)
+            self._values[-1].append(value)
+            self._maxes[-1] = key
+        else:
+            self._keys.append(array("Q", (key,)))
+            self._values.append([value])
+            self._maxes.append(key)
+        self._len += 1
+
+    def pop_first(self):
+        """
+        Remove the smallest key (the index is not empty).
+        """
+        self.remove(self._keys[0][0])
+
+    def remove(self, key):
+        """
+        Remove a key that is in the index (and its value).
+        """
+        maxes = self._maxes
+        i = bisect_left(maxes, key)
+        keys = self._keys[i]
+        j = bisect_left(keys, key)
+        del keys[j]
+        del self._values[i][j]
+        self._len -= 1
+        n = len(keys)
+        if n > _BLOCK_LOAD // 2:
+            if j == n:
+                maxes[i] = keys[-1]
+            return
+        if len(maxes) == 1:
+            # The only block: it may shrink to nothing.
+            if not n:
+                del self._keys[0], self._values[0], maxes[0]
+            elif j == n:
+                maxes[0] = keys[-1]
+            return
+        # A small block: merge it into a neighbour (split again if that
+        # makes the neighbour too big).
+        if i == len(maxes) - 1:
+            i -= 1
+        keys = self._keys[i]
+        values = self._values[i]
+        keys.extend(self._keys[i + 1])
+        values.extend(self._values[i + 1])
+        del self._keys[i + 1], self._values[i + 1], maxes[i + 1]
+        if len(keys) > 2 * _BLOCK_LOAD:
+            half = len(keys) >> 1
+            self._keys[i + 1:i + 1] = [keys[half:]]
+            self._values[i + 1:i + 1] = [values[half:]]
+            del keys[half:]
+            del values[half:]
+            maxes[i:i + 1] = [keys[-1], self._keys[i + 1][-1]]
+        else:
+            maxes[i] = keys[-1]
+
+    def verify(self):
+        """
+        Check the blocks (for tests).
+        """
+        keys = list(self.keys())
+        assert keys == sorted(set(keys)) and len(keys) == self._len
+        assert len(self._keys) == len(self._values) == len(self._maxes)
+        for block, values, top in zip(self._keys, self._values, self._maxes):
+            assert block and len(block) == len(values) <= 2 * _BLOCK_LOAD
+            assert block[-1] == top
+
+
+#: The sequence number occupies the low 32 bits of a packed key.
+_PACKED_SEQ_BITS = 32
+_PACKED_SEQ_LIMIT = 1 << _PACKED_SEQ_BITS
+
+
+class _PackedOrderedSelector(Selector):
+    """
+    An ordered policy whose policy value fits in 32 bits (Priority and the
+    Least Used family): PEs sorted by C{(policy value << 32) | sequence
+    number}, a 64-bit key, in a L{_PackedKeys} index that also holds the
+    PEs.
+
+    Removal is lazy, as in L{RoundRobinSelector}: an entry is live while
+    its PE's C{_sel} equals its key; a PE that leaves the pool only has its
+    C{_sel} set to C{None}, its entry going stale.  Stale entries are dropped when a selection
+    meets them among the first PEs, and all of them when they outnumber the
+    live ones (O(n), at most once per n removals).  A deregistration thus
+    touches nothing but the PE.  (Only removed PEs leave stale entries: a
+    PE whose key changes has its old entry removed at once, so keys never
+    repeat, a removed PE's sequence number being used by no other PE.)
+
+    The sequence number is 32 bits here: when the pool's counter reaches
+    2**32 (after some 4 billion registrations and uses), the PEs are
+    renumbered 0, 1, ... in the order of their sequence numbers, which
+    keeps every comparison the same.
+    """
+
+    __slots__ = ("_entries", "_count")
+
+    #: Sequence numbers are below this (a class attribute, for the tests).
+    _seq_limit = _PACKED_SEQ_LIMIT
+    _seq_bits = _PACKED_SEQ_BITS
+
+    def __init__(self):
+        Selector.__init__(self)
+        self._entries = _PackedKeys()
+        self._count = 0
+
+    def __len__(self):
+        return self._count
+
+    def _key(self, pe):
+        # The policy value (without the sequence number); smaller is first.
+        raise NotImplementedError()
+
+    def _new_seq(self, pe):
+        seq = self._next_seq
+        if seq >= self._seq_limit:
+            self._renumber()
+            seq = self._next_seq
+        self._next_seq = seq + 1
+        pe._seq = seq
+
+    def _live(self):
+        # The live PEs, in key order.
+        return [pe for key, pe in zip(self._entries.keys(), self._entries.values())
+                if pe._sel == key]
+
+    def _rebuild(self, elements):
+        entries = self._entries = _PackedKeys()
+        for pe in elements:
+            entries.append(pe._sel, pe)
+
+    def _renumber(self):
+        # Renumber the live PEs in the order of their sequence numbers and
+        # rebuild the index (without its stale entries).
+        elements = sorted(self._live(), key=_seq_of)
+        for seq, pe in enumerate(elements):
+            pe._seq = seq
+            pe._sel = (self._key(pe) << _PACKED_SEQ_BITS) | seq
+        elements.sort(key=_sel_of)
+        self._rebuild(elements)
+        self._next_seq = len(elements)
+
+    def add(self, pe):
+        self._new_seq(pe)
+        pe._degradation = 0
+        self._count += 1
+        self._link(pe)
+
+    def remove(self, pe):
+        # The PE's entry goes stale.
+        pe._sel = None
+        self._count -= 1
+
+    def update(self, pe, policy):
+        # The PE keeps its sequence number, so its key changes only if the
+        # policy value does: then it moves, else nothing moves.  (The old
+        # entry goes at once: a later update back to the old value would
+        # give the same key again.)
+        pe.policy = policy
+        pe._degradation = 0
+        if (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq != pe._sel:
+            self._entries.remove(pe._sel)
+            self._link(pe)
+
+    def verify(self, elements):
+        entries = self._entries
+        entries.verify()
+        assert self._count == len(elements)
+        assert len(entries) <= 2 * self._count + 64
+        live = self._live()
+        assert len(live) == len(set(live)) == len(elements)
+        assert set(live) == set(elements)
+        for pe in elements:
+            assert pe._sel == (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq
+        assert all(pe._seq < self._next_seq <= self._seq_limit for pe in elements)
+        assert len(set(pe._seq for pe in elements)) == len(elements)
+
+    def _link(self, pe):
+        # A new entry for the PE's current key (the PE has no other).
+        key = (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq
+        pe._sel = key
+        entries = self._entries
+        entries.add(key, pe)
+        if len(entries) > 2 * self._count + 64:
+            self._rebuild(self._live())
+
+    def select(self, k, max_increment, rng):
+        n = self._count
+        if k < n:
+            n = k
+        if n <= 0:
+            return []
+        entries = self._entries
+        # Drop the stale entries at the front.
+        while True:
+            pe = entries.first()
+            if pe._sel == entries.first_key():
+                break
+            entries.pop_first()
+        if n == 1:
+            chosen = [pe]
+        else:
+            chosen = []
+            stale = []
+            for key, pe in zip(entries.keys(), entries.values()):
+                if pe._sel == key:
+                    chosen.append(pe)
+                    if len(chosen) == n:
+                        break
+                else:
+                    stale.append(key)
+            for key in stale:
+                entries.remove(key)
+        if max_increment is None:
+            max_increment = self.default_max_increment
+        used = 0
+        for pe in chosen:
+            pe.selection_count += 1
+            if used < max_increment:
+                used += 1
+                # The selected PE goes behind all PEs with the same key: the
+                # round-robin tie-break.  Its old entry goes (the new
+                # sequence number first: a renumbering rebuilds the index).
+                self._new_seq(pe)
+                entries = self._entries
+                entries.remove(pe._sel)
+                self._selected(pe)
+                self._link(pe)
+        return chosen
+
+
+def _sel_of(pe):
+    return pe._sel
+
+
+def _seq_of(pe):
+    return pe._seq
+
 
 
 class WeightedRoundRobinSelector(_OrderedSelector):
@@ -354,7 +715,7 @@ class WeightedRoundRobinSelector(_OrderedSelector):
             pe._virtual = pe.policy.weight
 
 
-class PrioritySelector(_OrderedSelector):
+class PrioritySelector(_PackedOrderedSelector):
     """
     Priority (RFC 5356 section 4.5): highest priority first; equal
     priorities in round-robin order.
@@ -370,7 +731,7 @@ def _clamp(value):
     return value if value < MAX_VALUE else MAX_VALUE
 
 
-class LeastUsedSelector(_OrderedSelector):
+class LeastUsedSelector(_PackedOrderedSelector):
     """
     Least Used (RFC 5356 section 5.1): lowest load first; equal loads in
     round-robin order.
@@ -382,7 +743,7 @@ class LeastUsedSelector(_OrderedSelector):
         return pe.policy.load
 
 
-class LeastUsedDegradationSelector(_OrderedSelector):
+class LeastUsedDegradationSelector(_PackedOrderedSelector):
     """
     Least Used with Degradation (RFC 5356 section 5.2): lowest load plus
     degradation first; every use adds the load degradation to the
@@ -397,7 +758,7 @@ class LeastUsedDegradationSelector(_OrderedSelector):
     _selected = staticmethod(_degrade)
 
 
-class PriorityLeastUsedSelector(_OrderedSelector):
+class PriorityLeastUsedSelector(_PackedOrderedSelector):
     """
     Priority Least Used (RFC 5356 section 5.3): lowest load plus load
     degradation ("load increment") first, no dynamic degradation.
@@ -410,7 +771,7 @@ class PriorityLeastUsedSelector(_OrderedSelector):
         return _clamp(policy.load + policy.load_degradation)
 
 
-class PriorityLeastUsedDegradationSelector(_OrderedSelector):
+class PriorityLeastUsedDegradationSelector(_PackedOrderedSelector):
     """
     Priority Least Used Degradation (RSPLIB): load plus load degradation
     plus the accumulated degradation, lowest first.
@@ -425,7 +786,7 @@ class PriorityLeastUsedDegradationSelector(_OrderedSelector):
     _selected = staticmethod(_degrade)
 
 
-class LeastUsedDPFSelector(_OrderedSelector):
+class LeastUsedDPFSelector(_PackedOrderedSelector):
     """
     Least Used DPF (draft-dreibholz-rserpool-delay, RSPLIB): load plus
     distance times load DPF, lowest first.
@@ -438,7 +799,7 @@ class LeastUsedDPFSelector(_OrderedSelector):
         return _clamp(policy.load + policy.distance * policy.load_dpf)
 
 
-class LeastUsedDegradationDPFSelector(_OrderedSelector):
+class LeastUsedDegradationDPFSelector(_PackedOrderedSelector):
     """
     Least Used Degradation DPF (RSPLIB): load plus degradation plus distance
     times load DPF, lowest first.
@@ -453,7 +814,7 @@ class LeastUsedDegradationDPFSelector(_OrderedSelector):
     _selected = staticmethod(_degrade)
 
 
-class PriorityLeastUsedDPFSelector(_OrderedSelector):
+class PriorityLeastUsedDPFSelector(_PackedOrderedSelector):
     """
     Priority Least Used DPF (RSPLIB): load plus load degradation plus
     distance times load DPF, lowest first.
@@ -468,7 +829,7 @@ class PriorityLeastUsedDPFSelector(_OrderedSelector):
         )
 
 
-class PriorityLeastUsedDegradationDPFSelector(_OrderedSelector):
+class PriorityLeastUsedDegradationDPFSelector(_PackedOrderedSelector):
     """
     Priority Least Used Degradation DPF (RSPLIB): load plus load
     degradation plus degradation plus distance times load DPF, lowest first.
@@ -862,4 +1223,4 @@ def selection_key(pe):
     """
     if pe._sel is None:
         return None
-    return pe._sel >> _SEQ_BITS
+    return pe._sel >> pe.pool._selector._seq_bits
