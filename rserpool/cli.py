@@ -6,6 +6,7 @@ The ``rserpool`` command: operator tools for RSerPool.
 ``rserpool resolve``  lists the pool elements of a pool.
 ``rserpool pe``       runs an example service as a pool element.
 ``rserpool terminal`` talks to a pool from stdin, failing over as needed.
+``rserpool pingpong`` RSPLIB's PingPong pool user (Enhanced Mode, cookies).
 ``rserpool dump``     prints a registrar's handlespace, fetched over ENRP.
 """
 import argparse
@@ -244,8 +245,10 @@ def _pe(args, out, err):
 
         def registered(_):
             host = pe.port.getHost()
+            # the mapping the PE registered (tcp, sctp, udp), not a guess
+            transport = pe.machine.registration().pool_element.user_transport
             out.write("registered %08x in %s: %s %s:%d %s\n" % (
-                pe.identifier, args.handle, "tcp", host.host, host.port, args.mode))
+                pe.identifier, args.handle, transport.protocol, host.host, host.port, args.mode))
             out.flush()
 
         def rejected(f):
@@ -372,6 +375,29 @@ def _terminal(args, out, err):
     return _run(main)
 
 
+# -- pingpong -------------------------------------------------------------
+
+
+def _pingpong(args, out, err):
+    from rserpool.examples.pingpong import run_client
+    from rserpool.pu import PoolUser
+
+    _log_to(err, args.verbose)
+
+    def main(reactor):
+        pu = PoolUser(reactor, registrars=_registrars(args))
+        d = run_client(reactor, pu, args.handle, out, err, interval=args.interval,
+                       count=args.count, attempts=args.attempts)
+
+        def done(status):
+            pu.close()
+            return status
+
+        return d.addCallback(done)
+
+    return _run(main)
+
+
 # -- dump -----------------------------------------------------------------
 
 
@@ -393,10 +419,14 @@ def _dump(args, out, err):
         finished = defer.Deferred()
 
         def finish(status, message=None):
+            # The first outcome counts: closing the connection after a
+            # complete dump reports connection_lost at once (synchronously,
+            # from MessageStreamProtocol.close), which is no failure.
+            if finished.called:
+                return
             if message:
                 err.write("rserpool dump: %s\n" % message)
-            if not finished.called:
-                finished.callback(status)
+            finished.callback(status)
 
         @implementer(IMessageReceiver)
         class Receiver:
@@ -516,6 +546,20 @@ def add_pool_parsers(sub):
     t.add_argument("--attempts", type=int, default=5, help="PEs to try before giving up")
     t.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     t.set_defaults(func=_terminal)
+
+    pp = sub.add_parser("pingpong", help="RSPLIB's PingPong pool user (Enhanced Mode)",
+                        description="Send a PingPong Ping (RSPLIB's format, PPID 33) to a PE "
+                                    "of pool HANDLE every interval and print each Pong; fail "
+                                    "over with the PE's cookie, as pingpongclient does.")
+    pp.add_argument("handle")
+    registrar_option(pp)
+    pp.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
+                    help="seconds between Pings (default 1)")
+    pp.add_argument("--count", type=int, default=None, metavar="N",
+                    help="stop after N Pongs (default: run until killed)")
+    pp.add_argument("--attempts", type=int, default=5, help="PEs to try before giving up")
+    pp.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    pp.set_defaults(func=_pingpong)
 
     dp = sub.add_parser("dump", help="print a registrar's handlespace (over ENRP)",
                         description="Fetch the handlespace of a registrar over ENRP, posing as "

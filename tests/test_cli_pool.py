@@ -207,8 +207,13 @@ class CommandTests(RegistrarMixin, unittest.TestCase):
         dump = spawn(self, "dump", "--registrar", self.enrp)
         code = yield dump.ended
         self.assertEqual(code, 0, dump.err)
+        self.assertEqual(dump.err, b"")
         self.assertIn(b"pool EchoPool: 1 PE(s)", dump.out)
         self.assertIn(pe_id.encode(), dump.out)
+        # the mapping registered, not a fixed "tcp" (an sctp: endpoint says
+        # "sctp": tests.test_interop_pingpong)
+        self.assertRegex(out.decode(), r"registered %s in EchoPool: tcp 127\.0\.0\.1:\d+ enhanced"
+                         % pe_id)
 
 
 @implementer(IMessageReceiver)
@@ -265,6 +270,9 @@ class DumpTests(unittest.TestCase):
         self.assertIn("registrar 00000077: 2 pool(s), 4 PE(s)", text)
         self.assertIn("pool A: 3 PE(s)", text)
         self.assertIn("00000004 tcp 127.0.0.1:1004 RoundRobin home=00000077", text)
+        # closing after a complete dump is no failure (it used to print
+        # "closed the connection before the handle table was complete")
+        self.assertEqual(dump.err, b"")
 
     @defer.inlineCallbacks
     def test_no_enrp(self):

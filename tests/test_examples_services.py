@@ -25,7 +25,7 @@ class ServiceTests(unittest.TestCase):
         self.clock = task.Clock()
 
     def test_registry(self):
-        self.assertEqual(sorted(SERVICES), ["chargen", "daytime", "discard", "echo", "transfer"])
+        self.assertEqual(sorted(SERVICES), ["chargen", "daytime", "discard", "echo", "pingpong", "transfer"])
 
     def test_echo(self):
         p, t = connect("echo", self.clock)

@@ -496,7 +496,3 @@ class RSPLIBRegistrarTests(InteropCase):
             [term, pe, self.rspregistrar],
         )
 
-    test_ourPEEnhancedMode.todo = (
-        "our session layer frames Enhanced Mode over SCTP like the TCP mapping "
-        "(rserpool.transport.mux) instead of by PPID; see doc/interop.rst"
-    )

@@ -3,11 +3,17 @@ Tests for the Enhanced Mode session layer: the sans-IO cores (order of
 Cookie Echo, Business Card, failover callback and re-sent data), the PE
 side over a L{StringTransport} with a L{Clock}, and a failover on loopback.
 """
-from twisted.internet import defer, reactor, task
+import attrs
+from twisted.internet import defer, error, reactor, task
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
+from twisted.test import iosim
+from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import implementer
 
+from rserpool.asap.pool_user import PoolElementInfo
 from rserpool.codes import ASAP_PPID, PolicyType
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
@@ -22,11 +28,23 @@ from rserpool.session.core import (
     PeerClosed,
     PESessionCore,
     PUSessionCore,
+    SendClose,
     SendFrame,
 )
-from rserpool.session.protocol import PESessionFactory
+from rserpool.session.protocol import PESessionFactory, PoolSession
 from rserpool.transport import mux
-from rserpool.wire import Cookie, CookieEcho, Policy, PoolElement, TCPTransport, decode, encode
+from rserpool.transport.sctp import SCTPAddress, SCTPStatus
+from rserpool.transport.tcp import MultiplexProtocol
+from rserpool.wire import (
+    Cookie,
+    CookieEcho,
+    Policy,
+    PoolElement,
+    SCTPTransport,
+    TCPTransport,
+    decode,
+    encode,
+)
 
 
 class PUCoreTests(unittest.TestCase):
@@ -60,16 +78,28 @@ class PUCoreTests(unittest.TestCase):
     def test_deliberate_close(self):
         core = PUSessionCore()
         core.connected()
-        self.assertEqual(core.received(b"", CLOSE_PPID), [PeerClosed()])
+        self.assertEqual(core.peer_closed(), [PeerClosed()])
         self.assertFalse(core.lost())
         core2 = PUSessionCore()
         core2.connected()
-        self.assertEqual(core2.close(), [SendFrame(b"", CLOSE_PPID)])
+        self.assertEqual(core2.close(), [SendClose()])
         self.assertFalse(core2.lost())
 
     def test_data(self):
         core = PUSessionCore()
         self.assertEqual(core.received(b"hi", 0), [Deliver(b"hi")])
+        # the mapping-agnostic core keeps the application's PPID and stream
+        self.assertEqual(core.received(b"hi", 33, 2), [Deliver(b"hi", 33, 2)])
+        core.connected()
+        self.assertEqual(core.send(b"x", 33, 1, True), [SendFrame(b"x", 33, 1, True)])
+
+    def test_reserved_ppids(self):
+        # 11 (ASAP), 12 (ENRP) and the close marker's PPID are not data.
+        core = PUSessionCore()
+        core.connected()
+        for ppid in (ASAP_PPID, 12, CLOSE_PPID, -1, 1 << 32):
+            self.assertRaises(ValueError, core.send, b"x", ppid)
+        self.assertRaises(ValueError, PESessionCore().send, b"x", ASAP_PPID)
 
     def test_max_pending(self):
         core = PUSessionCore(max_pending=1)
@@ -132,8 +162,9 @@ class PESideTests(unittest.TestCase):
     def frames(self):
         data = self.transport.value()
         self.transport.clear()
-        return [(e.ppid, e.payload) for e in self.peer.receive(data, self.clock.seconds())
-                if isinstance(e, mux.DataReceived)]
+        return [(e.ppid, e.payload) if isinstance(e, mux.DataReceived) else e
+                for e in self.peer.receive(data, self.clock.seconds())
+                if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
 
     def test_cookie_before_data(self):
         self.peer.send(encode(CookieEcho(b"old-state")), ASAP_PPID)
@@ -159,10 +190,103 @@ class PESideTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting or self.transport.disconnected
                         or getattr(self.transport, "aborted", False))
 
-    def test_close_marker(self):
+    def test_close_frame(self):
+        # The deliberate end is the multiplexed framing's CLOSE frame.
         self.app.transport.loseConnection()
-        self.assertEqual(self.frames(), [(CLOSE_PPID, b"")])
+        self.assertEqual(self.frames(), [mux.CloseReceived()])
         self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.app.events, [("lost", "ConnectionDone")])
+
+    def test_peer_close_frame(self):
+        self.peer.send_close()
+        self.proto.dataReceived(self.peer.data_to_send())
+        self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.app.events, [("lost", "ConnectionDone")])
+
+    def test_legacy_close_marker(self):
+        # Peers from before the CLOSE frame sent an empty DATA frame with
+        # PPID 0xffffffff: still a deliberate end.
+        self.peer.send(b"", CLOSE_PPID)
+        self.proto.dataReceived(self.peer.data_to_send())
+        self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.app.events, [("lost", "ConnectionDone")])
+
+    def test_connection_lost_without_close(self):
+        self.proto.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.app.events, [("lost", "ConnectionDone")])
+
+
+class MuxCloseFrameTests(unittest.TestCase):
+    """
+    The multiplexed framing's CLOSE frame (doc/tcp-mapping.rst) and
+    L{MultiplexProtocol}'s callbacks.  (They belong with
+    tests.test_tcp_mapping; kept here with the session layer that uses
+    them.)
+    """
+
+    def test_layout(self):
+        c = mux.MuxConnection(0.0, interval=None)
+        c.send_close()
+        c.send_close()
+        self.assertEqual(c.data_to_send(), bytes.fromhex("a3 00 00 00 00 00 00 00 00 00 00 00"))
+
+    def test_receive(self):
+        c = mux.MuxConnection(0.0, interval=None)
+        data = mux.encode_frame(mux.DATA, b"last", 5) + mux.encode_frame(mux.CLOSE, b"")
+        events = c.receive(data + mux.encode_frame(mux.DATA, b"ignored", 5), 0.0)
+        self.assertEqual(events, [mux.DataReceived(b"last", 5), mux.CloseReceived()])
+        self.assertEqual(c.receive(mux.encode_frame(mux.DATA, b"later"), 0.0), [])
+
+    def test_close_with_payload(self):
+        c = mux.MuxConnection(0.0, interval=None)
+        self.assertRaises(mux.MuxFramingError, c.receive, mux.encode_frame(mux.CLOSE, b"x"), 0.0)
+
+    def test_no_heartbeat_after_close(self):
+        c = mux.MuxConnection(0.0, interval=1.0)
+        c.send_close()
+        self.assertIsNone(c.next_deadline)
+        self.assertEqual(c.timer(100.0), [])
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.events = {"server": [], "client": []}
+
+        def make(name):
+            got = self.events[name]
+            return MultiplexProtocol(
+                self.clock, got.append, on_dead=lambda: got.append("dead"),
+                on_close=lambda: got.append("close"),
+                on_lost=lambda reason: got.append(("lost", reason.type.__name__)), interval=5.0)
+
+        self.server, self.client = make("server"), make("client")
+        self.server_t = iosim.FakeTransport(self.server, isServer=True)
+        self.client_t = iosim.FakeTransport(self.client, isServer=False)
+        self.pump = iosim.connect(self.server, self.server_t, self.client, self.client_t)
+
+    def test_protocol_close(self):
+        self.client.send(b"bye", 7)
+        self.client.close()
+        self.pump.flush()
+        self.assertEqual(self.events["server"][:2], [mux.DataReceived(b"bye", 7), "close"])
+        self.assertTrue(self.server.closed_by_peer)
+        self.assertEqual(self.events["server"][-1][0], "lost")
+        self.assertEqual(self.events["client"][-1][0], "lost")
+
+    def test_dead_peer_aborted(self):
+        # A silent peer may never read: abort, do not wait for a clean close.
+        calls = []
+        abort = self.client_t.abortConnection
+        self.client_t.abortConnection = lambda: (calls.append("abort"), abort())
+        self.client_t.loseConnection = lambda: calls.append("lose")
+        for _ in range(3):
+            self.clock.advance(5.0)
+        self.assertEqual(calls, ["abort"])
+        self.assertIn("dead", self.events["client"])
+        self.pump.flush()
+        self.assertEqual(self.events["client"][-1][0], "lost")
 
 
 class Upper(Protocol):
@@ -177,6 +301,10 @@ class Collector(Protocol):
     def __init__(self):
         self.replies = []
         self.failovers = []
+        self.lost = []
+
+    def connectionLost(self, reason):
+        self.lost.append(reason.type.__name__)
 
     def sessionFailover(self, pe):
         self.failovers.append(pe.identifier)
@@ -245,3 +373,168 @@ class LoopbackFailoverTests(unittest.TestCase):
             if session.link is None and not any(pe.session_factory.sessions for pe in self.pes):
                 break
             yield task.deferLater(reactor, 0.05, lambda: None)
+
+
+class FakeSCTPTransport(StringTransport):
+    """
+    A one-to-one SCTP association as the session layer sees it: addresses of
+    type C{"SCTP"} and C{writeMessage} (recorded, one entry per message).
+    """
+
+    def __init__(self):
+        StringTransport.__init__(self, peerAddress=SCTPAddress("127.0.0.1", 7),
+                                 hostAddress=SCTPAddress("127.0.0.1", 9))
+        self.messages = []
+        self.aborted = False
+
+    def writeMessage(self, data, ppid=None, stream=None, unordered=False):
+        self.messages.append((bytes(data), ppid, stream, unordered))
+
+    def write(self, data):
+        raise AssertionError("a session over SCTP writes messages, not bytes: %r" % (data,))
+
+    def abortConnection(self):
+        self.aborted = True
+        StringTransport.loseConnection(self)
+
+    def getStatus(self):
+        return attrs.evolve(STATUS, srtt=0.002)
+
+
+STATUS = SCTPStatus(4, 0, 10, 10, 1400, ("127.0.0.1", 7), 0.0, 0.2, 1500)
+
+
+class PESideSCTPTests(unittest.TestCase):
+    """
+    L{PESessionFactory} over an SCTP association: control and data are
+    told apart by the PPID (services draft section 5.1), as RSPLIB does.
+    """
+
+    def setUp(self):
+        self.app = Recorder()
+        factory = PESessionFactory(Factory.forProtocol(lambda: self.app), task.Clock())
+        self.proto = factory.buildProtocol(SCTPAddress("127.0.0.1", 7))
+        self.transport = FakeSCTPTransport()
+        self.proto.makeConnection(self.transport)
+
+    def test_mapping(self):
+        self.assertEqual(self.app.transport.mapping, "sctp")
+        self.assertEqual(self.app.transport.rtt(), 0.002)
+
+    def test_cookie_echo_and_data(self):
+        self.proto.messageReceived(encode(CookieEcho(b"old-state")), ASAP_PPID, 0)
+        self.proto.messageReceived(b"hello", 0, 0)
+        self.assertEqual(self.app.events, [("cookie", b"old-state"), ("data", b"hello")])
+        self.assertEqual(self.transport.messages, [
+            (encode(Cookie(b"next")), ASAP_PPID, 0, False),
+            (b"HELLO", 0, 0, False),
+        ])
+        # No multiplexed framing, no heartbeat: SCTP has its own.
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_application_ppid(self):
+        seen = []
+
+        class WithPPID(Protocol):
+            def messageReceived(self, data, ppid, stream):
+                seen.append((data, ppid, stream))
+                self.transport.writeMessage(data, ppid, stream)
+
+        factory = PESessionFactory(Factory.forProtocol(WithPPID), task.Clock(), data_ppid=33)
+        proto = factory.buildProtocol(None)
+        transport = FakeSCTPTransport()
+        proto.makeConnection(transport)
+        proto.messageReceived(b"ping", 33, 1)
+        session = next(iter(factory.sessions))
+        session.transport.write(b"default")
+        self.assertEqual(seen, [(b"ping", 33, 1)])
+        self.assertEqual(transport.messages, [(b"ping", 33, 1, False), (b"default", 33, 0, False)])
+
+    def test_close_marker(self):
+        # A PE's deliberate end cannot be told from its death by SCTP: the
+        # marker message goes first, then SHUTDOWN.
+        self.app.transport.loseConnection()
+        self.assertEqual(self.transport.messages, [(b"\x00", CLOSE_PPID, 0, False)])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.aborted)
+
+    def test_pu_shutdown(self):
+        # The PU's SHUTDOWN: the session ends without a failover, the
+        # application sees ConnectionDone; an ABORT is ConnectionLost.
+        self.proto.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(self.app.events, [("lost", "ConnectionDone")])
+
+    def test_pu_abort(self):
+        self.proto.connectionLost(Failure(error.ConnectionLost()))
+        self.assertEqual(self.app.events, [("lost", "ConnectionLost")])
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """
+    Connects a protocol to a new L{FakeSCTPTransport} at once.
+    """
+
+    def __init__(self, transports):
+        self.transports = transports
+
+    def connect(self, factory):
+        protocol = factory.buildProtocol(SCTPAddress("127.0.0.1", 7))
+        transport = FakeSCTPTransport()
+        transport.protocol = protocol
+        self.transports.append(transport)
+        protocol.makeConnection(transport)
+        return defer.succeed(protocol)
+
+
+class PUSideSCTPTests(unittest.TestCase):
+    """
+    L{PoolSession} over SCTP associations: the cookie arrives with PPID 11,
+    any end of the association the PU did not ask for (a killed PE's kernel
+    shuts down gracefully) means failover, and the Cookie Echo goes first
+    with PPID 11.
+    """
+
+    def setUp(self):
+        self.transports = []
+        self.client = Collector()
+        pes = [PoolElementInfo(b"P", n, SCTPTransport(7, ("127.0.0.1",), 1),
+                               Policy.make(PolicyType.ROUND_ROBIN)) for n in (1, 2)]
+        self.session = PoolSession(task.Clock(), None, b"P", Factory.forProtocol(lambda: self.client),
+                                   endpoint_for=lambda info: FakeEndpoint(self.transports),
+                                   candidates=pes, data_ppid=33)
+        self.connected = self.successResultOf(self.session.connect())
+
+    def test_failover_with_cookie(self):
+        first = self.transports[0]
+        self.client.transport.write(b"ping-1")
+        first.protocol.messageReceived(encode(Cookie(b"PPP-state")), ASAP_PPID, 0)
+        first.protocol.messageReceived(b"pong-1", 33, 0)
+        self.assertEqual(self.client.replies, [b"pong-1"])
+        self.assertEqual(self.client.transport.mapping, "sctp")
+        first.protocol.connectionLost(Failure(error.ConnectionDone()))
+        second = self.transports[1]
+        self.assertEqual(self.client.failovers, [2])
+        self.assertEqual(second.messages, [
+            (encode(CookieEcho(b"PPP-state")), ASAP_PPID, 0, False),
+            (b"after-failover", 33, 0, False),
+        ])
+        self.assertEqual(first.messages, [(b"ping-1", 33, 0, False)])
+
+    def test_pe_close_marker(self):
+        first = self.transports[0]
+        first.protocol.messageReceived(b"\x00", CLOSE_PPID, 0)
+        self.assertTrue(first.disconnecting)
+        first.protocol.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(len(self.transports), 1)
+        self.assertEqual(self.client.lost, ["ConnectionDone"])
+
+    def test_pu_close(self):
+        # The PU's deliberate end is SHUTDOWN alone, as RSPLIB's rsp_close().
+        first = self.transports[0]
+        self.client.transport.loseConnection()
+        self.assertEqual(first.messages, [])
+        self.assertTrue(first.disconnecting)
+        first.protocol.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(len(self.transports), 1)
+        self.assertEqual(self.client.lost, ["ConnectionDone"])

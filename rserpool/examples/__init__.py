@@ -9,6 +9,9 @@ Example RSerPool services, each runnable as a pool element with
  - L{transfer}: the services draft's resumable file transfer (section
    4.5.2), failing over mid-stream with a state cookie and the failover
    callback.
+ - L{pingpong}: RSPLIB's PingPong (PPID 33, its packet format and
+   cookies), for interoperability with C{rspserver -pingpong} and
+   C{pingpongclient}; C{rserpool pingpong} is its pool user.
 
 Every service works in Basic Mode (a plain TCP connection) and in Enhanced
 Mode (through L{rserpool.session}, one message per C{write}).
@@ -21,6 +24,7 @@ SERVICES = {
     "daytime": "rserpool.examples.daytime",
     "chargen": "rserpool.examples.chargen",
     "transfer": "rserpool.examples.transfer",
+    "pingpong": "rserpool.examples.pingpong",
 }
 
 

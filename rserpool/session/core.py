@@ -2,23 +2,27 @@
 The Enhanced Mode session layer, sans I/O (draft-ietf-rserpool-service
 sections 3.3 and 4.4-4.5, RFC 5352 section 4).
 
-A session runs over one multiplexed control+data connection
-(L{rserpool.transport.mux}: each frame is a user message with a PPID).
-Frames with the ASAP PPID (11) carry ASAP control messages: Cookie (PE to
-PU, SET_COOKIE), Cookie Echo (PU to the new PE after a failover) and
-Business Card.  Frames with PPID 0 carry application data, one message
-per DATA_SEND_REQUEST.  A data-less frame with L{CLOSE_PPID} says the
-sender ends the session on purpose: a connection lost without it is a
-failure, and the pool user fails over.
+A session runs over one control+data connection whose frames are user
+messages with a PPID: the TCP mapping's multiplexed framing
+(L{rserpool.transport.mux}) or SCTP messages (services draft section
+5.1); which one is the business of L{rserpool.session.channel}, not of
+this module.  Frames with the ASAP PPID (11) carry ASAP control
+messages: Cookie (PE to PU, SET_COOKIE), Cookie Echo (PU to the new PE
+after a failover) and Business Card.  Every other PPID is application
+data (0 unless the application chooses one), one message per
+DATA_SEND_REQUEST.  L{SendClose} asks the channel to tell the peer the
+session ends on purpose, and the channel reports such an end with
+C{peer_closed()}: a connection lost without it is a failure, and the
+pool user fails over.
 
 L{PUSessionCore} and L{PESessionCore} decide what to send and deliver;
-L{rserpool.session.twisted} runs them over Twisted connections.
+L{rserpool.session.protocol} runs them over Twisted connections.
 """
 import collections
 
 import attrs
 
-from rserpool.codes import ASAP_PPID
+from rserpool.codes import ASAP_PPID, ENRP_PPID
 from rserpool.wire import (
     BusinessCard,
     Cookie,
@@ -34,6 +38,7 @@ __all__ = [
     "PUSessionCore",
     "PESessionCore",
     "SendFrame",
+    "SendClose",
     "Deliver",
     "CookieIndication",
     "BusinessCardReceived",
@@ -42,22 +47,50 @@ __all__ = [
     "ControlError",
 ]
 
-#: The PPID of application data frames.
+#: The PPID of application data frames unless the application says
+#: otherwise.
 DATA_PPID = 0
-#: The PPID of the empty frame that ends a session on purpose (a session
-#: layer convention of this implementation: neither TCP nor SCTP tell a
-#: process that closed its socket from one that was killed).
+#: The PPID of the message that ends a session on purpose where the mapping
+#: has no better way (a convention of this implementation: neither TCP nor
+#: SCTP tell a process that closed its socket from one that was killed; see
+#: L{rserpool.session.channel}).  Applications may not send data with it.
 CLOSE_PPID = 0xFFFFFFFF
+
+#: PPIDs an application may not use for its data.
+RESERVED_PPIDS = (ASAP_PPID, ENRP_PPID, CLOSE_PPID)
+
+
+def check_data_ppid(ppid):
+    """
+    @raise ValueError: C{ppid} is not a 32-bit value an application may
+        send its data with (11, 12 and L{CLOSE_PPID} are taken).
+    """
+    if not isinstance(ppid, int) or not 0 <= ppid <= 0xFFFFFFFF:
+        raise ValueError("a PPID is a 32-bit number, not %r" % (ppid,))
+    if ppid in RESERVED_PPIDS:
+        raise ValueError("PPID %d is reserved for the session layer (ASAP 11, ENRP 12, "
+                         "close 0xffffffff); choose another for data" % ppid)
+    return ppid
 
 
 @attrs.frozen
 class SendFrame:
     """
-    Write one frame: C{payload} with C{ppid}.
+    Write one frame: C{payload} with C{ppid} on C{stream}.
     """
 
     payload: bytes
     ppid: int = DATA_PPID
+    stream: int = 0
+    unordered: bool = False
+
+
+@attrs.frozen
+class SendClose:
+    """
+    Tell the peer that this end closes the session on purpose (how is the
+    mapping's: L{rserpool.session.channel}).
+    """
 
 
 @attrs.frozen
@@ -67,6 +100,8 @@ class Deliver:
     """
 
     payload: bytes
+    ppid: int = DATA_PPID
+    stream: int = 0
 
 
 @attrs.frozen
@@ -138,7 +173,8 @@ class PUSessionCore:
         C{"closed"}.
     @ivar cookie: the last cookie received (services draft section 4.5.1).
     @ivar failovers: how many failovers happened.
-    @ivar pending: payloads not yet handed to a connection.
+    @ivar pending: the L{SendFrame}s of data not yet handed to a
+        connection.
     """
 
     def __init__(self, business_card=None, max_pending=None):
@@ -155,21 +191,22 @@ class PUSessionCore:
         self.failovers = 0
         self.pending = collections.deque()
 
-    def send(self, payload):
+    def send(self, payload, ppid=DATA_PPID, stream=0, unordered=False):
         """
         DATA_SEND_REQUEST.
 
+        @param ppid: the data's PPID (see L{check_data_ppid}).
         @return: the L{SendFrame}s to write now (none while disconnected:
             the data waits in L{pending}).
         """
         if self.state in ("closing", "closed"):
             raise RuntimeError("the session is closed")
-        payload = bytes(payload)
+        frame = SendFrame(bytes(payload), check_data_ppid(ppid), stream, unordered)
         if self.state == "up":
-            return [SendFrame(payload)]
+            return [frame]
         if self.max_pending is not None and len(self.pending) >= self.max_pending:
             raise BufferError("%d messages wait for a pool element" % len(self.pending))
-        self.pending.append(payload)
+        self.pending.append(frame)
         return []
 
     def connected(self):
@@ -201,22 +238,19 @@ class PUSessionCore:
         """
         if self.state != "up":
             return []
-        out = [SendFrame(p) for p in self.pending]
+        out = list(self.pending)
         self.pending.clear()
         return out
 
-    def received(self, payload, ppid):
+    def received(self, payload, ppid, stream=0):
         """
         A frame from the PE.
 
-        @return: a list of L{Deliver}, L{PeerClosed} or L{ControlError}.
+        @return: a list of L{Deliver}, L{BusinessCardReceived} or
+            L{ControlError}.
         """
-        if ppid == CLOSE_PPID:
-            if self.state not in ("closed",):
-                self.state = "closing"
-            return [PeerClosed()]
         if ppid != ASAP_PPID:
-            return [Deliver(payload)]
+            return [Deliver(payload, ppid, stream)]
         message, problem = _control(payload)
         if problem is not None:
             return [problem]
@@ -226,6 +260,16 @@ class PUSessionCore:
         if isinstance(message, BusinessCard):
             return [BusinessCardReceived(message)]
         return [ControlError("unexpected %s from the pool element" % type(message).__name__)]
+
+    def peer_closed(self):
+        """
+        The channel says the PE ends the session on purpose.
+
+        @return: C{[PeerClosed()]}.
+        """
+        if self.state != "closed":
+            self.state = "closing"
+        return [PeerClosed()]
 
     def lost(self):
         """
@@ -244,14 +288,13 @@ class PUSessionCore:
         """
         The application ends the session.
 
-        @return: the frames to write before closing (the close marker, if
-            connected).
+        @return: what to write before closing (L{SendClose}, if connected).
         """
         was = self.state
         self.state = "closing"
         self.pending.clear()
         if was == "up":
-            return [SendFrame(b"", CLOSE_PPID)]
+            return [SendClose()]
         return []
 
     def closed(self):
@@ -282,18 +325,15 @@ class PESessionCore:
         """
         return SendFrame(encode(Cookie(bytes(cookie))), ASAP_PPID)
 
-    def received(self, payload, ppid):
+    def received(self, payload, ppid, stream=0):
         """
         A frame from the PU.
 
         @return: a list of L{Deliver}, L{CookieIndication},
-            L{BusinessCardReceived}, L{PeerClosed} or L{ControlError}.
+            L{BusinessCardReceived} or L{ControlError}.
         """
-        if ppid == CLOSE_PPID:
-            self.closing = True
-            return [PeerClosed()]
         if ppid != ASAP_PPID:
-            return [Deliver(payload)]
+            return [Deliver(payload, ppid, stream)]
         message, problem = _control(payload)
         if problem is not None:
             return [problem]
@@ -305,9 +345,25 @@ class PESessionCore:
             return [BusinessCardReceived(message)]
         return [ControlError("unexpected %s from the pool user" % type(message).__name__)]
 
-    def close(self):
+    def send(self, payload, ppid=DATA_PPID, stream=0, unordered=False):
         """
-        The PE application ends the session: the close marker to send.
+        DATA_SEND_REQUEST at the PE.
+
+        @return: the L{SendFrame}s to write (none once closing).
+        """
+        frame = SendFrame(bytes(payload), check_data_ppid(ppid), stream, unordered)
+        return [] if self.closing else [frame]
+
+    def peer_closed(self):
+        """
+        The channel says the PU ends the session on purpose.
         """
         self.closing = True
-        return [SendFrame(b"", CLOSE_PPID)]
+        return [PeerClosed()]
+
+    def close(self):
+        """
+        The PE application ends the session: what to send first.
+        """
+        self.closing = True
+        return [SendClose()]

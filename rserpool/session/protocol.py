@@ -4,9 +4,11 @@ The Enhanced Mode session layer on Twisted.
 The application writes and receives messages through an ordinary Twisted
 protocol: C{transport.write(data)} is DATA_SEND_REQUEST (one call, one
 message) and C{dataReceived(data)} is DATA_RECEIVED_NOTIFICATION (one call,
-one message).  Underneath, each session is one multiplexed control+data
-connection (L{rserpool.transport.tcp.MultiplexProtocol}, with its
-heartbeat).
+one message); C{transport.writeMessage(data, ppid, stream)} and a
+C{messageReceived(data, ppid, stream)} method give the PPID and stream, as
+over SCTP.  Underneath, each session is one control+data connection whose
+mapping L{rserpool.session.channel} picks: the TCP mapping's multiplexed
+framing with its heartbeat, or SCTP messages told apart by PPID.
 
 Pool user side: L{PoolSession} (usually through
 L{rserpool.pu.PoolClientEndpoint} or the C{rserpool:} endpoint string).
@@ -36,12 +38,14 @@ from rserpool.session.core import (
     ControlError,
     CookieIndication,
     Deliver,
-    PeerClosed,
+    DATA_PPID,
     PESessionCore,
     PUSessionCore,
+    SendClose,
     SendFrame,
+    check_data_ppid,
 )
-from rserpool.transport.tcp import MultiplexProtocol
+from rserpool.session.channel import Link
 
 __all__ = ["PoolSession", "PESessionFactory", "SessionTransport", "SessionFailed"]
 
@@ -50,38 +54,6 @@ class SessionFailed(error.ConnectionLost):
     """
     The session could not fail over: no PE of the pool was reachable.
     """
-
-
-class _Link(MultiplexProtocol):
-    """
-    One multiplexed connection, reporting to its owner.
-    """
-
-    def __init__(self, owner, clock, options):
-        MultiplexProtocol.__init__(self, clock, self._message, self._dead, **options)
-        self.owner = owner
-        self.up = False
-
-    def connectionMade(self):
-        MultiplexProtocol.connectionMade(self)
-        self.up = True
-        self.owner.link_made(self)
-
-    def _message(self, event):
-        self.owner.link_message(self, event.payload, event.ppid)
-
-    def _dead(self):
-        # A silent peer may never read again: do not wait for a clean close.
-        self.transport.abortConnection()
-
-    def send_frame(self, frame):
-        if self.up:
-            self.send(frame.payload, frame.ppid)
-
-    def connectionLost(self, reason):
-        MultiplexProtocol.connectionLost(self, reason)
-        self.up = False
-        self.owner.link_lost(self, reason)
 
 
 @implementer(ITransport)
@@ -104,7 +76,8 @@ class SessionTransport:
 
     def write(self, data):
         """
-        DATA_SEND_REQUEST: send C{data} as one message.
+        DATA_SEND_REQUEST: send C{data} as one message, with the session's
+        data PPID.
         """
         self._session.send(data)
 
@@ -113,6 +86,28 @@ class SessionTransport:
         Send the concatenation of C{seq} as one message.
         """
         self._session.send(b"".join(seq))
+
+    def writeMessage(self, data, ppid=None, stream=None, unordered=False):
+        """
+        DATA_SEND_REQUEST with SCTP's options (as
+        L{rserpool.transport.sctp.ISCTPTransport.writeMessage}).
+
+        @param ppid: the data's PPID (the session's data PPID by default;
+            11, 12 and 0xffffffff are the session layer's).
+        @param stream: the stream number (0 by default).
+        @param unordered: allow delivery out of order.
+        """
+        self._session.send(data, ppid, stream or 0, unordered)
+
+    @property
+    def mapping(self):
+        """
+        The mapping the session runs on now: C{"tcp-mux"} (the TCP
+        mapping's multiplexed framing), C{"sctp"}, or C{None} between
+        connections.
+        """
+        link = self._session.link
+        return None if link is None else link.mapping
 
     def loseConnection(self):
         """
@@ -155,6 +150,15 @@ class SessionTransport:
         return getattr(self._session, "cookie_received", None)
 
     @property
+    def cookie(self):
+        """
+        The last cookie the PE set (PU side; C{None} before the first): what
+        a failover hands to the next PE.
+        """
+        core = self._session.core
+        return getattr(core, "cookie", None)
+
+    @property
     def business_card(self):
         return getattr(self._session, "business_card", None)
 
@@ -167,12 +171,13 @@ class SessionTransport:
 
     def rtt(self):
         """
-        The session's smoothed RTT from the heartbeat.
+        The session's smoothed RTT: from the multiplexed framing's
+        heartbeat, or the SCTP association's.
 
         @raise rserpool.transport.base.NotAvailable: before the first
             heartbeat answer.
         """
-        return self._session.link.connection.rtt()
+        return self._session.link.rtt()
 
 
 class PoolSession:
@@ -191,7 +196,7 @@ class PoolSession:
     def __init__(self, reactor, pool_user, pool_handle, factory, attempts=5,
                  endpoint_for=None, failover_callback=None, business_card=None,
                  heartbeat_interval=30.0, max_missed=3, retry_delay=0.25,
-                 first=None, candidates=(), max_pending=None):
+                 first=None, candidates=(), max_pending=None, data_ppid=DATA_PPID):
         """
         @param pool_user: a L{rserpool.pu.PoolUser} (or C{None} when only
             C{candidates} are to be tried).
@@ -215,6 +220,8 @@ class PoolSession:
         @param candidates: L{PoolElementInfo}s to try, in order, before
             asking the pool (a Business Card's list).
         @param max_pending: the most messages buffered during a failover.
+        @param data_ppid: the PPID of the data written with C{write} (SCTP
+            carries it; the multiplexed framing too).
         """
         self.reactor = reactor
         self.pool_user = pool_user
@@ -224,7 +231,8 @@ class PoolSession:
         self.endpoint_for = endpoint_for or _default_endpoint(reactor)
         self.failover_callback = failover_callback
         self.core = PUSessionCore(business_card, max_pending)
-        self.options = {"interval": heartbeat_interval, "max_missed": max_missed}
+        self.options = {"heartbeat_interval": heartbeat_interval, "max_missed": max_missed}
+        self.data_ppid = check_data_ppid(data_ppid)
         self.retry_delay = retry_delay
         self.candidates = list(candidates)
         if first is not None:
@@ -288,7 +296,8 @@ class PoolSession:
         if self.core.state in ("closing", "closed"):
             return
         self.pe = info
-        link = _Link(self, self.reactor, self.options)
+        # Over SCTP a pool user closes with SHUTDOWN alone (channel.py).
+        link = Link(self, self.reactor, close_marker=False, **self.options)
         try:
             d = connectProtocol(self.endpoint_for(info), link)
         except Exception:
@@ -329,6 +338,8 @@ class PoolSession:
         self.link = link
         self._failures = 0
         self.history.append(self.pe.identifier)
+        self.log.debug("session to {handle!r}: PE {pe_id:08x} over {mapping}",
+                       handle=self.pool_handle, pe_id=self.pe.identifier, mapping=link.mapping)
         for action in self.core.connected():
             if isinstance(action, SendFrame):
                 link.send_frame(action)
@@ -366,20 +377,24 @@ class PoolSession:
         except Exception:
             self.log.failure("failover callback failed")
 
-    def link_message(self, link, payload, ppid):
+    def link_message(self, link, payload, ppid, stream=0):
         if link is not self.link:
             return
-        for event in self.core.received(payload, ppid):
+        for event in self.core.received(payload, ppid, stream):
             if isinstance(event, Deliver):
                 if self.protocol is not None:
-                    self.protocol.dataReceived(event.payload)
-            elif isinstance(event, PeerClosed):
-                link.transport.loseConnection()
+                    deliver(self.protocol, event)
             elif isinstance(event, BusinessCardReceived):
                 self.business_card = event.card
             elif isinstance(event, ControlError):
                 self.log.warn("session to {handle!r}: {reason}",
                               handle=self.pool_handle, reason=event.reason)
+
+    def link_closing(self, link):
+        if link is not self.link:
+            return
+        self.core.peer_closed()
+        link.close()
 
     def link_lost(self, link, reason):
         if link is not self.link:
@@ -396,8 +411,9 @@ class PoolSession:
 
     # -- application side -------------------------------------------------
 
-    def send(self, data):
-        for frame in self.core.send(data):
+    def send(self, data, ppid=None, stream=0, unordered=False):
+        ppid = self.data_ppid if ppid is None else ppid
+        for frame in self.core.send(data, ppid, stream, unordered):
             self.link.send_frame(frame)
 
     def close(self, abort=False):
@@ -415,12 +431,23 @@ class PoolSession:
             if self.protocol is not None:
                 self.protocol.connectionLost(Failure(error.ConnectionDone("session closed")))
             return
-        for frame in frames:
-            link.send_frame(frame)
-        if abort:
-            link.transport.abortConnection()
-        else:
-            link.transport.loseConnection()
+        if not abort:
+            for action in frames:
+                if isinstance(action, SendClose):
+                    link.send_close()
+        link.close(abort)
+
+
+def deliver(protocol, event):
+    """
+    DATA_RECEIVED_NOTIFICATION: C{protocol.messageReceived(data, ppid,
+    stream)} if it has one (as over SCTP), else C{dataReceived(data)}.
+    """
+    received = getattr(protocol, "messageReceived", None)
+    if callable(received):
+        received(event.payload, event.ppid, event.stream)
+    else:
+        protocol.dataReceived(event.payload)
 
 
 def _default_endpoint(reactor):
@@ -440,7 +467,8 @@ class _PESession:
     def __init__(self, factory, addr):
         self.core = PESessionCore()
         self.app = factory.app_factory.buildProtocol(addr)
-        self.link = _Link(self, factory.reactor, factory.options)
+        self.data_ppid = factory.data_ppid
+        self.link = Link(self, factory.reactor, close_marker=True, **factory.options)
         self.transport = SessionTransport(self)
         self.failovers = 0
         self.producer = None
@@ -456,10 +484,10 @@ class _PESession:
     def link_made(self, link):
         self.app.makeConnection(self.transport)
 
-    def link_message(self, link, payload, ppid):
-        for event in self.core.received(payload, ppid):
+    def link_message(self, link, payload, ppid, stream=0):
+        for event in self.core.received(payload, ppid, stream):
             if isinstance(event, Deliver):
-                self.app.dataReceived(event.payload)
+                deliver(self.app, event)
             elif isinstance(event, CookieIndication):
                 # Services draft 4.5.1: before any data of this PU.
                 self.failovers += 1
@@ -470,20 +498,23 @@ class _PESession:
                 hook = getattr(self.app, "businessCardReceived", None)
                 if hook is not None:
                     hook(event.card)
-            elif isinstance(event, PeerClosed):
-                link.transport.loseConnection()
             elif isinstance(event, ControlError):
                 self.log.warn("session from {peer}: {reason}",
                               peer=link.transport.getPeer(), reason=event.reason)
+
+    def link_closing(self, link):
+        self.core.peer_closed()
+        link.close()
 
     def link_lost(self, link, reason):
         if self.core.closing:
             reason = Failure(error.ConnectionDone("session closed"))
         self.app.connectionLost(reason)
 
-    def send(self, data):
-        if not self.core.closing:
-            self.link.send(bytes(data), 0)
+    def send(self, data, ppid=None, stream=0, unordered=False):
+        ppid = self.data_ppid if ppid is None else ppid
+        for frame in self.core.send(data, ppid, stream, unordered):
+            self.link.send_frame(frame)
 
     def set_cookie(self, cookie):
         if not self.core.closing:
@@ -492,12 +523,12 @@ class _PESession:
     def close(self, abort=False):
         if self.core.closing:
             return
-        for frame in self.core.close():
-            self.link.send_frame(frame)
-        if abort:
-            self.link.transport.abortConnection()
-        else:
-            self.link.transport.loseConnection()
+        actions = self.core.close()
+        if not abort:
+            for action in actions:
+                if isinstance(action, SendClose):
+                    self.link.send_close()
+        self.link.close(abort)
 
 
 class PESessionFactory(Factory):
@@ -507,18 +538,23 @@ class PESessionFactory(Factory):
 
     noisy = False
 
-    def __init__(self, app_factory, reactor=None, heartbeat_interval=30.0, max_missed=3):
+    def __init__(self, app_factory, reactor=None, heartbeat_interval=30.0, max_missed=3,
+                 data_ppid=DATA_PPID):
         """
         @param app_factory: the application's server factory.
         @param heartbeat_interval: seconds between heartbeats (C{None}:
-            only answer the PU's).
+            only answer the PU's) of the multiplexed framing (SCTP has its
+            own heartbeat).
         @param max_missed: silent intervals before the PU is given up.
+        @param data_ppid: the PPID of the data the application writes with
+            C{write}.
         """
         if reactor is None:
             from twisted.internet import reactor
         self.app_factory = app_factory
         self.reactor = reactor
-        self.options = {"interval": heartbeat_interval, "max_missed": max_missed}
+        self.options = {"heartbeat_interval": heartbeat_interval, "max_missed": max_missed}
+        self.data_ppid = check_data_ppid(data_ppid)
         self.sessions = set()
 
     def doStart(self):

@@ -11,9 +11,10 @@ in short every frame is::
 
     type:8 | flags:8 | stream:16 | length:32 | ppid:32 | payload (length bytes)
 
-with L{DATA} frames carrying one user message each, and L{HEARTBEAT} /
+with L{DATA} frames carrying one user message each, L{HEARTBEAT} /
 L{HEARTBEAT_ACK} frames carrying an 8-byte opaque value that the ack
-echoes.
+echoes, and an empty L{CLOSE} frame by which an end says it closes the
+connection on purpose (TCP cannot tell that from a crash).
 
 This module imports no reactor: L{MuxConnection} takes bytes and the
 current time and gives back events and bytes, so Twisted, a test or
@@ -32,6 +33,7 @@ from rserpool.transport.base import NotAvailable
 DATA = 0xA0
 HEARTBEAT = 0xA1
 HEARTBEAT_ACK = 0xA2
+CLOSE = 0xA3
 
 #: DATA flag: the sender allows delivery out of order (SCTP's U bit).
 FLAG_UNORDERED = 0x01
@@ -83,6 +85,14 @@ class DataReceived:
         Whether this is an ASAP (or ENRP) control message rather than data.
         """
         return self.ppid in (ASAP_PPID, ENRP_PPID)
+
+
+@attrs.frozen
+class CloseReceived:
+    """
+    The peer closes the connection on purpose (a L{CLOSE} frame): nothing
+    follows, and its end is no failure.
+    """
 
 
 @attrs.frozen
@@ -167,6 +177,8 @@ class MuxConnection:
         self._srtt = None
         self._rttvar = None
         self.dead = False
+        self.close_sent = False
+        self.close_received = False
 
     # -- sending ----------------------------------------------------------
 
@@ -188,6 +200,15 @@ class MuxConnection:
         self._out.append(
             encode_frame(DATA, payload, ppid, stream, FLAG_UNORDERED if unordered else 0)
         )
+
+    def send_close(self):
+        """
+        Queue a L{CLOSE} frame: this end closes the connection on purpose.
+        Nothing may be sent after it; this end's heartbeats stop.
+        """
+        if not self.close_sent:
+            self.close_sent = True
+            self._out.append(encode_frame(CLOSE, b""))
 
     def send_control(self, message_bytes):
         """
@@ -211,12 +232,16 @@ class MuxConnection:
         """
         Take bytes read from the connection.
 
-        @return: a list of L{DataReceived} and L{HeartbeatAcknowledged}.
+        @return: a list of L{DataReceived}, L{HeartbeatAcknowledged} and
+            L{CloseReceived}.
         @raise MuxFramingError: the stream cannot be parsed any more; close
             the connection.
         """
         if self._broken is not None:
             raise self._broken
+        if self.close_received:
+            # The peer said it sends nothing more.
+            return []
         buf = self._buffer
         buf += data
         events = []
@@ -226,7 +251,7 @@ class MuxConnection:
             self._last_heard = now
         while n - pos >= HEADER_SIZE:
             ftype, flags, stream, length, ppid = _HEADER.unpack_from(buf, pos)
-            if ftype not in (DATA, HEARTBEAT, HEARTBEAT_ACK):
+            if ftype not in (DATA, HEARTBEAT, HEARTBEAT_ACK, CLOSE):
                 return self._fail("unknown frame type 0x%02x" % ftype)
             if length > self.max_payload:
                 return self._fail(
@@ -239,6 +264,14 @@ class MuxConnection:
             pos = start + length
             if ftype == DATA:
                 events.append(DataReceived(payload, ppid, stream, bool(flags & FLAG_UNORDERED)))
+            elif ftype == CLOSE:
+                if length:
+                    return self._fail("close frame with a %d-byte payload" % length)
+                self.close_received = True
+                events.append(CloseReceived())
+                # anything after it is ignored
+                del buf[:]
+                return events
             elif length != 8:
                 return self._fail("heartbeat frame with a %d-byte payload" % length)
             elif ftype == HEARTBEAT:
@@ -278,7 +311,7 @@ class MuxConnection:
         """
         When L{timer} must be called next (absolute time), or C{None}.
         """
-        if self.dead or self.interval is None:
+        if self.dead or self.interval is None or self.close_sent or self.close_received:
             return None
         return min(self._next_heartbeat, self._last_heard + self.interval * self.max_missed)
 
@@ -289,7 +322,7 @@ class MuxConnection:
 
         @return: a list with a L{ConnectionDead} event, or an empty list.
         """
-        if self.dead or self.interval is None:
+        if self.dead or self.interval is None or self.close_sent or self.close_received:
             return []
         silent = now - self._last_heard
         if silent >= self.interval * self.max_missed:

@@ -233,26 +233,37 @@ class MultiplexProtocol(Protocol):
 
     Subclass or pass callbacks: C{on_message(event)} gets each
     L{mux.DataReceived}; C{on_dead()} is called when the heartbeat finds
-    the peer silent (the connection is then closed).
+    the peer silent (the connection is then aborted: a silent peer may
+    never read again, so a graceful close could wait for ever);
+    C{on_close()} when the peer sent a L{mux.CLOSE} frame (it closes on
+    purpose; this end then closes too); C{on_lost(reason)} when the
+    connection is gone, whatever the cause.
 
     @ivar connection: the L{mux.MuxConnection}, for its RTT estimate.
+    @ivar closed_by_peer: whether the peer sent a CLOSE frame.
     """
 
     log = Logger()
 
-    def __init__(self, clock, on_message, on_dead=None, **options):
+    def __init__(self, clock, on_message, on_dead=None, on_close=None, on_lost=None, **options):
         """
         @param clock: an L{IReactorTime}.
         @param on_message: called with each L{mux.DataReceived}.
         @param on_dead: called without arguments when the peer went silent.
+        @param on_close: called without arguments when the peer closes on
+            purpose (a CLOSE frame).
+        @param on_lost: called with the reason when the connection is gone.
         @param options: passed to L{mux.MuxConnection} (C{interval},
             C{max_missed}, C{max_payload}).
         """
         self.clock = clock
         self.on_message = on_message
         self.on_dead = on_dead
+        self.on_close = on_close
+        self.on_lost = on_lost
         self._options = options
         self.connection = None
+        self.closed_by_peer = False
         self._call = None
 
     def connectionMade(self):
@@ -270,6 +281,11 @@ class MultiplexProtocol(Protocol):
         for event in events:
             if isinstance(event, mux.DataReceived):
                 self.on_message(event)
+            elif isinstance(event, mux.CloseReceived):
+                self.closed_by_peer = True
+                if self.on_close is not None:
+                    self.on_close()
+                self.transport.loseConnection()
         self._arm()
 
     def send(self, payload, ppid=0, stream=0, unordered=False):
@@ -278,6 +294,17 @@ class MultiplexProtocol(Protocol):
         """
         self.connection.send(payload, ppid, stream, unordered)
         self._flush()
+
+    def close(self):
+        """
+        Close on purpose: a CLOSE frame after what is queued, then the
+        connection.
+        """
+        if self.connection is not None and self.transport is not None:
+            self.connection.send_close()
+            self._flush()
+            self._arm()
+            self.transport.loseConnection()
 
     def _flush(self):
         data = self.connection.data_to_send()
@@ -299,8 +326,8 @@ class MultiplexProtocol(Protocol):
         events = self.connection.timer(self.clock.seconds())
         self._flush()
         if events:
-            self.log.info("multiplexed connection: peer silent, closing")
-            self.transport.loseConnection()
+            self.log.info("multiplexed connection: peer silent, aborting")
+            self.transport.abortConnection()
             if self.on_dead is not None:
                 self.on_dead()
             return
@@ -310,3 +337,5 @@ class MultiplexProtocol(Protocol):
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        if self.on_lost is not None:
+            self.on_lost(reason)
