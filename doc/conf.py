@@ -19,6 +19,9 @@ html_theme = "alabaster"
 # nothing.
 _FIELD = re.compile(r"^(\s*)@(param|ivar|cvar|var|type|return|returns|rtype|raise|raises|see|note)\b\s*([^:]*):\s?(.*)$")
 _INLINE = [
+    # a literal directly followed by a letter (``L{PE}s``) needs an escaped
+    # space in reST
+    (re.compile(r"[CL]\{([^{}]*)\}(?=\w)"), r"``\1``\\ "),
     (re.compile(r"C\{([^{}]*)\}"), r"``\1``"),
     (re.compile(r"L\{([^{}]*)\}"), r"``\1``"),
     (re.compile(r"I\{([^{}]*)\}"), r"*\1*"),
