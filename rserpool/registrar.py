@@ -27,7 +27,7 @@ from zope.interface import implementer
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope, listening_scope
 from rserpool.enrp import ENRPConfig, ENRPServer
-from rserpool.transport.base import IMessageReceiver, normalize_address
+from rserpool.transport.base import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.tcp import MessageStreamFactory, address_of
 from rserpool.wire import (
@@ -39,8 +39,12 @@ from rserpool.wire import (
     decode,
 )
 
-#: SCTP payload protocol identifier of ENRP (RFC 5353 section 1.3).
+#: SCTP payload protocol identifiers of ASAP (RFC 5352 section 5) and ENRP
+#: (RFC 5353 section 1.3).
+PPID_ASAP = 11
 PPID_ENRP = 12
+#: Seconds to wait for an association to an adopted PE's ASAP endpoint.
+PE_CONNECT_TIMEOUT = 5.0
 
 __all__ = [
     "RegistrarService",
@@ -52,6 +56,8 @@ __all__ = [
     "PresenceMulticast",
     "peer_endpoint",
     "transport_endpoint",
+    "asap_endpoint",
+    "PendingConnection",
 ]
 
 
@@ -253,6 +259,90 @@ def transport_endpoint(transport):
     return "tcp:host=%s:port=%d" % (address, transport.port)
 
 
+def _host_list(addresses):
+    return ",".join(str(a) for a in addresses).replace(":", "\\:")
+
+
+def asap_endpoint(transport, bind=()):
+    """
+    A client endpoint string to reach a PE's ASAP transport parameter (the
+    one RSPLIB's Handle Updates carry), or C{None} when no registrar can
+    open a connection to it.
+
+    Only SCTP qualifies: a PE's SCTP ASAP socket is one-to-many and accepts
+    associations (RSPLIB's PEs peel off an association that brings an
+    Endpoint Keep Alive with the H flag and make it their registrar
+    association, RFC 5352 section 3.7); a PE over our TCP mapping listens
+    for nothing on its ASAP side.
+
+    @param transport: an L{SCTPTransport} (anything else gives C{None}).
+    @param bind: local addresses to bind the association to.
+    """
+    if not isinstance(transport, SCTPTransport) or not transport.addresses or not transport.port:
+        return None
+    description = "sctp:host=%s:port=%d:ppid=%d:timeout=%g" % (
+        _host_list(transport.addresses), transport.port, PPID_ASAP, PE_CONNECT_TIMEOUT)
+    if bind:
+        description += ":bindAddress=" + _host_list(bind)
+    return description
+
+
+@implementer(IMessageConnection)
+class PendingConnection:
+    """
+    An ASAP association to an adopted PE, while it is being set up: what
+    is sent is queued and goes out once it is up; dropped if it fails.  The
+    association itself is an ordinary ASAP connection of the registrar (the
+    PE's Endpoint Keep Alive Ack and later re-registrations arrive over it),
+    so this object only stands in for it until then.
+
+    @ivar connection: the connected L{IMessageConnection}, or C{None}.
+    @ivar failed: C{True} once setting it up failed.
+    """
+
+    mapping = "sctp"
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.peer_addresses = tuple(transport.addresses)
+        self.peer_transport = transport
+        self.connection = None
+        self.failed = False
+        self.deferred = None
+        self._queue = []
+
+    def send(self, message):
+        if self.connection is not None:
+            self.connection.send(message)
+        elif not self.failed:
+            self._queue.append(message)
+
+    def send_encoded(self, data):
+        if self.connection is not None:
+            self.connection.send_encoded(data)
+        elif not self.failed:
+            self._queue.append(data)
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+        self._queue = []
+        self.failed = True
+
+    def connected(self, connection):
+        self.connection = connection
+        queue, self._queue = self._queue, []
+        for item in queue:
+            if isinstance(item, bytes):
+                connection.send_encoded(item)
+            else:
+                connection.send(item)
+
+    def lost(self):
+        self._queue = []
+        self.failed = True
+
+
 class RegistrarService(service.Service):
     """
     A registrar: listens for ASAP on each endpoint, keeps the registrar's
@@ -337,6 +427,8 @@ class RegistrarService(service.Service):
         self._enrp_wakeup = None
         self._peer_services = []
         self._dialing = {}
+        self._reaching = {}
+        self._asap_factory = None
         self._multicast = None
         self._multicast_port = None
         self.exit_on_listen_failure = exit_on_listen_failure
@@ -355,7 +447,7 @@ class RegistrarService(service.Service):
         server_id = self.registrar.server_id
         self.log.info("registrar {id:08x} starting", id=server_id)
         receiver = ASAPReceiver(self.registrar, self.reactor)
-        factory = MessageStreamFactory(receiver, "asap")
+        factory = self._asap_factory = MessageStreamFactory(receiver, "asap")
         listens = []
         for description in self.asap_endpoints:
             listens.append(self._listen(description, factory, "ASAP"))
@@ -486,6 +578,7 @@ class RegistrarService(service.Service):
             connect=self._connect_peer,
             multicast=None,
             rng=self.rng,
+            reach_pe=self.reach_pe,
         )
         self._enrp_wakeup.callback = self.enrp.timer_fired
         self._enrp_factory = MessageStreamFactory(ENRPReceiver(self.enrp, clock), ENRP)
@@ -536,6 +629,86 @@ class RegistrarService(service.Service):
         if description is not None:
             self._dial(description)
 
+    def reach_pe(self, pe):
+        """
+        A connection to the ASAP endpoint of a PE this registrar adopts in
+        a takeover (RFC 5353 section 3.9.3): the new home must tell the PE
+        with an Endpoint Keep Alive carrying the H flag (RFC 5352 section
+        3.7), but the PE registered elsewhere and has no connection to us.
+        Over SCTP we open an association to the ASAP transport the PE's
+        Handle Updates carry, as RSPLIB does from its one-to-many ASAP
+        socket; the PE makes it its registrar association.  One association
+        serves every PE behind the same ASAP transport.
+
+        @param pe: a handlespace PE.
+        @return: an L{IMessageConnection} (a L{PendingConnection} until
+            the association is up), or C{None} when the PE cannot be
+            reached that way (no or a non-SCTP ASAP transport, or it is
+            connected to us already).
+        """
+        if pe.connection is not None and pe.connection in self.registrar.connections:
+            return None
+        transport = pe.asap_transport
+        key = (transport.port, tuple(transport.addresses)) \
+            if isinstance(transport, SCTPTransport) else None
+        pending = self._reaching.get(key)
+        if pending is not None and not pending.failed and (
+                pending.connection is None or pending.connection in self.registrar.connections):
+            return pending
+        bind = ()
+        if key is not None:
+            bind = tuple(a for a in self._asap_bind_addresses()
+                         if a.version == transport.addresses[0].version)
+        description = asap_endpoint(transport, bind)
+        if description is None or self._asap_factory is None:
+            return None
+        try:
+            endpoint = clientFromString(self.reactor, description)
+        except (ValueError, KeyError, TypeError) as e:
+            self.log.warn("cannot reach PE {pe_id:08x} at {where}: {error}",
+                          pe_id=pe.pe_id, where=description, error=str(e))
+            return None
+        pending = self._reaching[key] = PendingConnection(transport)
+        self.log.info("connecting to the ASAP endpoint of adopted PE {pe_id:08x} ({where})",
+                      pe_id=pe.pe_id, where=description)
+        d = pending.deferred = endpoint.connect(self._asap_factory)
+
+        def connected(protocol):
+            pending.deferred = None
+            pending.connected(protocol)
+            return None
+
+        def failed(f):
+            pending.deferred = None
+            pending.lost()
+            if self._reaching.get(key) is pending:
+                del self._reaching[key]
+            self.log.info("cannot reach the ASAP endpoint {where}: {error}", where=description,
+                          error=f.getErrorMessage())
+            return None
+
+        d.addCallbacks(connected, failed)
+        return pending
+
+    def _asap_bind_addresses(self):
+        # Associations to PEs leave from our ASAP listeners' addresses, the
+        # ones the PEs know us by (none when a listener is on the wildcard).
+        out = []
+        for port in self.asap_ports:
+            host = port.getHost()
+            if getattr(host, "type", None) != "SCTP":
+                continue
+            for text in getattr(host, "addresses", ()) or (host.host,):
+                try:
+                    address = normalize_address(text)
+                except (ValueError, AttributeError):
+                    continue
+                if address.is_unspecified:
+                    return ()
+                if address not in out:
+                    out.append(address)
+        return tuple(out)
+
     def _start_enrp_multicast(self):
         group = self.enrp_multicast
         self._multicast = PresenceMulticast(
@@ -580,6 +753,10 @@ class RegistrarService(service.Service):
         self.ports = []
         self.asap_ports = []
         self._listen_scopes = []
+        for pending in list(self._reaching.values()):
+            if pending.deferred is not None:
+                pending.deferred.cancel()
+        self._reaching = {}
         for conn in list(self.registrar.connections):
             conn.close()
         for client in self._peer_services:

@@ -114,6 +114,38 @@ class ServerTests(unittest.TestCase):
         self.assertEqual(p.receiver_id, 0)
         self.assertEqual(p.server_information.server_id, 0x50)
 
+    def test_sends_over_connection_peer_opened(self):
+        """
+        With a connection each way, messages to the peer go over the one
+        it opened to our ENRP endpoint: RSPLIB ignores a Presence over an
+        association from another port than its Server Information's.  Our
+        unanswered outgoing connection to the endpoint a Presence names is
+        tied to that peer (no more Presence with R over it).
+        """
+        dialled = FakeConnection()
+        dialled.peer = (LOOP, 9901)
+        self.server.connection_made(dialled, 0.0, outgoing=True)
+        self.presence(0x60)
+        dialled.sent, self.conn.sent = [], []
+        self.server.timer_fired(3.0)  # heartbeat
+        self.assertEqual([p.reply_required for p in self.conn.of(Presence)], [False])
+        self.assertEqual(dialled.of(Presence), [])
+        self.assertIn(dialled, self.server.peers[0x60].connections)
+
+    def test_list_response_names_connected_peers(self):
+        """
+        A peer that sent a Presence and left (RSPLIB's hsdump) is not
+        passed on in a List Response.
+        """
+        gone = FakeConnection()
+        self.server.connection_made(gone, 0.0)
+        self.presence(0x61, conn=gone)
+        self.server.connection_lost(gone, 0.0)
+        self.presence(0x60)
+        self.server.message_received(self.conn, ListRequest(0x60, 0x50), 0.1)
+        (response,) = self.conn.of(ListResponse)
+        self.assertEqual([s.server_id for s in response.servers], [0x50])
+
     def test_first_peer_is_mentor(self):
         """
         RFC 5353 section 3.2: the first peer heard at startup is the mentor:

@@ -351,6 +351,8 @@ class ENRPServer:
         info = self._conns.pop(conn, None)
         self._cursors.pop(conn, None)
         if info is not None and info.peer_id:
+            self.log.info("ENRP connection {direction} peer {id:08x} closed",
+                          direction="to" if info.outgoing else "from", id=info.peer_id)
             peer = self.peers.get(info.peer_id)
             if peer is not None and conn in peer.connections:
                 peer.connections.remove(conn)
@@ -511,17 +513,22 @@ class ENRPServer:
 
     def _connection_for(self, peer):
         """
-        The connection to send to a peer over.  When both sides connected
-        (each lists the other as a static peer) both connections stay open
-        and both sides use the same one: the one the lower id opened
-        (doc/enrp.rst, "Connections").
+        The connection to send to a peer over: the one the peer opened to
+        our ENRP endpoint when there is one, else ours (doc/enrp.rst,
+        "Connections").
+
+        RSPLIB accepts a Presence only over an association whose remote
+        port is the port of the Server Information inside
+        (C{registrarHandleENRPPresence} filters the addresses with their
+        port), that is over an association with our ENRP endpoint itself;
+        the one we open to a static peer leaves from an ephemeral port.
         """
         best = None
         for conn in peer.connections:
             info = self._conns.get(conn)
             if info is None:
                 continue
-            if info.outgoing == (self.server_id < peer.server_id):
+            if not info.outgoing:
                 return conn
             if best is None:
                 best = conn
@@ -578,6 +585,7 @@ class ENRPServer:
         peer, new = self._bind(conn, message.sender_id, now)
         self._heard(peer, now)
         peer.information = message.server_information
+        self._bind_dialled(peer, message.server_information.transport, now)
         if message.reply_required:
             conn.send(self._presence_message(message.sender_id, False))
         elif new:
@@ -606,6 +614,24 @@ class ENRPServer:
                     ours=local)
                 self._resync(peer, conn)
 
+    def _bind_dialled(self, peer, transport, now):
+        """
+        Tie our unanswered outgoing connections to the ENRP endpoint a
+        peer's Presence names to that peer.  RSPLIB never answers a
+        Presence over the association we open to it (it comes from an
+        ephemeral port, see L{_connection_for}), so such a connection
+        would stay anonymous and get a Presence with R every heartbeat.
+        """
+        for conn, info in self._conns.items():
+            if info.peer_id or not info.outgoing:
+                continue
+            where = getattr(conn, "peer", None)
+            if where is None or where[1] != transport.port:
+                continue
+            addresses = set(getattr(conn, "peer_addresses", ()) or ()) | {where[0]}
+            if addresses & set(transport.addresses):
+                self._bind(conn, peer.server_id, now)
+
     def _resync(self, peer, conn=None):
         # RFC 5353 section 3.11: Handle Table Request with W; PEs of the
         # peer that it no longer lists are purged at the end.
@@ -623,9 +649,13 @@ class ENRPServer:
         if message.receiver_id not in (0, self.server_id):
             conn.send(ListResponse(self.server_id, message.sender_id, (), reject=True))
             return
+        # Only peers we are connected to: a program that sent one Presence
+        # and left (RSPLIB's hsdump does) is no server to tell others of;
+        # RSPLIB would count it among the acknowledgers of its takeovers.
         servers = [self.information]
         servers.extend(p.information for p in self.peers.values()
-                       if p.information is not None and p.server_id != message.sender_id)
+                       if p.information is not None and p.server_id != message.sender_id
+                       and p.connections)
         conn.send(ListResponse(self.server_id, message.sender_id, servers))
 
     def _list_response(self, conn, message, now):
