@@ -266,7 +266,9 @@ class PoolElementService(service.Service):
         if not self.running:
             return
         use = DATA_PLUS_CONTROL if self.enhanced else DATA_ONLY
-        protocol = self.protocol or _protocol_of(self.endpoint)
+        # A port given as it is (port=) tells its own protocol (its
+        # address's type: UDP, TCP, SCTP); the unused endpoint does not.
+        protocol = self.protocol or (_protocol_of(self.endpoint) if self._own_port else None)
         transport = _transport_of(port.getHost(), protocol, use)
         self.machine = PoolElementMachine(self.config, transport, self.registrars)
         self.driver = MachineDriver(self.reactor, self.machine, self._event)

@@ -1176,3 +1176,231 @@ class OneToManyTests(KernelTestsMixin, unittest.TestCase):
         status = two.getStatus()
         self.assertEqual(status.state, 4)  # SCTP_ESTABLISHED
         self.assertEqual(status.primary, (two.getPeer().host, two.getPeer().port))
+
+
+# -- heartbeat: SCTP_PEER_ADDR_PARAMS ------------------------------------------------
+
+
+class PeerAddressParamsABITests(unittest.SynchronousTestCase):
+    """
+    C{struct sctp_paddrparams} (C{packed, aligned(4)}): known answers from
+    gcc's C{sizeof}/C{offsetof} on <linux/sctp.h> (x86-64).
+    """
+
+    def test_constants(self):
+        """
+        C{SCTP_PEER_ADDR_PARAMS} and the C{enum sctp_spp_flags} bits.
+        """
+        self.assertEqual(abi.SCTP_PEER_ADDR_PARAMS, 9)
+        self.assertEqual(
+            (abi.SPP_HB_ENABLE, abi.SPP_HB_DISABLE, abi.SPP_HB_DEMAND, abi.SPP_PMTUD_ENABLE,
+             abi.SPP_PMTUD_DISABLE, abi.SPP_SACKDELAY_ENABLE, abi.SPP_SACKDELAY_DISABLE,
+             abi.SPP_HB_TIME_IS_ZERO, abi.SPP_IPV6_FLOWLABEL, abi.SPP_DSCP),
+            (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )
+
+    def test_layout(self):
+        """
+        156 bytes; hbinterval at 132, pathmaxrxt 136, pathmtu 138,
+        sackdelay 142, flags 146, ipv6_flowlabel 150, dscp 154.
+        """
+        self.assertEqual(abi.PADDRPARAMS.size, 156)
+        offsets = {"hbinterval": "=i128s", "pathmaxrxt": "=i128sI", "pathmtu": "=i128sIH",
+                   "sackdelay": "=i128sIHI", "flags": "=i128sIHII",
+                   "ipv6_flowlabel": "=i128sIHIII", "dscp": "=i128sIHIIII"}
+        want = {"hbinterval": 132, "pathmaxrxt": 136, "pathmtu": 138, "sackdelay": 142,
+                "flags": 146, "ipv6_flowlabel": 150, "dscp": 154}
+        for name, prefix in offsets.items():
+            self.assertEqual(struct.calcsize(prefix), want[name], name)
+        self.assertTrue(abi.PADDRPARAMS.format.startswith(offsets["dscp"]))
+
+    def test_pack(self):
+        """
+        The heartbeat request: assoc id, an all-zero C{sockaddr_storage}
+        (the whole association), the interval in milliseconds, the path's
+        retransmissions, C{SPP_HB_ENABLE}; everything else zero.
+        """
+        data = abi.pack_paddrparams(7, hbinterval=1500, pathmaxrxt=4, flags=abi.SPP_HB_ENABLE)
+        self.assertEqual(
+            data,
+            native32(7) + b"\0" * 128 + native32(1500) + native16(4) + native32(0) * 2
+            + native32(1) + native32(0) + b"\0" + b"\0",
+        )
+        one = abi.pack_paddrparams(0, address=("127.0.0.2", 3863))
+        self.assertEqual(one[4:20], abi.pack_sockaddr("127.0.0.2", 3863))
+        self.assertEqual(one[20:132], b"\0" * 112)
+
+    def test_parse(self):
+        """
+        The C{getsockopt} answer, full or in the kernel's short form (up to
+        C{spp_flags}, 148 bytes).
+        """
+        data = (native32(3) + b"\0" * 128 + native32(30000) + native16(5) + native32(1500)
+                + native32(200) + native32(abi.SPP_HB_ENABLE | abi.SPP_PMTUD_ENABLE)
+                + native32(0) + b"\0\0")
+        params = abi.parse_paddrparams(data)
+        self.assertEqual(params, abi.PeerAddressParams(3, 30000, 5, 1500, 200, 9, None))
+        self.assertTrue(params.heartbeat_enabled)
+        self.assertEqual(abi.parse_paddrparams(data[:148]), params)
+        self.assertRaises(ValueError, abi.parse_paddrparams, data[:147])
+        self.assertEqual(
+            abi.parse_paddrparams(abi.pack_paddrparams(address=("127.0.0.1", 9))).address,
+            ("127.0.0.1", 9))
+
+
+class HeartbeatLogicTests(unittest.SynchronousTestCase):
+    """
+    C{setHeartbeat} over a L{FakeSocket}, and the Enhanced Mode session's
+    L{SCTPChannel} applying its heartbeat settings.
+    """
+
+    def test_connection(self):
+        """
+        One C{setsockopt(SOL_SCTP, SCTP_PEER_ADDR_PARAMS)}: seconds become
+        milliseconds, C{maxRetrans} the path's C{spp_pathmaxrxt}.
+        """
+        skt = FakeSocket()
+        conn = sctp.SCTPConnection(skt, Recorder(), MemoryReactorClock())
+        conn.setHeartbeat(2.5, 4)
+        self.assertEqual(skt.options[(abi.SOL_SCTP, abi.SCTP_PEER_ADDR_PARAMS)],
+                         abi.pack_paddrparams(0, 2500, 4, abi.SPP_HB_ENABLE))
+        conn.setHeartbeat(0.0001)
+        self.assertEqual(skt.options[(abi.SOL_SCTP, abi.SCTP_PEER_ADDR_PARAMS)],
+                         abi.pack_paddrparams(0, 1, 0, abi.SPP_HB_ENABLE))
+
+    def test_badValues(self):
+        """
+        Values the structure cannot carry are refused before the kernel.
+        """
+        skt = FakeSocket()
+        conn = sctp.SCTPConnection(skt, Recorder(), MemoryReactorClock())
+        for interval, rxt in [(0, 3), (-1, 3), (None, 3), (2 ** 32, 3), (1, -1), (1, 65536)]:
+            self.assertRaises(ValueError, conn.setHeartbeat, interval, rxt)
+        self.assertEqual(skt.options.get((abi.SOL_SCTP, abi.SCTP_PEER_ADDR_PARAMS)), None)
+
+    def test_closed(self):
+        conn = sctp.SCTPConnection(FakeSocket(), Recorder(), MemoryReactorClock())
+        conn._start()
+        conn.connectionLost(None)
+        self.assertRaises(OSError, conn.setHeartbeat, 1, 3)
+
+    def channel(self, transport, interval, max_missed):
+        from rserpool.session.channel import SCTPChannel
+
+        channel = SCTPChannel(object(), close_marker=False, interval=interval, max_missed=max_missed)
+        channel.start(transport)
+        return channel
+
+    def test_channelApplies(self):
+        """
+        The channel sets the session's interval and C{max_missed} on the
+        association when it starts.
+        """
+        skt = FakeSocket()
+        conn = sctp.SCTPConnection(skt, Recorder(), MemoryReactorClock())
+        channel = self.channel(conn, 1.5, 3)
+        self.assertEqual(channel.heartbeat, (1.5, 3))
+        self.assertEqual(skt.options[(abi.SOL_SCTP, abi.SCTP_PEER_ADDR_PARAMS)],
+                         abi.pack_paddrparams(0, 1500, 3, abi.SPP_HB_ENABLE))
+
+    def test_channelLeavesKernel(self):
+        """
+        No interval (C{None}): the kernel's heartbeat is left alone; a
+        transport without C{setHeartbeat}, or one that refuses, does not
+        stop the session.
+        """
+        skt = FakeSocket()
+        conn = sctp.SCTPConnection(skt, Recorder(), MemoryReactorClock())
+        self.assertIsNone(self.channel(conn, None, 3).heartbeat)
+        self.assertNotIn((abi.SOL_SCTP, abi.SCTP_PEER_ADDR_PARAMS), skt.options)
+        self.assertIsNone(self.channel(object(), 1.0, 3).heartbeat)
+
+        class Refusing:
+            def setHeartbeat(self, interval, maxRetrans=None):
+                raise OSError(errno.EINVAL, "no")
+
+        self.assertIsNone(self.channel(Refusing(), 1.0, 3).heartbeat)
+        self.flushLoggedErrors()
+
+
+class HeartbeatKernelTests(KernelTestsMixin, unittest.TestCase):
+    """
+    The kernel takes C{SCTP_PEER_ADDR_PARAMS} and reads it back.
+    """
+
+    @defer.inlineCallbacks
+    def test_oneToOne(self):
+        """
+        Both ends of a one-to-one association: C{getsockopt} reads back the
+        interval in milliseconds, C{spp_pathmaxrxt} and C{SPP_HB_ENABLE}.
+        """
+        factory = PeerFactory()
+        port = yield self.listen("sctp:0:interface=127.0.0.1", factory)
+        client = yield self.connect("sctp:host=127.0.0.1:port=%d" % port.getHost().port)
+        client.transport.setHeartbeat(0.75, 2)
+        params = client.transport.getPeerAddressParams()
+        self.assertEqual((params.hbinterval, params.pathmaxrxt), (750, 2))
+        self.assertTrue(params.heartbeat_enabled)
+        server = yield factory.peer(0)
+        before = server.transport.getPeerAddressParams()
+        self.assertNotEqual((before.hbinterval, before.pathmaxrxt), (4000, 7))
+        server.transport.setHeartbeat(4, 7)
+        params = server.transport.getPeerAddressParams()
+        self.assertEqual((params.hbinterval, params.pathmaxrxt, params.heartbeat_enabled),
+                         (4000, 7, True))
+
+    @defer.inlineCallbacks
+    def test_oneToMany(self):
+        """
+        On a one-to-many socket the setting is one association's.
+        """
+        factory = PeerFactory()
+        port = yield self.listen("sctp:0:interface=127.0.0.1:mode=seqpacket", factory)
+        address = "sctp:host=127.0.0.1:port=%d" % port.getHost().port
+        yield defer.gatherResults([self.connect(address) for _ in range(2)])
+        first = yield factory.peer(0)
+        second = yield factory.peer(1)
+        untouched = second.transport.getPeerAddressParams()
+        first.transport.setHeartbeat(1.25, 3)
+        params = first.transport.getPeerAddressParams()
+        self.assertEqual((params.assoc_id, params.hbinterval, params.pathmaxrxt),
+                         (first.transport.assocId, 1250, 3))
+        self.assertEqual(second.transport.getPeerAddressParams(), untouched)
+
+    @defer.inlineCallbacks
+    def test_sessionLink(self):
+        """
+        An Enhanced Mode session link over SCTP applies its heartbeat
+        settings to its association.
+        """
+        from rserpool.session.channel import Link
+
+        class Owner:
+            def __init__(self):
+                self.made = defer.Deferred()
+
+            def link_made(self, link):
+                self.made.callback(link)
+
+            def link_message(self, link, payload, ppid, stream):
+                pass
+
+            def link_closing(self, link):
+                pass
+
+            def link_lost(self, link, reason):
+                pass
+
+        port = yield self.listen("sctp:0:interface=127.0.0.1", PeerFactory())
+        owner = Owner()
+        link = yield clientFromString(
+            reactor, "sctp:host=127.0.0.1:port=%d" % port.getHost().port
+        ).connect(Factory.forProtocol(lambda: Link(owner, reactor, heartbeat_interval=2.0,
+                                                   max_missed=4, close_marker=False)))
+        self.addCleanup(link.close, True)
+        yield owner.made
+        self.assertEqual(link.mapping, "sctp")
+        self.assertEqual(link.channel.heartbeat, (2.0, 4))
+        params = link.transport.getPeerAddressParams()
+        self.assertEqual((params.hbinterval, params.pathmaxrxt, params.heartbeat_enabled),
+                         (2000, 4, True))

@@ -13,7 +13,8 @@ A channel carries them over one connection:
  - L{SCTPChannel}, over an SCTP association: every frame is one SCTP
    message with its own PPID, as RSPLIB sends them (RFC 5352 section 4:
    ASAP control with PPID 11 on the association that carries the data).
-   SCTP has its own heartbeat.
+   SCTP has its own heartbeat: the session's C{heartbeat_interval} and
+   C{max_missed} are applied to it (C{SCTP_PEER_ADDR_PARAMS}).
 
 L{Link} is the Twisted protocol a session hands to an endpoint; it picks
 the channel when the transport is known (an SCTP transport's addresses
@@ -37,6 +38,7 @@ gracefully.  So:
    they do whenever their association ends.
 """
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 
 from rserpool.session.core import CLOSE_PPID
 from rserpool.transport.base import NotAvailable
@@ -107,19 +109,49 @@ class SCTPChannel:
     Frames as SCTP messages, control and data told apart by the PPID
     (services draft section 5.1, RSPLIB's Enhanced Mode).
 
+    The session's heartbeat settings become the association's SCTP
+    heartbeat (C{SCTP_PEER_ADDR_PARAMS}, through the transport's
+    C{setHeartbeat}): a HEARTBEAT chunk every C{interval} seconds on each
+    idle path (the kernel adds the path's RTO and a jitter), and a path
+    given up after C{max_missed} unanswered ones (C{spp_pathmaxrxt}).
+    C{interval=None} leaves the kernel's settings (30 s, 5).
+
     @ivar close_marker: whether L{send_close} sends the marker message (the
         PE side) or nothing (the PU side: SHUTDOWN says it).
+    @ivar heartbeat: C{(interval, max_missed)} as applied, or C{None} if
+        the kernel's settings were left (no interval, or the transport
+        refused them).
     """
 
     mapping = "sctp"
+    log = Logger()
 
-    def __init__(self, link, close_marker):
+    def __init__(self, link, close_marker, interval=None, max_missed=None):
         self.link = link
         self.close_marker = close_marker
+        self.interval = interval
+        self.max_missed = max_missed
         self.transport = None
+        self.heartbeat = None
 
     def start(self, transport):
         self.transport = transport
+        self._apply_heartbeat()
+
+    def _apply_heartbeat(self):
+        if self.interval is None:
+            return
+        set_heartbeat = getattr(self.transport, "setHeartbeat", None)
+        if set_heartbeat is None:
+            return
+        try:
+            set_heartbeat(self.interval, self.max_missed)
+        except (OSError, ValueError) as e:
+            # The session still works on the kernel's heartbeat.
+            self.log.warn("SCTP heartbeat ({interval} s, {max_missed}) not applied: {error}",
+                          interval=self.interval, max_missed=self.max_missed, error=e)
+            return
+        self.heartbeat = (self.interval, self.max_missed)
 
     def data_received(self, data):
         # An SCTP transport without PPIDs: data with the default PPID.
@@ -170,9 +202,11 @@ class Link(Protocol):
     def __init__(self, owner, clock, heartbeat_interval=30.0, max_missed=3,
                  close_marker=True):
         """
-        @param heartbeat_interval: the multiplexed framing's heartbeat
-            interval (C{None}: only answer the peer's); SCTP has its own.
-        @param max_missed: silent intervals before the peer is dead.
+        @param heartbeat_interval: the heartbeat interval: the multiplexed
+            framing's (C{None}: only answer the peer's), or the SCTP
+            association's (C{None}: the kernel's).
+        @param max_missed: silent intervals before the peer is dead (over
+            SCTP: the path's C{spp_pathmaxrxt}).
         @param close_marker: over SCTP, whether a deliberate close sends the
             marker message (pool elements) or SHUTDOWN alone (pool users).
         """
@@ -186,7 +220,8 @@ class Link(Protocol):
 
     def makeConnection(self, transport):
         if is_sctp(transport):
-            self.channel = SCTPChannel(self, self.close_marker)
+            self.channel = SCTPChannel(self, self.close_marker, self.heartbeat_interval,
+                                       self.max_missed)
         else:
             self.channel = MuxChannel(self, self.clock, self.heartbeat_interval, self.max_missed)
         Protocol.makeConnection(self, transport)

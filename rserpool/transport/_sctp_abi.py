@@ -106,6 +106,23 @@ SCTP_ADDR_MADE_PRIM = 4
 SCTP_ADDR_CONFIRMED = 5
 SCTP_ADDR_POTENTIALLY_FAILED = 6
 
+# -- spp_flags of SCTP_PEER_ADDR_PARAMS (enum sctp_spp_flags) -------------------
+
+#: Turn heartbeats on (and take C{spp_hbinterval}, unless 0).
+SPP_HB_ENABLE = 1 << 0
+#: Turn heartbeats off.
+SPP_HB_DISABLE = 1 << 1
+#: Send a heartbeat at once (one peer address only).
+SPP_HB_DEMAND = 1 << 2
+SPP_PMTUD_ENABLE = 1 << 3
+SPP_PMTUD_DISABLE = 1 << 4
+SPP_SACKDELAY_ENABLE = 1 << 5
+SPP_SACKDELAY_DISABLE = 1 << 6
+#: C{spp_hbinterval} 0 means zero, not "unchanged".
+SPP_HB_TIME_IS_ZERO = 1 << 7
+SPP_IPV6_FLOWLABEL = 1 << 8
+SPP_DSCP = 1 << 9
+
 # -- structures ---------------------------------------------------------------
 
 #: C{struct sctp_initmsg}: num_ostreams, max_instreams, max_attempts,
@@ -152,6 +169,15 @@ SHUTDOWN_EVENT = struct.Struct("=HHIi")
 #: C{sockaddr_storage}, state (C{__s32}), cwnd, srtt, rto, mtu (C{__u32});
 #: 152 bytes.  srtt and rto are in milliseconds.
 PADDRINFO = struct.Struct("=i128siIIII")
+
+#: C{struct sctp_paddrparams} (C{packed, aligned(4)}), the value of
+#: C{SCTP_PEER_ADDR_PARAMS}: assoc_id, a 128-byte C{sockaddr_storage}
+#: (all zero: the whole association), hbinterval (C{__u32}, milliseconds),
+#: pathmaxrxt (C{__u16}), pathmtu, sackdelay, flags, ipv6_flowlabel
+#: (C{__u32}), dscp (C{__u8}), 1 byte of tail padding; 156 bytes.  gcc's
+#: C{offsetof} on <linux/sctp.h>: hbinterval 132, pathmaxrxt 136, pathmtu
+#: 138, sackdelay 142, flags 146, ipv6_flowlabel 150, dscp 154.
+PADDRPARAMS = struct.Struct("=i128sIHIIIIBx")
 
 #: C{struct sctp_status}: assoc_id, state (C{__s32}), rwnd (C{__u32}),
 #: unackdata, penddata, instrms, outstrms (C{__u16}), fragmentation_point
@@ -338,6 +364,81 @@ def pack_events(data_io=False, association=False, address=False, send_failure=Fa
     return EVENT_SUBSCRIBE.pack(
         data_io, association, address, send_failure, peer_error, shutdown, 0, 0, 0, 0
     )
+
+
+@attrs.frozen
+class PeerAddressParams:
+    """
+    C{struct sctp_paddrparams}: an association's (or one peer address's)
+    heartbeat, retransmission, path MTU and SACK delay settings
+    (C{SCTP_PEER_ADDR_PARAMS}, RFC 6458 section 8.1.12).
+
+    @ivar assoc_id: the association (0 on a one-to-one socket).
+    @ivar hbinterval: the heartbeat interval in milliseconds (the kernel
+        adds the path's RTO and a jitter to it).
+    @ivar pathmaxrxt: retransmissions (heartbeats included) after which a
+        peer address is considered unreachable.
+    @ivar pathmtu: the path MTU (with C{SPP_PMTUD_DISABLE}).
+    @ivar sackdelay: the delayed SACK timeout in milliseconds.
+    @ivar flags: C{SPP_HB_ENABLE}, C{SPP_HB_DISABLE}, ...
+    @ivar address: C{(host, port)} of the peer address they are for, or
+        C{None} for the whole association.
+    """
+
+    assoc_id: int = 0
+    hbinterval: int = 0
+    pathmaxrxt: int = 0
+    pathmtu: int = 0
+    sackdelay: int = 0
+    flags: int = 0
+    address: tuple = None
+
+    @property
+    def heartbeat_enabled(self):
+        """
+        Whether heartbeats are on (C{SPP_HB_ENABLE} in C{flags}).
+        """
+        return bool(self.flags & SPP_HB_ENABLE)
+
+
+def pack_paddrparams(assoc_id=0, hbinterval=0, pathmaxrxt=0, flags=0, pathmtu=0, sackdelay=0,
+                     address=None):
+    """
+    C{struct sctp_paddrparams} for C{setsockopt(SOL_SCTP,
+    SCTP_PEER_ADDR_PARAMS, ...)}, or as the request of its C{getsockopt}.
+
+    A zero C{hbinterval}, C{pathmaxrxt}, C{pathmtu} or C{sackdelay} leaves
+    the kernel's value unchanged; C{hbinterval} is only taken with
+    C{SPP_HB_ENABLE} in C{flags}.
+
+    @param address: C{(host, port)} of one peer address, or C{None} (an
+        all-zero C{sockaddr_storage}) for the whole association and all its
+        paths.
+    @return: 156 bytes.
+    """
+    storage = b"" if address is None else pack_sockaddr(*address)
+    return PADDRPARAMS.pack(assoc_id, storage.ljust(128, b"\0"), hbinterval, pathmaxrxt,
+                            pathmtu, sackdelay, flags, 0, 0)
+
+
+def parse_paddrparams(data):
+    """
+    Read a C{struct sctp_paddrparams} (the answer of C{getsockopt(SOL_SCTP,
+    SCTP_PEER_ADDR_PARAMS)}).
+
+    @return: a L{PeerAddressParams}.
+    @raise ValueError: if C{data} is shorter than the structure up to
+        C{spp_flags} (the kernel's shortest form, 148 bytes).
+    """
+    if len(data) < PADDRPARAMS.size:
+        if len(data) < 148:
+            raise ValueError("struct sctp_paddrparams of %d bytes is too short" % len(data))
+        data = bytes(data).ljust(PADDRPARAMS.size, b"\0")
+    (assoc_id, storage, hbinterval, pathmaxrxt, pathmtu, sackdelay, flags, _flowlabel,
+     _dscp) = PADDRPARAMS.unpack_from(data)
+    found = unpack_sockaddrs(storage, 1)
+    return PeerAddressParams(assoc_id, hbinterval, pathmaxrxt, pathmtu, sackdelay, flags,
+                             found[0] if found else None)
 
 
 # -- notifications ------------------------------------------------------------

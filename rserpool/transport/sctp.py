@@ -272,6 +272,45 @@ def _status(skt, assocId=0):
     )
 
 
+def _heartbeatParams(interval, maxRetrans):
+    """
+    The C{spp_hbinterval} (milliseconds) and C{spp_pathmaxrxt} of
+    L{_setHeartbeat}, checked.
+    """
+    if interval is None or not interval > 0:
+        raise ValueError("a heartbeat interval is a positive number of seconds, not %r" % (interval,))
+    ms = max(1, int(round(interval * 1000)))
+    if ms > 0xFFFFFFFF:
+        raise ValueError("heartbeat interval %r s does not fit spp_hbinterval" % (interval,))
+    rxt = 0 if maxRetrans is None else int(maxRetrans)
+    if not 0 <= rxt <= 0xFFFF:
+        raise ValueError("maxRetrans is 1 to 65535 (0 or None: unchanged), not %r" % (maxRetrans,))
+    return ms, rxt
+
+
+def _setHeartbeat(skt, interval, maxRetrans, assocId=0):
+    """
+    C{setsockopt(SOL_SCTP, SCTP_PEER_ADDR_PARAMS)} for the whole association
+    (every path): heartbeats on (C{SPP_HB_ENABLE}) every C{interval}
+    seconds, a path unreachable after C{maxRetrans} unanswered
+    retransmissions or heartbeats (C{spp_pathmaxrxt}).
+    """
+    ms, rxt = _heartbeatParams(interval, maxRetrans)
+    skt.setsockopt(abi.SOL_SCTP, abi.SCTP_PEER_ADDR_PARAMS,
+                   abi.pack_paddrparams(assocId, ms, rxt, abi.SPP_HB_ENABLE))
+
+
+def _peerAddressParams(skt, assocId=0):
+    """
+    C{getsockopt(SOL_SCTP, SCTP_PEER_ADDR_PARAMS)} of the whole association
+    as an L{abi.PeerAddressParams} (the kernel reads the association id
+    from the buffer, hence L{_getsockopt}).
+    """
+    data = _getsockopt(skt, abi.SCTP_PEER_ADDR_PARAMS, abi.pack_paddrparams(assocId),
+                       abi.PADDRPARAMS.size)
+    return abi.parse_paddrparams(data)
+
+
 @implementer(IAddress)
 @attrs.frozen
 class SCTPAddress:
@@ -360,6 +399,13 @@ class ISCTPTransport(ITransport):
     def abortConnection():
         """
         Abort the association (SCTP ABORT), dropping what is queued.
+        """
+
+    def setHeartbeat(interval, maxRetrans=None):
+        """
+        Turn SCTP heartbeats on for the association, every C{interval}
+        seconds, a path given up after C{maxRetrans} unanswered
+        retransmissions (C{SCTP_PEER_ADDR_PARAMS}).
         """
 
 
@@ -750,6 +796,35 @@ class SCTPConnection(_SCTPReader):
             raise OSError(errno.ENOTCONN, "the association is closed")
         return _status(self.socket)
 
+    def setHeartbeat(self, interval, maxRetrans=None):
+        """
+        Set the association's heartbeat (C{SCTP_PEER_ADDR_PARAMS} with
+        C{SPP_HB_ENABLE}, for every path): a HEARTBEAT on each idle path
+        every C{interval} seconds (plus the path's RTO, with jitter), and a
+        path given up after C{maxRetrans} unanswered retransmissions
+        (C{spp_pathmaxrxt}).
+
+        @param interval: seconds, > 0 (sent in milliseconds).
+        @param maxRetrans: 1 to 65535; C{None} leaves the kernel's (5).
+        @raise ValueError: for values the structure cannot carry.
+        @raise OSError: if the association is gone or the kernel says no.
+        """
+        if self.socket is None:
+            raise OSError(errno.ENOTCONN, "the association is closed")
+        _setHeartbeat(self.socket, interval, maxRetrans)
+
+    def getPeerAddressParams(self):
+        """
+        The association's C{SCTP_PEER_ADDR_PARAMS}.
+
+        @return: an L{abi.PeerAddressParams} (C{hbinterval} in
+            milliseconds).
+        @raise OSError: if the association is gone.
+        """
+        if self.socket is None:
+            raise OSError(errno.ENOTCONN, "the association is closed")
+        return _peerAddressParams(self.socket)
+
 
 @implementer(IListeningPort)
 class SCTPStreamPort(abstract.FileDescriptor):
@@ -1003,6 +1078,24 @@ class SCTPAssociation:
         if not self.connected:
             raise OSError(errno.ENOTCONN, "the association is closed")
         return _status(self.port.socket, self.assocId)
+
+    def setHeartbeat(self, interval, maxRetrans=None):
+        """
+        Set this association's heartbeat; see
+        L{SCTPConnection.setHeartbeat}.
+        """
+        if not self.connected:
+            raise OSError(errno.ENOTCONN, "the association is closed")
+        _setHeartbeat(self.port.socket, interval, maxRetrans, self.assocId)
+
+    def getPeerAddressParams(self):
+        """
+        This association's C{SCTP_PEER_ADDR_PARAMS}; see
+        L{SCTPConnection.getPeerAddressParams}.
+        """
+        if not self.connected:
+            raise OSError(errno.ENOTCONN, "the association is closed")
+        return _peerAddressParams(self.port.socket, self.assocId)
 
     def registerProducer(self, producer, streaming):
         """
