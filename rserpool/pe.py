@@ -133,11 +133,24 @@ def _transport_of(address, protocol, use):
     cls = _TRANSPORTS.get(kind)
     if cls is None:
         raise ValueError("cannot register a %s port" % kind)
-    ip = ipaddress.ip_address(host.split("%", 1)[0])
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    def normal(text):
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip
+
+    ip = normal(host)
     if cls is UDPTransport:
         return UDPTransport(address.port, (ip,))
+    if cls is SCTPTransport:
+        # A multi-homed SCTP port registers every address it is bound to
+        # (RFC 5354 section 3.2: one or more addresses), primary first.
+        ips = [ip]
+        for text in getattr(address, "addresses", ()) or ():
+            other = normal(text)
+            if other not in ips:
+                ips.append(other)
+        return SCTPTransport(address.port, tuple(ips), use)
     return cls(address.port, (ip,), use)
 
 

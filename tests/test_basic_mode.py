@@ -267,3 +267,30 @@ class SCTPBasicModeTests(BasicModeMixin, unittest.TestCase):
         client.transport.write(b"basic")
         received = yield client.expect(5)
         self.assertEqual(received, b"basic")
+
+
+class TransportOfTests(unittest.TestCase):
+    """
+    The transport parameter a PE registers for its port.
+    """
+
+    def test_multihomed_sctp_registers_every_address(self):
+        from rserpool.pe import _transport_of
+        from rserpool.transport.sctp import SCTPAddress
+
+        address = SCTPAddress("127.0.0.1", 4000, ("127.0.0.1", "127.0.0.2", "::ffff:127.0.0.3"))
+        self.assertEqual(
+            _transport_of(address, None, DATA_ONLY),
+            SCTPTransport(4000, ("127.0.0.1", "127.0.0.2", "127.0.0.3"), DATA_ONLY),
+        )
+
+    def test_single_address_tcp(self):
+        from twisted.internet.address import IPv4Address as TwistedIPv4
+
+        from rserpool.pe import _transport_of
+        from rserpool.wire import TCPTransport
+
+        self.assertEqual(
+            _transport_of(TwistedIPv4("TCP", "127.0.0.1", 7), None, DATA_ONLY),
+            TCPTransport(7, ("127.0.0.1",), DATA_ONLY),
+        )
