@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
+from rserpool.codes import ASAP_PPID
 from rserpool.transport.base import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamProtocol
 from rserpool.wire import ASAPError
@@ -30,7 +31,49 @@ __all__ = ["MachineDriver", "DEFAULT_REGISTRAR", "PoolElementService", "PoolUser
 DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
 
 
-def listen_for_registrars(reactor, group, driver):
+def _registrar_protocols(driver):
+    """
+    The mappings a machine reaches its registrars by, in order of
+    preference: those of its static registrars (C{tcp:...}, C{sctp:...}),
+    or, with none, TCP and then SCTP.
+    """
+    out = []
+    for description in getattr(driver.machine, "static", ()) or ():
+        kind = str(description).split(":", 1)[0].strip().lower()
+        if kind in ("tcp", "tcp6"):
+            kind = "tcp"
+        if kind in ("tcp", "sctp") and kind not in out:
+            out.append(kind)
+    return tuple(out) or ("tcp", "sctp")
+
+
+def announced_endpoint(entry, protocols=("tcp",)):
+    """
+    The client endpoint description to reach an announced registrar by,
+    or C{None} when it offers none of C{protocols}.
+
+    @param entry: a L{KnownRegistrar
+        <rserpool.asap.announce.KnownRegistrar>}.
+    @param protocols: the acceptable mappings in order of preference
+        (C{"tcp"}, C{"sctp"}).
+    @return: e.g. C{"tcp:host=192.0.2.1:port=3863"} or, for SCTP, every
+        address of the transport (multi-homing) and ASAP's PPID:
+        C{"sctp:host=192.0.2.1,198.51.100.1:port=3863:ppid=11"}.
+    """
+    from rserpool.asap.pool_user import endpoint_description, quote_endpoint
+
+    for protocol in protocols:
+        for t in entry.transports:
+            if t.protocol != protocol or not t.addresses:
+                continue
+            if protocol == "sctp":
+                return "sctp:host=%s:port=%d:ppid=%d" % (
+                    ",".join(quote_endpoint(str(a)) for a in t.addresses), t.port, ASAP_PPID)
+            return endpoint_description(protocol, t.addresses[0], t.port)
+    return None
+
+
+def listen_for_registrars(reactor, group, driver, protocols=None, interface=""):
     """
     Learn registrars from ASAP Server Announce (RFC 5352 section 3.6) and
     hand them to a PE or PU machine as hunting candidates.
@@ -39,26 +82,28 @@ def listen_for_registrars(reactor, group, driver):
     @param group: C{(multicast group, port)}, e.g. C{("239.0.0.50", 3863)}.
     @param driver: the L{MachineDriver} of a machine with
         C{registrar_announced(server_id, endpoint, now)}.
+    @param protocols: the mappings to accept from an announcement, in order
+        of preference (C{"tcp"}, C{"sctp"}); by default those of the
+        machine's static registrars, or TCP and then SCTP when it has none.
+        An announcement without a transport (RSPLIB's) means SCTP at its
+        source address and port.
+    @param interface: the address of the interface to join the group on
+        (the system's choice by default).
     @return: the listening port (stop it with C{stopListening}).
     """
-    from rserpool.asap.pool_user import endpoint_description
     from rserpool.transport.multicast import AnnounceListener
 
     host, number = group
+    if protocols is None:
+        protocols = _registrar_protocols(driver)
 
     def learned(entry):
-        # Our clients speak the TCP mapping: take the registrar's TCP
-        # endpoint (RSPLIB announces none; the sender address is then used
-        # with the ASAP port, which the listener fills in).
-        for protocol, address, port in entry.endpoints:
-            if protocol == "tcp":
-                driver.machine.registrar_announced(
-                    entry.server_id, endpoint_description("tcp", address, port), driver.now()
-                )
-                driver.flush()
-                return
+        endpoint = announced_endpoint(entry, protocols)
+        if endpoint is not None:
+            driver.machine.registrar_announced(entry.server_id, endpoint, driver.now())
+            driver.flush()
 
-    listener = AnnounceListener(reactor, host, on_announce=learned)
+    listener = AnnounceListener(reactor, host, interface=interface, on_announce=learned)
     return reactor.listenMulticast(number, listener, listenMultiple=True)
 
 

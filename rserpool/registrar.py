@@ -32,6 +32,7 @@ from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.tcp import MessageStreamFactory, address_of
 from rserpool.wire import (
     ENRP,
+    Presence,
     ProtocolError,
     SCTPTransport,
     ServerInformation,
@@ -223,7 +224,32 @@ class PresenceMulticast(DatagramProtocol):
             source = normalize_address(addr[0])
         except ValueError:
             source = None
+        message = presence_from(message, source)
         self.server.multicast_received(message, source, self.clock.seconds())
+
+
+def presence_from(message, source):
+    """
+    A Presence heard on the multicast group, with the sender's address in
+    place of unspecified ones (0.0.0.0, ::) in its Server Information: a
+    registrar listening for ENRP on the wildcard address announces it, and
+    RSPLIB takes the datagram's source address with the announced port for
+    every multicast Presence (rspregistrar-enrp.c).  Other messages and
+    Presences without such addresses are returned unchanged.
+    """
+    information = getattr(message, "server_information", None)
+    if source is None or information is None or not isinstance(message, Presence):
+        return message
+    transport = information.transport
+    if not any(a.is_unspecified for a in transport.addresses):
+        return message
+    addresses = []
+    for a in transport.addresses:
+        a = source if a.is_unspecified else a
+        if a not in addresses:
+            addresses.append(a)
+    transport = attrs.evolve(transport, addresses=tuple(addresses))
+    return attrs.evolve(message, server_information=ServerInformation(information.server_id, transport))
 
 
 def peer_endpoint(text):
@@ -540,10 +566,23 @@ class RegistrarService(service.Service):
         )
         interface = "::" if ":" in settings.group[0] else ""
         if ipaddress.ip_address(settings.group[0]).is_multicast:
-            listen = self.reactor.listenMulticast
+            # As RSPLIB, send from the SCTP ASAP port number: a receiver
+            # that finds no usable SCTP transport in the announcement
+            # (RSPLIB's) takes the source address and port.
+            port = self._sctp_asap_port()
+            self._announce_port = None
+            if port:
+                try:
+                    self._announce_port = self.reactor.listenMulticast(
+                        port, self._sender, interface=interface, listenMultiple=True)
+                except CannotListenError as e:
+                    self.log.warn("cannot send Server Announce from UDP port {port}: {error}",
+                                  port=port, error=str(e))
+            if self._announce_port is None:
+                self._announce_port = self.reactor.listenMulticast(
+                    0, self._sender, interface=interface)
         else:
-            listen = self.reactor.listenUDP
-        self._announce_port = listen(0, self._sender, interface=interface)
+            self._announce_port = self.reactor.listenUDP(0, self._sender, interface=interface)
         self.log.info(
             "announcing registrar {id:08x} to {group} every {interval} s",
             id=self.registrar.server_id,
@@ -551,16 +590,54 @@ class RegistrarService(service.Service):
             interval=settings.interval,
         )
 
+    def _sctp_asap_port(self):
+        for port in self.asap_ports:
+            host = port.getHost()
+            if getattr(host, "type", None) == "SCTP":
+                return getattr(host, "port", 0)
+        return 0
+
     def announced_transports(self):
         """
-        The transport parameters of the ASAP listeners, for Server Announce.
+        The transport parameters of the ASAP listeners, for Server Announce:
+        SCTP ones first (RSPLIB's receivers take the first SCTP Transport
+        and stop reading there), then TCP.
+
+        An SCTP listener on the wildcard address is announced with the
+        announce interface's address when one is set; without one it is
+        left out, and receivers take the announcement's source address and
+        port (the SCTP port, see L{_start_announce}), as from RSPLIB's
+        registrars, which announce no transport.
         """
-        out = []
+        sctp, tcp = [], []
+        interface = self.announce.interface if self.announce is not None else None
         for port in self.asap_ports:
-            address, number = address_of(port.getHost())
-            if address is not None and getattr(port.getHost(), "type", "TCP") == "TCP":
-                out.append(TCPTransport(number, (address,)))
-        return out
+            host = port.getHost()
+            kind = getattr(host, "type", "TCP")
+            if kind == "SCTP":
+                addresses = []
+                for text in getattr(host, "addresses", ()) or (host.host,):
+                    try:
+                        address = normalize_address(text)
+                    except (ValueError, AttributeError):
+                        continue
+                    if address.is_unspecified:
+                        addresses = []
+                        if interface:
+                            try:
+                                addresses = [normalize_address(interface)]
+                            except ValueError:
+                                pass
+                        break
+                    if address not in addresses:
+                        addresses.append(address)
+                if addresses:
+                    sctp.append(SCTPTransport(host.port, tuple(addresses)))
+            elif kind == "TCP":
+                address, number = address_of(host)
+                if address is not None:
+                    tcp.append(TCPTransport(number, (address,)))
+        return sctp + tcp
 
     # -- ENRP -------------------------------------------------------------
 

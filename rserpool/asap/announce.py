@@ -4,8 +4,11 @@ registrar's periodic announcement and the PE/PU side's table of the
 registrars it has heard of.
 
 A registrar multicasts a Server Announce with its id and the transports its
-ASAP endpoint listens on (RSPLIB sends no transports; the receiver then
-uses the sender's address with the ASAP port).  PEs and PUs learn
+ASAP endpoint listens on.  RSPLIB's registrars send no transport: their
+announce socket is bound to their ASAP port, and RSPLIB's receivers take
+the datagram's source address and source port as an SCTP endpoint
+(rserpoolmessageparser.c, scanServerAnnounceMessage); they take the first
+SCTP Transport parameter when there is one and ignore the others.  PEs and PUs learn
 registrars from them for the registrar hunt (RFC 5352 section 3.6) and
 forget a registrar not heard for a while (RSPLIB's
 ``registrar.announce.timeout``, 5 s).
@@ -92,15 +95,21 @@ class RegistrarTable:
     live ones.
     """
 
-    def __init__(self, timeout=ANNOUNCE_TIMEOUT, default_protocol="sctp"):
+    def __init__(self, timeout=ANNOUNCE_TIMEOUT, default_protocol="sctp", default_port=ASAP_PORT):
         """
         @param timeout: seconds after which a silent registrar is dropped.
         @param default_protocol: the transport assumed when an announcement
             carries no transport (RSPLIB's registrars announce none and
-            serve SCTP on port 3863).
+            serve SCTP).
+        @param default_port: the ASAP port assumed when an announcement
+            carries no transport, or C{None} for the datagram's source
+            port, as RSPLIB does (its registrars send announcements from
+            their ASAP port number, e.g. 3863).  L{AnnounceListener
+            <rserpool.transport.multicast.AnnounceListener>} uses C{None}.
         """
         self.timeout = timeout
         self.default_protocol = default_protocol
+        self.default_port = default_port
         self._known = {}
 
     def datagram_received(self, data, source, now):
@@ -129,7 +138,10 @@ class RegistrarTable:
             transports.append(attrs.evolve(t, addresses=addresses))
         if not transports:
             cls = TCPTransport if self.default_protocol == "tcp" else SCTPTransport
-            transports.append(cls(ASAP_PORT, (sender,)))
+            port = self.default_port
+            if port is None:
+                port = source[1] if len(source) > 1 and source[1] else ASAP_PORT
+            transports.append(cls(port, (sender,)))
         entry = KnownRegistrar(message.server_id, tuple(transports), now)
         self._known[message.server_id] = entry
         return entry

@@ -132,7 +132,9 @@ class AnnounceListener(DatagramProtocol):
         """
         self.clock = clock
         self.group = group
-        self.table = table if table is not None else RegistrarTable()
+        # RSPLIB: no transport in the announcement -> the source address
+        # and port, as SCTP
+        self.table = table if table is not None else RegistrarTable(default_port=None)
         self.interface = interface
         self.on_announce = on_announce
 
