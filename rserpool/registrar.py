@@ -29,6 +29,7 @@ from rserpool.asap.scope import Scope, listening_scope
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.transport.base import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.transport.multicast import AnnounceSender
+from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
 from rserpool.transport.tcp import MessageStreamFactory, address_of
 from rserpool.wire import (
     ENRP,
@@ -674,7 +675,7 @@ class RegistrarService(service.Service):
         if description in self._dialing:
             return
         try:
-            endpoint = clientFromString(self.reactor, description)
+            endpoint = self._from_enrp_port(clientFromString(self.reactor, description))
         except (ValueError, KeyError, TypeError) as e:
             self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
             return
@@ -700,6 +701,21 @@ class RegistrarService(service.Service):
                                   error=result.getErrorMessage())
 
             d.addBoth(done)
+
+    def _from_enrp_port(self, endpoint):
+        """
+        An SCTP peer endpoint, when our ENRP listener is a one-to-many SCTP
+        socket, becomes associations set up from that socket: they leave
+        from our ENRP address and port, the ones our Presence names (RSPLIB
+        drops a Presence arriving from another port, doc/interop.rst,
+        scenario 4).  Its C{bindAddress} is then moot.
+        """
+        if not isinstance(endpoint, SCTPClientEndpoint):
+            return endpoint
+        for port in self.enrp_ports:
+            if isinstance(port, SCTPSeqPacketPort) and port.connected:
+                return SCTPAssociationEndpoint(port, endpoint.hosts, endpoint.port, endpoint.timeout)
+        return endpoint
 
     def _connect_peer(self, information):
         description = transport_endpoint(information.transport)

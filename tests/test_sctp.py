@@ -1404,3 +1404,295 @@ class HeartbeatKernelTests(KernelTestsMixin, unittest.TestCase):
         params = link.transport.getPeerAddressParams()
         self.assertEqual((params.hbinterval, params.pathmaxrxt, params.heartbeat_enabled),
                          (2000, 4, True))
+
+
+# -- associations set up from a one-to-many socket ---------------------------------
+
+
+class DiallingSocket(FakeSocket):
+    """
+    A L{FakeSocket} whose C{connect_ex} answers C{connectResult} and records
+    the address; C{sendmsg} records the address too (in C{sentTo}).
+    """
+
+    def __init__(self, peer=("127.0.0.1", 3863)):
+        FakeSocket.__init__(self, peer)
+        self.connects = []
+        self.connectResult = errno.EINPROGRESS
+        self.sentTo = []
+
+    def connect_ex(self, address):
+        self.connects.append(address)
+        return self.connectResult
+
+    def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+        self.sentTo.append(address)
+        return FakeSocket.sendmsg(self, buffers, ancdata)
+
+
+class ConnectAssociationLogicTests(unittest.SynchronousTestCase):
+    """
+    L{sctp.SCTPSeqPacketPort.connectAssociation} and
+    L{sctp.SCTPAssociationEndpoint} over a L{DiallingSocket}.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.accepted = []
+
+        def build(addr):
+            p = Recorder()
+            p.addr = addr
+            self.accepted.append(p)
+            return p
+
+        factory = Factory.forProtocol(Protocol)
+        factory.buildProtocol = build
+        self.port = sctp.SCTPSeqPacketPort(9901, factory, reactor=self.reactor, defaultPPID=12)
+        self.skt = DiallingSocket()
+        self.port.socket = self.skt
+        self.port.fileno = self.skt.fileno
+        self.port.connected = True
+        self.dialled = []
+        self.factory = Factory.forProtocol(Protocol)
+        self.factory.buildProtocol = lambda addr: self.dialled.append(Recorder()) or self.dialled[-1]
+
+    def notify(self, state, assoc_id, peer):
+        self.skt.incoming.append((assoc_change(state, assoc_id), [], abi.MSG_NOTIFICATION | abi.MSG_EOR, peer))
+
+    def test_connected(self):
+        """
+        C{connectAssociation} connects the one-to-many socket itself; the
+        C{SCTP_COMM_UP} from that peer builds the protocol with the given
+        factory (not the port's) and fires the L{Deferred} with it; it
+        sends over the association like an accepted one.
+        """
+        d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
+        self.assertEqual(self.skt.connects, [("192.0.2.2", 9901)])
+        self.assertNoResult(d)
+        self.notify(abi.SCTP_COMM_UP, 4, ("192.0.2.2", 9901))
+        self.port.doRead()
+        [p] = self.dialled
+        self.assertIs(self.successResultOf(d), p)
+        self.assertEqual(self.accepted, [])
+        self.assertIsInstance(p.transport, sctp.SCTPAssociation)
+        self.assertIs(self.port.associations[4], p.transport)
+        self.assertEqual((p.made, p.transport.getPeer().port), (1, 9901))
+        p.transport.write(b"presence")
+        self.port.doWrite()
+        self.assertEqual([(data, sent_info(a)) for data, a in self.skt.sent],
+                         [(b"presence", (0, 0, 12, 4))])
+        # no timeout left behind
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.port._dialling, {})
+
+    def test_othersStillAccepted(self):
+        """
+        An association from another peer while one is being set up is an
+        accepted one, with the port's factory.
+        """
+        d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
+        self.notify(abi.SCTP_COMM_UP, 1, ("192.0.2.3", 9901))
+        self.notify(abi.SCTP_COMM_UP, 2, ("192.0.2.2", 40000))
+        self.port.doRead()
+        self.assertEqual(len(self.accepted), 2)
+        self.assertEqual(self.dialled, [])
+        self.assertNoResult(d)
+
+    def test_dataBeforeCommUp(self):
+        """
+        Data from the peer before C{SCTP_COMM_UP} also starts the dialled
+        association.
+        """
+        d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
+        self.skt.incoming.append((b"hello", rcvinfo(12, 0, 3), abi.MSG_EOR, ("192.0.2.2", 9901)))
+        self.port.doRead()
+        [p] = self.dialled
+        self.assertIs(self.successResultOf(d), p)
+        self.assertEqual(p.messages, [(b"hello", 12, 0)])
+
+    def test_multiHomed(self):
+        """
+        Several addresses go to C{sctp_connectx()}; COMM_UP from any of them
+        completes it.
+        """
+        d = self.port.connectAssociation(("192.0.2.2", "198.51.100.2"), 9901, self.factory)
+        self.assertEqual(self.skt.options[(abi.SOL_SCTP, abi.SCTP_SOCKOPT_CONNECTX)],
+                         abi.pack_sockaddr("192.0.2.2", 9901) + abi.pack_sockaddr("198.51.100.2", 9901))
+        self.notify(abi.SCTP_COMM_UP, 5, ("198.51.100.2", 9901))
+        self.port.doRead()
+        self.assertIs(self.successResultOf(d), self.dialled[0])
+
+    def test_cannotStart(self):
+        """
+        C{SCTP_CANT_STR_ASSOC} for that peer fails the L{Deferred}.
+        """
+        d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
+        self.notify(abi.SCTP_CANT_STR_ASSOC, 6, ("192.0.2.2", 9901))
+        self.port.doRead()
+        self.failureResultOf(d, error.ConnectError)
+        self.assertEqual(self.port._dialling, {})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_exists(self):
+        """
+        C{EISCONN}: the peer has an association with us already; it keeps
+        its protocol and the L{Deferred} fails.
+        """
+        self.skt.connectResult = errno.EISCONN
+        f = self.failureResultOf(self.port.connectAssociation("192.0.2.2", 9901, self.factory),
+                                 error.ConnectError)
+        self.assertIn("exists already", str(f.value))
+        self.skt.connectResult = errno.ENETUNREACH
+        self.failureResultOf(self.port.connectAssociation("192.0.2.2", 9901, self.factory),
+                             error.ConnectError)
+        self.assertEqual(self.port._dialling, {})
+
+    def test_twice(self):
+        """
+        A second attempt at the same peer while the first is under way
+        fails at once.
+        """
+        self.port.connectAssociation("192.0.2.2", 9901, self.factory)
+        self.failureResultOf(self.port.connectAssociation("192.0.2.2", 9901, self.factory),
+                             error.ConnectError)
+
+    def test_timeout(self):
+        """
+        No association within C{timeout}: it is aborted (by address) and
+        the L{Deferred} fails with L{error.TimeoutError}.
+        """
+        d = self.port.connectAssociation("192.0.2.2", 9901, self.factory, timeout=5)
+        self.reactor.advance(5)
+        self.failureResultOf(d, error.TimeoutError)
+        [(data, anc)] = self.skt.sent
+        self.assertEqual(sent_info(anc)[1], abi.SCTP_ABORT)
+        self.assertEqual(self.skt.sentTo, [("192.0.2.2", 9901)])
+        self.assertEqual(self.port._dialling, {})
+
+    def test_cancel(self):
+        d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
+        d.cancel()
+        self.failureResultOf(d, error.ConnectingCancelledError)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_closed(self):
+        """
+        Closing the port fails what is being set up.
+        """
+        d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
+        self.port.stopListening()
+        self.reactor.advance(0)
+        self.failureResultOf(d, error.ConnectError)
+        self.failureResultOf(self.port.connectAssociation("192.0.2.2", 9901, self.factory),
+                             error.ConnectError)
+
+    def test_defaultFactory(self):
+        d = self.port.connectAssociation("192.0.2.2", 9901)
+        self.notify(abi.SCTP_COMM_UP, 4, ("192.0.2.2", 9901))
+        self.port.doRead()
+        self.assertIs(self.successResultOf(d), self.accepted[0])
+
+    def test_endpoint(self):
+        """
+        L{sctp.SCTPAssociationEndpoint} connects through the port.
+        """
+        endpoint = sctp.SCTPAssociationEndpoint(self.port, "192.0.2.2", 9901, timeout=3)
+        from twisted.internet.interfaces import IStreamClientEndpoint
+
+        self.assertTrue(IStreamClientEndpoint.providedBy(endpoint))
+        d = endpoint.connect(self.factory)
+        self.assertEqual(self.skt.connects, [("192.0.2.2", 9901)])
+        self.reactor.advance(3)
+        self.failureResultOf(d, error.TimeoutError)
+
+
+class ConnectAssociationKernelTests(KernelTestsMixin, unittest.TestCase):
+    """
+    Associations set up from a listening one-to-many socket leave from
+    its port.
+    """
+
+    @defer.inlineCallbacks
+    def test_fromListeningPort(self):
+        """
+        The peer sees the association come from the one-to-many socket's
+        port; messages go both ways; the port's own associations go on.
+        """
+        remote = PeerFactory(echo=True)
+        target = yield self.listen("sctp:0:interface=127.0.0.1:mode=seqpacket", remote)
+        local = PeerFactory()
+        port = yield self.listen("sctp:0:interface=127.0.0.1:mode=seqpacket:ppid=12", local)
+        mine = yield port.connectAssociation("127.0.0.1", target.getHost().port, PeerFactory())
+        self.assertIsInstance(mine.transport, sctp.SCTPAssociation)
+        self.assertEqual(mine.transport.getPeer().port, target.getHost().port)
+        theirs = yield remote.peer(0)
+        self.assertEqual(theirs.transport.getPeer().port, port.getHost().port)
+        mine.transport.write(b"hello")
+        got = yield mine.expect(1)
+        self.assertEqual(got, [(b"hello", 12, 0)])
+        self.assertEqual(local.peers, [])
+        # an ordinary client of the port is still accepted
+        client = yield self.connect("sctp:host=127.0.0.1:port=%d" % port.getHost().port)
+        accepted = yield local.peer(0)
+        self.assertEqual(accepted.transport.getPeer().port, client.transport.getHost().port)
+        # a second association to the same peer: only one can exist
+        yield self.assertFailure(port.connectAssociation("127.0.0.1", target.getHost().port),
+                                 error.ConnectError)
+
+    @defer.inlineCallbacks
+    def test_refused(self):
+        """
+        Nobody listening: the setup fails (ABORT in answer to INIT).
+        """
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+        probe.close()
+        port = yield self.listen("sctp:0:interface=127.0.0.1:mode=seqpacket", PeerFactory())
+        yield self.assertFailure(port.connectAssociation("127.0.0.1", free, timeout=10),
+                                 error.ConnectError)
+        self.assertEqual(port._dialling, {})
+
+
+class RegistrarPeerEndpointTests(unittest.SynchronousTestCase):
+    """
+    The registrar sets up associations to C{sctp:} ENRP peers from its
+    ENRP listener when that is a one-to-many socket.
+    """
+
+    def fromENRPPort(self, ports, description):
+        from types import SimpleNamespace
+
+        from rserpool.registrar import RegistrarService
+
+        service = SimpleNamespace(enrp_ports=ports)
+        return RegistrarService._from_enrp_port(service, clientFromString(reactor, description))
+
+    def seqpacket(self):
+        port = sctp.SCTPSeqPacketPort(9901, Factory(), reactor=MemoryReactorClock())
+        port.connected = True
+        return port
+
+    def test_seqpacketListener(self):
+        port = self.seqpacket()
+        endpoint = self.fromENRPPort(
+            [port], "sctp:host=192.0.2.2,198.51.100.2:port=9901:ppid=12:timeout=7:bindAddress=192.0.2.1")
+        self.assertIsInstance(endpoint, sctp.SCTPAssociationEndpoint)
+        self.assertIs(endpoint.port, port)
+        self.assertEqual((endpoint.hosts, endpoint.peerPort, endpoint.timeout),
+                         (("192.0.2.2", "198.51.100.2"), 9901, 7.0))
+
+    def test_otherListeners(self):
+        """
+        A one-to-one listener, a closed one, or a TCP peer: the endpoint is
+        kept.
+        """
+        stream = sctp.SCTPStreamPort(9901, Factory(), reactor=MemoryReactorClock())
+        closed = self.seqpacket()
+        closed.connected = False
+        for ports in ([], [stream], [closed]):
+            self.assertIsInstance(self.fromENRPPort(ports, "sctp:host=192.0.2.2:port=9901"),
+                                  sctp.SCTPClientEndpoint)
+        self.assertNotIsInstance(self.fromENRPPort([self.seqpacket()], "tcp:host=192.0.2.2:port=9901"),
+                                 sctp.SCTPAssociationEndpoint)

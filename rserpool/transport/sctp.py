@@ -81,6 +81,7 @@ __all__ = [
     "connectSCTP",
     "SCTPServerEndpoint",
     "SCTPClientEndpoint",
+    "SCTPAssociationEndpoint",
     "sctpAvailable",
 ]
 
@@ -1150,6 +1151,8 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
         self._reassembler = _Reassembler(self.maxMessageSize)
         self._producers = {}
         self.associations = {}
+        # associations we are setting up: {(host, port): _Dialling}
+        self._dialling = {}
 
     def startListening(self):
         SCTPStreamPort.startListening(self)
@@ -1215,6 +1218,10 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
             if event.state == abi.SCTP_COMM_UP:
                 if event.assoc_id not in self.associations:
                     self._up(event.assoc_id, address)
+            elif (event.state == abi.SCTP_CANT_STR_ASSOC and event.assoc_id not in self.associations
+                  and self._dialled(address) is not None):
+                self._dialled(address)._fail(error.ConnectError(
+                    string="SCTP association setup failed (error cause %d)" % event.error))
             elif event.state == abi.SCTP_COMM_LOST or event.state == abi.SCTP_CANT_STR_ASSOC:
                 self._lost(event.assoc_id, failure.Failure(error.ConnectionLost(
                     "SCTP association lost (error cause %d)" % event.error)))
@@ -1237,19 +1244,104 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
         if not address:
             address = ("0.0.0.0", 0)
         peer = SCTPAddress.fromSockaddr(address)
-        protocol = self.factory.buildProtocol(peer)
+        dialling = self._dialled(address)
+        factory = self.factory if dialling is None else dialling.factory
+        protocol = factory.buildProtocol(peer)
         if protocol is None:
             try:
                 self.socket.sendmsg([b""], _sndinfo(0, 0, abi.SCTP_ABORT, assocId))
             except OSError:
                 pass
+            if dialling is not None:
+                dialling._fail(error.NoProtocol())
             return None
         assoc = SCTPAssociation(self, assocId, peer, protocol, self.defaultPPID)
         self.associations[assocId] = assoc
         protocol.makeConnection(assoc)
         # the protocol may have become another in makeConnection
         assoc._deliver = _deliverer(protocol)
+        if dialling is not None:
+            dialling._succeed(protocol)
         return assoc
+
+    def _dialled(self, address):
+        """
+        The L{_Dialling} waiting for an association with C{address}
+        (C{(host, port)}, the peer's primary address), or C{None}.
+        """
+        if not address or not self._dialling:
+            return None
+        return self._dialling.get(_peerKey(address[0], address[1]))
+
+    def connectAssociation(self, hosts, port, factory=None, timeout=30):
+        """
+        Set up an association from this socket (so from its address and
+        port) to a peer: C{connect()}, or C{sctp_connectx()} for several
+        addresses, on the one-to-many socket, which starts the association
+        at once.  It is then served like an accepted one: an
+        L{SCTPAssociation} in L{associations}, its protocol built by
+        C{factory} when C{SCTP_COMM_UP} arrives.
+
+        Only one association can join two endpoints (addresses and ports):
+        if one with C{hosts} and C{port} already exists (say the peer set it
+        up), the L{Deferred} fails with
+        L{ConnectError <twisted.internet.error.ConnectError>} and the
+        existing association keeps the protocol it has.
+
+        @param hosts: the peer's address, or a multi-homed peer's
+            addresses; IP addresses only.
+        @param port: the peer's port.
+        @param factory: builds the protocol; the port's own by default.
+        @param timeout: seconds to wait for the association; then it is
+            aborted.
+        @return: a L{Deferred} that fires with the protocol, connected, or
+            fails with a L{ConnectError
+            <twisted.internet.error.ConnectError>}, a
+            L{TimeoutError <twisted.internet.error.TimeoutError>} or, when
+            cancelled, L{ConnectingCancelledError
+            <twisted.internet.error.ConnectingCancelledError>}.
+        """
+        if isinstance(hosts, str):
+            hosts = (hosts,)
+        hosts = tuple(hosts)
+        if factory is None:
+            factory = self.factory
+        if not self.connected or self.socket is None:
+            return defer.fail(error.ConnectError(string="the SCTP socket is not listening"))
+        if not hosts:
+            return defer.fail(error.ConnectError(string="no peer address"))
+        try:
+            for h in hosts:
+                abi.pack_sockaddr(h, port)
+        except ValueError as e:
+            return defer.fail(e)
+        keys = [_peerKey(h, port) for h in hosts]
+        if any(k in self._dialling for k in keys):
+            return defer.fail(error.ConnectError(string="already setting up an association with %s" % (
+                ",".join(hosts),)))
+        try:
+            if len(hosts) == 1:
+                err = self.socket.connect_ex((hosts[0], port))
+            else:
+                packed = b"".join(abi.pack_sockaddr(h, port) for h in hosts)
+                try:
+                    self.socket.setsockopt(abi.SOL_SCTP, abi.SCTP_SOCKOPT_CONNECTX, packed)
+                    err = 0
+                except OSError as e:
+                    err = e.errno
+        except OSError as e:
+            return defer.fail(error.ConnectError(string=str(e)))
+        if err == errno.EISCONN:
+            return defer.fail(error.ConnectError(
+                string="an SCTP association with %s port %d exists already" % (",".join(hosts), port)))
+        if err not in (0, errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+            return defer.fail(error.getConnectError((err, errno.errorcode.get(err, str(err)))))
+        dialling = _Dialling(self, keys, hosts, port, factory)
+        d = dialling.deferred = defer.Deferred(lambda d: dialling._cancel())
+        for k in keys:
+            self._dialling[k] = dialling
+        dialling.timeoutCall = self.reactor.callLater(timeout, dialling._timedOut)
+        return d
 
     def _lost(self, assocId, reason):
         assoc = self.associations.pop(assocId, None)
@@ -1264,10 +1356,76 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
         assoc.protocol.connectionLost(reason)
 
     def _close(self, d):
+        for dialling in set(self._dialling.values()):
+            dialling._fail(error.ConnectError(string="the SCTP socket was closed"))
         for assocId in list(self.associations):
             self._lost(assocId, failure.Failure(error.ConnectionDone("the socket was closed")))
         self.stopWriting()
         SCTPStreamPort._close(self, d)
+
+
+def _peerKey(host, port):
+    """
+    C{(host, port)} with C{host} in one canonical text form (IPv4-mapped
+    IPv6 addresses as IPv4), to match a peer's address.
+    """
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    if abstract.isIPv6Address(host):
+        host = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, host.split("%")[0]))
+    return (host, port)
+
+
+class _Dialling:
+    """
+    An association L{SCTPSeqPacketPort.connectAssociation} is setting up.
+    """
+
+    def __init__(self, port, keys, hosts, peerPort, factory):
+        self.port = port
+        self.keys = keys
+        self.hosts = hosts
+        self.peerPort = peerPort
+        self.factory = factory
+        self.deferred = None
+        self.timeoutCall = None
+
+    def _done(self):
+        for k in self.keys:
+            if self.port._dialling.get(k) is self:
+                del self.port._dialling[k]
+        if self.timeoutCall is not None and self.timeoutCall.active():
+            self.timeoutCall.cancel()
+        self.timeoutCall = None
+        d, self.deferred = self.deferred, None
+        return d
+
+    def _succeed(self, protocol):
+        d = self._done()
+        if d is not None:
+            d.callback(protocol)
+
+    def _fail(self, reason):
+        d = self._done()
+        if d is not None:
+            d.errback(reason)
+
+    def _abort(self):
+        # the association has no id we know yet: abort it by address
+        try:
+            self.port.socket.sendmsg(
+                [b""], _sndinfo(0, 0, abi.SCTP_ABORT), 0, (self.hosts[0], self.peerPort))
+        except (OSError, AttributeError):
+            pass
+
+    def _timedOut(self):
+        self.timeoutCall = None
+        self._abort()
+        self._fail(error.TimeoutError(string="SCTP association setup timed out"))
+
+    def _cancel(self):
+        self._abort()
+        self._fail(error.ConnectingCancelledError(None))
 
 
 def listenSCTP(reactor, port, factory, interfaces=(), backlog=50, mode=STREAM, defaultPPID=0):
@@ -1506,6 +1664,48 @@ class SCTPClientEndpoint:
                 self.bindAddresses, self.defaultPPID,
             )
         )
+        return d
+
+
+@implementer(IStreamClientEndpoint)
+class SCTPAssociationEndpoint:
+    """
+    A client endpoint whose associations leave from a listening one-to-many
+    socket (L{SCTPSeqPacketPort.connectAssociation}): the peer sees them
+    come from that socket's addresses and port.
+    """
+
+    def __init__(self, port, host, peerPort, timeout=30):
+        """
+        @param port: the listening L{SCTPSeqPacketPort}.
+        @param host: the peer's address or addresses; names are resolved
+            with the reactor's resolver.
+        @param peerPort: the peer's port.
+        """
+        self.port = port
+        self.hosts = (host,) if isinstance(host, str) else tuple(host)
+        self.peerPort = peerPort
+        self.timeout = timeout
+
+    def __repr__(self):
+        return "<SCTPAssociationEndpoint {}:{} from {}>".format(
+            ",".join(self.hosts), self.peerPort, self.port.port)
+
+    def connect(self, protocolFactory):
+        """
+        @return: a L{Deferred} firing with the connected protocol.
+        """
+        def connect(hosts):
+            return self.port.connectAssociation(hosts, self.peerPort, protocolFactory, self.timeout)
+
+        if all(abstract.isIPAddress(h) or abstract.isIPv6Address(h) for h in self.hosts):
+            return connect(self.hosts)
+        d = defer.gatherResults([
+            defer.succeed(h) if abstract.isIPAddress(h) or abstract.isIPv6Address(h)
+            else self.port.reactor.resolve(h) for h in self.hosts
+        ], consumeErrors=True)
+        d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        d.addCallback(connect)
         return d
 
 
