@@ -21,7 +21,6 @@ transport use "data plus control".
     >>> pe.setServiceParent(application)
     >>> pe.registered.addCallback(lambda pe: print("registered", pe))
 """
-import ipaddress
 import random
 
 import attrs
@@ -43,6 +42,7 @@ from rserpool.asap.pool_element import (
 )
 from rserpool.client import DEFAULT_REGISTRAR, MachineDriver, listen_for_registrars
 from rserpool.codes import PolicyType, POLICY_NAMES, POLICY_FIELDS
+from rserpool.transport.base import normalize_address
 from rserpool.wire import (
     DATA_ONLY,
     DATA_PLUS_CONTROL,
@@ -133,13 +133,7 @@ def _transport_of(address, protocol, use):
     cls = _TRANSPORTS.get(kind)
     if cls is None:
         raise ValueError("cannot register a %s port" % kind)
-    def normal(text):
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return ip
-
-    ip = normal(host)
+    ip = normalize_address(host)
     if cls is UDPTransport:
         return UDPTransport(address.port, (ip,))
     if cls is SCTPTransport:
@@ -147,7 +141,7 @@ def _transport_of(address, protocol, use):
         # (RFC 5354 section 3.2: one or more addresses), primary first.
         ips = [ip]
         for text in getattr(address, "addresses", ()) or ():
-            other = normal(text)
+            other = normalize_address(text)
             if other not in ips:
                 ips.append(other)
         return SCTPTransport(address.port, tuple(ips), use)

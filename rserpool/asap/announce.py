@@ -15,11 +15,11 @@ forget a registrar not heard for a while (RSPLIB's
 
 The sockets are in L{rserpool.transport.multicast}.
 """
-import ipaddress
 
 import attrs
 
 from rserpool.codes import ASAP_PORT
+from rserpool.transport.base import normalize_address
 from rserpool.wire import ProtocolError, SCTPTransport, ServerAnnounce, TCPTransport, decode
 
 __all__ = [
@@ -129,9 +129,7 @@ class RegistrarTable:
             return None
         if not isinstance(message, ServerAnnounce) or message.server_id == 0:
             return None
-        sender = ipaddress.ip_address(source[0].split("%", 1)[0])
-        if sender.version == 6 and sender.ipv4_mapped is not None:
-            sender = sender.ipv4_mapped
+        sender = normalize_address(source[0])
         transports = []
         for t in message.transports:
             addresses = tuple(sender if a.is_unspecified else a for a in t.addresses)
