@@ -656,7 +656,7 @@ class ClusterTests(unittest.TestCase):
             if pe.home == 3:
                 pe.kill()
         del net.registrars[3]
-        again = net.add_registrar(3, peers=[1, 2])
+        net.add_registrar(3, peers=[1, 2])
         net.run(8.0)
         self.assertConsistent(net, 20)
 

@@ -137,6 +137,7 @@ class MachineTests(unittest.TestCase):
         self.pu.message_received("conn", HandleResolutionResponse(
             H, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)), 0.1)
         (event,) = self.pu.actions()
+        self.assertEqual(event.request, n)
         self.assertIsInstance(event.error, u.UnknownPoolHandle)
 
     def test_response_timeout_hunts_and_resends(self):
@@ -160,6 +161,7 @@ class MachineTests(unittest.TestCase):
         (c2,) = self.pu.actions()
         self.pu.connect_failed(c2.attempt, 0.2)
         (event,) = self.pu.actions()
+        self.assertEqual(event.request, n)
         self.assertIsInstance(event.error, u.NoRegistrar)
         self.assertIn("no registrar answered", str(event.error))
 
@@ -259,7 +261,7 @@ class LoopbackTests(unittest.TestCase):
         endpoint = clientFromString(reactor, description)
         factory = Factory.forProtocol(Client)
         factory.answer = defer.Deferred()
-        protocol = yield endpoint.connect(factory)
+        yield endpoint.connect(factory)
         self.assertEqual((yield factory.answer), b"ping")
         endpoint._pool_user.close()
 

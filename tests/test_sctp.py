@@ -465,6 +465,27 @@ class ConnectionLogicTests(unittest.SynchronousTestCase):
         self.protocol.lost[0].trap(error.ConnectionAborted)
 
 
+def fake_seqpacket_port(reactor, number, ppid, skt, accepted):
+    """
+    An L{sctp.SCTPSeqPacketPort} on C{skt} (a fake socket) whose
+    associations get L{Recorder} protocols, appended to C{accepted}.
+    """
+
+    def build(addr):
+        p = Recorder()
+        p.addr = addr
+        accepted.append(p)
+        return p
+
+    factory = Factory.forProtocol(Protocol)
+    factory.buildProtocol = build
+    port = sctp.SCTPSeqPacketPort(number, factory, reactor=reactor, defaultPPID=ppid)
+    port.socket = skt
+    port.fileno = skt.fileno
+    port.connected = True
+    return port
+
+
 class SeqPacketLogicTests(unittest.SynchronousTestCase):
     """
     L{sctp.SCTPSeqPacketPort} over a L{FakeSocket}.
@@ -473,20 +494,8 @@ class SeqPacketLogicTests(unittest.SynchronousTestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.protocols = []
-
-        def build(addr):
-            p = Recorder()
-            p.addr = addr
-            self.protocols.append(p)
-            return p
-
-        factory = Factory.forProtocol(Protocol)
-        factory.buildProtocol = build
-        self.port = sctp.SCTPSeqPacketPort(3863, factory, reactor=self.reactor, defaultPPID=11)
         self.skt = FakeSocket()
-        self.port.socket = self.skt
-        self.port.fileno = self.skt.fileno
-        self.port.connected = True
+        self.port = fake_seqpacket_port(self.reactor, 3863, 11, self.skt, self.protocols)
 
     def notify(self, state, assoc_id, peer):
         self.skt.incoming.append((assoc_change(state, assoc_id), [], abi.MSG_NOTIFICATION | abi.MSG_EOR, peer))
@@ -1439,20 +1448,8 @@ class ConnectAssociationLogicTests(unittest.SynchronousTestCase):
     def setUp(self):
         self.reactor = MemoryReactorClock()
         self.accepted = []
-
-        def build(addr):
-            p = Recorder()
-            p.addr = addr
-            self.accepted.append(p)
-            return p
-
-        factory = Factory.forProtocol(Protocol)
-        factory.buildProtocol = build
-        self.port = sctp.SCTPSeqPacketPort(9901, factory, reactor=self.reactor, defaultPPID=12)
         self.skt = DiallingSocket()
-        self.port.socket = self.skt
-        self.port.fileno = self.skt.fileno
-        self.port.connected = True
+        self.port = fake_seqpacket_port(self.reactor, 9901, 12, self.skt, self.accepted)
         self.dialled = []
         self.factory = Factory.forProtocol(Protocol)
         self.factory.buildProtocol = lambda addr: self.dialled.append(Recorder()) or self.dialled[-1]
