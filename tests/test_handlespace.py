@@ -6,6 +6,7 @@ checksum against a model after random operation sequences.
 """
 import random
 import struct
+import sys
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from hypothesis.stateful import (
 )
 from twisted.trial import unittest
 
-from rserpool.codes import ErrorCause
+from rserpool.codes import POLICY_FIELDS, ErrorCause
 from rserpool.codes import PolicyType as P
 from rserpool.handlespace import (
     MAX_POOL_HANDLE_SIZE,
@@ -34,6 +35,8 @@ from rserpool.handlespace import (
     finish_checksum,
     pe_contribution,
 )
+from rserpool.handlespace.handlespace import _time_key
+from rserpool.handlespace.slab import CELLS
 
 SCTP = 0x0004
 TCP = 0x0005
@@ -493,6 +496,135 @@ class IndexTests(unittest.TestCase):
             # At most 39 PEs: at most 2 * 39 + 64 entries, stale ones included.
             self.assertLessEqual(len(hs._timer_heap), 2 * 39 + 65)
         hs.verify()
+
+
+class LazyIndexTests(unittest.TestCase):
+    """
+    The indexes that delete lazily (timers, owners, connections, the
+    Priority and Least Used selection index; see
+    L{rserpool.handlespace.slab}): stale entries never show, stay bounded,
+    and keep no removed PE alive.
+    """
+
+    def test_timeKeyOrder(self):
+        # The integer a timer time sorts by has the order of the floats,
+        # negative ones and infinities included.
+        times = [float("-inf"), -1e300, -1.0, -5e-324, -0.0, 0.0, 5e-324,
+                 1e-300, 1.0, 1.0000000000000002, 1e300, float("inf")]
+        keys = [_time_key(when) for when in times]
+        self.assertEqual(keys, sorted(keys))
+        self.assertEqual(len(set(keys)), len(keys))
+        self.assertTrue(all(0 <= key < 2 ** 64 for key in keys))
+
+    def test_timerNotANumber(self):
+        hs = Handlespace(random.Random(0))
+        pe = register(hs, b"a", 1).pe
+        self.assertRaises(ValueError, hs.set_timer, pe, TimerCode.EXPIRY, float("nan"))
+        self.assertEqual(hs.next_timer_time(), 30.0)
+
+    def test_timerOfRemovedElement(self):
+        hs = Handlespace(random.Random(0))
+        pe = register(hs, b"a", 1).pe
+        hs.remove(pe)
+        self.assertRaises(KeyError, hs.set_timer, pe, TimerCode.EXPIRY, 1.0)
+        self.assertIsNone(hs.next_timer_time())
+
+    def test_connectionCount(self):
+        hs = Handlespace(random.Random(0))
+        register(hs, b"a", 1, connection="c")
+        register(hs, b"a", 2, connection="c")
+        register(hs, b"a", 3, connection="d")
+        self.assertEqual(hs.connection_count("c"), 2)
+        hs.deregister(b"a", 1)
+        self.assertEqual(hs.connection_count("c"), 1)
+        self.assertEqual(hs.connection_count("e"), 0)
+        # Moving a PE to another connection moves its count.
+        register(hs, b"a", 2, connection="d")
+        self.assertEqual(hs.connection_count("c"), 0)
+        self.assertEqual(hs.connection_count("d"), 2)
+        hs.verify()
+
+    def test_leastUsedSkipsRemoved(self):
+        # Least Used over loads 0..99 (PE id = load + 1); the 50 least loaded
+        # PEs leave, so a selection of 5 returns loads 50..54.  Using the
+        # first moves it behind the PEs of its own load only (there are
+        # none), so the next selection returns it again.
+        hs = Handlespace(random.Random(0))
+        for load in range(100):
+            register(hs, b"lu", load + 1, policy=PolicySettings(P.LEAST_USED, load=load))
+        for load in range(50):
+            hs.deregister(b"lu", load + 1)
+        self.assertEqual([pe.pe_id - 1 for pe in hs.select(b"lu", 5)], [50, 51, 52, 53, 54])
+        self.assertEqual([pe.pe_id - 1 for pe in hs.select(b"lu", 1)], [50])
+        hs.verify()
+
+    def test_removedElementFreed(self):
+        # Once removed, a PE is referenced by nothing in the handlespace,
+        # whatever its policy: the lazy indexes hold integers, not PEs.
+        if not hasattr(sys, "getrefcount"):
+            raise unittest.SkipTest("needs reference counts")
+        for policy_type in P:
+            hs = Handlespace(random.Random(1))
+            rng = random.Random(2)
+            for pe_id in range(1, 101):
+                register(hs, b"p", pe_id, owner=pe_id % 3, connection=pe_id % 4,
+                         policy=_policy(policy_type, rng), now=float(pe_id))
+            hs.select(b"p", 3)
+            hs.takeover(1, 2)
+            for pe_id in range(1, 101, 2):
+                pe = hs.deregister(b"p", pe_id)
+                # This name and getrefcount's argument.
+                self.assertEqual(sys.getrefcount(pe), 2, policy_type)
+            del pe
+            hs.verify()
+
+    def test_churnBounded(self):
+        # Random churn over a small pool: every index stays consistent and
+        # bounded (verify() checks at most twice the live entries plus 64
+        # in each), and the slab does not grow beyond the most PEs ever
+        # present.
+        for policy_type in (P.ROUND_ROBIN, P.WEIGHTED_RANDOM, P.LEAST_USED,
+                            P.PRIORITY, P.WEIGHTED_ROUND_ROBIN,
+                            P.RANDOMIZED_LEAST_USED_DEGRADATION):
+            hs = Handlespace(random.Random(3))
+            rng = random.Random(4)
+            most = 0
+            now = 0.0
+            for step in range(4000):
+                now += 0.01
+                pe_id = rng.randrange(1, 60)
+                pe = hs.get(b"c", pe_id)
+                action = rng.random()
+                if pe is None or action < 0.3:
+                    register(hs, b"c", pe_id, owner=rng.randrange(3),
+                             connection=rng.choice([None, "x", "y"]), now=now,
+                             policy=_policy(policy_type, rng))
+                elif action < 0.6:
+                    hs.remove(pe)
+                elif action < 0.7:
+                    hs.set_owner(pe, rng.randrange(3))
+                elif action < 0.8:
+                    hs.clear_timer(pe)
+                elif action < 0.9 and hs.pool(b"c") is not None:
+                    hs.select(b"c", rng.randrange(1, 4))
+                else:
+                    hs.expire(now + rng.randrange(40))
+                most = max(most, len(hs))
+                if step % 200 == 0:
+                    hs.verify()
+            hs.verify()
+            self.assertLessEqual(len(hs._slab), CELLS * most)
+
+
+def _policy(policy_type, rng):
+    """
+    Policy settings of a type with random values (zero weights included).
+    """
+    values = {}
+    fields = POLICY_FIELDS[policy_type]
+    for name in fields:
+        values[name] = rng.randrange(0, 5) if name != "load" else rng.randrange(0, 2 ** 32)
+    return PolicySettings(policy_type, **values)
 
 
 # ---------------------------------------------------------------------------

@@ -611,7 +611,7 @@ class ASAPRegistrar:
         # RSPLIB aborts the PE's association so that a PE which is alive but
         # deaf reconnects and registers again.  A TCP connection may carry
         # several PEs of one process: we close it once none of them is left.
-        if conn is not None and not self.handlespace.by_connection(conn):
+        if conn is not None and not self.handlespace.connection_count(conn):
             conn.close()
 
     # -- takeover (RFC 5353 section 3.9) ----------------------------------

@@ -6,7 +6,9 @@ Pure data structure: no reactor, no clock (times are float seconds passed
 in by the caller), randomness from an injected C{random.Random}.
 """
 import enum
+import itertools
 import random
+import struct
 from heapq import heapify, heappop, heappush
 
 import attrs
@@ -21,12 +23,58 @@ from rserpool.handlespace.errors import (
 )
 from rserpool.handlespace.policy import PolicySettings
 from rserpool.handlespace.selection import make_selector
+from rserpool.handlespace.slab import (
+    CELL_MASK,
+    CELLS,
+    CONNECTION_CELL,
+    NO_CELLS,
+    OWNER_CELL,
+    SERIAL_SHIFT,
+    TIMER_CELL,
+)
 
 #: The longest pool handle accepted (RSPLIB's MAX_POOLHANDLESIZE; RFC 5352
 #: sets no limit, but RSPLIB PRs and PEs reject longer handles).
 MAX_POOL_HANDLE_SIZE = 32
 
 _MAX_UINT32 = 0xFFFFFFFF
+
+_pack_double = struct.Struct("<d").pack
+_unpack_int64 = struct.Struct("<q").unpack
+_TOP_BIT = 1 << 63
+
+
+def _time_key(when):
+    """
+    A float time as an unsigned 64-bit integer of the same order: the IEEE
+    754 bits of a non-negative float, top bit set, and the inverted bits of
+    a negative one.
+    """
+    bits = _unpack_int64(_pack_double(when))[0]
+    return ~bits if bits < 0 else bits | _TOP_BIT
+
+
+#: A timer key is C{time key << 96 | serial << 32 | cell}; an owner or
+#: connection key is C{serial << 32 | cell} (see L{slab}).
+_TIME_SHIFT = 96
+
+
+class _Members:
+    """
+    The PEs of one owner or one connection, as a list of keys with lazy
+    deletion (see L{rserpool.handlespace.slab}).
+
+    @ivar keys: the keys, live and stale.
+    @ivar count: how many are live.
+    @ivar checksum: the owner's checksum accumulator (owners only).
+    """
+
+    __slots__ = ("keys", "count", "checksum")
+
+    def __init__(self):
+        self.keys = []
+        self.count = 0
+        self.checksum = 0
 
 
 class TimerCode(enum.IntEnum):
@@ -90,7 +138,7 @@ class PoolElement:
         "selection_count",
         "timer_code",
         "timer_time",
-        "_timer_entry",
+        "_slab",
         "_checksum",
         "_seq",
         "_round",
@@ -99,6 +147,8 @@ class PoolElement:
         "_sel",
         "_value",
         "_slot",
+        "_prev",
+        "_next",
     )
 
     def __init__(
@@ -127,7 +177,7 @@ class PoolElement:
         self.selection_count = 0
         self.timer_code = None
         self.timer_time = None
-        self._timer_entry = None
+        self._slab = None
         self._checksum = pe_contribution(pool.handle, pe_id)
         self._seq = 0
         self._round = 0
@@ -136,6 +186,8 @@ class PoolElement:
         self._sel = None
         self._value = 0
         self._slot = 0
+        self._prev = None
+        self._next = None
 
     @property
     def handle(self):
@@ -176,13 +228,14 @@ class Pool:
     __slots__ = ("handle", "policy_type", "transport_protocol", "control_channel",
                  "_elements", "_selector")
 
-    def __init__(self, handle, policy_type, transport_protocol, control_channel):
+    def __init__(self, handle, policy_type, transport_protocol, control_channel,
+                 slab, serials):
         self.handle = handle
         self.policy_type = policy_type
         self.transport_protocol = transport_protocol
         self.control_channel = control_channel
         self._elements = {}
-        self._selector = make_selector(policy_type)
+        self._selector = make_selector(policy_type, slab, serials)
 
     def __len__(self):
         return len(self._elements)
@@ -238,21 +291,23 @@ class Handlespace:
         self._rng = rng if rng is not None else random.Random()
         self._pools = {}
         self._count = 0
-        # owner id -> {PoolElement: None}, and owner id -> accumulator.
+        # The slab (see slab.py): for every PE, the live keys of its
+        # entries in the timer, owner and connection indexes and (some
+        # policies) its pool's selection index, all of which delete
+        # lazily.  Serial numbers make keys unique.
+        self._slab = []
+        self._free_places = []
+        self._serials = itertools.count()
+        # owner id -> _Members (with the owner's checksum accumulator, see
+        # checksum.py); connection key -> _Members.
         self._owners = {}
-        self._owner_sums = {}
-        # connection key -> {PoolElement: None}
         self._connections = {}
-        # The timers: a binary heap of (time, serial, PE) entries with lazy
-        # deletion.  A PE's live entry is the one its _timer_entry holds;
-        # any other entry of it is stale and dropped when it reaches the top
-        # (or when stale entries outnumber live ones: O(1) amortized).
-        # Setting a timer is a heap push (O(1) when times increase, as
-        # they do with a clock); clearing one only forgets the entry.  The
-        # serial number orders PEs with the same time by when their timer
-        # was set.
+        # The timers: a binary heap of timer keys, time key << 96 | serial
+        # << 32 | cell (see _time_key), so ordered by time, then by when the
+        # timer was set.  Setting a timer is a heap push (O(1) when times
+        # increase, as they do with a clock); clearing one only clears the
+        # cell.
         self._timer_heap = []
-        self._timer_serial = 0
         self._timer_count = 0
 
     # -- queries ----------------------------------------------------------
@@ -300,6 +355,12 @@ class Handlespace:
         """
         return list(self._owners)
 
+    def _live(self, members, offset):
+        # The PEs of a _Members, in the order they joined it.
+        slab = self._slab
+        return [slab[(key & CELL_MASK) - offset] for key in members.keys
+                if slab[key & CELL_MASK] is key]
+
     def owned_by(self, owner):
         """
         The PEs a registrar owns (for takeover, audits and Handle Table
@@ -308,14 +369,16 @@ class Handlespace:
         @param owner: a registrar id.
         @return: a list of L{PoolElement} objects.
         """
-        return list(self._owners.get(owner, ()))
+        members = self._owners.get(owner)
+        return self._live(members, OWNER_CELL) if members is not None else []
 
     def owned_count(self, owner):
         """
         @param owner: a registrar id.
         @return: how many PEs it owns.
         """
-        return len(self._owners.get(owner, ()))
+        members = self._owners.get(owner)
+        return members.count if members is not None else 0
 
     def owner_checksum(self, owner):
         """
@@ -325,24 +388,36 @@ class Handlespace:
         @param owner: a registrar id.
         @return: the unsigned 16-bit checksum; 0xffff when it owns nothing.
         """
-        return finish_checksum(self._owner_sums.get(owner, 0))
+        members = self._owners.get(owner)
+        return finish_checksum(members.checksum if members is not None else 0)
 
     def by_connection(self, connection):
         """
         @param connection: a connection key given at registration.
         @return: a list of the L{PoolElement} objects registered over it.
         """
-        return list(self._connections.get(connection, ()))
+        members = self._connections.get(connection)
+        return self._live(members, CONNECTION_CELL) if members is not None else []
+
+    def connection_count(self, connection):
+        """
+        @param connection: a connection key given at registration.
+        @return: how many PEs are registered over it (O(1)).
+        """
+        members = self._connections.get(connection)
+        return members.count if members is not None else 0
 
     def next_timer_time(self):
         """
         @return: the earliest pending timer time (seconds), or C{None}.
         """
         heap = self._timer_heap
+        slab = self._slab
         while heap:
-            entry = heap[0]
-            if entry[2]._timer_entry is entry:
-                return entry[0]
+            key = heap[0]
+            cell = key & CELL_MASK
+            if slab[cell] is key:
+                return slab[cell - TIMER_CELL].timer_time
             heappop(heap)
         return None
 
@@ -356,18 +431,24 @@ class Handlespace:
         """
         result = []
         heap = self._timer_heap
-        # Take the due entries off the heap in order, then put the live
-        # ones back (their timers stay set).  Each is smaller than every
-        # entry left in the heap, so the heap stays valid.
+        slab = self._slab
+        # Take the due keys off the heap in order (and the stale ones met on
+        # the way), then put the live ones back (their timers stay set).
+        # Each is smaller than every key left in the heap, so the heap stays
+        # valid.
         taken = []
-        while heap and heap[0][0] <= now:
-            entry = heappop(heap)
-            pe = entry[2]
-            if pe._timer_entry is entry:
-                taken.append(entry)
+        while heap:
+            key = heap[0]
+            cell = key & CELL_MASK
+            if slab[cell] is key:
+                pe = slab[cell - TIMER_CELL]
+                if pe.timer_time > now:
+                    break
+                taken.append(key)
                 result.append(pe)
-        for entry in taken:
-            heappush(heap, entry)
+            heappop(heap)
+        for key in taken:
+            heappush(heap, key)
         return result
 
     # -- registration -----------------------------------------------------
@@ -495,7 +576,8 @@ class Handlespace:
             return RegistrationOutcome(pe, False, previous_home, policy_changed)
 
         if pool is None:
-            pool = Pool(handle, policy.policy_type, protocol, control)
+            pool = Pool(handle, policy.policy_type, protocol, control,
+                        self._slab, self._serials)
             self._pools[handle] = pool
         pe = PoolElement(
             pool,
@@ -508,6 +590,15 @@ class Handlespace:
             connection,
             now,
         )
+        slab = self._slab
+        free = self._free_places
+        if free:
+            place = pe._slab = free.pop()
+            slab[place] = pe
+        else:
+            pe._slab = len(slab)
+            slab.append(pe)
+            slab.extend(NO_CELLS[1:])
         pool._elements[pe_id] = pe
         pool._selector.add(pe)
         self._count += 1
@@ -554,6 +645,10 @@ class Handlespace:
         self._unlink_owner(pe)
         self._unlink_connection(pe)
         self.clear_timer(pe)
+        place = pe._slab
+        self._slab[place:place + CELLS] = NO_CELLS
+        self._free_places.append(place)
+        pe._slab = None
 
     def report_unreachable(self, handle, pe_id):
         """
@@ -599,38 +694,55 @@ class Handlespace:
         """
         if old_owner == new_owner:
             return self.owned_by(old_owner)
-        moved = self._owners.pop(old_owner, None)
-        if moved is None:
+        old = self._owners.pop(old_owner, None)
+        if old is None:
             return []
-        accumulator = self._owner_sums.pop(old_owner)
+        moved = self._live(old, OWNER_CELL)
         target = self._owners.get(new_owner)
         if target is None:
-            target = self._owners[new_owner] = {}
-            self._owner_sums[new_owner] = 0
+            target = self._owners[new_owner] = _Members()
         for pe in moved:
             pe.home_registrar = new_owner
-        target.update(moved)
-        self._owner_sums[new_owner] += accumulator
-        return list(moved)
+            self._add_key(pe, OWNER_CELL, target)
+        target.checksum += old.checksum
+        return moved
+
+    def _add_key(self, pe, offset, members):
+        # Link a PE to a _Members: a new key for its cell.
+        cell = pe._slab + offset
+        key = (next(self._serials) << SERIAL_SHIFT) | cell
+        slab = self._slab
+        slab[cell] = key
+        keys = members.keys
+        keys.append(key)
+        members.count += 1
+        if len(keys) > 2 * members.count + 64:
+            self._compact(keys)
+
+    def _compact(self, keys):
+        # More stale keys than live ones: keep the live ones (O(n), once per
+        # n changes at most).
+        slab = self._slab
+        keys[:] = [key for key in keys if slab[key & CELL_MASK] is key]
 
     def _link_owner(self, pe):
-        owner = pe.home_registrar
-        members = self._owners.get(owner)
+        members = self._owners.get(pe.home_registrar)
         if members is None:
-            members = self._owners[owner] = {}
-            self._owner_sums[owner] = 0
-        members[pe] = None
-        self._owner_sums[owner] += pe._checksum
+            members = self._owners[pe.home_registrar] = _Members()
+        self._add_key(pe, OWNER_CELL, members)
+        members.checksum += pe._checksum
 
     def _unlink_owner(self, pe):
         owner = pe.home_registrar
         members = self._owners[owner]
-        del members[pe]
-        if members:
-            self._owner_sums[owner] -= pe._checksum
+        self._slab[pe._slab + OWNER_CELL] = None
+        count = members.count = members.count - 1
+        if count:
+            members.checksum -= pe._checksum
+            if len(members.keys) > 2 * count + 64:
+                self._compact(members.keys)
         else:
             del self._owners[owner]
-            del self._owner_sums[owner]
 
     # -- connections ------------------------------------------------------
 
@@ -643,9 +755,9 @@ class Handlespace:
         @return: the list of removed L{PoolElement} objects.
         """
         members = self._connections.get(connection)
-        if not members:
+        if members is None:
             return []
-        removed = list(members)
+        removed = self._live(members, CONNECTION_CELL)
         for pe in removed:
             self.remove(pe)
         return removed
@@ -655,16 +767,19 @@ class Handlespace:
         if connection is not None:
             members = self._connections.get(connection)
             if members is None:
-                members = self._connections[connection] = {}
-            members[pe] = None
+                members = self._connections[connection] = _Members()
+            self._add_key(pe, CONNECTION_CELL, members)
 
     def _unlink_connection(self, pe):
         connection = pe.connection
         if connection is not None:
             members = self._connections[connection]
-            del members[pe]
-            if not members:
+            self._slab[pe._slab + CONNECTION_CELL] = None
+            count = members.count = members.count - 1
+            if not count:
                 del self._connections[connection]
+            elif len(members.keys) > 2 * count + 64:
+                self._compact(members.keys)
 
     # -- timers -----------------------------------------------------------
 
@@ -676,19 +791,26 @@ class Handlespace:
         @param code: a L{TimerCode}.
         @param when: when it fires (seconds).
         """
-        if pe._timer_entry is None:
+        if when != when:
+            raise ValueError("timer time is not a number")
+        place = pe._slab
+        slab = self._slab
+        if place is None or slab[place] is not pe:
+            raise KeyError("{!r} is not in the handlespace".format(pe))
+        cell = place + TIMER_CELL
+        if slab[cell] is None:
             self._timer_count += 1
         pe.timer_code = code
         pe.timer_time = when
-        serial = self._timer_serial
-        self._timer_serial = serial + 1
-        entry = pe._timer_entry = (when, serial, pe)
+        key = slab[cell] = (
+            (_time_key(when) << _TIME_SHIFT)
+            | (next(self._serials) << SERIAL_SHIFT)
+            | cell
+        )
         heap = self._timer_heap
-        heappush(heap, entry)
+        heappush(heap, key)
         if len(heap) > 2 * self._timer_count + 64:
-            # More stale entries than live ones: keep the live ones (O(n),
-            # once per n timer updates at most).
-            heap[:] = [e for e in heap if e[2]._timer_entry is e]
+            self._compact(heap)
             heapify(heap)
 
     def clear_timer(self, pe):
@@ -697,12 +819,17 @@ class Handlespace:
 
         @param pe: a L{PoolElement}.
         """
-        if pe._timer_entry is not None:
-            # Its heap entry goes stale.
-            pe._timer_entry = None
+        place = pe._slab
+        if place is not None and self._slab[place + TIMER_CELL] is not None:
+            # Its heap key goes stale.
+            self._slab[place + TIMER_CELL] = None
             pe.timer_code = None
             pe.timer_time = None
-            self._timer_count -= 1
+            count = self._timer_count = self._timer_count - 1
+            heap = self._timer_heap
+            if len(heap) > 2 * count + 64:
+                self._compact(heap)
+                heapify(heap)
 
     def expire(self, now, codes=REMOVING_TIMERS):
         """
@@ -772,19 +899,41 @@ class Handlespace:
                 else:
                     assert pe.timer_code is None
         assert count == self._count
-        assert owners == {o: set(m) for o, m in self._owners.items()}
-        for owner, members in owners.items():
-            expected = compute_checksum((pe.handle, pe.pe_id) for pe in members)
+        slab = self._slab
+        assert len(slab) == CELLS * (count + len(self._free_places))
+        free = set(self._free_places)
+        assert len(free) == len(self._free_places)
+        for place in range(0, len(slab), CELLS):
+            pe = slab[place]
+            if place in free:
+                assert slab[place:place + CELLS] == list(NO_CELLS)
+                continue
+            assert pe._slab == place and pe.pool._elements.get(pe.pe_id) is pe
+            for offset in range(1, CELLS):
+                key = slab[place + offset]
+                assert key is None or key & CELL_MASK == place + offset
+            assert (slab[place + TIMER_CELL] is None) == (pe.timer_time is None)
+            assert slab[place + OWNER_CELL] is not None
+            assert (slab[place + CONNECTION_CELL] is None) == (pe.connection is None)
+        for index, expected in ((self._owners, owners), (self._connections, connections)):
+            assert set(index) == set(expected)
+            for name, members in index.items():
+                live = self._live(members, OWNER_CELL if index is self._owners
+                                  else CONNECTION_CELL)
+                assert len(live) == len(set(live)) == members.count
+                assert set(live) == expected[name]
+                assert len(members.keys) <= 2 * members.count + 64
+        for owner, pes in owners.items():
+            expected = compute_checksum((pe.handle, pe.pe_id) for pe in pes)
             assert self.owner_checksum(owner) == expected, owner
-        assert set(self._owner_sums) == set(owners)
-        assert connections == {c: set(m) for c, m in self._connections.items()}
         heap = self._timer_heap
-        live = [e for e in heap if e[2]._timer_entry is e]
-        assert len(live) == self._timer_count
+        live = [key for key in heap if slab[key & CELL_MASK] is key]
+        assert len(live) == len(set(live)) == self._timer_count
         stored = {}
-        for when, serial, pe in live:
-            assert pe.timer_time == when
-            stored.setdefault(when, set()).add(pe)
+        for key in live:
+            pe = slab[(key & CELL_MASK) - TIMER_CELL]
+            assert key >> _TIME_SHIFT == _time_key(pe.timer_time)
+            stored.setdefault(pe.timer_time, set()).add(pe)
         assert stored == timers
         assert all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap)))
         assert len(heap) <= 2 * self._timer_count + 64

@@ -11,10 +11,11 @@ behaviour):
    Least Used family.  The key ends with a per-pool sequence number that a
    PE receives when it joins the pool and again each time it is selected and
    "used" (see C{max_increment} below), so PEs with equal keys are taken in
-   round-robin order.  The index is a deque for Round Robin, blocks of
-   packed 64-bit keys for Priority and the Least Used family (see
-   L{_PackedKeys}), and a L{sortedcontainers.SortedList} of integer keys
-   for Weighted Round Robin; the first two remove lazily.
+   round-robin order.  The index is a circular linked list threaded
+   through the PEs for Round Robin, blocks of packed 64-bit keys for
+   Priority and the Least Used family (see L{_PackedKeys}), and a
+   L{sortedcontainers.SortedList} of integer keys for Weighted Round Robin.
+   Every index drops a leaving PE at once: none keeps a reference to it.
  - I{Randomized} policies give each PE a selection value and draw a PE with
    probability proportional to it: Random, Weighted Random, Weighted Random
    DPF and the Randomized Least Used family.  The index groups PEs in
@@ -32,13 +33,13 @@ contact (the first).
 """
 from array import array
 from bisect import bisect_left
-from collections import deque
-from itertools import chain, islice
+from itertools import chain, compress, islice
 
 from sortedcontainers import SortedList
 
 from rserpool.codes import PolicyType
 from rserpool.handlespace.policy import MAX_VALUE
+from rserpool.handlespace.slab import CELL_MASK, SELECTOR_CELL, SERIAL_SHIFT
 
 __all__ = ["Selector", "make_selector", "selection_value", "selection_key"]
 
@@ -243,22 +244,23 @@ class RoundRobinSelector(Selector):
     order in which they joined the pool; a selection starts at the current
     position, and using a PE moves it to the end of the cycle.
 
-    The ordered policies' key would be the sequence number alone, so the
-    cycle is kept as a C{deque} of PEs, in sequence number order: a new or
-    used PE is appended, a selection takes PEs from the front.  Removal is
-    lazy: a removed PE only has its C{_sel} set to C{None} and its entry
-    is dropped when a selection meets it at the front, or when removed
-    entries outnumber the live ones and the deque is rebuilt (O(n), at
-    most once per n removals).  Every operation is O(1) amortized whatever
-    the pool size, and a removal touches nothing but the PE.  A linked
-    PE's C{_sel} is its sequence number, as in the other ordered policies.
+    The cycle is a circular doubly-linked list threaded through the PEs
+    (their C{_prev} and C{_next} slots), starting at the current position:
+    a new PE goes in before the current position (the end of the cycle), a
+    leaving PE is unlinked from its two neighbours, and using the first m
+    PEs of a selection moves them to the end of the cycle just by moving
+    the current position past them.  Every operation is O(1) (O(k) for a
+    selection of k), whatever the pool size; a removed PE is referenced by
+    nothing, so it is freed at once.  A linked PE's C{_sel} is its sequence
+    number, as in the other ordered policies: the sequence numbers increase
+    along the cycle from the current position.
     """
 
-    __slots__ = ("_ring", "_count")
+    __slots__ = ("_head", "_count")
 
     def __init__(self):
         Selector.__init__(self)
-        self._ring = deque()
+        self._head = None
         self._count = 0
 
     def __len__(self):
@@ -267,17 +269,33 @@ class RoundRobinSelector(Selector):
     def _link(self, pe):
         pe._sel = pe._seq
         self._count += 1
-        ring = self._ring
-        ring.append(pe)
-        if len(ring) > 2 * self._count + 64:
-            # More removed entries than live ones: keep the live ones.
-            self._ring = deque([pe for pe in ring if pe._sel is not None])
+        head = self._head
+        if head is None:
+            pe._prev = pe._next = pe
+            self._head = pe
+        else:
+            # Before the current position: the end of the cycle.
+            tail = head._prev
+            pe._prev = tail
+            pe._next = head
+            tail._next = pe
+            head._prev = pe
 
     def _unlink(self, pe):
-        # The PE's entry goes stale (see the class docstring).
-        if pe._sel is not None:
-            pe._sel = None
-            self._count -= 1
+        if pe._sel is None:
+            return
+        pe._sel = None
+        self._count -= 1
+        following = pe._next
+        if following is pe:
+            self._head = None
+        else:
+            preceding = pe._prev
+            preceding._next = following
+            following._prev = preceding
+            if self._head is pe:
+                self._head = following
+        pe._prev = pe._next = None
 
     def update(self, pe, policy):
         # Round robin has no policy values: the PE keeps its place.
@@ -292,36 +310,39 @@ class RoundRobinSelector(Selector):
             return []
         if max_increment is None:
             max_increment = self.default_max_increment
-        ring = self._ring
-        popleft = ring.popleft
-        # Take the first n live PEs off the front, dropping removed ones.
+        pe = self._head
+        if n == 1:
+            pe.selection_count += 1
+            if max_increment > 0:
+                pe._seq = pe._sel = self._next_seq
+                self._next_seq += 1
+                self._head = pe._next
+            return [pe]
         chosen = []
-        while True:
-            pe = popleft()
-            if pe._sel is not None:
-                pe.selection_count += 1
-                chosen.append(pe)
-                if len(chosen) == n:
-                    break
-        used = chosen
-        if max_increment < n:
-            if max_increment < 0:
-                max_increment = 0
-            # The PEs not used go back to the front, in their order.
-            ring.extendleft(reversed(chosen[max_increment:]))
+        for _ in range(n):
+            pe.selection_count += 1
+            chosen.append(pe)
+            pe = pe._next
+        if max_increment > 0:
             used = chosen[:max_increment]
-        for pe in used:
-            # To the end of the cycle, with a new sequence number.
-            pe._seq = pe._sel = self._next_seq
-            self._next_seq += 1
-            ring.append(pe)
+            for pe in used:
+                # To the end of the cycle, with a new sequence number.
+                pe._seq = pe._sel = self._next_seq
+                self._next_seq += 1
+            # The cycle is circular: moving the current position past the
+            # used PEs puts them at its end, in their order.
+            self._head = used[-1]._next
         return chosen
 
     def verify(self, elements):
-        ring = [pe for pe in self._ring if pe._sel is not None]
+        ring = []
+        pe = self._head
+        for _ in range(self._count):
+            assert pe._next._prev is pe and pe._prev._next is pe
+            ring.append(pe)
+            pe = pe._next
+        assert pe is self._head
         assert set(ring) == set(elements) and len(ring) == len(elements)
-        assert len(ring) == self._count
-        assert len(self._ring) <= 2 * self._count + 64
         assert all(pe._sel == pe._seq for pe in ring)
         seqs = [pe._seq for pe in ring]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -353,6 +374,8 @@ class _PackedKeys:
     def __init__(self):
         self._keys = []
         self._values = []
+        # A list: its few integers stay in the cache, and bisecting it
+        # makes no new ones.
         self._maxes = []
         self._len = 0
 
@@ -416,6 +439,24 @@ class _PackedKeys:
             del values[_BLOCK_LOAD:]
             maxes.insert(i, keys[-1])
 
+    @classmethod
+    def from_sorted(cls, keys, values):
+        """
+        Build an index at once.
+
+        @param keys: a list of distinct keys in increasing order.
+        @param values: a list of their values.
+        @return: a new L{_PackedKeys}.
+        """
+        index = cls()
+        for start in range(0, len(keys), _BLOCK_LOAD):
+            block = array("Q", keys[start:start + _BLOCK_LOAD])
+            index._keys.append(block)
+            index._values.append(values[start:start + _BLOCK_LOAD])
+            index._maxes.append(block[-1])
+        index._len = len(keys)
+        return index
+
     def append(self, key, value):
         """
         Insert a key larger than every key in the index (to build it).
@@ -429,12 +470,6 @@ class _PackedKeys:
             self._values.append([value])
             self._maxes.append(key)
         self._len += 1
-
-    def pop_first(self):
-        """
-        Remove the smallest key (the index is not empty).
-        """
-        self.remove(self._keys[0][0])
 
     def remove(self, key):
         """
@@ -499,34 +534,41 @@ class _PackedOrderedSelector(Selector):
     """
     An ordered policy whose policy value fits in 32 bits (Priority and the
     Least Used family): PEs sorted by C{(policy value << 32) | sequence
-    number}, a 64-bit key, in a L{_PackedKeys} index that also holds the
-    PEs.
+    number}, a 64-bit key, in a L{_PackedKeys} index.  A PE's C{_sel} is
+    its key while it is in the pool.
 
-    Removal is lazy, as in L{RoundRobinSelector}: an entry is live while
-    its PE's C{_sel} equals its key; a PE that leaves the pool only has its
-    C{_sel} set to C{None}, its entry going stale.  Stale entries are dropped when a selection
-    meets them among the first PEs, and all of them when they outnumber the
-    live ones (O(n), at most once per n removals).  A deregistration thus
-    touches nothing but the PE.  (Only removed PEs leave stale entries: a
-    PE whose key changes has its old entry removed at once, so keys never
-    repeat, a removed PE's sequence number being used by no other PE.)
+    The index deletes lazily (see L{rserpool.handlespace.slab}): the value
+    of an entry is a slab key naming the PE's selector cell, live while the
+    cell holds it.  A PE that leaves the pool only has its cell cleared;
+    its entry goes stale, and is dropped when a selection meets it among
+    the first PEs, or with all stale entries when they outnumber the live
+    ones.  A removal thus touches nothing but the PE's slab place, and the
+    index refers to no PE, so a removed PE is freed at once.  (A PE whose
+    key changes, by an update or a selection, has its old entry removed at
+    once: the keys of the entries are all distinct, a removed PE's sequence
+    number being used by no other PE.)
 
     The sequence number is 32 bits here: when the pool's counter reaches
     2**32 (after some 4 billion registrations and uses), the PEs are
     renumbered 0, 1, ... in the order of their sequence numbers, which
     keeps every comparison the same.
+
+    @param slab: the handlespace's slab list.
+    @param serials: the handlespace's serial number iterator.
     """
 
-    __slots__ = ("_entries", "_count")
+    __slots__ = ("_entries", "_count", "_slab", "_serials")
 
     #: Sequence numbers are below this (a class attribute, for the tests).
     _seq_limit = _PACKED_SEQ_LIMIT
     _seq_bits = _PACKED_SEQ_BITS
 
-    def __init__(self):
+    def __init__(self, slab, serials):
         Selector.__init__(self)
         self._entries = _PackedKeys()
         self._count = 0
+        self._slab = slab
+        self._serials = serials
 
     def __len__(self):
         return self._count
@@ -544,25 +586,36 @@ class _PackedOrderedSelector(Selector):
         pe._seq = seq
 
     def _live(self):
-        # The live PEs, in key order.
-        return [pe for key, pe in zip(self._entries.keys(), self._entries.values())
-                if pe._sel == key]
+        # The live (PE, slab key) pairs, in key order.
+        slab = self._slab
+        return [(slab[(handle & CELL_MASK) - SELECTOR_CELL], handle)
+                for handle in self._entries.values()
+                if slab[handle & CELL_MASK] is handle]
 
-    def _rebuild(self, elements):
-        entries = self._entries = _PackedKeys()
-        for pe in elements:
-            entries.append(pe._sel, pe)
+    def _compact(self):
+        # The index anew without its stale entries (without looking at a
+        # PE).
+        slab = self._slab
+        entries = self._entries
+        values = list(entries.values())
+        live = [slab[handle & CELL_MASK] is handle for handle in values]
+        self._entries = _PackedKeys.from_sorted(
+            list(compress(entries.keys(), live)), list(compress(values, live))
+        )
 
     def _renumber(self):
         # Renumber the live PEs in the order of their sequence numbers and
         # rebuild the index (without its stale entries).
-        elements = sorted(self._live(), key=_seq_of)
-        for seq, pe in enumerate(elements):
+        pairs = self._live()
+        pairs.sort(key=_seq_of_pair)
+        for seq, (pe, handle) in enumerate(pairs):
             pe._seq = seq
             pe._sel = (self._key(pe) << _PACKED_SEQ_BITS) | seq
-        elements.sort(key=_sel_of)
-        self._rebuild(elements)
-        self._next_seq = len(elements)
+        pairs.sort(key=_sel_of_pair)
+        self._entries = _PackedKeys.from_sorted(
+            [pe._sel for pe, handle in pairs], [handle for pe, handle in pairs]
+        )
+        self._next_seq = len(pairs)
 
     def add(self, pe):
         self._new_seq(pe)
@@ -572,14 +625,15 @@ class _PackedOrderedSelector(Selector):
 
     def remove(self, pe):
         # The PE's entry goes stale.
+        self._slab[pe._slab + SELECTOR_CELL] = None
         pe._sel = None
-        self._count -= 1
+        count = self._count = self._count - 1
+        if len(self._entries) > 2 * count + 64:
+            self._compact()
 
     def update(self, pe, policy):
         # The PE keeps its sequence number, so its key changes only if the
-        # policy value does: then it moves, else nothing moves.  (The old
-        # entry goes at once: a later update back to the old value would
-        # give the same key again.)
+        # policy value does: then it moves, else nothing moves.
         pe.policy = policy
         pe._degradation = 0
         if (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq != pe._sel:
@@ -592,21 +646,28 @@ class _PackedOrderedSelector(Selector):
         assert self._count == len(elements)
         assert len(entries) <= 2 * self._count + 64
         live = self._live()
-        assert len(live) == len(set(live)) == len(elements)
-        assert set(live) == set(elements)
+        pes = [pe for pe, handle in live]
+        assert len(pes) == len(set(pes)) == len(elements)
+        assert set(pes) == set(elements)
+        for pe, handle in live:
+            assert handle & CELL_MASK == pe._slab + SELECTOR_CELL
         for pe in elements:
             assert pe._sel == (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq
+        assert [pe._sel for pe in pes] == sorted(pe._sel for pe in pes)
         assert all(pe._seq < self._next_seq <= self._seq_limit for pe in elements)
         assert len(set(pe._seq for pe in elements)) == len(elements)
 
     def _link(self, pe):
-        # A new entry for the PE's current key (the PE has no other).
+        # A new entry for the PE's current key (the PE has no other live
+        # one).
         key = (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq
         pe._sel = key
+        cell = pe._slab + SELECTOR_CELL
+        handle = self._slab[cell] = (next(self._serials) << SERIAL_SHIFT) | cell
         entries = self._entries
-        entries.add(key, pe)
+        entries.add(key, handle)
         if len(entries) > 2 * self._count + 64:
-            self._rebuild(self._live())
+            self._compact()
 
     def select(self, k, max_increment, rng):
         n = self._count
@@ -615,20 +676,22 @@ class _PackedOrderedSelector(Selector):
         if n <= 0:
             return []
         entries = self._entries
+        slab = self._slab
         # Drop the stale entries at the front.
         while True:
-            pe = entries.first()
-            if pe._sel == entries.first_key():
+            handle = entries.first()
+            if slab[handle & CELL_MASK] is handle:
                 break
-            entries.pop_first()
+            entries.remove(entries.first_key())
         if n == 1:
-            chosen = [pe]
+            chosen = [slab[(handle & CELL_MASK) - SELECTOR_CELL]]
         else:
             chosen = []
             stale = []
-            for key, pe in zip(entries.keys(), entries.values()):
-                if pe._sel == key:
-                    chosen.append(pe)
+            for key, handle in zip(entries.keys(), entries.values()):
+                cell = handle & CELL_MASK
+                if slab[cell] is handle:
+                    chosen.append(slab[cell - SELECTOR_CELL])
                     if len(chosen) == n:
                         break
                 else:
@@ -646,19 +709,18 @@ class _PackedOrderedSelector(Selector):
                 # round-robin tie-break.  Its old entry goes (the new
                 # sequence number first: a renumbering rebuilds the index).
                 self._new_seq(pe)
-                entries = self._entries
-                entries.remove(pe._sel)
+                self._entries.remove(pe._sel)
                 self._selected(pe)
                 self._link(pe)
         return chosen
 
 
-def _sel_of(pe):
-    return pe._sel
+def _sel_of_pair(pair):
+    return pair[0]._sel
 
 
-def _seq_of(pe):
-    return pe._seq
+def _seq_of_pair(pair):
+    return pair[0]._seq
 
 
 
@@ -874,13 +936,15 @@ class _RandomizedSelector(Selector):
 
     Given the bucket, a member is accepted with probability proportional to
     its value, so a PE is drawn with probability value / total exactly.
-    Members are kept in the order they entered the bucket; a leaving member's
-    place is taken by the bucket's last member.  PEs of value 0 are in no
+    Members are kept in the order they entered the bucket, with their values
+    in a parallel C{array('Q')} so that the rejection test reads no PE
+    (at 100,000 PEs each would be a cache miss); a leaving member's place
+    is taken by the bucket's last member.  PEs of value 0 are in no
     bucket and never drawn.  k distinct PEs are drawn one after the other,
     each taken out of its bucket until the selection ends.
     """
 
-    __slots__ = ("_buckets", "_totals", "_order", "_total", "_count")
+    __slots__ = ("_buckets", "_values", "_totals", "_order", "_total", "_count")
 
     #: Whether a selection changes the PE's value (degradation).
     stateful = False
@@ -888,6 +952,8 @@ class _RandomizedSelector(Selector):
     def __init__(self):
         Selector.__init__(self)
         self._buckets = {}
+        # bucket number -> array('Q') of the members' values
+        self._values = {}
         self._totals = {}
         # Non-empty bucket numbers, highest first.
         self._order = []
@@ -905,6 +971,7 @@ class _RandomizedSelector(Selector):
         members = 0
         for b, bucket in self._buckets.items():
             assert bucket, b
+            assert list(self._values[b]) == [pe._value for pe in bucket]
             for slot, pe in enumerate(bucket):
                 assert pe._sel == b and pe._slot == slot
                 assert pe._value == self._value(pe) > 0
@@ -916,6 +983,7 @@ class _RandomizedSelector(Selector):
             if pe._sel is None:
                 assert self._value(pe) == 0
         assert self._order == sorted(self._buckets, reverse=True)
+        assert set(self._values) == set(self._buckets)
         assert self._total == sum(self._totals.values())
 
     def _link(self, pe):
@@ -928,6 +996,7 @@ class _RandomizedSelector(Selector):
         bucket = self._buckets.get(b)
         if bucket is None:
             bucket = self._buckets[b] = []
+            self._values[b] = array("Q")
             self._totals[b] = 0
             order = self._order
             i = 0
@@ -937,6 +1006,7 @@ class _RandomizedSelector(Selector):
         pe._sel = b
         pe._slot = len(bucket)
         bucket.append(pe)
+        self._values[b].append(value)
         self._totals[b] += value
         self._total += value
 
@@ -945,16 +1015,21 @@ class _RandomizedSelector(Selector):
         if b is None:
             return
         bucket = self._buckets[b]
+        values = self._values[b]
         last = bucket.pop()
+        last_value = values.pop()
         if last is not pe:
-            bucket[pe._slot] = last
-            last._slot = pe._slot
+            slot = pe._slot
+            bucket[slot] = last
+            values[slot] = last_value
+            last._slot = slot
         value = pe._value
         self._total -= value
         if bucket:
             self._totals[b] -= value
         else:
             del self._buckets[b]
+            del self._values[b]
             del self._totals[b]
             self._order.remove(b)
         pe._sel = None
@@ -969,6 +1044,7 @@ class _RandomizedSelector(Selector):
             delta = value - pe._value
             if delta:
                 pe._value = value
+                self._values[b][pe._slot] = value
                 self._totals[b] += delta
                 self._total += delta
             return
@@ -1001,11 +1077,12 @@ class _RandomizedSelector(Selector):
             return bucket[0]
         if b == 0:
             return bucket[randrange(members)]
+        values = self._values[b]
         bound = (2 << b) - 1
         while True:
-            pe = bucket[randrange(members)]
-            if randrange(bound) < pe._value:
-                return pe
+            i = randrange(members)
+            if randrange(bound) < values[i]:
+                return bucket[i]
 
     def select(self, k, max_increment, rng):
         n = self._count
@@ -1178,14 +1255,21 @@ _SELECTORS = {
 }
 
 
-def make_selector(policy_type):
+def make_selector(policy_type, slab, serials):
     """
     A new, empty selection index for a pool.
 
     @param policy_type: the pool's L{PolicyType}.
+    @param slab: the handlespace's slab list (see
+        L{rserpool.handlespace.slab}).
+    @param serials: the handlespace's iterator of serial numbers for slab
+        keys.
     @return: a L{Selector}.
     """
-    return _SELECTORS[policy_type]()
+    cls = _SELECTORS[policy_type]
+    if issubclass(cls, _PackedOrderedSelector):
+        return cls(slab, serials)
+    return cls()
 
 
 def is_randomized(policy_type):
