@@ -35,8 +35,7 @@ from rserpool.handlespace import (
     finish_checksum,
     pe_contribution,
 )
-from rserpool.handlespace.handlespace import _time_key
-from rserpool.handlespace.slab import CELLS
+from rserpool.handlespace.handlespace import CELLS, _time_key
 
 SCTP = 0x0004
 TCP = 0x0005
@@ -500,10 +499,9 @@ class IndexTests(unittest.TestCase):
 
 class LazyIndexTests(unittest.TestCase):
     """
-    The indexes that delete lazily (timers, owners, connections, the
-    Priority and Least Used selection index; see
-    L{rserpool.handlespace.slab}): stale entries never show, stay bounded,
-    and keep no removed PE alive.
+    The timer heap, which deletes lazily, and the other indexes, which do
+    not: stale keys never show and stay bounded, timers moved later come
+    out in order, and no index keeps a removed PE alive.
     """
 
     def test_timeKeyOrder(self):
@@ -528,6 +526,29 @@ class LazyIndexTests(unittest.TestCase):
         hs.remove(pe)
         self.assertRaises(KeyError, hs.set_timer, pe, TimerCode.EXPIRY, 1.0)
         self.assertIsNone(hs.next_timer_time())
+
+    def test_timerMovedLaterKeepsOrder(self):
+        # A timer moved later keeps its old key in the heap until it comes
+        # out; PEs due at the same time still come out in the order their
+        # timers were set: here b (moved to 40 first), a, then c (set to 40
+        # last, as its first timer).
+        hs = Handlespace(random.Random(0))
+        a = register(hs, b"t", 1, timer=(TimerCode.EXPIRY, 30.0)).pe
+        b = register(hs, b"t", 2, timer=(TimerCode.EXPIRY, 35.0)).pe
+        heap_size = len(hs._timer_heap)
+        hs.set_timer(b, TimerCode.KEEP_ALIVE_TRANSMISSION, 40.0)
+        hs.set_timer(a, TimerCode.EXPIRY, 40.0)
+        # Moving later pushes nothing.
+        self.assertEqual(len(hs._timer_heap), heap_size)
+        c = register(hs, b"t", 3, timer=(TimerCode.EXPIRY, 40.0)).pe
+        self.assertEqual(hs.next_timer_time(), 40.0)
+        self.assertEqual(hs.due(39.9), [])
+        self.assertEqual(hs.due(40.0), [b, a, c])
+        self.assertEqual(b.timer_code, TimerCode.KEEP_ALIVE_TRANSMISSION)
+        # Then earlier again: a new key.
+        hs.set_timer(c, TimerCode.EXPIRY, 10.0)
+        self.assertEqual(hs.due(40.0), [c, b, a])
+        hs.verify()
 
     def test_connectionCount(self):
         hs = Handlespace(random.Random(0))
@@ -560,7 +581,7 @@ class LazyIndexTests(unittest.TestCase):
 
     def test_removedElementFreed(self):
         # Once removed, a PE is referenced by nothing in the handlespace,
-        # whatever its policy: the lazy indexes hold integers, not PEs.
+        # whatever its policy: the timer heap's stale keys are integers.
         if not hasattr(sys, "getrefcount"):
             raise unittest.SkipTest("needs reference counts")
         for policy_type in P:

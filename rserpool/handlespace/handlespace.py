@@ -9,7 +9,7 @@ import enum
 import itertools
 import random
 import struct
-from heapq import heapify, heappop, heappush
+from heapq import heapify, heappop, heappush, heapreplace
 
 import attrs
 
@@ -23,15 +23,6 @@ from rserpool.handlespace.errors import (
 )
 from rserpool.handlespace.policy import PolicySettings
 from rserpool.handlespace.selection import make_selector
-from rserpool.handlespace.slab import (
-    CELL_MASK,
-    CELLS,
-    CONNECTION_CELL,
-    NO_CELLS,
-    OWNER_CELL,
-    SERIAL_SHIFT,
-    TIMER_CELL,
-)
 
 #: The longest pool handle accepted (RSPLIB's MAX_POOLHANDLESIZE; RFC 5352
 #: sets no limit, but RSPLIB PRs and PEs reject longer handles).
@@ -54,27 +45,15 @@ def _time_key(when):
     return ~bits if bits < 0 else bits | _TOP_BIT
 
 
-#: A timer key is C{time key << 96 | serial << 32 | cell}; an owner or
-#: connection key is C{serial << 32 | cell} (see L{slab}).
+# The slab (see Handlespace.__init__): two cells per PE, the PE and the
+# key of its timer in the heap.
+CELLS = 2
+TIMER_CELL = 1
+_NO_CELLS = (None,) * CELLS
+#: A timer key is C{time key << 96 | serial << 32 | cell}.
+_CELL_MASK = 0xFFFFFFFF
+_SERIAL_SHIFT = 32
 _TIME_SHIFT = 96
-
-
-class _Members:
-    """
-    The PEs of one owner or one connection, as a list of keys with lazy
-    deletion (see L{rserpool.handlespace.slab}).
-
-    @ivar keys: the keys, live and stale.
-    @ivar count: how many are live.
-    @ivar checksum: the owner's checksum accumulator (owners only).
-    """
-
-    __slots__ = ("keys", "count", "checksum")
-
-    def __init__(self):
-        self.keys = []
-        self.count = 0
-        self.checksum = 0
 
 
 class TimerCode(enum.IntEnum):
@@ -138,7 +117,10 @@ class PoolElement:
         "selection_count",
         "timer_code",
         "timer_time",
+        "_timer_key",
         "_slab",
+        "_owner_slot",
+        "_connection_slot",
         "_checksum",
         "_seq",
         "_round",
@@ -177,7 +159,10 @@ class PoolElement:
         self.selection_count = 0
         self.timer_code = None
         self.timer_time = None
+        self._timer_key = None
         self._slab = None
+        self._owner_slot = 0
+        self._connection_slot = 0
         self._checksum = pe_contribution(pool.handle, pe_id)
         self._seq = 0
         self._round = 0
@@ -228,14 +213,13 @@ class Pool:
     __slots__ = ("handle", "policy_type", "transport_protocol", "control_channel",
                  "_elements", "_selector")
 
-    def __init__(self, handle, policy_type, transport_protocol, control_channel,
-                 slab, serials):
+    def __init__(self, handle, policy_type, transport_protocol, control_channel):
         self.handle = handle
         self.policy_type = policy_type
         self.transport_protocol = transport_protocol
         self.control_channel = control_channel
         self._elements = {}
-        self._selector = make_selector(policy_type, slab, serials)
+        self._selector = make_selector(policy_type)
 
     def __len__(self):
         return len(self._elements)
@@ -291,22 +275,38 @@ class Handlespace:
         self._rng = rng if rng is not None else random.Random()
         self._pools = {}
         self._count = 0
-        # The slab (see slab.py): for every PE, the live keys of its
-        # entries in the timer, owner and connection indexes and (some
-        # policies) its pool's selection index, all of which delete
-        # lazily.  Serial numbers make keys unique.
+        # The owner and connection indexes: owner id (connection key) ->
+        # list of PEs, each PE knowing its place in the list
+        # (_owner_slot, _connection_slot).  Adding appends; removing moves
+        # the list's last PE into the leaving PE's place: O(1), no hashing,
+        # and no stale entries to clean up later.
+        self._owners = {}
+        # owner id -> checksum accumulator (see checksum.py).
+        self._owner_sums = {}
+        self._connections = {}
+        # The timers: a binary heap of integer keys, time key << 96 |
+        # serial << 32 | cell (see _time_key), ordered by time, then by when
+        # the timer was set, with lazy deletion.  The cell is the PE's timer
+        # cell in the slab, a list of two cells per PE (the PE and the key
+        # of its timer in the heap) at a place fixed while the PE is in the
+        # handlespace (its _slab; the places of removed PEs are reused).  A
+        # key is live while its cell holds that very int object: cancelling
+        # a timer only clears the cell.  Stale keys are dropped when they
+        # reach the top, and all at once when they outnumber the live ones
+        # (the heap is then rebuilt from the slab's timer cells, a
+        # sequential scan: O(n) once per n changes).  Keys are plain
+        # integers, not containers: a stale key keeps no removed PE alive
+        # and the garbage collector never looks at one.
+        #
+        # A timer moved later (a re-registration extends the registration
+        # life) keeps its key in the heap: the PE's _timer_key holds the key
+        # it wants, and the heap key, which comes out no later than needed,
+        # is replaced by it when it reaches the top.  So the steady state,
+        # every PE re-registering before its timer fires, costs no heap
+        # operation and leaves no stale key.
         self._slab = []
         self._free_places = []
         self._serials = itertools.count()
-        # owner id -> _Members (with the owner's checksum accumulator, see
-        # checksum.py); connection key -> _Members.
-        self._owners = {}
-        self._connections = {}
-        # The timers: a binary heap of timer keys, time key << 96 | serial
-        # << 32 | cell (see _time_key), so ordered by time, then by when the
-        # timer was set.  Setting a timer is a heap push (O(1) when times
-        # increase, as they do with a clock); clearing one only clears the
-        # cell.
         self._timer_heap = []
         self._timer_count = 0
 
@@ -355,12 +355,6 @@ class Handlespace:
         """
         return list(self._owners)
 
-    def _live(self, members, offset):
-        # The PEs of a _Members, in the order they joined it.
-        slab = self._slab
-        return [slab[(key & CELL_MASK) - offset] for key in members.keys
-                if slab[key & CELL_MASK] is key]
-
     def owned_by(self, owner):
         """
         The PEs a registrar owns (for takeover, audits and Handle Table
@@ -369,16 +363,14 @@ class Handlespace:
         @param owner: a registrar id.
         @return: a list of L{PoolElement} objects.
         """
-        members = self._owners.get(owner)
-        return self._live(members, OWNER_CELL) if members is not None else []
+        return list(self._owners.get(owner, ()))
 
     def owned_count(self, owner):
         """
         @param owner: a registrar id.
         @return: how many PEs it owns.
         """
-        members = self._owners.get(owner)
-        return members.count if members is not None else 0
+        return len(self._owners.get(owner, ()))
 
     def owner_checksum(self, owner):
         """
@@ -388,38 +380,49 @@ class Handlespace:
         @param owner: a registrar id.
         @return: the unsigned 16-bit checksum; 0xffff when it owns nothing.
         """
-        members = self._owners.get(owner)
-        return finish_checksum(members.checksum if members is not None else 0)
+        return finish_checksum(self._owner_sums.get(owner, 0))
 
     def by_connection(self, connection):
         """
         @param connection: a connection key given at registration.
         @return: a list of the L{PoolElement} objects registered over it.
         """
-        members = self._connections.get(connection)
-        return self._live(members, CONNECTION_CELL) if members is not None else []
+        return list(self._connections.get(connection, ()))
 
     def connection_count(self, connection):
         """
         @param connection: a connection key given at registration.
         @return: how many PEs are registered over it (O(1)).
         """
-        members = self._connections.get(connection)
-        return members.count if members is not None else 0
+        return len(self._connections.get(connection, ()))
+
+    def _timer_top(self):
+        # The live key at the top of the heap, after dropping stale keys and
+        # replacing moved ones; or None.
+        heap = self._timer_heap
+        slab = self._slab
+        while heap:
+            key = heap[0]
+            cell = key & _CELL_MASK
+            if slab[cell] is key:
+                wanted = slab[cell - TIMER_CELL]._timer_key
+                if wanted is key:
+                    return key
+                # The timer moved later: its key takes this one's place.
+                slab[cell] = wanted
+                heapreplace(heap, wanted)
+            else:
+                heappop(heap)
+        return None
 
     def next_timer_time(self):
         """
         @return: the earliest pending timer time (seconds), or C{None}.
         """
-        heap = self._timer_heap
-        slab = self._slab
-        while heap:
-            key = heap[0]
-            cell = key & CELL_MASK
-            if slab[cell] is key:
-                return slab[cell - TIMER_CELL].timer_time
-            heappop(heap)
-        return None
+        key = self._timer_top()
+        if key is None:
+            return None
+        return self._slab[(key & _CELL_MASK) - TIMER_CELL].timer_time
 
     def due(self, now):
         """
@@ -432,21 +435,19 @@ class Handlespace:
         result = []
         heap = self._timer_heap
         slab = self._slab
-        # Take the due keys off the heap in order (and the stale ones met on
-        # the way), then put the live ones back (their timers stay set).
-        # Each is smaller than every key left in the heap, so the heap stays
-        # valid.
+        # Take the due keys off the heap in order, then put them back
+        # (their timers stay set).  Each is smaller than every key left in
+        # the heap, so the heap stays valid.
         taken = []
-        while heap:
-            key = heap[0]
-            cell = key & CELL_MASK
-            if slab[cell] is key:
-                pe = slab[cell - TIMER_CELL]
-                if pe.timer_time > now:
-                    break
-                taken.append(key)
-                result.append(pe)
-            heappop(heap)
+        while True:
+            key = self._timer_top()
+            if key is None:
+                break
+            pe = slab[(key & _CELL_MASK) - TIMER_CELL]
+            if pe.timer_time > now:
+                break
+            taken.append(heappop(heap))
+            result.append(pe)
         for key in taken:
             heappush(heap, key)
         return result
@@ -576,8 +577,7 @@ class Handlespace:
             return RegistrationOutcome(pe, False, previous_home, policy_changed)
 
         if pool is None:
-            pool = Pool(handle, policy.policy_type, protocol, control,
-                        self._slab, self._serials)
+            pool = Pool(handle, policy.policy_type, protocol, control)
             self._pools[handle] = pool
         pe = PoolElement(
             pool,
@@ -598,7 +598,7 @@ class Handlespace:
         else:
             pe._slab = len(slab)
             slab.append(pe)
-            slab.extend(NO_CELLS[1:])
+            slab.append(None)
         pool._elements[pe_id] = pe
         pool._selector.add(pe)
         self._count += 1
@@ -646,7 +646,7 @@ class Handlespace:
         self._unlink_connection(pe)
         self.clear_timer(pe)
         place = pe._slab
-        self._slab[place:place + CELLS] = NO_CELLS
+        self._slab[place] = None
         self._free_places.append(place)
         pe._slab = None
 
@@ -694,55 +694,44 @@ class Handlespace:
         """
         if old_owner == new_owner:
             return self.owned_by(old_owner)
-        old = self._owners.pop(old_owner, None)
-        if old is None:
+        moved = self._owners.pop(old_owner, None)
+        if moved is None:
             return []
-        moved = self._live(old, OWNER_CELL)
+        accumulator = self._owner_sums.pop(old_owner)
         target = self._owners.get(new_owner)
         if target is None:
-            target = self._owners[new_owner] = _Members()
-        for pe in moved:
+            target = self._owners[new_owner] = []
+            self._owner_sums[new_owner] = 0
+        for slot, pe in enumerate(moved, len(target)):
             pe.home_registrar = new_owner
-            self._add_key(pe, OWNER_CELL, target)
-        target.checksum += old.checksum
-        return moved
-
-    def _add_key(self, pe, offset, members):
-        # Link a PE to a _Members: a new key for its cell.
-        cell = pe._slab + offset
-        key = (next(self._serials) << SERIAL_SHIFT) | cell
-        slab = self._slab
-        slab[cell] = key
-        keys = members.keys
-        keys.append(key)
-        members.count += 1
-        if len(keys) > 2 * members.count + 64:
-            self._compact(keys)
-
-    def _compact(self, keys):
-        # More stale keys than live ones: keep the live ones (O(n), once per
-        # n changes at most).
-        slab = self._slab
-        keys[:] = [key for key in keys if slab[key & CELL_MASK] is key]
+            pe._owner_slot = slot
+        target.extend(moved)
+        self._owner_sums[new_owner] += accumulator
+        return list(moved)
 
     def _link_owner(self, pe):
-        members = self._owners.get(pe.home_registrar)
+        owner = pe.home_registrar
+        members = self._owners.get(owner)
         if members is None:
-            members = self._owners[pe.home_registrar] = _Members()
-        self._add_key(pe, OWNER_CELL, members)
-        members.checksum += pe._checksum
+            members = self._owners[owner] = []
+            self._owner_sums[owner] = 0
+        pe._owner_slot = len(members)
+        members.append(pe)
+        self._owner_sums[owner] += pe._checksum
 
     def _unlink_owner(self, pe):
         owner = pe.home_registrar
         members = self._owners[owner]
-        self._slab[pe._slab + OWNER_CELL] = None
-        count = members.count = members.count - 1
-        if count:
-            members.checksum -= pe._checksum
-            if len(members.keys) > 2 * count + 64:
-                self._compact(members.keys)
+        last = members.pop()
+        if last is not pe:
+            slot = pe._owner_slot
+            members[slot] = last
+            last._owner_slot = slot
+        if members:
+            self._owner_sums[owner] -= pe._checksum
         else:
             del self._owners[owner]
+            del self._owner_sums[owner]
 
     # -- connections ------------------------------------------------------
 
@@ -755,9 +744,9 @@ class Handlespace:
         @return: the list of removed L{PoolElement} objects.
         """
         members = self._connections.get(connection)
-        if members is None:
+        if not members:
             return []
-        removed = self._live(members, CONNECTION_CELL)
+        removed = list(members)
         for pe in removed:
             self.remove(pe)
         return removed
@@ -767,19 +756,21 @@ class Handlespace:
         if connection is not None:
             members = self._connections.get(connection)
             if members is None:
-                members = self._connections[connection] = _Members()
-            self._add_key(pe, CONNECTION_CELL, members)
+                members = self._connections[connection] = []
+            pe._connection_slot = len(members)
+            members.append(pe)
 
     def _unlink_connection(self, pe):
         connection = pe.connection
         if connection is not None:
             members = self._connections[connection]
-            self._slab[pe._slab + CONNECTION_CELL] = None
-            count = members.count = members.count - 1
-            if not count:
+            last = members.pop()
+            if last is not pe:
+                slot = pe._connection_slot
+                members[slot] = last
+                last._connection_slot = slot
+            if not members:
                 del self._connections[connection]
-            elif len(members.keys) > 2 * count + 64:
-                self._compact(members.keys)
 
     # -- timers -----------------------------------------------------------
 
@@ -798,20 +789,32 @@ class Handlespace:
         if place is None or slab[place] is not pe:
             raise KeyError("{!r} is not in the handlespace".format(pe))
         cell = place + TIMER_CELL
-        if slab[cell] is None:
-            self._timer_count += 1
-        pe.timer_code = code
-        pe.timer_time = when
-        key = slab[cell] = (
+        key = pe._timer_key = (
             (_time_key(when) << _TIME_SHIFT)
-            | (next(self._serials) << SERIAL_SHIFT)
+            | (next(self._serials) << _SERIAL_SHIFT)
             | cell
         )
+        previous = pe.timer_time
+        pe.timer_code = code
+        pe.timer_time = when
+        if slab[cell] is None:
+            self._timer_count += 1
+        elif when >= previous:
+            # Later than before: the PE's key in the heap comes out no later
+            # than needed, and is replaced by this one then.
+            return
+        slab[cell] = key
         heap = self._timer_heap
         heappush(heap, key)
         if len(heap) > 2 * self._timer_count + 64:
-            self._compact(heap)
-            heapify(heap)
+            self._rebuild_timers()
+
+    def _rebuild_timers(self):
+        # More stale keys than live ones: the heap anew from the live keys,
+        # read off the slab in order.
+        heap = self._timer_heap
+        heap[:] = [key for key in self._slab[TIMER_CELL::CELLS] if key is not None]
+        heapify(heap)
 
     def clear_timer(self, pe):
         """
@@ -823,13 +826,12 @@ class Handlespace:
         if place is not None and self._slab[place + TIMER_CELL] is not None:
             # Its heap key goes stale.
             self._slab[place + TIMER_CELL] = None
+            pe._timer_key = None
             pe.timer_code = None
             pe.timer_time = None
             count = self._timer_count = self._timer_count - 1
-            heap = self._timer_heap
-            if len(heap) > 2 * count + 64:
-                self._compact(heap)
-                heapify(heap)
+            if len(self._timer_heap) > 2 * count + 64:
+                self._rebuild_timers()
 
     def expire(self, now, codes=REMOVING_TIMERS):
         """
@@ -899,6 +901,17 @@ class Handlespace:
                 else:
                     assert pe.timer_code is None
         assert count == self._count
+        assert owners == {o: set(m) for o, m in self._owners.items()}
+        for owner, members in self._owners.items():
+            assert len(members) == len(set(members))
+            assert all(pe._owner_slot == slot for slot, pe in enumerate(members))
+            expected = compute_checksum((pe.handle, pe.pe_id) for pe in members)
+            assert self.owner_checksum(owner) == expected, owner
+        assert set(self._owner_sums) == set(owners)
+        assert connections == {c: set(m) for c, m in self._connections.items()}
+        for members in self._connections.values():
+            assert len(members) == len(set(members))
+            assert all(pe._connection_slot == slot for slot, pe in enumerate(members))
         slab = self._slab
         assert len(slab) == CELLS * (count + len(self._free_places))
         free = set(self._free_places)
@@ -906,38 +919,28 @@ class Handlespace:
         for place in range(0, len(slab), CELLS):
             pe = slab[place]
             if place in free:
-                assert slab[place:place + CELLS] == list(NO_CELLS)
+                assert slab[place:place + CELLS] == list(_NO_CELLS)
                 continue
             assert pe._slab == place and pe.pool._elements.get(pe.pe_id) is pe
-            for offset in range(1, CELLS):
-                key = slab[place + offset]
-                assert key is None or key & CELL_MASK == place + offset
-            assert (slab[place + TIMER_CELL] is None) == (pe.timer_time is None)
-            assert slab[place + OWNER_CELL] is not None
-            assert (slab[place + CONNECTION_CELL] is None) == (pe.connection is None)
-        for index, expected in ((self._owners, owners), (self._connections, connections)):
-            assert set(index) == set(expected)
-            for name, members in index.items():
-                live = self._live(members, OWNER_CELL if index is self._owners
-                                  else CONNECTION_CELL)
-                assert len(live) == len(set(live)) == members.count
-                assert set(live) == expected[name]
-                assert len(members.keys) <= 2 * members.count + 64
-        for owner, pes in owners.items():
-            expected = compute_checksum((pe.handle, pe.pe_id) for pe in pes)
-            assert self.owner_checksum(owner) == expected, owner
+            key = slab[place + TIMER_CELL]
+            assert (key is None) == (pe.timer_time is None) == (pe._timer_key is None)
+            if key is not None:
+                # The key in the heap, and the one the PE wants (the same,
+                # or a later one when the timer moved later).
+                wanted = pe._timer_key
+                assert key & _CELL_MASK == wanted & _CELL_MASK == place + TIMER_CELL
+                assert wanted >> _TIME_SHIFT == _time_key(pe.timer_time)
+                assert key <= wanted
         heap = self._timer_heap
-        live = [key for key in heap if slab[key & CELL_MASK] is key]
+        live = [key for key in heap if slab[key & _CELL_MASK] is key]
         assert len(live) == len(set(live)) == self._timer_count
         stored = {}
         for key in live:
-            pe = slab[(key & CELL_MASK) - TIMER_CELL]
-            assert key >> _TIME_SHIFT == _time_key(pe.timer_time)
+            pe = slab[(key & _CELL_MASK) - TIMER_CELL]
             stored.setdefault(pe.timer_time, set()).add(pe)
         assert stored == timers
         assert all(heap[(i - 1) // 2] <= heap[i] for i in range(1, len(heap)))
         assert len(heap) <= 2 * self._timer_count + 64
-
 
 def _control_name(control):
     return "data plus control" if control else "data only"

@@ -15,7 +15,7 @@ behaviour):
    through the PEs for Round Robin, blocks of packed 64-bit keys for
    Priority and the Least Used family (see L{_PackedKeys}), and a
    L{sortedcontainers.SortedList} of integer keys for Weighted Round Robin.
-   Every index drops a leaving PE at once: none keeps a reference to it.
+   Every index drops a leaving PE at once and keeps no reference to it.
  - I{Randomized} policies give each PE a selection value and draw a PE with
    probability proportional to it: Random, Weighted Random, Weighted Random
    DPF and the Randomized Least Used family.  The index groups PEs in
@@ -33,13 +33,12 @@ contact (the first).
 """
 from array import array
 from bisect import bisect_left
-from itertools import chain, compress, islice
+from itertools import chain, islice
 
 from sortedcontainers import SortedList
 
 from rserpool.codes import PolicyType
 from rserpool.handlespace.policy import MAX_VALUE
-from rserpool.handlespace.slab import CELL_MASK, SELECTOR_CELL, SERIAL_SHIFT
 
 __all__ = ["Selector", "make_selector", "selection_value", "selection_key"]
 
@@ -388,12 +387,6 @@ class _PackedKeys:
         """
         return self._values[0][0]
 
-    def first_key(self):
-        """
-        @return: the smallest key (the index is not empty).
-        """
-        return self._keys[0][0]
-
     def values(self):
         """
         @return: an iterator over the values in key order.
@@ -456,20 +449,6 @@ class _PackedKeys:
             index._maxes.append(block[-1])
         index._len = len(keys)
         return index
-
-    def append(self, key, value):
-        """
-        Insert a key larger than every key in the index (to build it).
-        """
-        if self._keys and len(self._keys[-1]) < _BLOCK_LOAD:
-            self._keys[-1].append(key)
-            self._values[-1].append(value)
-            self._maxes[-1] = key
-        else:
-            self._keys.append(array("Q", (key,)))
-            self._values.append([value])
-            self._maxes.append(key)
-        self._len += 1
 
     def remove(self, key):
         """
@@ -534,44 +513,27 @@ class _PackedOrderedSelector(Selector):
     """
     An ordered policy whose policy value fits in 32 bits (Priority and the
     Least Used family): PEs sorted by C{(policy value << 32) | sequence
-    number}, a 64-bit key, in a L{_PackedKeys} index.  A PE's C{_sel} is
-    its key while it is in the pool.
-
-    The index deletes lazily (see L{rserpool.handlespace.slab}): the value
-    of an entry is a slab key naming the PE's selector cell, live while the
-    cell holds it.  A PE that leaves the pool only has its cell cleared;
-    its entry goes stale, and is dropped when a selection meets it among
-    the first PEs, or with all stale entries when they outnumber the live
-    ones.  A removal thus touches nothing but the PE's slab place, and the
-    index refers to no PE, so a removed PE is freed at once.  (A PE whose
-    key changes, by an update or a selection, has its old entry removed at
-    once: the keys of the entries are all distinct, a removed PE's sequence
-    number being used by no other PE.)
+    number}, a 64-bit key, in a L{_PackedKeys} index that also holds the
+    PEs.  A PE's C{_sel} is its key while it is in the pool.
 
     The sequence number is 32 bits here: when the pool's counter reaches
     2**32 (after some 4 billion registrations and uses), the PEs are
     renumbered 0, 1, ... in the order of their sequence numbers, which
     keeps every comparison the same.
-
-    @param slab: the handlespace's slab list.
-    @param serials: the handlespace's serial number iterator.
     """
 
-    __slots__ = ("_entries", "_count", "_slab", "_serials")
+    __slots__ = ("_entries",)
 
     #: Sequence numbers are below this (a class attribute, for the tests).
     _seq_limit = _PACKED_SEQ_LIMIT
     _seq_bits = _PACKED_SEQ_BITS
 
-    def __init__(self, slab, serials):
+    def __init__(self):
         Selector.__init__(self)
         self._entries = _PackedKeys()
-        self._count = 0
-        self._slab = slab
-        self._serials = serials
 
     def __len__(self):
-        return self._count
+        return len(self._entries)
 
     def _key(self, pe):
         # The policy value (without the sequence number); smaller is first.
@@ -585,51 +547,25 @@ class _PackedOrderedSelector(Selector):
         self._next_seq = seq + 1
         pe._seq = seq
 
-    def _live(self):
-        # The live (PE, slab key) pairs, in key order.
-        slab = self._slab
-        return [(slab[(handle & CELL_MASK) - SELECTOR_CELL], handle)
-                for handle in self._entries.values()
-                if slab[handle & CELL_MASK] is handle]
-
-    def _compact(self):
-        # The index anew without its stale entries (without looking at a
-        # PE).
-        slab = self._slab
-        entries = self._entries
-        values = list(entries.values())
-        live = [slab[handle & CELL_MASK] is handle for handle in values]
-        self._entries = _PackedKeys.from_sorted(
-            list(compress(entries.keys(), live)), list(compress(values, live))
-        )
-
     def _renumber(self):
-        # Renumber the live PEs in the order of their sequence numbers and
-        # rebuild the index (without its stale entries).
-        pairs = self._live()
-        pairs.sort(key=_seq_of_pair)
-        for seq, (pe, handle) in enumerate(pairs):
+        # Renumber the PEs in the order of their sequence numbers and
+        # rebuild the index.
+        elements = sorted(self._entries.values(), key=_seq_of)
+        for seq, pe in enumerate(elements):
             pe._seq = seq
             pe._sel = (self._key(pe) << _PACKED_SEQ_BITS) | seq
-        pairs.sort(key=_sel_of_pair)
-        self._entries = _PackedKeys.from_sorted(
-            [pe._sel for pe, handle in pairs], [handle for pe, handle in pairs]
-        )
-        self._next_seq = len(pairs)
+        elements.sort(key=_sel_of)
+        self._entries = _PackedKeys.from_sorted([pe._sel for pe in elements], elements)
+        self._next_seq = len(elements)
 
     def add(self, pe):
         self._new_seq(pe)
         pe._degradation = 0
-        self._count += 1
         self._link(pe)
 
     def remove(self, pe):
-        # The PE's entry goes stale.
-        self._slab[pe._slab + SELECTOR_CELL] = None
+        self._entries.remove(pe._sel)
         pe._sel = None
-        count = self._count = self._count - 1
-        if len(self._entries) > 2 * count + 64:
-            self._compact()
 
     def update(self, pe, policy):
         # The PE keeps its sequence number, so its key changes only if the
@@ -643,61 +579,31 @@ class _PackedOrderedSelector(Selector):
     def verify(self, elements):
         entries = self._entries
         entries.verify()
-        assert self._count == len(elements)
-        assert len(entries) <= 2 * self._count + 64
-        live = self._live()
-        pes = [pe for pe, handle in live]
-        assert len(pes) == len(set(pes)) == len(elements)
-        assert set(pes) == set(elements)
-        for pe, handle in live:
-            assert handle & CELL_MASK == pe._slab + SELECTOR_CELL
+        assert len(entries) == len(elements)
+        linked = list(entries.values())
+        assert [pe._sel for pe in linked] == list(entries.keys())
+        assert set(linked) == set(elements)
         for pe in elements:
             assert pe._sel == (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq
-        assert [pe._sel for pe in pes] == sorted(pe._sel for pe in pes)
         assert all(pe._seq < self._next_seq <= self._seq_limit for pe in elements)
         assert len(set(pe._seq for pe in elements)) == len(elements)
 
     def _link(self, pe):
-        # A new entry for the PE's current key (the PE has no other live
-        # one).
         key = (self._key(pe) << _PACKED_SEQ_BITS) | pe._seq
         pe._sel = key
-        cell = pe._slab + SELECTOR_CELL
-        handle = self._slab[cell] = (next(self._serials) << SERIAL_SHIFT) | cell
-        entries = self._entries
-        entries.add(key, handle)
-        if len(entries) > 2 * self._count + 64:
-            self._compact()
+        self._entries.add(key, pe)
 
     def select(self, k, max_increment, rng):
-        n = self._count
+        entries = self._entries
+        n = len(entries)
         if k < n:
             n = k
         if n <= 0:
             return []
-        entries = self._entries
-        slab = self._slab
-        # Drop the stale entries at the front.
-        while True:
-            handle = entries.first()
-            if slab[handle & CELL_MASK] is handle:
-                break
-            entries.remove(entries.first_key())
         if n == 1:
-            chosen = [slab[(handle & CELL_MASK) - SELECTOR_CELL]]
+            chosen = [entries.first()]
         else:
-            chosen = []
-            stale = []
-            for key, handle in zip(entries.keys(), entries.values()):
-                cell = handle & CELL_MASK
-                if slab[cell] is handle:
-                    chosen.append(slab[cell - SELECTOR_CELL])
-                    if len(chosen) == n:
-                        break
-                else:
-                    stale.append(key)
-            for key in stale:
-                entries.remove(key)
+            chosen = list(islice(entries.values(), n))
         if max_increment is None:
             max_increment = self.default_max_increment
         used = 0
@@ -715,13 +621,12 @@ class _PackedOrderedSelector(Selector):
         return chosen
 
 
-def _sel_of_pair(pair):
-    return pair[0]._sel
+def _sel_of(pe):
+    return pe._sel
 
 
-def _seq_of_pair(pair):
-    return pair[0]._seq
-
+def _seq_of(pe):
+    return pe._seq
 
 
 class WeightedRoundRobinSelector(_OrderedSelector):
@@ -1255,21 +1160,14 @@ _SELECTORS = {
 }
 
 
-def make_selector(policy_type, slab, serials):
+def make_selector(policy_type):
     """
     A new, empty selection index for a pool.
 
     @param policy_type: the pool's L{PolicyType}.
-    @param slab: the handlespace's slab list (see
-        L{rserpool.handlespace.slab}).
-    @param serials: the handlespace's iterator of serial numbers for slab
-        keys.
     @return: a L{Selector}.
     """
-    cls = _SELECTORS[policy_type]
-    if issubclass(cls, _PackedOrderedSelector):
-        return cls(slab, serials)
-    return cls()
+    return _SELECTORS[policy_type]()
 
 
 def is_randomized(policy_type):
