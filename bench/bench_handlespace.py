@@ -7,9 +7,14 @@ Robin, Weighted Random and Least Used, and memory per PE at 100,000 PEs.
 Usage: python3 bench/bench_handlespace.py [--quick]
 
 Prints a table and writes it to bench/results/handlespace.txt.  --quick runs
-fewer operations per measurement (same pool sizes).  Rates are operations
-per second of the process's CPU time (time.process_time), best of several
-runs, so that other load on a shared machine does not count.
+fewer operations per run and fewer runs (same pool sizes).  Rates are
+operations per second of the process's CPU time (time.process_time), the
+best of 6 runs (2 passes over all pools, 3 runs of every measurement per
+pool and pass), so that other load on a shared machine does not count;
+re-registration and churn runs have at least twice as many operations as
+the pool has PEs, so that each includes its share of the amortized work.
+Memory per PE is measured with tracemalloc on a freshly built pool and on
+the same pool after 200,000 operations of each kind (the steady state).
 
 Columns: "resolve k=1" and "resolve k=3" are handle resolutions selecting
 one and three PEs; "re-reg" is a re-registration of an existing PE with new
@@ -93,29 +98,37 @@ def build(policy_type, size, seed=1):
     return hs, ids, rng
 
 
-def best_of(repeats, function):
-    best = None
-    for _ in range(repeats):
-        gc.collect()
-        # CPU time of this process: the machine is shared, and waiting for
-        # the CPU is not the handlespace's cost.
-        start = time.process_time()
-        count = function()
-        elapsed = time.process_time() - start
-        rate = count / elapsed
-        best = rate if best is None or rate > best else best
-    return best
-
-
-def measure(policy_type, size, operations, repeats):
+def timed(function):
     """
-    The four rates for one policy and pool size.
+    Run one measurement.
+
+    @return: operations per second of this process's CPU time.
+    """
+    gc.collect()
+    # CPU time of this process: the machine is shared, and waiting for the
+    # CPU is not the handlespace's cost.
+    start = time.process_time()
+    count = function()
+    elapsed = time.process_time() - start
+    return count / elapsed
+
+
+#: The measurements, in the order of the table's columns.
+KINDS = ("resolve1", "resolve3", "rereg", "churn")
+
+
+def prepare(policy_type, size, operations):
+    """
+    A pool of C{size} PEs and the four measurements on it, each a function
+    that runs C{operations} operations and returns their number.
 
     Every measurement does the same operation mix at every pool size: the
     simulated clock advances by L{STEP} per registration (so each
     registration sets a timer at a time of its own, as it does in a
-    registrar), and a re-registering PE keeps its owner and connection (the
-    steady state).  Only the pool size differs.
+    registrar), and a PE keeps the owner and connection of its place in
+    the pool (the steady state).  Only the pool size differs.
+
+    @return: (the handlespace, a dict of the measurements by L{KINDS}).
     """
     hs, ids, rng = build(policy_type, size)
     select = hs.select
@@ -126,6 +139,8 @@ def measure(policy_type, size, operations, repeats):
     next_timer_time = hs.next_timer_time
     transport = Transport()
     clock = [1000.0]
+    # The PE at each place of the pool (churn replaces them).
+    live = list(ids)
 
     def resolve_1():
         for _ in range(operations):
@@ -141,15 +156,15 @@ def measure(policy_type, size, operations, repeats):
     # with new policy values (the steady state: every PE re-registers every
     # 30 s).
     policies = [make_policy(policy_type, rng) for _ in range(256)]
-    indexes = [rng.randrange(size) for _ in range(operations)]
-    targets = [(ids[i], owner_of(i), connection_of(i)) for i in indexes]
+    places = [(i, owner_of(i), connection_of(i))
+              for i in (rng.randrange(size) for _ in range(operations))]
 
     def reregister():
         base = clock[0]
-        for i, (pe_id, owner, connection) in enumerate(targets):
+        for i, (place, owner, connection) in enumerate(places):
             register(
                 HANDLE,
-                pe_id,
+                live[place],
                 home_registrar=owner,
                 policy=policies[i & 255],
                 user_transport=transport,
@@ -161,59 +176,145 @@ def measure(policy_type, size, operations, repeats):
         clock[0] = base + operations * STEP
         return operations
 
-    # Churn: a new PE registers and a random old one deregisters, keeping
-    # the pool at its size.  Counted as one registration per pair.
-    live = list(ids)
+    # Churn: a new PE registers and the PE at a random place deregisters,
+    # keeping the pool at its size.  Counted as one registration per pair.
     taken = set(ids)
     fresh = (pe_id for pe_id in range(2 ** 32 - 1, 0, -1) if pe_id not in taken)
+    churn_places = [(i, owner_of(i), connection_of(i))
+                    for i in (rng.randrange(size) for _ in range(operations))]
 
     def churn():
         base = clock[0]
-        randrange = rng.randrange
-        for i in range(operations):
+        for i, (place, owner, connection) in enumerate(churn_places):
             new_id = next(fresh)
             register(
                 HANDLE,
                 new_id,
-                home_registrar=1 + (i & 3),
+                home_registrar=owner,
                 policy=policies[i & 255],
                 user_transport=transport,
                 now=base + i * STEP,
                 registration_life=30000,
-                connection=CONNECTIONS[i & 63],
+                connection=connection,
             )
-            index = randrange(size)
-            old = live[index]
-            live[index] = new_id
             next_timer_time()
+            old = live[place]
+            live[place] = new_id
             deregister(HANDLE, old)
             next_timer_time()
         clock[0] = base + operations * STEP
         return operations
 
-    result = {
-        "resolve1": best_of(repeats, resolve_1),
-        "resolve3": best_of(repeats, resolve_3),
-        "rereg": best_of(repeats, reregister),
-        "churn": best_of(repeats, churn),
+    return hs, {
+        "resolve1": resolve_1,
+        "resolve3": resolve_3,
+        "rereg": reregister,
+        "churn": churn,
     }
-    assert len(hs) == size
-    if size <= 1000:
-        hs.verify()
-    return result
 
 
-def memory_per_pe(policy_type, size):
+#: The measurements made on one pool: handle resolutions leave nothing
+#: behind, but re-registrations and churn each run on a pool of their own,
+#: so that neither pays for the other's stale timer keys.
+GROUPS = (("resolve1", "resolve3"), ("rereg",), ("churn",))
+
+
+def measure_all(configurations, operations, passes, rounds, scale):
+    """
+    The best rate of every measurement of every configuration.
+
+    Each pass builds, for every configuration in turn, one pool per
+    L{GROUPS} entry (one pool at a time, as a registrar holds one
+    handlespace: pools built side by side would share the allocator's free
+    lists and spread each other's objects over all of their memory), runs
+    the re-registration and churn measurements once unmeasured to reach
+    their steady state, then C{rounds} measured runs of each.  The passes
+    run one after the other, so a disturbance of a few seconds on the
+    shared machine spoils one pass of a figure rather than all of its runs.
+
+    With C{scale}, a re-registration or churn run has at least twice as
+    many operations as the pool has PEs: the timer heap's stale keys are
+    dropped all at once when they outnumber the live ones, and a run must
+    contain its share of that work for its rate to be the amortized cost
+    (a best-of over shorter runs would pick the runs without it).
+
+    @param configurations: (policy type, pool size) pairs.
+    @return: a dict from configuration to a dict of best rates by L{KINDS}.
+    """
+    best = {config: dict.fromkeys(KINDS, 0.0) for config in configurations}
+    for number in range(passes):
+        for config in configurations:
+            policy_type, size = config
+            print("pass {} of {}: {} with {} PEs".format(
+                number + 1, passes, policy_type.name.lower(), size),
+                file=sys.stderr, flush=True)
+            for group in GROUPS:
+                count = operations
+                if scale and group != GROUPS[0]:
+                    count = max(operations, 2 * size)
+                hs, measurements = prepare(policy_type, size, count)
+                if group != GROUPS[0]:
+                    measurements[group[0]]()
+                for _ in range(rounds):
+                    for kind in group:
+                        rate = timed(measurements[kind])
+                        if rate > best[config][kind]:
+                            best[config][kind] = rate
+                assert len(hs) == size
+                if size <= 1000:
+                    hs.verify()
+                del hs, measurements
+    return best
+
+
+def memory_per_pe(policy_type, size, churn=0):
+    """
+    Memory per PE of a freshly built pool and, with C{churn}, of the same
+    pool after C{churn} re-registrations of random PEs and as many
+    registrations of new PEs each with the deregistration of a random old
+    one (the steady state: the lazily deleting indexes hold stale keys).
+
+    @return: (bytes per PE after building, bytes per PE after the churn or
+        C{None}).
+    """
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     hs, ids, rng = build(policy_type, size)
-    del ids, rng
     gc.collect()
-    after = tracemalloc.get_traced_memory()[0]
+    # The benchmark's own list of identifiers is not the handlespace's.
+    built = tracemalloc.get_traced_memory()[0] - before - sys.getsizeof(ids)
+    transport = Transport()
+    after_churn = None
+    if churn:
+        policies = [make_policy(policy_type, rng) for _ in range(256)]
+        live = list(ids)
+        fresh = 2 ** 32 - 1
+        taken = set(ids)
+        now = 1000.0
+        for i in range(churn):
+            now += STEP
+            index = rng.randrange(size)
+            hs.register(HANDLE, live[index], home_registrar=owner_of(index),
+                        policy=policies[i & 255], user_transport=transport,
+                        now=now, registration_life=30000,
+                        connection=connection_of(index))
+            while fresh in taken:
+                fresh -= 1
+            hs.register(HANDLE, fresh, home_registrar=1 + (i & 3),
+                        policy=policies[i & 255], user_transport=transport,
+                        now=now, registration_life=30000,
+                        connection=CONNECTIONS[i & 63])
+            hs.deregister(HANDLE, live[index])
+            live[index] = fresh
+            fresh -= 1
+        del taken
+        gc.collect()
+        after_churn = (tracemalloc.get_traced_memory()[0] - before
+                       - sys.getsizeof(ids) - sys.getsizeof(live))
     tracemalloc.stop()
     assert len(hs) == size
-    return (after - before) / size
+    return built / size, (after_churn / size if churn else None)
 
 
 def main(argv=None):
@@ -221,7 +322,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer operations")
     args = parser.parse_args(argv)
     operations = 5000 if args.quick else 50000
-    repeats = 2 if args.quick else 5
+    passes, rounds = (1, 2) if args.quick else (2, 3)
     policies = (
         PolicyType.ROUND_ROBIN,
         PolicyType.WEIGHTED_RANDOM,
@@ -235,12 +336,14 @@ def main(argv=None):
 
     out("rserpool.handlespace benchmark")
     out(
-        "python {} on {} ({}), {} operations per measurement, best of {}".format(
+        "python {} on {} ({}), {} operations per run (re-reg and reg+dereg: at least"
+        " twice the pool size), best of {} x {} runs".format(
             platform.python_version(),
             platform.machine(),
             platform.platform(terse=True),
             operations,
-            repeats,
+            passes,
+            rounds,
         )
     )
     out()
@@ -250,21 +353,20 @@ def main(argv=None):
     out("rates in operations per second of process CPU time")
     out(header)
     out("-" * len(header))
-    results = {}
-    for policy_type in policies:
-        for size in SIZES:
-            r = measure(policy_type, size, operations, repeats)
-            results[(policy_type, size)] = r
-            out(
-                "{:<15} {:>7} {:>12,.0f} {:>12,.0f} {:>12,.0f} {:>12,.0f}".format(
-                    policy_type.name.lower(),
-                    size,
-                    r["resolve1"],
-                    r["resolve3"],
-                    r["rereg"],
-                    r["churn"],
-                )
+    configurations = [(p, size) for p in policies for size in SIZES]
+    results = measure_all(configurations, operations, passes, rounds, scale=not args.quick)
+    for policy_type, size in configurations:
+        r = results[(policy_type, size)]
+        out(
+            "{:<15} {:>7} {:>12,.0f} {:>12,.0f} {:>12,.0f} {:>12,.0f}".format(
+                policy_type.name.lower(),
+                size,
+                r["resolve1"],
+                r["resolve3"],
+                r["rereg"],
+                r["churn"],
             )
+        )
     out()
     out("cost at 100,000 PEs relative to 10 PEs (time per operation; target <= 2.0)")
     header = "{:<15} {:>12} {:>12} {:>12} {:>12}".format(
@@ -280,11 +382,16 @@ def main(argv=None):
         out("{:<15} {:>12.2f} {:>12.2f} {:>12.2f} {:>12.2f}".format(policy_type.name.lower(), *ratios))
     out()
     out("memory per PE at 100,000 PEs (tracemalloc; handlespace structures and")
-    out("policy settings, not the caller's transport objects; target <= 1024 B)")
+    out("policy settings, not the caller's transport objects; target <= 1024 B):")
+    churn = 20000 if args.quick else 200000
+    out("built, and after {:,} re-registrations, registrations and".format(churn))
+    out("deregistrations (steady state, stale index keys included)")
     memory = {}
     for policy_type in policies:
-        memory[policy_type] = memory_per_pe(policy_type, 100000)
-        out("{:<15} {:>8.0f} bytes".format(policy_type.name.lower(), memory[policy_type]))
+        built, churned = memory_per_pe(policy_type, 100000, churn=churn)
+        memory[policy_type] = max(built, churned)
+        out("{:<15} {:>8.0f} bytes {:>8.0f} bytes".format(
+            policy_type.name.lower(), built, churned))
     out()
     slowest_single = min(results[(p, s)]["resolve1"] for p in policies for s in SIZES)
     out("targets:")
