@@ -47,8 +47,10 @@ class Selector:
     """
     The selection index of one pool: the interface the handlespace uses.
 
-    Per-PE policy state lives in the PE's private slots (C{_seq}, C{_round},
-    C{_virtual}, C{_degradation}, C{_sel}).
+    Per-PE policy state lives in the PE's private slots (C{_seq}, C{_sel},
+    C{_degradation}; C{_prev} and C{_next} for Round Robin, C{_round} and
+    C{_virtual} for Weighted Round Robin, C{_value} and C{_slot} for the
+    randomized policies).
     """
 
     __slots__ = ("_next_seq",)
