@@ -80,6 +80,21 @@ def _server_id(value):
     return number
 
 
+def _rate(name):
+    def convert(value):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise usage.UsageError(
+                "--{} takes requests per second, not {!r}".format(name, value)
+            ) from None
+        if not value >= 0 or value == float("inf"):
+            raise usage.UsageError("--{} must be 0 (no limit) or a positive rate".format(name))
+        return value
+
+    return convert
+
+
 def _scope(value):
     try:
         return parse_scope(str(value))
@@ -135,6 +150,16 @@ SETTINGS = {
     "max-pool-elements": (
         0, _integer("max-pool-elements", 0),
         "Refuse registrations beyond this many PEs with Lack of Resources (0: no limit).",
+    ),
+    "max-hr-rate": (
+        0.0, _rate("max-hr-rate"),
+        "Handle resolutions per second one pool user may ask for one pool handle; "
+        "beyond it they are answered Unknown Pool Handle (0: no limit).",
+    ),
+    "max-eu-rate": (
+        0.0, _rate("max-eu-rate"),
+        "Endpoint Unreachable messages per second one pool user may send for one "
+        "pool handle; beyond it they are ignored (0: no limit).",
     ),
     "min-address-scope": (
         None, _scope,
@@ -381,6 +406,8 @@ def makeService(options):
         max_increment=s["max-increment"] or None,
         max_pool_elements=s["max-pool-elements"],
         log_events=not s["quiet"],
+        max_hr_rate=s["max-hr-rate"] or None,
+        max_eu_rate=s["max-eu-rate"] or None,
     )
     announce = None
     if s["announce"]:

@@ -11,6 +11,7 @@ from twisted.internet.address import IPv4Address as TwistedIPv4, IPv6Address as 
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
+from rserpool.asap.flood import BUCKETS, ENTRIES, RequestRateLimit
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
 from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_scope
 from rserpool.codes import ErrorCause, PolicyType
@@ -658,6 +659,159 @@ class UnreachableTests(unittest.TestCase):
         self.pu.send(EndpointUnreachable(b"X", 1))
         self.assertEqual(self.pu.received(), [])
         self.assertEqual(self.h.hs.get(b"P", 1).unreachable_reports, 0)
+
+
+class FloodLimitTests(unittest.TestCase):
+    """
+    Per pool user rate limits on handle resolutions and Endpoint
+    Unreachable messages (RFC 5355 section 2.13; RSPLIB's -maxhrrate and
+    -maxeurate).
+    """
+
+    def setUp(self):
+        self.h = Harness(max_hr_rate=10.0, max_eu_rate=1.0, max_bad_pe_reports=100)
+        self.pe = self.h.client()
+        self.pe.register(b"P", pe_param(1))
+        self.pe.register(b"Q", pe_param(2))
+        self.pu = self.h.client("127.0.0.1", 50000)
+
+    def resolve(self, client, handle=b"P"):
+        client.send(HandleResolution(handle))
+        return client.one()
+
+    def test_resolutions_within_limit(self):
+        # One resolution every 0.2 s: 16 times over 3 s, 5.3 per second.
+        for _ in range(40):
+            self.assertIsNone(self.resolve(self.pu).error)
+            self.h.clock.advance(0.2)
+
+    def test_resolution_flood_refused(self):
+        # RSPLIB's rate: with the last n (at most 16) times kept, n divided
+        # by the time from the first to the last.  Resolutions 0.05 s apart:
+        # the second gives 2 / 0.05 = 40 per second, over the limit of 10.
+        self.assertIsNone(self.resolve(self.pu).error)
+        self.h.clock.advance(0.05)
+        refused = self.resolve(self.pu)
+        self.assertEqual(refused.pool_handle, b"P")
+        self.assertEqual(refused.pool_elements, ())
+        self.assertEqual(cause_of(refused).code, ErrorCause.UNKNOWN_POOL_HANDLE)
+        # Refused resolutions count: the pool user stays refused while it
+        # keeps flooding, and selections did not advance.
+        for _ in range(20):
+            self.h.clock.advance(0.05)
+            self.assertIsNotNone(self.resolve(self.pu).error)
+        self.assertEqual(self.h.hs.get(b"P", 1).selection_count, 1)
+        # 22 resolutions so far, at 0, 0.05, ..., 1.05 s; the last 16 kept
+        # are 0.30 .. 1.05.  Slowing down to one every 0.5 s: at 1.55 the
+        # times kept are 0.35 .. 1.05 and 1.55, 16 / 1.2 s = 13.3 per second,
+        # refused; at 2.05, 0.40 .. 1.05, 1.55, 2.05: 16 / 1.65 s = 9.7,
+        # served; at 2.55, 16 / 2.1 s = 7.6, served.
+        answers = []
+        for _ in range(3):
+            self.h.clock.advance(0.5)
+            answers.append(self.resolve(self.pu).error is None)
+        self.assertEqual(answers, [False, True, True])
+
+    def test_per_pool_user_and_handle(self):
+        # Another pool user, and another handle, have rates of their own.
+        other = self.h.client("127.0.0.1", 50001)
+        self.resolve(self.pu)
+        self.resolve(self.pu)
+        self.assertIsNotNone(self.resolve(self.pu).error)
+        self.assertIsNone(self.resolve(other).error)
+        self.assertIsNone(self.resolve(self.pu, b"Q").error)
+
+    def test_unknown_pool_counts(self):
+        # A flood of resolutions of a pool that does not exist is limited
+        # too (the answer is the same).
+        for _ in range(3):
+            response = self.resolve(self.pu, b"nowhere")
+            self.assertEqual(cause_of(response).code, ErrorCause.UNKNOWN_POOL_HANDLE)
+        self.assertEqual(self.h.registrar._hr_limit.rate(self.pu_key(), b"nowhere"), float("inf"))
+
+    def pu_key(self):
+        (conn,) = [c for c in self.h.registrar.connections if c is not self.pe_key()]
+        return conn
+
+    def pe_key(self):
+        return self.h.hs.get(b"P", 1).connection
+
+    def test_unreachable_flood_ignored(self):
+        # At most 1 report per second for a pool handle: reports 0.1 s apart
+        # after the first are ignored and do not count against the PE.
+        for _ in range(10):
+            self.pu.send(EndpointUnreachable(b"P", 1))
+            self.h.clock.advance(0.1)
+        self.assertEqual(self.h.hs.get(b"P", 1).unreachable_reports, 1)
+        self.assertEqual(self.pu.received(), [])
+        # The limit is per pool handle, as in RSPLIB, not per PE.
+        self.pu.send(EndpointUnreachable(b"Q", 2))
+        self.assertEqual(self.h.hs.get(b"Q", 2).unreachable_reports, 1)
+
+    def test_state_goes_with_connection(self):
+        self.resolve(self.pu)
+        self.resolve(self.pu)
+        self.assertEqual(len(self.h.registrar._hr_limit), 1)
+        self.pu.lose()
+        self.assertEqual(len(self.h.registrar._hr_limit), 0)
+
+    def test_off_by_default(self):
+        h = Harness()
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pu = h.client("127.0.0.1", 50000)
+        for _ in range(50):
+            self.assertIsNone(self.resolve(pu).error)
+        self.assertIsNone(h.registrar._hr_limit)
+
+    def test_bad_config(self):
+        for name in ("max_hr_rate", "max_eu_rate"):
+            for value in (0, -1.0):
+                self.assertRaises(ValueError, RegistrarConfig, server_id=1, **{name: value})
+
+
+class RequestRateLimitTests(unittest.TestCase):
+    """
+    L{RequestRateLimit} on its own: RSPLIB's rate, buckets, clock steps.
+    """
+
+    def test_rate(self):
+        limit = RequestRateLimit(5.0)
+        self.assertTrue(limit.permit("c", b"h", 10.0))
+        self.assertEqual(limit.rate("c", b"h"), 0.0)
+        # 2 times 1 s apart: 2 per second (RSPLIB counts n, not n - 1).
+        self.assertTrue(limit.permit("c", b"h", 11.0))
+        self.assertEqual(limit.rate("c", b"h"), 2.0)
+        # 17 more at 11.5 .. 19.5: the last 16 span 7.5 s, 16 / 7.5.
+        for i in range(17):
+            limit.permit("c", b"h", 11.5 + i * 0.5)
+        self.assertAlmostEqual(limit.rate("c", b"h"), 16 / 7.5)
+
+    def test_same_time_is_infinite(self):
+        limit = RequestRateLimit(1000.0)
+        limit.permit("c", b"h", 1.0)
+        self.assertFalse(limit.permit("c", b"h", 1.0))
+
+    def test_clock_going_back_not_kept(self):
+        limit = RequestRateLimit(5.0)
+        limit.permit("c", b"h", 10.0)
+        limit.permit("c", b"h", 12.0)
+        limit.permit("c", b"h", 11.0)
+        self.assertEqual(limit.rate("c", b"h"), 1.0)
+
+    def test_buckets_bounded(self):
+        # However many handles a pool user names, it has at most 64 buckets
+        # of at most 16 times.
+        limit = RequestRateLimit(5.0)
+        for i in range(1000):
+            limit.permit("c", b"handle-%d" % i, float(i))
+        buckets = limit._users["c"]
+        self.assertLessEqual(len(buckets), BUCKETS)
+        self.assertTrue(all(len(times) <= ENTRIES for times in buckets.values()))
+
+    def test_bad_threshold(self):
+        self.assertRaises(ValueError, RequestRateLimit, 0)
+        self.assertRaises(ValueError, RequestRateLimit, -3)
 
 
 def _tlv(ptype, value):

@@ -49,6 +49,17 @@ class OptionsTests(unittest.TestCase):
         self.assertIsNone(s["min-address-scope"])
         self.assertEqual(s["peer-heartbeat-cycle"], 2.444)
         self.assertEqual(s["peer"], [])
+        self.assertEqual((s["max-hr-rate"], s["max-eu-rate"]), (0.0, 0.0))
+
+    def test_flood_limits(self):
+        """
+        C{--max-hr-rate} and C{--max-eu-rate} reach the registrar's
+        configuration; 0, the default, means no limit.
+        """
+        config = tap.makeService(parse("--max-hr-rate", "20", "--max-eu-rate", "2.5")).registrar.config
+        self.assertEqual((config.max_hr_rate, config.max_eu_rate), (20.0, 2.5))
+        config = tap.makeService(parse()).registrar.config
+        self.assertEqual((config.max_hr_rate, config.max_eu_rate), (None, None))
 
     def test_enrp_off(self):
         """
@@ -111,6 +122,9 @@ class OptionsTests(unittest.TestCase):
             ["--asap", "tcp:notaport"],
             ["--asap", "nosuchtransport:1"],
             ["--enrp", "tcp:x"],
+            ["--max-hr-rate", "-1"],
+            ["--max-eu-rate", "fast"],
+            ["--max-eu-rate", "nan"],
         ):
             e = self.assertRaises(usage.UsageError, parse, *argv)
             self.assertNotIn("\n", str(e), argv)

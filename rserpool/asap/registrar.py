@@ -37,6 +37,7 @@ import random
 import attrs
 from twisted.logger import Logger
 
+from rserpool.asap.flood import RequestRateLimit
 from rserpool.asap.scope import Scope, address_scope
 from rserpool.transport.base import NotAvailable
 from rserpool.codes import POLICY_FIELDS, ASAPType, ErrorCause
@@ -116,6 +117,14 @@ class RegistrarConfig:
     @ivar log_events: log every registration, deregistration and removal
         (RSPLIB's "action" log level); C{False} keeps only rejections,
         errors and warnings, for speed.
+    @ivar max_hr_rate: the most handle resolutions per second a pool user
+        may ask for one pool handle (RSPLIB C{-maxhrrate}; see
+        L{rserpool.asap.flood}); beyond it the registrar answers Unknown
+        Pool Handle, as RSPLIB does.  C{None}, the default, for no limit.
+    @ivar max_eu_rate: the most Endpoint Unreachable messages per second a
+        pool user may send for one pool handle (RSPLIB C{-maxeurate}; RFC
+        5355 section 2.13); beyond it they are ignored.  C{None}, the
+        default, for no limit.
     """
 
     server_id: int = attrs.field()
@@ -128,6 +137,8 @@ class RegistrarConfig:
     min_address_scope: Scope = Scope.SITE_LOCAL
     max_pool_elements: int = 0
     log_events: bool = True
+    max_hr_rate: object = None
+    max_eu_rate: object = None
 
     @server_id.validator
     def _check_id(self, attribute, value):
@@ -143,6 +154,10 @@ class RegistrarConfig:
             raise ValueError("max-hr-items-cap must be between 1 and %d" % HR_ITEMS_LIMIT)
         if not 1 <= self.max_hr_items:
             raise ValueError("max-hr-items must be at least 1")
+        for name in ("max_hr_rate", "max_eu_rate"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError("{} must be positive or None".format(name.replace("_", "-")))
 
 
 class UserTransport:
@@ -257,6 +272,12 @@ class ASAPRegistrar:
         self.connections = set()
         self.on_registered = []
         self.on_removed = []
+        self._hr_limit = (
+            RequestRateLimit(config.max_hr_rate) if config.max_hr_rate is not None else None
+        )
+        self._eu_limit = (
+            RequestRateLimit(config.max_eu_rate) if config.max_eu_rate is not None else None
+        )
         self._handlers = {
             Registration: self._registration,
             Deregistration: self._deregistration,
@@ -280,6 +301,9 @@ class ASAPRegistrar:
         does when an SCTP association ends).
         """
         self.connections.discard(conn)
+        for limit in (self._hr_limit, self._eu_limit):
+            if limit is not None:
+                limit.forget(conn)
         removed = self.handlespace.remove_connection(conn)
         for pe in removed:
             self._removed(pe, "connection lost")
@@ -549,6 +573,24 @@ class ASAPRegistrar:
         if items > config.max_hr_items_cap:
             items = config.max_hr_items_cap
         handle = message.pool_handle
+        limit = self._hr_limit
+        if limit is not None and not limit.permit(conn, handle, now):
+            # Too many resolutions of this handle from this pool user: RSPLIB
+            # answers as for an unknown pool (its RSPERR_NOT_FOUND, cause
+            # 0x9), so that a flooding PU learns nothing.
+            self.log.warn(
+                "refusing handle resolution of {handle!r} from {peer}: more than"
+                " {limit} per second",
+                handle=handle,
+                peer=_peer(conn),
+                limit=limit.threshold,
+            )
+            conn.send(
+                HandleResolutionResponse(
+                    handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)
+                )
+            )
+            return
         try:
             selected = self.handlespace.select(handle, items, config.max_increment)
         except UnknownPoolHandle:
@@ -582,7 +624,6 @@ class ASAPRegistrar:
                 break
             size += len(tlv)
             parts.append(tlv)
-            pe.selection_count += 1
         return b"".join(
             [bytes((ASAPType.HANDLE_RESOLUTION_RESPONSE, 0, size >> 8, size & 0xFF))] + parts
         )
@@ -705,6 +746,20 @@ class ASAPRegistrar:
     def _endpoint_unreachable(self, conn, message, now):
         # RFC 5352 section 3.5 / 3.2.4: count the reports; at
         # MAX-BAD-PE-REPORT the PE is removed.  No answer is defined.
+        limit = self._eu_limit
+        if limit is not None and not limit.permit(conn, message.pool_handle, now):
+            # RFC 5355 section 2.13: a pool user's reports are limited.
+            # RSPLIB rates them per pool handle (not per PE) and drops the
+            # excess.
+            self.log.warn(
+                "ignoring Endpoint Unreachable for {pe_id:08x} in {handle!r} from"
+                " {peer}: more than {limit} per second",
+                pe_id=message.identifier,
+                handle=message.pool_handle,
+                peer=_peer(conn),
+                limit=limit.threshold,
+            )
+            return
         try:
             count = self.handlespace.report_unreachable(message.pool_handle, message.identifier)
         except UnknownPoolHandle:
