@@ -44,6 +44,17 @@ def pe_contribution(handle, pe_id):
     @return: a non-negative integer to add to (or subtract from) an owner's
         accumulator.
     """
+    return handle_contribution(handle) + identifier_contribution(pe_id)
+
+
+def handle_contribution(handle):
+    """
+    The pool handle's part of a PE's contribution (the same for every PE of
+    a pool, so a pool can keep it).
+
+    @param handle: the pool handle (bytes).
+    @return: a non-negative integer.
+    """
     if len(handle) & 1:
         # RSPLIB copies a trailing odd byte into a zeroed word: pad with zero.
         handle = handle + b"\x00"
@@ -51,10 +62,20 @@ def pe_contribution(handle, pe_id):
     for i in range(0, len(handle), 2):
         # A word as a little-endian host reads it from memory.
         total += handle[i] | (handle[i + 1] << 8)
-    # The identifier in network byte order, read as two little-endian words.
-    total += ((pe_id >> 24) & 0xFF) | (((pe_id >> 16) & 0xFF) << 8)
-    total += ((pe_id >> 8) & 0xFF) | ((pe_id & 0xFF) << 8)
     return total
+
+
+def identifier_contribution(pe_id):
+    """
+    The PE identifier's part of a PE's contribution.
+
+    @param pe_id: the 32-bit PE identifier.
+    @return: a non-negative integer.
+    """
+    # The identifier in network byte order, read as two little-endian words.
+    return (
+        ((pe_id >> 24) & 0xFF) | (((pe_id >> 16) & 0xFF) << 8)
+    ) + (((pe_id >> 8) & 0xFF) | ((pe_id & 0xFF) << 8))
 
 
 def finish_checksum(accumulator):

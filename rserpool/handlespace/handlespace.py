@@ -13,7 +13,12 @@ from heapq import heapify, heappop, heappush, heapreplace
 
 import attrs
 
-from rserpool.handlespace.checksum import finish_checksum, pe_contribution
+from rserpool.handlespace.checksum import (
+    finish_checksum,
+    handle_contribution,
+    identifier_contribution,
+    pe_contribution,
+)
 from rserpool.handlespace.errors import (
     InconsistentDataControlConfiguration,
     InconsistentPoolingPolicy,
@@ -121,7 +126,6 @@ class PoolElement:
         "_slab",
         "_owner_slot",
         "_connection_slot",
-        "_checksum",
         "_seq",
         "_round",
         "_virtual",
@@ -163,7 +167,6 @@ class PoolElement:
         self._slab = None
         self._owner_slot = 0
         self._connection_slot = 0
-        self._checksum = pe_contribution(pool.handle, pe_id)
         self._seq = 0
         self._round = 0
         self._virtual = 0
@@ -211,7 +214,7 @@ class Pool:
     """
 
     __slots__ = ("handle", "policy_type", "transport_protocol", "control_channel",
-                 "_elements", "_selector")
+                 "_elements", "_selector", "_checksum_base")
 
     def __init__(self, handle, policy_type, transport_protocol, control_channel):
         self.handle = handle
@@ -220,6 +223,8 @@ class Pool:
         self.control_channel = control_channel
         self._elements = {}
         self._selector = make_selector(policy_type)
+        # The handle's part of every PE's checksum contribution.
+        self._checksum_base = handle_contribution(handle)
 
     def __len__(self):
         return len(self._elements)
@@ -717,7 +722,7 @@ class Handlespace:
             self._owner_sums[owner] = 0
         pe._owner_slot = len(members)
         members.append(pe)
-        self._owner_sums[owner] += pe._checksum
+        self._owner_sums[owner] += pe.pool._checksum_base + identifier_contribution(pe.pe_id)
 
     def _unlink_owner(self, pe):
         owner = pe.home_registrar
@@ -728,7 +733,9 @@ class Handlespace:
             members[slot] = last
             last._owner_slot = slot
         if members:
-            self._owner_sums[owner] -= pe._checksum
+            self._owner_sums[owner] -= (
+                pe.pool._checksum_base + identifier_contribution(pe.pe_id)
+            )
         else:
             del self._owners[owner]
             del self._owner_sums[owner]
@@ -902,7 +909,9 @@ class Handlespace:
             for pe_id, pe in pool._elements.items():
                 count += 1
                 assert pe.pe_id == pe_id and pe.pool is pool
-                assert pe._checksum == pe_contribution(handle, pe_id)
+                assert pool._checksum_base + identifier_contribution(pe_id) == (
+                    pe_contribution(handle, pe_id)
+                )
                 owners.setdefault(pe.home_registrar, set()).add(pe)
                 if pe.connection is not None:
                     connections.setdefault(pe.connection, set()).add(pe)
