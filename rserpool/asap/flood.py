@@ -66,7 +66,7 @@ class RequestRateLimit:
             # A time earlier than the last one (the clock went back) is not
             # kept, as in RSPLIB.
             times.append(now)
-        return self.rate(connection, handle) <= self.threshold
+        return _rate(times) <= self.threshold
 
     def rate(self, connection, handle):
         """
@@ -77,12 +77,7 @@ class RequestRateLimit:
             infinite for two or more at the same time.
         """
         times = self._users.get(connection, {}).get(zlib.crc32(handle) % BUCKETS)
-        if times is None or len(times) < 2:
-            return 0.0
-        duration = times[-1] - times[0]
-        if duration <= 0:
-            return float("inf")
-        return len(times) / duration
+        return _rate(times) if times is not None else 0.0
 
     def forget(self, connection):
         """
@@ -97,3 +92,14 @@ class RequestRateLimit:
         @return: the number of pool users with state.
         """
         return len(self._users)
+
+
+def _rate(times):
+    # RSPLIB's rate of a bucket's request times: their number over the time
+    # from the first to the last.
+    if len(times) < 2:
+        return 0.0
+    duration = times[-1] - times[0]
+    if duration <= 0:
+        return float("inf")
+    return len(times) / duration

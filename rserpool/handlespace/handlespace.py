@@ -795,23 +795,18 @@ class Handlespace:
         if place is None:
             raise KeyError("{!r} is not in the handlespace".format(pe))
         wanted = pe._timer_key
-        if wanted is not None and when >= pe.timer_time:
+        later = wanted is not None and when >= pe.timer_time
+        if later:
             # Later than before: the PE's key in the heap comes out no later
-            # than needed, and is replaced by this one then.  (Neither the
+            # than needed, and is replaced by the new one then.  (Neither the
             # slab nor the heap is touched: at 100,000 PEs each would be a
             # cache miss.)
-            pe._timer_key = (
-                (_time_key(when) << _TIME_SHIFT)
-                | (next(self._serials) << _SERIAL_SHIFT)
-                | (wanted & _CELL_MASK)
-            )
-            pe.timer_code = code
-            pe.timer_time = when
-            return
-        slab = self._slab
-        if slab[place] is not pe:
-            raise KeyError("{!r} is not in the handlespace".format(pe))
-        cell = place + TIMER_CELL
+            cell = wanted & _CELL_MASK
+        else:
+            slab = self._slab
+            if slab[place] is not pe:
+                raise KeyError("{!r} is not in the handlespace".format(pe))
+            cell = place + TIMER_CELL
         key = pe._timer_key = (
             (_time_key(when) << _TIME_SHIFT)
             | (next(self._serials) << _SERIAL_SHIFT)
@@ -819,6 +814,8 @@ class Handlespace:
         )
         pe.timer_code = code
         pe.timer_time = when
+        if later:
+            return
         if slab[cell] is None:
             self._timer_count += 1
         slab[cell] = key
