@@ -7,15 +7,17 @@ layout and how much is memory latency that any CPython layout pays.
 
 Usage: python3 bench/churn_layouts.py
 
-Three stripped-down handlespaces (no validation, no outcome objects, Round
-Robin only; each keeps a PE table, a round-robin ring, owner and connection
-lists and a timer heap, as the real one does) run the churn of
+Stripped-down handlespaces (no validation, no outcome objects, Round Robin
+only; "arrays" and "rows" keep a PE table, a round-robin ring, owner and
+connection lists and a timer heap, as the real one does) run the churn of
 bench_handlespace.py: a new PE registers and the PE at a random place of
 the pool deregisters, each followed by next_timer_time():
 
 - "handlespace": rserpool.handlespace itself, for reference;
 - "arrays": struct of arrays, one array per field (a PE is a row number);
-- "rows": one array('q') row of eight fields per PE (one cache line).
+- "rows": one array('q') row of eight fields per PE (one cache line);
+- "table": the floor, the PE table alone (a dict of PE objects with the
+  registration's fields) and no other index.
 
 Prints microseconds per pair at 10 and 100,000 PEs (best of 3 runs of
 200,000 pairs, process CPU time) and their ratio, and writes them to
@@ -277,6 +279,40 @@ class Rows:
         return self.timers.next_time()
 
 
+class _TablePE:
+    __slots__ = ("pe_id", "owner", "policy", "transport", "registration_time",
+                 "last_update", "life", "connection")
+
+    def __init__(self, pe_id, owner, policy, transport, now, life, connection):
+        self.pe_id = pe_id
+        self.owner = owner
+        self.policy = policy
+        self.transport = transport
+        self.registration_time = now
+        self.last_update = now
+        self.life = life
+        self.connection = connection
+
+
+class Table:
+    """
+    The floor: the PE table alone (a dict of PE objects), without any
+    other index: what every handlespace does at least.
+    """
+
+    def __init__(self):
+        self.table = {}
+
+    def register(self, pe_id, owner, policy, transport, now, life, connection):
+        self.table[pe_id] = _TablePE(pe_id, owner, policy, transport, now, life, connection)
+
+    def deregister(self, pe_id):
+        del self.table[pe_id]
+
+    def next_timer_time(self):
+        return None
+
+
 class _Transport:
     transport_protocol = 0x0004
     control_channel = False
@@ -351,7 +387,8 @@ def main():
              " us per pair, best of 3 x 200,000", ""]
     lines.append("{:<12} {:>8} {:>8} {:>6}".format("layout", "10", "100000", "ratio"))
     print("\n".join(lines), flush=True)
-    for name, layout in (("handlespace", Real), ("arrays", Arrays), ("rows", Rows)):
+    for name, layout in (("handlespace", Real), ("arrays", Arrays), ("rows", Rows),
+                         ("table", Table)):
         small = churn_cost(layout, 10)
         large = churn_cost(layout, 100000)
         line = "{:<12} {:>8.2f} {:>8.2f} {:>6.2f}".format(name, small, large, large / small)
