@@ -405,7 +405,7 @@ def _with_policy(config, policy):
 
 def _protocol_of(description):
     head = description.split(":", 1)[0].lower()
-    if head in ("tcp", "tcp6", "ssl", "tls", "unix"):
+    if head in ("tcp", "tcp6", "ssl", "tls", "psk", "unix"):
         return "tcp" if head != "unix" else None
     if head in ("sctp", "udp"):
         return head

@@ -399,6 +399,7 @@ class RegistrarService(service.Service):
         exit_on_listen_failure=False,
         enrp_multicast_ttl=30,
         enrp_multicast_interface=None,
+        psk=None,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -427,6 +428,11 @@ class RegistrarService(service.Service):
         @param exit_on_listen_failure: raise C{SystemExit} with a one-line
             message if an endpoint cannot listen (for C{twistd}, which would
             otherwise print a traceback).
+        @param psk: a L{rserpool.transport.psk.PSKEndpoints} to secure every
+            ASAP and ENRP listener and every ENRP peer connection with
+            TLS-PSK (RFC 5355), or C{None}.  Secured, the registrar neither
+            listens on nor dials anything else: no registration or peer
+            update reaches it unauthenticated.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -459,6 +465,7 @@ class RegistrarService(service.Service):
         self._multicast = None
         self._multicast_port = None
         self.exit_on_listen_failure = exit_on_listen_failure
+        self.psk = psk
         self.ports = []
         self.asap_ports = []
         self.ready = None
@@ -493,6 +500,8 @@ class RegistrarService(service.Service):
 
     def _listen(self, description, factory, what):
         try:
+            if self.psk is not None:
+                description = self.psk.server(description)
             endpoint = serverFromString(self.reactor, description)
         except (ValueError, KeyError, TypeError) as e:
             return defer.fail(ListenFailed("bad {} endpoint {!r}: {}".format(what, description, e)))
@@ -675,6 +684,10 @@ class RegistrarService(service.Service):
         if description in self._dialing:
             return
         try:
+            if self.psk is not None:
+                description = self.psk.client(description)
+                if description in self._dialing:
+                    return
             endpoint = self._from_enrp_port(clientFromString(self.reactor, description))
         except (ValueError, KeyError, TypeError) as e:
             self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
@@ -740,6 +753,9 @@ class RegistrarService(service.Service):
             connected to us already).
         """
         if pe.connection is not None and pe.connection in self.registrar.connections:
+            return None
+        if self.psk is not None:
+            # Only SCTP reaches a PE this way, and TLS-PSK runs over TCP.
             return None
         transport = pe.asap_transport
         key = (transport.port, tuple(transport.addresses)) \

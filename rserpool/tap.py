@@ -214,6 +214,17 @@ SETTINGS = {
         5.0, _seconds("takeover-expiry", 0.05, 60.0),
         "Seconds a takeover waits for its acknowledgements.",
     ),
+    "psk-keys": (
+        None, str,
+        "Secure every ASAP and ENRP listener and every ENRP peer connection with "
+        "TLS-PSK (RFC 5355), with the keys of this file (IDENTITY HEXKEY lines); "
+        "tcp: endpoints become psk: ones.",
+    ),
+    "psk-identity": (
+        None, str,
+        "With --psk-keys, the key file's identity this registrar presents to its "
+        "ENRP peers [the file's only identity].",
+    ),
     "max-elements-per-ht-request": (
         128, _integer("max-elements-per-ht-request", 1, 65535),
         "PEs per ENRP Handle Table Response.",
@@ -307,7 +318,14 @@ class Options(usage.Options):
             settings[name] = values
         if settings["enrp"] is not None and settings["enrp"].strip().lower() in ("", "none", "off"):
             settings["enrp"] = None
-        for description in settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []):
+        settings["psk"] = check_security(settings)
+        listeners = settings["asap"] + ([settings["enrp"]] if settings["enrp"] else [])
+        for description in listeners:
+            if settings["psk"] is not None:
+                try:
+                    description = settings["psk"].server(description)
+                except ValueError as e:
+                    raise usage.UsageError(str(e)) from None
             check_endpoint(description)
         self.settings = settings
 
@@ -361,6 +379,49 @@ def load_config(path):
             raise usage.UsageError("unknown setting {!r} in config file {}".format(key, path))
         out[name] = value
     return out
+
+
+def check_security(settings):
+    """
+    RFC 5355 section 2.15.3: a registrar's handlespace holds either only
+    registrations and peer updates that came over secured connections, or
+    none.  With C{psk-keys}, every endpoint is secured with TLS-PSK; without
+    it, the endpoints given must all be secured (C{psk:}, C{ssl:}, C{tls:})
+    or all not.
+
+    @return: a L{PSKEndpoints} for C{psk-keys}, or C{None}.
+    @raise usage.UsageError: with a one-line reason.
+    """
+    from rserpool.registrar import peer_endpoint
+    from rserpool.transport.psk import KeyFileError, PSKEndpoints, is_secure, load_keys
+
+    path = settings.get("psk-keys")
+    identity = settings.get("psk-identity")
+    if path is None:
+        if identity is not None:
+            raise usage.UsageError("--psk-identity needs --psk-keys")
+        endpoints = settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []) \
+            + [peer_endpoint(p) for p in settings["peer"]]
+        secured = [d for d in endpoints if is_secure(d)]
+        if secured and len(secured) != len(endpoints):
+            plain = [d for d in endpoints if not is_secure(d)]
+            raise usage.UsageError(
+                "secured and unsecured endpoints mixed ({} and {}): RFC 5355 wants every "
+                "registration and peer update secured, or none; use --psk-keys or secure "
+                "them all".format(secured[0], plain[0]))
+        return None
+    try:
+        keys = load_keys(path)
+    except KeyFileError as e:
+        raise usage.UsageError(str(e)) from None
+    if identity is None:
+        if settings["enrp"] is not None and len(keys) > 1:
+            raise usage.UsageError(
+                "--psk-keys: the file holds {} identities; say with --psk-identity which "
+                "one this registrar presents to its ENRP peers".format(len(keys)))
+    elif identity.encode("ascii", "replace") not in keys:
+        raise usage.UsageError("--psk-identity: no identity {!r} in {}".format(identity, path))
+    return PSKEndpoints(path, identity)
 
 
 def check_endpoint(description):
@@ -437,6 +498,7 @@ def makeService(options):
         enrp_multicast=s["enrp-multicast-group"] if s["enrp-multicast"] else None,
         enrp_multicast_ttl=s["enrp-multicast-ttl"],
         enrp_multicast_interface=s["enrp-multicast-interface"],
+        psk=s.get("psk"),
         rng=random.Random(rng.getrandbits(64)),
         exit_on_listen_failure=True,
     )

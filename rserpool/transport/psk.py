@@ -1,0 +1,540 @@
+"""
+TLS with pre-shared keys as Twisted endpoints.
+
+RFC 5355 (sections 2.2 to 2.6) makes TLS with a pre-shared key (PSK, RFC
+4279) the mandatory-to-implement way for registrars to authenticate PEs and
+each other, and for PEs to authenticate registrars: holding a key of the
+pool's key file is what authorizes a node.  Both ends prove that they hold
+the key, so one handshake authenticates both; no certificates are involved.
+This module gives any stream protocol of rserpool (ASAP, ENRP, the TCP
+mapping) TLS-PSK, as endpoints::
+
+    psk:3863:interface=127.0.0.1:keys=/etc/rserpool/psk.keys
+    psk:host=192.0.2.1:port=3863:keys=/etc/rserpool/pe.keys:identity=pe-1
+
+The server takes C{PORT}, C{interface}, C{backlog} as C{tcp:} does, plus
+C{keys} (the key file: every identity in it may connect), C{hint} (an
+identity hint for TLS 1.2 clients) and C{handshakeTimeout} (seconds a
+connection may take to finish its handshake, default
+L{HANDSHAKE_TIMEOUT}; 0 for none).  The client takes C{host}, C{port},
+C{timeout}, C{bindAddress} as C{tcp:} does (or C{psk:HOST:PORT}), plus
+C{keys} and C{identity} (which of the file's identities it uses; it may be
+left out when the file holds one).
+
+The key file has one key a line, C{IDENTITY HEXKEY}: the identity is 1 to
+128 printable ASCII characters without spaces, the key 16 to 64 bytes
+written as hexadecimal; empty lines and lines starting with C{#} are
+skipped.  Keys are read when the endpoint is made.  A file that users other
+than its owner and group may read is refused (C{chmod o-rwx}).
+
+TLS 1.2 and 1.3 are offered.  TLS 1.2 uses only PSK cipher suites with an
+ephemeral Diffie-Hellman exchange (C{ECDHE-PSK}, C{DHE-PSK}), TLS 1.3 its
+C{psk_dhe_ke} mode: a key that leaks later does not open recorded sessions.
+Nothing reaches the application before the handshake is done, so a
+registrar creates and changes no state for a node that has not
+authenticated (RFC 5355 section 2.2.3).
+
+pyOpenSSL has no PSK interface; the callbacks are set through the OpenSSL
+bindings of the C{cryptography} package that pyOpenSSL itself is built on.
+Where they lack PSK, making an endpoint raises L{PSKUnavailable}.
+"""
+import os
+import stat
+
+import attrs
+
+from OpenSSL import SSL
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, \
+    TCP6ServerEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IStreamClientEndpointStringParserWithReactor,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
+from twisted.logger import Logger
+from twisted.plugin import IPlugin
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "KeyFileError",
+    "PSKClientCreator",
+    "PSKClientParser",
+    "PSKEndpoints",
+    "PSKServerCreator",
+    "PSKServerEndpoint",
+    "PSKServerParser",
+    "PSKUnavailable",
+    "SECURE_PREFIXES",
+    "is_secure",
+    "load_keys",
+    "parse_keys",
+]
+
+#: Seconds a server connection may take to complete its TLS handshake.
+HANDSHAKE_TIMEOUT = 30.0
+
+#: Key lengths accepted, in bytes: 128 to 512 bits.
+MIN_KEY_BYTES = 16
+MAX_KEY_BYTES = 64
+#: The longest identity (RFC 4279 allows 2**16 - 1 bytes; OpenSSL's limit).
+MAX_IDENTITY_BYTES = 128
+
+#: TLS 1.2 suites: PSK with an ephemeral key exchange only.
+CIPHERS_TLS12 = b"ECDHE-PSK-CHACHA20-POLY1305:kDHEPSK+AESGCM:kDHEPSK+CHACHA20"
+
+_SERVER_CALLBACK = "unsigned int(SSL *, const char *, unsigned char *, unsigned int)"
+_CLIENT_CALLBACK = (
+    "unsigned int(SSL *, const char *, char *, unsigned int, unsigned char *, unsigned int)"
+)
+
+
+class PSKUnavailable(RuntimeError):
+    """
+    The OpenSSL bindings installed have no PSK functions.
+    """
+
+
+class KeyFileError(ValueError):
+    """
+    A key file could not be read or has an error (the message names the
+    file and line).
+    """
+
+
+def _bindings():
+    # pyOpenSSL's own ffi and lib (the cryptography package's bindings):
+    # its Context wraps an SSL_CTX pointer of this very ffi.
+    try:
+        from OpenSSL._util import ffi, lib
+    except ImportError as e:  # pragma: no cover - pyOpenSSL always has it
+        raise PSKUnavailable("pyOpenSSL's OpenSSL bindings cannot be loaded: {}".format(e))
+    for name in ("SSL_CTX_set_psk_server_callback", "SSL_CTX_set_psk_client_callback",
+                 "SSL_CTX_use_psk_identity_hint"):
+        if not hasattr(lib, name):
+            raise PSKUnavailable(
+                "the installed cryptography package's OpenSSL bindings lack {}: "
+                "TLS-PSK needs cryptography with PSK support".format(name))
+    return ffi, lib
+
+
+def parse_keys(text, source="<keys>"):
+    """
+    Parse the text of a key file.
+
+    @param text: the file's text.
+    @param source: its name, for error messages.
+    @return: a C{dict} from identity (bytes) to key (bytes), in file order.
+    @raise KeyFileError: a line is malformed, an identity repeats, or there
+        is no key at all.
+    """
+    keys = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        where = "{}, line {}".format(source, number)
+        if len(fields) != 2:
+            raise KeyFileError("{}: expected IDENTITY HEXKEY".format(where))
+        identity, hexkey = fields
+        if not identity.isascii() or not identity.isprintable():
+            raise KeyFileError("{}: the identity must be printable ASCII".format(where))
+        identity = identity.encode("ascii")
+        if len(identity) > MAX_IDENTITY_BYTES:
+            raise KeyFileError("{}: identity longer than {} bytes".format(where, MAX_IDENTITY_BYTES))
+        try:
+            key = bytes.fromhex(hexkey)
+        except ValueError:
+            raise KeyFileError("{}: the key is not hexadecimal".format(where)) from None
+        if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+            raise KeyFileError("{}: the key has {} bytes ({} to {} allowed)".format(
+                where, len(key), MIN_KEY_BYTES, MAX_KEY_BYTES))
+        if identity in keys:
+            raise KeyFileError("{}: identity {} given twice".format(
+                where, identity.decode("ascii")))
+        keys[identity] = key
+    if not keys:
+        raise KeyFileError("{}: no keys".format(source))
+    return keys
+
+
+def load_keys(path):
+    """
+    Read a key file (see the module's description).
+
+    @param path: the file's path.
+    @return: a C{dict} from identity (bytes) to key (bytes).
+    @raise KeyFileError: the file cannot be read, others may read it, or
+        its content is wrong.
+    """
+    try:
+        with open(path, "rb") as f:
+            info = os.fstat(f.fileno())
+            data = f.read()
+    except OSError as e:
+        raise KeyFileError("cannot read key file {}: {}".format(path, e.strerror)) from None
+    if os.name == "posix" and info.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+        raise KeyFileError(
+            "key file {} is open to every user of the host: chmod o-rwx {}".format(path, path))
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFileError("key file {}: not ASCII text".format(path)) from None
+    return parse_keys(text, path)
+
+
+def _context():
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_cipher_list(CIPHERS_TLS12)
+    # No session tickets: every connection proves the key anew.
+    context.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
+    return context
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class PSKServerCreator:
+    """
+    Makes the server side of TLS-PSK connections for Twisted's TLS
+    (L{twisted.protocols.tls.TLSMemoryBIOFactory}): a client that presents
+    one of C{keys}' identities and proves it holds its key gets in.
+
+    @ivar identities: the identities accepted (bytes).
+    """
+
+    log = Logger()
+
+    def __init__(self, keys, hint=None):
+        """
+        @param keys: a C{dict} from identity (bytes) to key (bytes).
+        @param hint: an identity hint sent to TLS 1.2 clients (bytes), or
+            C{None}.
+        @raise PSKUnavailable: OpenSSL's PSK functions are not available.
+        """
+        ffi, lib = _bindings()
+        self._ffi = ffi
+        self._keys = dict(keys)
+        self.identities = frozenset(self._keys)
+        self._context = _context()
+        # The callback object must live as long as the context.
+        self._callback = ffi.callback(_SERVER_CALLBACK, self._find_key, error=0)
+        lib.SSL_CTX_set_psk_server_callback(self._context._context, self._callback)
+        if hint is not None:
+            if not lib.SSL_CTX_use_psk_identity_hint(self._context._context, hint):
+                raise ValueError("bad PSK identity hint {!r}".format(hint))
+
+    def _find_key(self, ssl, identity, out, size):
+        ffi = self._ffi
+        name = ffi.string(identity) if identity != ffi.NULL else b""
+        key = self._keys.get(name)
+        if key is None or len(key) > size:
+            self.log.warn("TLS-PSK: refused unknown identity {identity!r}", identity=name)
+            return 0
+        ffi.memmove(out, key, len(key))
+        return len(key)
+
+    def serverConnectionForTLS(self, tlsProtocol):
+        """
+        @return: a new server-side C{OpenSSL.SSL.Connection}.
+        """
+        return SSL.Connection(self._context, None)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class PSKClientCreator:
+    """
+    Makes the client side of TLS-PSK connections: it presents C{identity}
+    and proves it holds C{key}; the server proves the same.
+    """
+
+    def __init__(self, identity, key):
+        """
+        @param identity: the identity (bytes).
+        @param key: the key (bytes).
+        @raise PSKUnavailable: OpenSSL's PSK functions are not available.
+        """
+        ffi, lib = _bindings()
+        self._ffi = ffi
+        self.identity = identity
+        self._key = key
+        self._context = _context()
+        self._callback = ffi.callback(_CLIENT_CALLBACK, self._give_key, error=0)
+        lib.SSL_CTX_set_psk_client_callback(self._context._context, self._callback)
+
+    def _give_key(self, ssl, hint, identity_out, identity_size, key_out, key_size):
+        identity = self.identity + b"\0"
+        if len(identity) > identity_size or len(self._key) > key_size:
+            return 0
+        self._ffi.memmove(identity_out, identity, len(identity))
+        self._ffi.memmove(key_out, self._key, len(self._key))
+        return len(self._key)
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        """
+        @return: a new client-side C{OpenSSL.SSL.Connection}.
+        """
+        connection = SSL.Connection(self._context, None)
+        connection.set_connect_state()
+        return connection
+
+
+@implementer(IHandshakeListener)
+class _HandshakeDeadline(ProtocolWrapper):
+    # Between TLS and the application's protocol: closes a connection that
+    # has not finished its handshake in time, so that connections which
+    # never authenticate cannot pile up.
+
+    def makeConnection(self, transport):
+        ProtocolWrapper.makeConnection(self, transport)
+        timeout = self.factory.timeout
+        self._deadline = None
+        if timeout:
+            self._deadline = self.factory.clock.callLater(timeout, self._expired)
+
+    def _expired(self):
+        self._deadline = None
+        self.factory.log.info("TLS-PSK: no handshake from {peer} in {timeout} s; closing",
+                              peer=self.transport.getPeer(), timeout=self.factory.timeout)
+        self.transport.abortConnection()
+
+    def handshakeCompleted(self):
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        listener = IHandshakeListener(self.wrappedProtocol, None)
+        if listener is not None:
+            listener.handshakeCompleted()
+
+    def connectionLost(self, reason):
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+class _HandshakeDeadlineFactory(WrappingFactory):
+    protocol = _HandshakeDeadline
+    log = Logger()
+
+    def __init__(self, wrappedFactory, timeout, clock):
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.timeout = timeout
+        self.clock = clock
+
+
+@implementer(IStreamServerEndpoint)
+class PSKServerEndpoint:
+    """
+    A stream server endpoint (usually TCP) whose connections are TLS-PSK.
+
+    The protocols of C{factory} see only authenticated connections'
+    bytes; a connection that has not finished its handshake after
+    C{handshake_timeout} seconds is aborted.
+    """
+
+    def __init__(self, reactor, endpoint, creator, handshake_timeout=HANDSHAKE_TIMEOUT):
+        """
+        @param reactor: the reactor (for the handshake deadline).
+        @param endpoint: the server endpoint to wrap.
+        @param creator: a L{PSKServerCreator}.
+        @param handshake_timeout: seconds; 0 or C{None} for no deadline.
+        """
+        self._reactor = reactor
+        self._endpoint = endpoint
+        self._creator = creator
+        self._handshake_timeout = handshake_timeout
+
+    def listen(self, protocolFactory):
+        """
+        Listen with TLS-PSK on the wrapped endpoint.
+
+        @return: a L{Deferred} firing with the listening port.
+        """
+        # Inside TLS, where the handshake's end is reported.
+        deadline = _HandshakeDeadlineFactory(
+            protocolFactory, self._handshake_timeout, self._reactor)
+        return self._endpoint.listen(TLSMemoryBIOFactory(self._creator, False, deadline))
+
+
+def _choose_key(keys, identity, path):
+    if identity is None:
+        if len(keys) != 1:
+            raise ValueError(
+                "psk client endpoint: key file {} holds {} identities; say which with "
+                "identity=".format(path, len(keys)))
+        return next(iter(keys.items()))
+    name = identity.encode("ascii", "replace")
+    if name not in keys:
+        raise ValueError("psk client endpoint: no identity {!r} in key file {}".format(
+            identity, path))
+    return name, keys[name]
+
+
+def _seconds(what, value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("psk endpoint: {} must be a number of seconds, not {!r}".format(
+            what, value)) from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("psk endpoint: {} must be 0 or more seconds".format(what))
+    return value
+
+
+def _port(value, low=0):
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("psk endpoint: port must be a number, not {!r}".format(value)) from None
+    if not low <= port <= 65535:
+        raise ValueError("psk endpoint: port {} out of range".format(port))
+    return port
+
+
+@implementer(IPlugin, IStreamServerEndpointStringParser)
+class PSKServerParser:
+    """
+    Parses C{psk:PORT:keys=FILE[:interface=ADDR][:backlog=N][:hint=TEXT]
+    [:handshakeTimeout=S]}.
+    """
+
+    prefix = "psk"
+
+    def parseStreamServer(self, reactor, port=None, keys=None, interface="", backlog=50,
+                          hint=None, handshakeTimeout=HANDSHAKE_TIMEOUT, **unknown):
+        if unknown:
+            raise ValueError("psk server endpoint: unknown option(s) {}".format(
+                ", ".join(sorted(unknown))))
+        if port is None:
+            raise ValueError("psk server endpoint: no port (psk:PORT:keys=FILE)")
+        if not keys:
+            raise ValueError("psk server endpoint: no key file (keys=FILE)")
+        number = _port(port)
+        try:
+            backlog = int(backlog)
+        except (TypeError, ValueError):
+            raise ValueError("psk server endpoint: backlog must be a number") from None
+        timeout = _seconds("handshakeTimeout", handshakeTimeout)
+        try:
+            creator = PSKServerCreator(
+                load_keys(keys), None if hint is None else hint.encode("ascii", "replace"))
+        except PSKUnavailable as e:
+            raise ValueError("psk server endpoint: {}".format(e)) from None
+        kind = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+        return PSKServerEndpoint(
+            reactor, kind(reactor, number, backlog, interface), creator, timeout)
+
+
+@implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
+class PSKClientParser:
+    """
+    Parses C{psk:host=H:port=P:keys=FILE[:identity=ID][:timeout=S]
+    [:bindAddress=ADDR]} (or C{psk:H:P:...}).
+    """
+
+    prefix = "psk"
+
+    def parseStreamClient(self, reactor, *args, **kwargs):
+        for name, value in zip(("host", "port"), args):
+            kwargs.setdefault(name, value)
+        if len(args) > 2:
+            raise ValueError("psk client endpoint: too many arguments")
+        host = kwargs.pop("host", None)
+        port = kwargs.pop("port", None)
+        path = kwargs.pop("keys", None)
+        identity = kwargs.pop("identity", None)
+        timeout = _seconds("timeout", kwargs.pop("timeout", 30))
+        bind = kwargs.pop("bindAddress", None)
+        if kwargs:
+            raise ValueError("psk client endpoint: unknown option(s) {}".format(
+                ", ".join(sorted(kwargs))))
+        if not host or port is None:
+            raise ValueError("psk client endpoint: needs host=...:port=...")
+        if not path:
+            raise ValueError("psk client endpoint: no key file (keys=FILE)")
+        name, key = _choose_key(load_keys(path), identity, path)
+        tcp = TCP4ClientEndpoint(reactor, host, _port(port, 1), timeout,
+                                 (bind, 0) if bind else None)
+        try:
+            creator = PSKClientCreator(name, key)
+        except PSKUnavailable as e:
+            raise ValueError("psk client endpoint: {}".format(e)) from None
+        return wrapClientTLS(creator, tcp)
+
+
+def _escape(text):
+    # An endpoint string argument: backslashes and colons escaped.
+    return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _split_prefix(description):
+    prefix, _, rest = description.strip().partition(":")
+    return prefix.strip().lower(), rest
+
+
+@attrs.frozen
+class PSKEndpoints:
+    """
+    How a registrar secures every endpoint it listens on or dials with
+    TLS-PSK (C{twistd enrp --psk-keys}): C{tcp:} endpoint strings become
+    C{psk:} ones with the key file (and, for clients, the identity);
+    C{psk:} strings stay as they are; anything else cannot be secured.
+
+    @ivar keys: the key file's path.
+    @ivar identity: the identity presented when dialing (str), or C{None}
+        when the key file holds exactly one.
+    """
+
+    keys: str
+    identity: str = None
+
+    def server(self, description):
+        """
+        @param description: a server endpoint string.
+        @return: its TLS-PSK form.
+        @raise ValueError: it is neither C{tcp:}, C{tcp6:} nor C{psk:}.
+        """
+        prefix, rest = _split_prefix(description)
+        if prefix == "psk":
+            return description
+        if prefix in ("tcp", "tcp6"):
+            return "psk:{}:keys={}".format(rest, _escape(self.keys))
+        raise ValueError(
+            "TLS-PSK runs over TCP only: cannot secure {!r}".format(description))
+
+    def client(self, description):
+        """
+        @param description: a client endpoint string.
+        @return: its TLS-PSK form.
+        @raise ValueError: it is neither C{tcp:} nor C{psk:}.
+        """
+        prefix, rest = _split_prefix(description)
+        if prefix == "psk":
+            return description
+        if prefix in ("tcp", "tcp6"):
+            secured = "psk:{}:keys={}".format(rest, _escape(self.keys))
+            if self.identity is not None:
+                secured += ":identity=" + _escape(self.identity)
+            return secured
+        raise ValueError(
+            "TLS-PSK runs over TCP only: cannot secure {!r}".format(description))
+
+
+#: Endpoint string prefixes whose connections are authenticated (RFC 5355
+#: section 2.15.3: a registrar's handlespace holds only secured
+#: registrations, or none).
+SECURE_PREFIXES = frozenset(["psk", "ssl", "tls"])
+
+
+def is_secure(description):
+    """
+    @param description: an endpoint string.
+    @return: whether its connections use TLS (C{psk:}, C{ssl:}, C{tls:}).
+    """
+    return _split_prefix(description)[0] in SECURE_PREFIXES

@@ -1,0 +1,500 @@
+"""
+TLS with pre-shared keys (L{rserpool.transport.psk}): the key file, the
+C{psk:} endpoint strings, handshakes on loopback, and a registrar that
+serves ASAP over TLS-PSK only.
+"""
+import os
+
+from OpenSSL import SSL
+from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    clientFromString,
+    connectProtocol,
+    serverFromString,
+    wrapClientTLS,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial import unittest
+
+from rserpool import tap
+from rserpool.codes import PolicyType
+from rserpool.pe import PoolElementService
+from rserpool.pu import PoolUser
+from rserpool.registrar import RegistrarService, make_config
+from rserpool.transport.psk import (
+    KeyFileError,
+    PSKClientCreator,
+    PSKEndpoints,
+    PSKServerCreator,
+    PSKServerEndpoint,
+    load_keys,
+    parse_keys,
+)
+from rserpool.wire import (
+    HandleResolution,
+    HandleResolutionResponse,
+    Policy,
+    PoolElement,
+    Registration,
+    RegistrationResponse,
+    TCPTransport,
+)
+
+from .test_registrar_integration import RawClient
+
+TIMEOUT = 10.0
+
+KEY_1 = bytes(range(32))
+KEY_2 = bytes(range(100, 116))
+KEYS = "# pool keys\npe-1 {}\n\n  pe-2   {}  \n".format(KEY_1.hex(), KEY_2.hex().upper())
+
+
+def write_keys(case, text, mode=0o600):
+    """
+    Write a key file in the test's temporary directory.
+    """
+    path = case.mktemp()
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def escape(path):
+    return path.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class KeyFileTests(unittest.TestCase):
+    def test_parse(self):
+        self.assertEqual(parse_keys(KEYS), {b"pe-1": KEY_1, b"pe-2": KEY_2})
+        self.assertEqual(list(parse_keys(KEYS)), [b"pe-1", b"pe-2"])
+
+    def test_errors(self):
+        good = "aa" * 16
+        cases = [
+            ("", "no keys"),
+            ("# only a comment\n", "no keys"),
+            ("pe-1\n", "line 1: expected IDENTITY HEXKEY"),
+            ("pe-1 {} extra\n".format(good), "line 1: expected IDENTITY HEXKEY"),
+            ("pe-1 {}\npe-2 xyz\n".format(good), "line 2: the key is not hexadecimal"),
+            ("pe-1 {}\n".format("aa" * 15), "the key has 15 bytes (16 to 64 allowed)"),
+            ("pe-1 {}\n".format("aa" * 65), "the key has 65 bytes"),
+            ("{} {}\n".format("x" * 129, good), "identity longer than 128 bytes"),
+            ("p\u00e9 {}\n".format(good), "printable ASCII"),
+            ("pe-1 {0}\npe-1 {0}\n".format(good), "line 2: identity pe-1 given twice"),
+        ]
+        for text, message in cases:
+            with self.assertRaises(KeyFileError) as caught:
+                parse_keys(text, "f")
+            self.assertIn(message, str(caught.exception), text)
+
+    def test_load(self):
+        self.assertEqual(load_keys(write_keys(self, KEYS, 0o640)), {b"pe-1": KEY_1, b"pe-2": KEY_2})
+
+    def test_openToEveryone(self):
+        for mode in (0o644, 0o602):
+            path = write_keys(self, KEYS, mode)
+            with self.assertRaises(KeyFileError) as caught:
+                load_keys(path)
+            self.assertIn("chmod o-rwx", str(caught.exception))
+
+    def test_unreadable(self):
+        with self.assertRaises(KeyFileError) as caught:
+            load_keys(self.mktemp())
+        self.assertIn("cannot read key file", str(caught.exception))
+
+    def test_notText(self):
+        with self.assertRaises(KeyFileError):
+            load_keys(write_keys(self, "pe-1 \u00ff\n"))
+
+
+class EndpointStringTests(unittest.TestCase):
+    def setUp(self):
+        self.keys = escape(write_keys(self, KEYS))
+        self.one = escape(write_keys(self, "solo {}\n".format(KEY_1.hex())))
+
+    def test_server(self):
+        endpoint = serverFromString(reactor, "psk:0:interface=127.0.0.1:keys=" + self.keys)
+        self.assertIsInstance(endpoint, PSKServerEndpoint)
+
+    def test_serverErrors(self):
+        for description, message in [
+            ("psk:keys=" + self.keys, "no port"),
+            ("psk:0", "no key file"),
+            ("psk:0:keys={}:colour=red".format(self.keys), "unknown option(s) colour"),
+            ("psk:http:keys=" + self.keys, "port must be a number"),
+            ("psk:0:keys={}:handshakeTimeout=-1".format(self.keys), "0 or more seconds"),
+            ("psk:0:keys=/nonexistent/keys", "cannot read key file"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                serverFromString(reactor, description)
+            self.assertIn(message, str(caught.exception), description)
+
+    def test_clientErrors(self):
+        for description, message in [
+            ("psk:host=127.0.0.1:keys=" + self.keys, "needs host=...:port=..."),
+            ("psk:127.0.0.1:3863", "no key file"),
+            ("psk:127.0.0.1:3863:keys=" + self.keys, "holds 2 identities; say which"),
+            ("psk:127.0.0.1:3863:identity=pe-9:keys=" + self.keys, "no identity 'pe-9'"),
+            ("psk:127.0.0.1:0:keys=" + self.one, "port 0 out of range"),
+            ("psk:127.0.0.1:3863:keys={}:tls=1".format(self.one), "unknown option(s) tls"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                clientFromString(reactor, description)
+            self.assertIn(message, str(caught.exception), description)
+
+    def test_clientSingleIdentity(self):
+        # A file with one identity needs no identity=.
+        clientFromString(reactor, "psk:127.0.0.1:3863:keys=" + self.one)
+
+
+class Echo(protocol.Protocol):
+    def connectionMade(self):
+        self.factory.made.append(self)
+        self.received = b""
+
+    def dataReceived(self, data):
+        self.received += data
+        self.factory.received.append(data)
+        self.transport.write(data)
+
+
+class EchoFactory(protocol.Factory):
+    protocol = Echo
+
+    def __init__(self):
+        self.made = []
+        self.received = []
+
+
+class Client(protocol.Protocol):
+    def __init__(self):
+        self.received = b""
+        self.lost = defer.Deferred()
+        self.got = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.received += data
+        if not self.got.called:
+            self.got.callback(self.received)
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.lost.callback(None)
+
+
+class HandshakeTests(unittest.TestCase):
+    """
+    TLS-PSK over loopback TCP.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.keys = escape(write_keys(self, KEYS))
+        self.factory = EchoFactory()
+        endpoint = serverFromString(reactor, "psk:0:interface=127.0.0.1:keys=" + self.keys)
+        self.listening = yield endpoint.listen(self.factory)
+        self.addCleanup(self.listening.stopListening)
+        self.port = self.listening.getHost().port
+
+    @defer.inlineCallbacks
+    def connect(self, keys, identity=None, maximum=None):
+        if maximum is None:
+            description = "psk:host=127.0.0.1:port={}:keys={}".format(self.port, keys)
+            if identity is not None:
+                description += ":identity=" + identity
+            endpoint = clientFromString(reactor, description)
+        else:
+            creator = PSKClientCreator(identity.encode("ascii"), keys)
+            # Hold the client to an older TLS.
+            creator._context.set_max_proto_version(maximum)
+            endpoint = wrapClientTLS(creator, TCP4ClientEndpoint(reactor, "127.0.0.1", self.port))
+        client = Client()
+        yield connectProtocol(endpoint, client)
+        self.addCleanup(self.close, client)
+        return client
+
+    def close(self, client):
+        if client.transport.connected:
+            client.transport.loseConnection()
+        return client.lost
+
+    @defer.inlineCallbacks
+    def test_echo(self):
+        client = yield self.connect(self.keys, "pe-2")
+        client.transport.write(b"ping")
+        received = yield client.got.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(received, b"ping")
+        connection = client.transport.getHandle()
+        self.assertEqual(connection.get_protocol_version_name(), "TLSv1.3")
+        self.assertEqual(self.factory.received, [b"ping"])
+
+    @defer.inlineCallbacks
+    def test_tls12(self):
+        client = yield self.connect(KEY_1, "pe-1", maximum=SSL.TLS1_2_VERSION)
+        client.transport.write(b"ping")
+        received = yield client.got.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(received, b"ping")
+        connection = client.transport.getHandle()
+        self.assertEqual(connection.get_protocol_version_name(), "TLSv1.2")
+        # An ephemeral key exchange: ECDHE-PSK or DHE-PSK, never plain PSK.
+        self.assertRegex(connection.get_cipher_name(), r"^(ECDHE|DHE)-PSK-")
+
+    @defer.inlineCallbacks
+    def refused(self, keys, identity):
+        client = yield self.connect(keys, identity)
+        client.transport.write(b"let me in")
+        yield client.lost.addTimeout(TIMEOUT, reactor)
+        self.assertIsInstance(client.reason.value, SSL.Error)
+        self.assertEqual(client.received, b"")
+        # The server's application never saw a byte.
+        self.assertEqual(self.factory.received, [])
+
+    def test_wrongKey(self):
+        other = escape(write_keys(self, "pe-1 {}\n".format(KEY_2.hex())))
+        return self.refused(other, "pe-1")
+
+    def test_unknownIdentity(self):
+        stranger = escape(write_keys(self, "stranger {}\n".format(KEY_1.hex())))
+        return self.refused(stranger, None)
+
+    @defer.inlineCallbacks
+    def test_plainClient(self):
+        client = Client()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
+        client.transport.write(b"\x01\x00\x00\x08" + b"\x00" * 4)
+        yield client.lost.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(self.factory.received, [])
+
+
+class HandshakeDeadlineTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_deadline(self):
+        """
+        A connection that does not finish its handshake in time is closed;
+        one that does keeps going.
+        """
+        clock = task.Clock()
+        factory = EchoFactory()
+        endpoint = PSKServerEndpoint(
+            clock, TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+            PSKServerCreator({b"pe-1": KEY_1}), handshake_timeout=5)
+        port = yield endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        silent = Client()
+        yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), silent)
+        for _ in range(200):
+            if factory.made:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(factory.made), 1)
+        clock.advance(4.9)
+        self.assertTrue(silent.transport.connected)
+        clock.advance(0.1)
+        yield silent.lost.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class SecuredRegistrarTests(unittest.TestCase):
+    """
+    A registrar whose ASAP endpoint is TLS-PSK: PEs and PUs with a key
+    register and resolve; a node without one gets nothing.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.keys = escape(write_keys(self, KEYS))
+        options = tap.Options()
+        options.parseOptions([
+            "--asap", "psk:0:interface=127.0.0.1:keys=" + self.keys,
+            "--enrp", "none", "--id", "0x5eed", "--quiet",
+        ])
+        self.service = tap.makeService(options)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        yield self.service.ready
+        self.port = self.service.asap_ports[0].getHost().port
+
+    @defer.inlineCallbacks
+    def connect(self, description):
+        client = RawClient("asap", auto_ack=True)
+        yield connectProtocol(clientFromString(reactor, description), client)
+
+        def close():
+            if client.transport.connected:
+                client.transport.loseConnection()
+                return client.lost
+
+        self.addCleanup(close)
+        return client
+
+    @defer.inlineCallbacks
+    def test_registerAndResolve(self):
+        secure = "psk:127.0.0.1:{}:identity={}:keys=" + self.keys
+        pe = yield self.connect(secure.format(self.port, "pe-1"))
+        element = PoolElement(
+            0x1234, 0, 60000, TCPTransport(7, ("127.0.0.1",)),
+            Policy.make(PolicyType.ROUND_ROBIN))
+        response = yield pe.request(Registration(b"secure", element), RegistrationResponse)
+        self.assertFalse(response.reject)
+        self.assertEqual(response.identifier, 0x1234)
+        pu = yield self.connect(secure.format(self.port, "pe-2"))
+        answer = yield pu.request(HandleResolution(b"secure"), HandleResolutionResponse)
+        self.assertEqual([e.identifier for e in answer.pool_elements], [0x1234])
+
+    @defer.inlineCallbacks
+    def test_plainRefused(self):
+        client = yield self.connect("tcp:127.0.0.1:{}".format(self.port))
+        client.send(HandleResolution(b"secure"))
+        yield client.lost.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(client.messages, [])
+        self.assertEqual(len(self.service.registrar.handlespace), 0)
+
+
+class SecuredOptionsTests(unittest.TestCase):
+    """
+    C{twistd enrp --psk-keys}: every endpoint secured, and RFC 5355 section
+    2.15.3's all-or-nothing rule.
+    """
+
+    def parse(self, *argv):
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options.settings
+
+    def test_secured(self):
+        path = write_keys(self, KEYS)
+        settings = self.parse("--psk-keys", path, "--psk-identity", "pe-2",
+                              "--peer", "127.0.0.1:9902")
+        psk = settings["psk"]
+        self.assertEqual(psk.server(settings["asap"][0]),
+                         "psk:3863:interface=127.0.0.1:keys=" + escape(path))
+        self.assertEqual(psk.client("tcp:host=127.0.0.1:port=9902"),
+                         "psk:host=127.0.0.1:port=9902:keys={}:identity=pe-2".format(escape(path)))
+
+    def test_errors(self):
+        keys = write_keys(self, KEYS)
+        one = write_keys(self, "solo {}\n".format(KEY_1.hex()))
+        cases = [
+            (["--psk-keys", keys], "say with --psk-identity which one"),
+            (["--psk-keys", keys, "--psk-identity", "pe-9"], "no identity 'pe-9'"),
+            (["--psk-identity", "pe-1"], "--psk-identity needs --psk-keys"),
+            (["--psk-keys", write_keys(self, KEYS, 0o604), "--enrp", "none"], "chmod o-rwx"),
+            (["--psk-keys", one, "--asap", "sctp:3863"], "TLS-PSK runs over TCP only"),
+            (["--asap", "psk:3863:keys=" + escape(one)], "secured and unsecured endpoints mixed"),
+            (["--asap", "psk:3863:keys=" + escape(one), "--enrp", "none",
+              "--peer", "127.0.0.1:9901"], "secured and unsecured endpoints mixed"),
+        ]
+        for argv, message in cases:
+            with self.assertRaises(tap.usage.UsageError) as caught:
+                self.parse(*argv)
+            self.assertIn(message, str(caught.exception), argv)
+
+    def test_oneIdentity(self):
+        # The file's only identity needs no --psk-identity, and a registrar
+        # without ENRP presents none.
+        one = write_keys(self, "solo {}\n".format(KEY_1.hex()))
+        self.assertIsNone(self.parse("--psk-keys", one)["psk"].identity)
+        self.assertIsNone(self.parse("--psk-keys", write_keys(self, KEYS),
+                                     "--enrp", "none")["psk"].identity)
+
+    def test_allSecured(self):
+        # Every endpoint given as psk: is allowed without --psk-keys.
+        one = escape(write_keys(self, "solo {}\n".format(KEY_1.hex())))
+        settings = self.parse("--asap", "psk:3863:keys=" + one, "--enrp", "psk:9901:keys=" + one)
+        self.assertIsNone(settings["psk"])
+
+
+#: Fast ENRP timers (seconds).
+FAST = ["--peer-heartbeat-cycle", "0.2", "--peer-max-time-last-heard", "1",
+        "--peer-max-time-no-response", "1", "--mentor-discovery-timeout", "0.3"]
+
+
+class SecuredPeeringTests(unittest.TestCase):
+    """
+    Two registrars with C{--psk-keys}: they peer over TLS-PSK and a PE
+    registered at one is known to the other.
+    """
+
+    @defer.inlineCallbacks
+    def start(self, identity, *extra):
+        options = tap.Options()
+        options.parseOptions([
+            "--asap", "tcp:0:interface=127.0.0.1", "--enrp", "tcp:0:interface=127.0.0.1",
+            "--psk-keys", self.keys, "--psk-identity", identity, "--quiet",
+        ] + FAST + list(extra))
+        service = tap.makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.ready
+        return service
+
+    @defer.inlineCallbacks
+    def test_peering(self):
+        self.keys = write_keys(self, KEYS)
+        b = yield self.start("pe-2", "--id", "0xb")
+        self.assertTrue(b.asap_ports and b.enrp_ports)
+        enrp_b = b.enrp_ports[0].getHost().port
+        a = yield self.start("pe-1", "--id", "0xa", "--peer", "127.0.0.1:%d" % enrp_b)
+        for port in a.ports + b.ports:
+            self.assertIsInstance(port.factory, TLSMemoryBIOFactory)
+        client = RawClient("asap", auto_ack=True)
+        yield connectProtocol(clientFromString(reactor, "psk:127.0.0.1:{}:identity=pe-1:keys={}".format(
+            a.asap_ports[0].getHost().port, escape(self.keys))), client)
+        self.addCleanup(lambda: client.transport.loseConnection() or client.lost)
+        element = PoolElement(
+            0x77, 0, 60000, TCPTransport(7, ("127.0.0.1",)), Policy.make(PolicyType.ROUND_ROBIN))
+        response = yield client.request(Registration(b"peered", element), RegistrationResponse)
+        self.assertFalse(response.reject)
+        for _ in range(200):
+            if b.registrar.handlespace.get(b"peered", 0x77) is not None:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        pe = b.registrar.handlespace.get(b"peered", 0x77)
+        self.assertIsNotNone(pe)
+        self.assertEqual(pe.home_registrar, 0xA)
+
+
+class SecuredPoolTests(unittest.TestCase):
+    """
+    The whole path secured: a registrar with L{PSKEndpoints}, a pool
+    element that registers over TLS-PSK and serves its application on a
+    C{psk:} endpoint, and a pool user that resolves over TLS-PSK and then
+    talks to the pool element over TLS-PSK.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_pool(self):
+        path = write_keys(self, KEYS)
+        keys = escape(path)
+        registrar = RegistrarService(
+            make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"],
+            psk=PSKEndpoints(path))
+        registrar.startService()
+        self.addCleanup(registrar.stopService)
+        ports = yield registrar.ready
+        self.assertIsInstance(ports[0].factory, TLSMemoryBIOFactory)
+        asap = "psk:127.0.0.1:{}:identity={}:keys={}"
+        pe = PoolElementService(
+            b"SecureEcho", factory=EchoFactory(),
+            endpoint="psk:0:interface=127.0.0.1:keys=" + keys,
+            registrars=[asap.format(ports[0].getHost().port, "pe-1", keys)])
+        pe.startService()
+        self.addCleanup(lambda: pe.running and pe.stopService())
+        yield pe.registered.addTimeout(TIMEOUT, reactor)
+        pu = PoolUser(reactor, registrars=[asap.format(ports[0].getHost().port, "pe-2", keys)])
+        self.addCleanup(pu.close)
+        infos = yield pu.resolve(b"SecureEcho")
+        self.assertEqual([i.identifier for i in infos], [pe.identifier])
+        client = Client()
+        yield connectProtocol(clientFromString(reactor, "psk:{}:{}:identity=pe-2:keys={}".format(
+            infos[0].address, infos[0].port, keys)), client)
+        self.addCleanup(lambda: client.transport.loseConnection() or client.lost)
+        client.transport.write(b"secret")
+        received = yield client.got.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(received, b"secret")
