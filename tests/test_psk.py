@@ -291,11 +291,28 @@ class HandshakeDeadlineTests(unittest.TestCase):
                 break
             yield task.deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(len(factory.made), 1)
+        keys = escape(write_keys(self, "pe-1 {}\n".format(KEY_1.hex())))
+        talker = Client()
+        yield connectProtocol(clientFromString(reactor, "psk:127.0.0.1:{}:keys={}".format(
+            port.getHost().port, keys)), talker)
+        self.addCleanup(lambda: talker.transport.loseConnection() or talker.lost)
+        talker.transport.write(b"ping")
+        yield talker.got.addTimeout(TIMEOUT, reactor)
+        self.assertEqual(len(factory.made), 2)
+        # Only the silent connection's deadline is left.
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
         clock.advance(4.9)
         self.assertTrue(silent.transport.connected)
         clock.advance(0.1)
         yield silent.lost.addTimeout(TIMEOUT, reactor)
         self.assertEqual(clock.getDelayedCalls(), [])
+        # The authenticated connection keeps going.
+        talker.transport.write(b"pong")
+        for _ in range(200):
+            if talker.received == b"pingpong":
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(talker.received, b"pingpong")
 
 
 class SecuredRegistrarTests(unittest.TestCase):

@@ -290,12 +290,13 @@ class _HandshakeDeadline(ProtocolWrapper):
     # has not finished its handshake in time, so that connections which
     # never authenticate cannot pile up.
 
+    _deadline = None
+
     def makeConnection(self, transport):
-        ProtocolWrapper.makeConnection(self, transport)
         timeout = self.factory.timeout
-        self._deadline = None
         if timeout:
             self._deadline = self.factory.clock.callLater(timeout, self._expired)
+        ProtocolWrapper.makeConnection(self, transport)
 
     def _expired(self):
         self._deadline = None
