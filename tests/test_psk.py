@@ -339,13 +339,7 @@ class SecuredRegistrarTests(unittest.TestCase):
     def connect(self, description):
         client = RawClient("asap", auto_ack=True)
         yield connectProtocol(clientFromString(reactor, description), client)
-
-        def close():
-            if client.transport.connected:
-                client.transport.loseConnection()
-                return client.lost
-
-        self.addCleanup(close)
+        self.addCleanup(client.close)
         return client
 
     @defer.inlineCallbacks
@@ -461,7 +455,7 @@ class SecuredPeeringTests(unittest.TestCase):
         client = RawClient("asap", auto_ack=True)
         yield connectProtocol(clientFromString(reactor, "psk:127.0.0.1:{}:identity=pe-1:keys={}".format(
             a.asap_ports[0].getHost().port, escape(self.keys))), client)
-        self.addCleanup(lambda: client.transport.loseConnection() or client.lost)
+        self.addCleanup(client.close)
         element = PoolElement(
             0x77, 0, 60000, TCPTransport(7, ("127.0.0.1",)), Policy.make(PolicyType.ROUND_ROBIN))
         response = yield client.request(Registration(b"peered", element), RegistrationResponse)

@@ -70,6 +70,16 @@ class RawClient(protocol.Protocol):
     def connectionLost(self, reason):
         self.lost.callback(None)
 
+    def close(self):
+        """
+        Close the connection if it is open.
+
+        @return: a L{Deferred} that fires once it is lost, or C{None}.
+        """
+        if self.transport.connected:
+            self.transport.loseConnection()
+            return self.lost
+
     def send(self, message):
         self.transport.write(encode(message))
 
@@ -126,13 +136,7 @@ class RegistrarIntegrationTests(unittest.TestCase):
             TCP4ClientEndpoint(reactor, "127.0.0.1", port or self.port), client
         )
         self.clients.append(client)
-
-        def close():
-            if client.transport.connected:
-                client.transport.loseConnection()
-                return client.lost
-
-        self.addCleanup(close)
+        self.addCleanup(client.close)
         return client
 
     def element(self, pe_id, client, policy=None):
