@@ -322,6 +322,8 @@ class _HandshakeDeadline(ProtocolWrapper):
 class _HandshakeDeadlineFactory(WrappingFactory):
     protocol = _HandshakeDeadline
     log = Logger()
+    # The application's factory logs its own start and stop.
+    noisy = False
 
     def __init__(self, wrappedFactory, timeout, clock):
         WrappingFactory.__init__(self, wrappedFactory)
