@@ -501,7 +501,7 @@ class RegistrarService(service.Service):
     def _listen(self, description, factory, what):
         try:
             if self.psk is not None:
-                description = self.psk.server(description)
+                description = self.psk.server(description, peer=(what == "ENRP"))
             endpoint = serverFromString(self.reactor, description)
         except (ValueError, KeyError, TypeError) as e:
             return defer.fail(ListenFailed("bad {} endpoint {!r}: {}".format(what, description, e)))

@@ -220,10 +220,15 @@ SETTINGS = {
         "TLS-PSK (RFC 5355), with the keys of this file (IDENTITY HEXKEY lines); "
         "tcp: endpoints become psk: ones.",
     ),
+    "psk-peer-keys": (
+        None, str,
+        "With --psk-keys, a separate key file for the ENRP listener and peers, so that "
+        "PEs and PUs cannot act as registrars [--psk-keys].",
+    ),
     "psk-identity": (
         None, str,
-        "With --psk-keys, the key file's identity this registrar presents to its "
-        "ENRP peers [the file's only identity].",
+        "With --psk-keys, the identity this registrar presents to its ENRP peers "
+        "[the peers' key file's only identity].",
     ),
     "max-elements-per-ht-request": (
         128, _integer("max-elements-per-ht-request", 1, 65535),
@@ -397,9 +402,10 @@ def check_security(settings):
 
     path = settings.get("psk-keys")
     identity = settings.get("psk-identity")
+    peer_path = settings.get("psk-peer-keys")
     if path is None:
-        if identity is not None:
-            raise usage.UsageError("--psk-identity needs --psk-keys")
+        if identity is not None or peer_path is not None:
+            raise usage.UsageError("--psk-identity and --psk-peer-keys need --psk-keys")
         endpoints = settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []) \
             + [peer_endpoint(p) for p in settings["peer"]]
         secured = [d for d in endpoints if is_secure(d)]
@@ -410,18 +416,21 @@ def check_security(settings):
                 "registration and peer update secured, or none; use --psk-keys or secure "
                 "them all".format(secured[0], plain[0]))
         return None
+    endpoints = PSKEndpoints(path, identity, peer_path)
     try:
-        keys = load_keys(path)
+        load_keys(path)
+        keys = load_keys(endpoints.peer_file)
     except KeyFileError as e:
         raise usage.UsageError(str(e)) from None
     if identity is None:
         if settings["enrp"] is not None and len(keys) > 1:
             raise usage.UsageError(
-                "--psk-keys: the file holds {} identities; say with --psk-identity which "
-                "one this registrar presents to its ENRP peers".format(len(keys)))
+                "{}: the file holds {} identities; say with --psk-identity which one this "
+                "registrar presents to its ENRP peers".format(endpoints.peer_file, len(keys)))
     elif identity.encode("ascii", "replace") not in keys:
-        raise usage.UsageError("--psk-identity: no identity {!r} in {}".format(identity, path))
-    return PSKEndpoints(path, identity)
+        raise usage.UsageError("--psk-identity: no identity {!r} in {}".format(
+            identity, endpoints.peer_file))
+    return endpoints
 
 
 def check_endpoint(description):

@@ -392,7 +392,10 @@ class SecuredOptionsTests(unittest.TestCase):
         cases = [
             (["--psk-keys", keys], "say with --psk-identity which one"),
             (["--psk-keys", keys, "--psk-identity", "pe-9"], "no identity 'pe-9'"),
-            (["--psk-identity", "pe-1"], "--psk-identity needs --psk-keys"),
+            (["--psk-identity", "pe-1"], "--psk-identity and --psk-peer-keys need --psk-keys"),
+            (["--psk-peer-keys", one], "--psk-identity and --psk-peer-keys need --psk-keys"),
+            (["--psk-keys", keys, "--psk-peer-keys", one, "--psk-identity", "pe-1"],
+             "no identity 'pe-1' in " + one),
             (["--psk-keys", write_keys(self, KEYS, 0o604), "--enrp", "none"], "chmod o-rwx"),
             (["--psk-keys", one, "--asap", "sctp:3863"], "TLS-PSK runs over TCP only"),
             (["--asap", "psk:3863:keys=" + escape(one)], "secured and unsecured endpoints mixed"),
@@ -403,6 +406,18 @@ class SecuredOptionsTests(unittest.TestCase):
             with self.assertRaises(tap.usage.UsageError) as caught:
                 self.parse(*argv)
             self.assertIn(message, str(caught.exception), argv)
+
+    def test_peerKeys(self):
+        # --psk-peer-keys: ENRP's listener and peers use their own file.
+        asap = write_keys(self, KEYS)
+        enrp = write_keys(self, "reg-1 {}\nreg-2 {}\n".format(KEY_1.hex(), KEY_2.hex()))
+        settings = self.parse("--psk-keys", asap, "--psk-peer-keys", enrp,
+                              "--psk-identity", "reg-1")
+        psk = settings["psk"]
+        self.assertEqual(psk.server("tcp:3863"), "psk:3863:keys=" + escape(asap))
+        self.assertEqual(psk.server("tcp:9901", peer=True), "psk:9901:keys=" + escape(enrp))
+        self.assertEqual(psk.client("tcp:192.0.2.2:9901"),
+                         "psk:192.0.2.2:9901:keys={}:identity=reg-1".format(escape(enrp)))
 
     def test_oneIdentity(self):
         # The file's only identity needs no --psk-identity, and a registrar
@@ -435,7 +450,8 @@ class SecuredPeeringTests(unittest.TestCase):
         options = tap.Options()
         options.parseOptions([
             "--asap", "tcp:0:interface=127.0.0.1", "--enrp", "tcp:0:interface=127.0.0.1",
-            "--psk-keys", self.keys, "--psk-identity", identity, "--quiet",
+            "--psk-keys", self.keys, "--psk-peer-keys", self.peer_keys,
+            "--psk-identity", identity, "--quiet",
         ] + FAST + list(extra))
         service = tap.makeService(options)
         service.startService()
@@ -446,10 +462,12 @@ class SecuredPeeringTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_peering(self):
         self.keys = write_keys(self, KEYS)
-        b = yield self.start("pe-2", "--id", "0xb")
+        self.peer_keys = write_keys(self, "reg-a {}\nreg-b {}\n".format(
+            bytes(range(50, 82)).hex(), bytes(range(90, 122)).hex()))
+        b = yield self.start("reg-b", "--id", "0xb")
         self.assertTrue(b.asap_ports and b.enrp_ports)
         enrp_b = b.enrp_ports[0].getHost().port
-        a = yield self.start("pe-1", "--id", "0xa", "--peer", "127.0.0.1:%d" % enrp_b)
+        a = yield self.start("reg-a", "--id", "0xa", "--peer", "127.0.0.1:%d" % enrp_b)
         for port in a.ports + b.ports:
             self.assertIsInstance(port.factory, TLSMemoryBIOFactory)
         client = RawClient("asap", auto_ack=True)
@@ -467,6 +485,13 @@ class SecuredPeeringTests(unittest.TestCase):
         pe = b.registrar.handlespace.get(b"peered", 0x77)
         self.assertIsNotNone(pe)
         self.assertEqual(pe.home_registrar, 0xA)
+        # A PE's key does not open the ENRP side.
+        intruder = Client()
+        yield connectProtocol(clientFromString(reactor, "psk:127.0.0.1:{}:identity=pe-1:keys={}".format(
+            enrp_b, escape(self.keys))), intruder)
+        intruder.transport.write(b"\x00" * 8)
+        yield intruder.lost.addTimeout(TIMEOUT, reactor)
+        self.assertIsInstance(intruder.reason.value, SSL.Error)
 
 
 class SecuredPoolTests(unittest.TestCase):

@@ -486,20 +486,35 @@ class PSKEndpoints:
     """
     How a registrar secures every endpoint it listens on or dials with
     TLS-PSK (C{twistd enrp --psk-keys}): C{tcp:} endpoint strings become
-    C{psk:} ones with the key file (and, for clients, the identity);
-    C{psk:} strings stay as they are; anything else cannot be secured.
+    C{psk:} ones with a key file (and, for clients, the identity); C{psk:}
+    strings stay as they are; anything else cannot be secured.
 
-    @ivar keys: the key file's path.
-    @ivar identity: the identity presented when dialing (str), or C{None}
-        when the key file holds exactly one.
+    The ASAP listeners take the keys of C{keys}, the ENRP listener and the
+    connections to peers those of C{peer_keys}: with one file for both,
+    every holder of a key may also act as a registrar.
+
+    @ivar keys: the path of the key file for ASAP (PEs and PUs).
+    @ivar identity: the identity presented when dialing a peer (str), or
+        C{None} when the peers' key file holds exactly one.
+    @ivar peer_keys: the path of the key file for ENRP, or C{None} for
+        C{keys}.
     """
 
     keys: str
     identity: str = None
+    peer_keys: str = None
 
-    def server(self, description):
+    @property
+    def peer_file(self):
+        """
+        The key file ENRP uses.
+        """
+        return self.peer_keys if self.peer_keys is not None else self.keys
+
+    def server(self, description, peer=False):
         """
         @param description: a server endpoint string.
+        @param peer: whether it serves ENRP (else ASAP).
         @return: its TLS-PSK form.
         @raise ValueError: it is neither C{tcp:}, C{tcp6:} nor C{psk:}.
         """
@@ -507,13 +522,14 @@ class PSKEndpoints:
         if prefix == "psk":
             return description
         if prefix in ("tcp", "tcp6"):
-            return "psk:{}:keys={}".format(rest, _escape(self.keys))
+            path = self.peer_file if peer else self.keys
+            return "psk:{}:keys={}".format(rest, _escape(path))
         raise ValueError(
             "TLS-PSK runs over TCP only: cannot secure {!r}".format(description))
 
     def client(self, description):
         """
-        @param description: a client endpoint string.
+        @param description: a client endpoint string of an ENRP peer.
         @return: its TLS-PSK form.
         @raise ValueError: it is neither C{tcp:} nor C{psk:}.
         """
@@ -521,7 +537,7 @@ class PSKEndpoints:
         if prefix == "psk":
             return description
         if prefix in ("tcp", "tcp6"):
-            secured = "psk:{}:keys={}".format(rest, _escape(self.keys))
+            secured = "psk:{}:keys={}".format(rest, _escape(self.peer_file))
             if self.identity is not None:
                 secured += ":identity=" + _escape(self.identity)
             return secured
