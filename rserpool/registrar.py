@@ -486,6 +486,11 @@ class RegistrarService(service.Service):
         for description in self.asap_endpoints:
             listens.append(self._listen(description, factory, "ASAP"))
         if self.enrp_endpoint:
+            if self.psk is not None and self.psk.peer_keys is None:
+                self.log.warn(
+                    "ENRP takes the keys of {keys}: every PE and PU holding one may also "
+                    "connect as a registrar (give the registrars a key file of their own "
+                    "with --psk-peer-keys)", keys=self.psk.keys)
             listens.append(self._start_enrp())
         d = defer.gatherResults(listens, consumeErrors=True)
         d.addCallback(self._listening)

@@ -15,6 +15,7 @@ from twisted.internet.endpoints import (
     serverFromString,
     wrapClientTLS,
 )
+from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
 
@@ -534,3 +535,26 @@ class SecuredPoolTests(unittest.TestCase):
         client.transport.write(b"secret")
         received = yield client.got.addTimeout(TIMEOUT, reactor)
         self.assertEqual(received, b"secret")
+
+
+class SharedKeysWarningTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_warned(self):
+        """
+        A registrar whose ENRP side shares the PEs' key file says so; one
+        with a file for its peers does not.
+        """
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        path = write_keys(self, KEYS)
+        for psk in (PSKEndpoints(path, "pe-1"), PSKEndpoints(path, "pe-1", peer_keys=path)):
+            service = RegistrarService(
+                make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"],
+                enrp_endpoint="tcp:0:interface=127.0.0.1", psk=psk)
+            service.startService()
+            yield service.ready
+            yield service.stopService()
+        warnings = [e for e in events if "--psk-peer-keys" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["keys"], path)
