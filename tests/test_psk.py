@@ -1,7 +1,8 @@
 """
 TLS with pre-shared keys (L{rserpool.transport.psk}): the key file, the
-C{psk:} endpoint strings, handshakes on loopback, and a registrar that
-serves ASAP over TLS-PSK only.
+C{psk:} endpoint strings, handshakes on loopback, registrars, PEs and PUs
+secured with TLS-PSK; and certificates through Twisted's C{ssl:} and
+C{tls:} endpoints (RFC 5355 section 2.7.3).
 """
 import os
 
@@ -558,3 +559,104 @@ class SharedKeysWarningTests(unittest.TestCase):
         warnings = [e for e in events if "--psk-peer-keys" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
         self.assertEqual(warnings[0]["keys"], path)
+
+
+def make_ca(directory, name):
+    """
+    A certificate authority and a server certificate for C{localhost}
+    signed by it, as PEM files in C{directory}: C{ca/NAME.pem} (the trust
+    root directory is C{ca}), C{server.pem}, C{server.key}.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name_of(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder()
+          .subject_name(name_of(name)).issuer_name(name_of(name))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(
+              digital_signature=True, content_commitment=False, key_encipherment=False,
+              data_encipherment=False, key_agreement=False, key_cert_sign=True,
+              crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (x509.CertificateBuilder()
+              .subject_name(name_of("localhost")).issuer_name(ca.subject)
+              .public_key(key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1))
+              .not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                             critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    os.makedirs(os.path.join(directory, "ca"))
+    with open(os.path.join(directory, "ca", name + ".pem"), "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(directory, "server.pem"), "wb") as f:
+        f.write(server.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(directory, "server.key"), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(os.path.join(directory, "server.key"), 0o600)
+
+
+class CertificateTests(unittest.TestCase):
+    """
+    RFC 5355 section 2.7.3: a pool user authenticates its registrar by a
+    certificate.  Twisted's own C{ssl:} (server) and C{tls:} (client)
+    endpoints do it, with no code of ours in between.
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_certificates(self):
+        base = self.mktemp()
+        make_ca(base, "pool-ca")
+        other = self.mktemp()
+        make_ca(other, "rogue-ca")
+        options = tap.Options()
+        options.parseOptions([
+            "--asap", "ssl:0:interface=127.0.0.1:privateKey={0}/server.key:certKey={0}/server.pem"
+            .format(escape(os.path.abspath(base))),
+            "--enrp", "none", "--quiet"])
+        registrar = tap.makeService(options)
+        registrar.startService()
+        self.addCleanup(registrar.stopService)
+        ports = yield registrar.ready
+        trusted = "tls:localhost:{}:trustRoots={}".format(
+            ports[0].getHost().port, escape(os.path.abspath(os.path.join(base, "ca"))))
+        pe = PoolElementService(b"Certified", factory=EchoFactory(), registrars=[trusted])
+        pe.startService()
+        self.addCleanup(lambda: pe.running and pe.stopService())
+        yield pe.registered.addTimeout(TIMEOUT, reactor)
+        pu = PoolUser(reactor, registrars=[trusted])
+        self.addCleanup(pu.close)
+        infos = yield pu.resolve(b"Certified")
+        self.assertEqual([i.identifier for i in infos], [pe.identifier])
+        # A registrar whose certificate the pool user's roots did not sign
+        # is not believed.
+        doubting = PoolUser(reactor, registrars=["tls:localhost:{}:trustRoots={}".format(
+            ports[0].getHost().port, escape(os.path.abspath(os.path.join(other, "ca"))))])
+        self.addCleanup(doubting.close)
+        with self.assertRaises(Exception) as caught:
+            yield doubting.resolve(b"Certified")
+        self.assertIn("no registrar answered", str(caught.exception))
+        # Because the handshake fails verifying the certificate.
+        client = Client()
+        yield connectProtocol(clientFromString(reactor, "tls:localhost:{}:trustRoots={}".format(
+            ports[0].getHost().port, escape(os.path.abspath(os.path.join(other, "ca"))))), client)
+        yield client.lost.addTimeout(TIMEOUT, reactor)
+        self.assertIsInstance(client.reason.value, SSL.Error)
+        self.assertIn("certificate verify failed", str(client.reason.value))
