@@ -328,6 +328,7 @@ class PendingConnection:
     """
 
     mapping = "sctp"
+    identity = None
 
     def __init__(self, transport):
         self.transport = transport

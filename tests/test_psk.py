@@ -21,7 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial import unittest
 
 from rserpool import tap
-from rserpool.codes import PolicyType
+from rserpool.codes import ErrorCause, PolicyType
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolUser
 from rserpool.registrar import RegistrarService, make_config
@@ -35,6 +35,8 @@ from rserpool.transport.psk import (
     parse_keys,
 )
 from rserpool.wire import (
+    Deregistration,
+    DeregistrationResponse,
     HandleResolution,
     HandleResolutionResponse,
     Policy,
@@ -357,6 +359,32 @@ class SecuredRegistrarTests(unittest.TestCase):
         pu = yield self.connect(secure.format(self.port, "pe-2"))
         answer = yield pu.request(HandleResolution(b"secure"), HandleResolutionResponse)
         self.assertEqual([e.identifier for e in answer.pool_elements], [0x1234])
+
+    @defer.inlineCallbacks
+    def test_identityBound(self):
+        """
+        The registrar knows each connection's identity: another identity,
+        from the same host, can neither deregister the PE nor take its
+        identifier (RFC 5355 section 2.3.3).
+        """
+        secure = "psk:127.0.0.1:{}:identity={}:keys=" + self.keys
+        pe = yield self.connect(secure.format(self.port, "pe-1"))
+        element = PoolElement(
+            0x1234, 0, 60000, TCPTransport(7, ("127.0.0.1",)),
+            Policy.make(PolicyType.ROUND_ROBIN))
+        yield pe.request(Registration(b"secure", element), RegistrationResponse)
+        stored = self.service.registrar.handlespace.get(b"secure", 0x1234)
+        self.assertEqual(stored.connection.identity, b"pe-1")
+        intruder = yield self.connect(secure.format(self.port, "pe-2"))
+        answer = yield intruder.request(Deregistration(b"secure", 0x1234), DeregistrationResponse)
+        (cause,) = answer.error.causes
+        self.assertEqual(cause.code, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)
+        answer = yield intruder.request(Registration(b"secure", element), RegistrationResponse)
+        self.assertTrue(answer.reject)
+        (cause,) = answer.error.causes
+        self.assertEqual(cause.code, ErrorCause.NON_UNIQUE_PE_IDENTIFIER)
+        self.assertIs(self.service.registrar.handlespace.get(b"secure", 0x1234), stored)
+        self.assertEqual(stored.connection.identity, b"pe-1")
 
     @defer.inlineCallbacks
     def test_plainRefused(self):

@@ -312,6 +312,24 @@ class RegistrationTests(unittest.TestCase):
         again.register(b"P", pe_param(1))
         self.assertIs(self.h.hs.get(b"P", 1).connection, again.protocol)
 
+    def test_identity_binds_the_identifier(self):
+        """
+        Over TLS-PSK (connections that carry an identity), another identity
+        cannot take the PE identifier even from the PE's host, and the same
+        identity may from another host (RFC 5355 section 2.3.3).
+        """
+        self.pe.protocol.identity = b"pe-1"
+        self.pe.register(b"P", pe_param(1))
+        other = self.h.client("127.0.0.1", 40001)
+        other.protocol.identity = b"pe-2"
+        response = other.register(b"P", pe_param(1), expect_ok=False)
+        self.assertRejected(response, ErrorCause.NON_UNIQUE_PE_IDENTIFIER)
+        self.assertIs(self.h.hs.get(b"P", 1).connection, self.pe.protocol)
+        moved = self.h.client("127.0.0.9", 40002)
+        moved.protocol.identity = b"pe-1"
+        moved.register(b"P", pe_param(1, "127.0.0.9"))
+        self.assertIs(self.h.hs.get(b"P", 1).connection, moved.protocol)
+
     def test_lack_of_resources(self):
         h = Harness(max_pool_elements=2)
         pe = h.client()
@@ -369,6 +387,25 @@ class DeregistrationTests(unittest.TestCase):
             cause_of(response).code, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS
         )
         self.assertIsNotNone(self.h.hs.get(b"P", 1))
+
+    def test_deregister_other_identity(self):
+        """
+        Over TLS-PSK, only the identity that registered the PE may
+        deregister it, from whatever host (RFC 5355 section 2.3.3).
+        """
+        self.pe.protocol.identity = b"pe-1"
+        neighbour = self.h.client("127.0.0.1", 40002)
+        neighbour.protocol.identity = b"pe-2"
+        neighbour.send(Deregistration(b"P", 1))
+        self.assertEqual(
+            cause_of(neighbour.one()).code, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS
+        )
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+        elsewhere = self.h.client("127.0.0.5", 40003)
+        elsewhere.protocol.identity = b"pe-1"
+        elsewhere.send(Deregistration(b"P", 1))
+        self.assertEqual(elsewhere.one(), DeregistrationResponse(b"P", 1))
+        self.assertIsNone(self.h.hs.get(b"P", 1))
 
     def test_deregister_same_host_other_connection(self):
         other = self.h.client("127.0.0.1", 40002)

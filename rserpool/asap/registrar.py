@@ -466,19 +466,20 @@ class ASAPRegistrar:
         existing = hs.get(handle, pe_id)
         if existing is not None:
             # The PE identifier is taken by a PE on another live connection
-            # from another host: a PE cannot reuse it (RFC 5352 section
-            # 3.2.1, Non-unique PE Identifier; RFC 5355 section 2.2, a
-            # registration overwriting another PE).  RSPLIB updates in place.
+            # from another host (or, over TLS-PSK, of another identity): a
+            # PE cannot reuse it (RFC 5352 section 3.2.1, Non-unique PE
+            # Identifier; RFC 5355 sections 2.2 and 2.3, a registration
+            # overwriting another PE).  RSPLIB updates in place.
             other = existing.connection
             if (
                 other is not None
                 and other is not conn
                 and other in self.connections
-                and not _same_host(existing, conn)
+                and not _same_principal(existing, conn)
             ):
                 return self._reject(
                     conn, handle, pe_id, ErrorCause.NON_UNIQUE_PE_IDENTIFIER, b"",
-                    "PE identifier in use by another host",
+                    "PE identifier in use by another host or identity",
                 )
         elif config.max_pool_elements and len(hs) >= config.max_pool_elements:
             return self._reject(
@@ -538,8 +539,9 @@ class ASAPRegistrar:
             )
             conn.send(DeregistrationResponse(handle, pe_id))
             return
-        if pe.connection is not conn and not _same_host(pe, conn):
-            # RFC 5355 section 2.2: only the PE itself may deregister it.
+        if pe.connection is not conn and not _same_principal(pe, conn):
+            # RFC 5355 sections 2.2 and 2.3: only the PE itself may
+            # deregister it.
             self.log.warn(
                 "refused deregistration of {pe_id:08x} in {handle!r} from {peer}",
                 pe_id=pe_id,
@@ -710,7 +712,7 @@ class ASAPRegistrar:
                 handle=message.pool_handle,
             )
             return
-        if pe.connection is not conn and not _same_host(pe, conn):
+        if pe.connection is not conn and not _same_principal(pe, conn):
             # RFC 5355 section 2.2: an ack from elsewhere must not keep a
             # dead PE in the handlespace.
             self.log.warn(
@@ -829,6 +831,21 @@ def _peer(conn):
 
 def _addresses(transport):
     return ",".join(str(a) for a in transport.addresses)
+
+
+def _same_principal(pe, conn):
+    """
+    Whether C{conn} may speak for C{pe}.  When both C{conn} and the
+    connection the PE registered over carry a TLS-PSK identity, they must
+    carry the same one (RFC 5355 section 2.3.3: a PE registers only for
+    itself), from whatever host; otherwise C{conn} must come from the
+    PE's host.
+    """
+    mine = getattr(conn, "identity", None)
+    theirs = getattr(pe.connection, "identity", None)
+    if mine is not None and theirs is not None:
+        return mine == theirs
+    return _same_host(pe, conn)
 
 
 def _same_host(pe, conn):

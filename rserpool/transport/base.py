@@ -53,6 +53,10 @@ class IMessageConnection(Interface):
         "Every address of the remote end (one over TCP, several for a "
         "multi-homed SCTP peer), as L{ipaddress} addresses."
     )
+    identity = Attribute(
+        "The TLS-PSK identity (bytes) the remote end proved, or C{None} "
+        "(no TLS-PSK, or not known)."
+    )
     peer_transport = Attribute(
         "The remote end as a transport parameter (L{rserpool.wire.TCPTransport}, "
         "L{rserpool.wire.SCTPTransport}, ...), or C{None} if unknown."

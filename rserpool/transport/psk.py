@@ -40,6 +40,7 @@ Where they lack PSK, making an endpoint raises L{PSKUnavailable}.
 """
 import os
 import stat
+import weakref
 
 import attrs
 
@@ -74,6 +75,7 @@ __all__ = [
     "is_secure",
     "load_keys",
     "parse_keys",
+    "psk_identity",
 ]
 
 #: Seconds a server connection may take to complete its TLS handshake.
@@ -198,12 +200,54 @@ def _context():
     return context
 
 
+class _Peer:
+    # What the server side knows of one connection: the identity its peer
+    # proved, and the callback of the connection's context (kept alive
+    # with the connection).
+    __slots__ = ("identity", "callback")
+
+    def __init__(self):
+        self.identity = None
+        self.callback = None
+
+
+#: Server-side connections (OpenSSL.SSL.Connection) -> L{_Peer}.
+_PEERS = weakref.WeakKeyDictionary()
+
+
+def psk_identity(transport):
+    """
+    The identity the peer of a TLS-PSK server connection proved.
+
+    @param transport: the transport of a protocol behind a
+        L{PSKServerEndpoint} (anything with C{getHandle()} returning the
+        C{OpenSSL.SSL.Connection}).
+    @return: the identity (bytes), or C{None}: not a TLS-PSK server
+        connection, or no identity looked up yet.  Ask once the handshake
+        is done (L{IHandshakeListener}): an identity is recorded when its
+        key is looked up, before the handshake proves the key.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    if get_handle is None:
+        return None
+    try:
+        peer = _PEERS.get(get_handle())
+    except TypeError:
+        return None
+    return None if peer is None else peer.identity
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class PSKServerCreator:
     """
     Makes the server side of TLS-PSK connections for Twisted's TLS
     (L{twisted.protocols.tls.TLSMemoryBIOFactory}): a client that presents
-    one of C{keys}' identities and proves it holds its key gets in.
+    one of C{keys}' identities and proves it holds its key gets in, and
+    L{psk_identity} tells which identity it was.
+
+    Each connection has an OpenSSL context of its own (about 0.1 ms to
+    make), whose PSK callback knows the connection: OpenSSL's bindings
+    offer no way to ask a connection for its PSK identity.
 
     @ivar identities: the identities accepted (bytes).
     """
@@ -216,34 +260,49 @@ class PSKServerCreator:
         @param hint: an identity hint sent to TLS 1.2 clients (bytes), or
             C{None}.
         @raise PSKUnavailable: OpenSSL's PSK functions are not available.
+        @raise ValueError: the hint is refused.
         """
         ffi, lib = _bindings()
         self._ffi = ffi
+        self._lib = lib
         self._keys = dict(keys)
+        self._hint = hint
         self.identities = frozenset(self._keys)
-        self._context = _context()
-        # The callback object must live as long as the context.
-        self._callback = ffi.callback(_SERVER_CALLBACK, self._find_key, error=0)
-        lib.SSL_CTX_set_psk_server_callback(self._context._context, self._callback)
-        if hint is not None:
-            if not lib.SSL_CTX_use_psk_identity_hint(self._context._context, hint):
-                raise ValueError("bad PSK identity hint {!r}".format(hint))
+        # Fail now, not at the first connection.
+        self._new_context(_Peer())
 
-    def _find_key(self, ssl, identity, out, size):
+    def _new_context(self, peer):
+        context = _context()
         ffi = self._ffi
-        name = ffi.string(identity) if identity != ffi.NULL else b""
-        key = self._keys.get(name)
-        if key is None or len(key) > size:
-            self.log.warn("TLS-PSK: refused unknown identity {identity!r}", identity=name)
-            return 0
-        ffi.memmove(out, key, len(key))
-        return len(key)
+        keys = self._keys
+        log = self.log
+
+        def find_key(ssl, identity, out, size):
+            name = ffi.string(identity) if identity != ffi.NULL else b""
+            key = keys.get(name)
+            if key is None or len(key) > size:
+                log.warn("TLS-PSK: refused unknown identity {identity!r}", identity=name)
+                return 0
+            ffi.memmove(out, key, len(key))
+            peer.identity = name
+            return len(key)
+
+        # The callback object must live as long as the context.
+        peer.callback = ffi.callback(_SERVER_CALLBACK, find_key, error=0)
+        self._lib.SSL_CTX_set_psk_server_callback(context._context, peer.callback)
+        if self._hint is not None:
+            if not self._lib.SSL_CTX_use_psk_identity_hint(context._context, self._hint):
+                raise ValueError("bad PSK identity hint {!r}".format(self._hint))
+        return context
 
     def serverConnectionForTLS(self, tlsProtocol):
         """
         @return: a new server-side C{OpenSSL.SSL.Connection}.
         """
-        return SSL.Connection(self._context, None)
+        peer = _Peer()
+        connection = SSL.Connection(self._new_context(peer), None)
+        _PEERS[connection] = peer
+        return connection
 
 
 @implementer(IOpenSSLClientConnectionCreator)

@@ -15,6 +15,7 @@ The multiplexed control+data framing of Enhanced Mode is
 L{rserpool.transport.mux} (sans I/O); L{MultiplexProtocol} runs it over a
 Twisted transport with its heartbeat.
 """
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -53,7 +54,7 @@ def _is_sctp(transport):
     return getattr(transport.getPeer(), "type", None) == "SCTP"
 
 
-@implementer(IMessageConnection)
+@implementer(IMessageConnection, IHandshakeListener)
 class MessageStreamProtocol(Protocol):
     """
     A connection carrying plain ASAP or ENRP messages framed by their own
@@ -69,10 +70,13 @@ class MessageStreamProtocol(Protocol):
     @ivar protocol: C{"asap"} or C{"enrp"}.
     @ivar peer: C{(address, port)} of the remote end.
     @ivar local: C{(address, port)} of the local end.
+    @ivar identity: the TLS-PSK identity the remote end proved (over a
+        C{psk:} server endpoint, once the handshake is done), or C{None}.
     """
 
     log = Logger()
     mapping = "tcp"
+    identity = None
 
     def __init__(self, receiver, protocol=ASAP):
         self.receiver = receiver
@@ -113,6 +117,15 @@ class MessageStreamProtocol(Protocol):
         if set_keepalive is not None:
             set_keepalive(1)
         self.receiver.connection_made(self)
+
+    def handshakeCompleted(self):
+        """
+        The TLS handshake is done: note the identity the peer proved, if
+        it was TLS-PSK (before any of its messages is read).
+        """
+        from rserpool.transport.psk import psk_identity
+
+        self.identity = psk_identity(self.transport)
 
     def dataReceived(self, data):
         if not self.connected:
