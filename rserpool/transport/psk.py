@@ -1,7 +1,7 @@
 """
 TLS with pre-shared keys as Twisted endpoints.
 
-RFC 5355 (sections 2.2 to 2.6) makes TLS with a pre-shared key (PSK, RFC
+RFC 5355 (sections 2.1 to 2.6) makes TLS with a pre-shared key (PSK, RFC
 4279) the mandatory-to-implement way for registrars to authenticate PEs and
 each other, and for PEs to authenticate registrars: holding a key of the
 pool's key file is what authorizes a node.  Both ends prove that they hold
