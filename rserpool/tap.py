@@ -323,12 +323,14 @@ class Options(usage.Options):
             settings[name] = values
         if settings["enrp"] is not None and settings["enrp"].strip().lower() in ("", "none", "off"):
             settings["enrp"] = None
-        settings["psk"] = check_security(settings)
-        listeners = settings["asap"] + ([settings["enrp"]] if settings["enrp"] else [])
-        for description in listeners:
-            if settings["psk"] is not None:
+        settings["psk"] = psk = check_security(settings)
+        listeners = [(d, False) for d in settings["asap"]]
+        if settings["enrp"]:
+            listeners.append((settings["enrp"], True))
+        for description, peer in listeners:
+            if psk is not None:
                 try:
-                    description = settings["psk"].server(description)
+                    description = psk.server(description, peer=peer)
                 except ValueError as e:
                     raise usage.UsageError(str(e)) from None
             check_endpoint(description)
@@ -430,6 +432,11 @@ def check_security(settings):
     elif identity.encode("ascii", "replace") not in keys:
         raise usage.UsageError("--psk-identity: no identity {!r} in {}".format(
             identity, endpoints.peer_file))
+    for peer in settings["peer"]:
+        try:
+            endpoints.client(peer_endpoint(peer))
+        except ValueError as e:
+            raise usage.UsageError("--peer: {}".format(e)) from None
     return endpoints
 
 

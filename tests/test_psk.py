@@ -428,6 +428,8 @@ class SecuredOptionsTests(unittest.TestCase):
              "no identity 'pe-1' in " + one),
             (["--psk-keys", write_keys(self, KEYS, 0o604), "--enrp", "none"], "chmod o-rwx"),
             (["--psk-keys", one, "--asap", "sctp:3863"], "TLS-PSK runs over TCP only"),
+            (["--psk-keys", one, "--peer", "sctp:host=127.0.0.1:port=9901"],
+             "--peer: TLS-PSK runs over TCP only"),
             (["--asap", "psk:3863:keys=" + escape(one)], "secured and unsecured endpoints mixed"),
             (["--asap", "psk:3863:keys=" + escape(one), "--enrp", "none",
               "--peer", "127.0.0.1:9901"], "secured and unsecured endpoints mixed"),
