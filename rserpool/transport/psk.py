@@ -30,9 +30,10 @@ than its owner and group may read is refused (C{chmod o-rwx}).
 TLS 1.2 and 1.3 are offered.  TLS 1.2 uses only PSK cipher suites with an
 ephemeral Diffie-Hellman exchange (C{ECDHE-PSK}, C{DHE-PSK}), TLS 1.3 its
 C{psk_dhe_ke} mode: a key that leaks later does not open recorded sessions.
-Nothing reaches the application before the handshake is done, so a
+No byte reaches the application before the handshake is done, so a
 registrar creates and changes no state for a node that has not
-authenticated (RFC 5355 section 2.2.3).
+authenticated (RFC 5355 section 2.2.3); once it is done, L{psk_identity}
+tells the server which identity the client proved.
 
 pyOpenSSL has no PSK interface; the callbacks are set through the OpenSSL
 bindings of the C{cryptography} package that pyOpenSSL itself is built on.
