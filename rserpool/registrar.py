@@ -570,6 +570,10 @@ class RegistrarService(service.Service):
 
     def _start_announce(self):
         settings = self.announce
+        if self.psk is not None:
+            self.log.warn(
+                "Server Announces name this registrar's ASAP port but not its TLS-PSK: "
+                "PEs and PUs must reach it through psk: registrar endpoints")
         self._sender = AnnounceSender(
             self.reactor,
             self.registrar.server_id,

@@ -690,3 +690,25 @@ class CertificateTests(unittest.TestCase):
         yield client.lost.addTimeout(TIMEOUT, reactor)
         self.assertIsInstance(client.reason.value, SSL.Error)
         self.assertIn("certificate verify failed", str(client.reason.value))
+
+
+class AnnounceWarningTests(unittest.TestCase):
+    def test_warned(self):
+        """
+        A secured registrar that sends Server Announces says that they do
+        not tell how to reach it.
+        """
+        from rserpool.registrar import AnnounceSettings
+
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = RegistrarService(
+            make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"],
+            psk=PSKEndpoints(write_keys(self, KEYS)),
+            announce=AnnounceSettings(group=("127.0.0.1", 9), interval=60, ttl=1,
+                                      interface="127.0.0.1"))
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertTrue(any("psk: registrar endpoints" in e.get("log_format", "")
+                            for e in events))
