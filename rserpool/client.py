@@ -73,6 +73,70 @@ def announced_endpoint(entry, protocols=("tcp",)):
     return None
 
 
+def _split_endpoint(description):
+    # An endpoint string's prefix, and its keyword arguments with their
+    # escapes (backslash) undone.
+    fields, field, escaped = [], [], False
+    for char in description:
+        if escaped:
+            field.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append("".join(field))
+            field = []
+        else:
+            field.append(char)
+    fields.append("".join(field))
+    options = {}
+    for item in fields[1:]:
+        name, equals, value = item.partition("=")
+        if equals:
+            options[name] = value
+    return fields[0].strip().lower(), options
+
+
+def _escape(text):
+    return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def secured_announce(static):
+    """
+    How to reach a registrar learned from a Server Announce when the static
+    registrars are secured: an announcement is not authenticated (RFC 5355
+    section 2.12, a spoofed discovery), so it must not lead to a registrar
+    that is not.
+
+    @param static: the static registrars' client endpoint strings.
+    @return: C{None} when none of them is secured (announced registrars
+        are reached as announced); else a function from an announced
+        endpoint string to the one to dial, or to C{None} to ignore it.
+        With a C{psk:} registrar, announced TCP registrars are reached over
+        TLS-PSK with its key file and identity (a spoofed registrar then
+        fails the handshake); SCTP ones and, with only certificate-secured
+        registrars (C{ssl:}, C{tls:}), all of them are ignored.
+    """
+    from rserpool.transport.psk import is_secure
+
+    secured = [d for d in static if is_secure(str(d))]
+    if not secured:
+        return None
+    for description in secured:
+        prefix, options = _split_endpoint(str(description))
+        if prefix == "psk" and "keys" in options:
+            suffix = ":keys=" + _escape(options["keys"])
+            if "identity" in options:
+                suffix += ":identity=" + _escape(options["identity"])
+
+            def secure(endpoint, suffix=suffix):
+                kind, _, rest = endpoint.partition(":")
+                return "psk:" + rest + suffix if kind == "tcp" else None
+
+            return secure
+    return lambda endpoint: None
+
+
 def listen_for_registrars(reactor, group, driver, protocols=None, interface=""):
     """
     Learn registrars from ASAP Server Announce (RFC 5352 section 3.6) and
@@ -85,6 +149,8 @@ def listen_for_registrars(reactor, group, driver, protocols=None, interface=""):
     @param protocols: the mappings to accept from an announcement, in order
         of preference (C{"tcp"}, C{"sctp"}); by default those of the
         machine's static registrars, or TCP and then SCTP when it has none.
+        With secured static registrars, announced ones are reached only as
+        L{secured_announce} says.
         An announcement without a transport (RSPLIB's) means SCTP at its
         source address and port.
     @param interface: the address of the interface to join the group on
@@ -94,11 +160,14 @@ def listen_for_registrars(reactor, group, driver, protocols=None, interface=""):
     from rserpool.transport.multicast import AnnounceListener
 
     host, number = group
+    secure = secured_announce(getattr(driver.machine, "static", ()) or ())
     if protocols is None:
-        protocols = _registrar_protocols(driver)
+        protocols = ("tcp",) if secure is not None else _registrar_protocols(driver)
 
     def learned(entry):
         endpoint = announced_endpoint(entry, protocols)
+        if endpoint is not None and secure is not None:
+            endpoint = secure(endpoint)
         if endpoint is not None:
             driver.machine.registrar_announced(entry.server_id, endpoint, driver.now())
             driver.flush()

@@ -209,6 +209,32 @@ class ListenForRegistrarsTests(unittest.TestCase):
         self.assertEqual(machine.announced[1][0], "sctp:host=10.0.0.1:port=3863:ppid=11")
         self.assertEqual(machine.announced[2][0], "tcp:host=10.0.0.2:port=10")
 
+    def test_pskClientSecuresAnnounced(self):
+        """
+        A client whose registrars are TLS-PSK reaches announced TCP
+        registrars over TLS-PSK with the same key file and identity, and
+        ignores SCTP ones (RFC 5355 section 2.12: an unauthenticated
+        announcement must not lead to an unauthenticated registrar).
+        """
+        machine, _, listener = self.listen(
+            [r"psk:host=10.0.0.5:port=3863:keys=/etc/a\:b.keys:identity=pe-1"])
+        listener.datagramReceived(encode(ServerAnnounce(1)), ("10.0.0.1", 3863))
+        data = encode(ServerAnnounce(2, (SCTPTransport(9, ("10.0.0.2",)),
+                                         TCPTransport(10, ("10.0.0.2",)))))
+        listener.datagramReceived(data, ("10.0.0.2", 1))
+        self.assertEqual(machine.announced, {
+            2: (r"psk:host=10.0.0.2:port=10:keys=/etc/a\:b.keys:identity=pe-1", 5.0)})
+
+    def test_certificateClientIgnoresAnnounced(self):
+        """
+        With registrars secured by certificates only, announcements are
+        not followed: they cannot say which name a certificate must bear.
+        """
+        machine, _, listener = self.listen(["tls:registrar.example:3863"])
+        data = encode(ServerAnnounce(2, (TCPTransport(10, ("10.0.0.2",)),)))
+        listener.datagramReceived(data, ("10.0.0.2", 1))
+        self.assertEqual(machine.announced, {})
+
     def test_explicitProtocols(self):
         machine, _, listener = self.listen(["tcp:127.0.0.1:3863"], protocols=("sctp",))
         listener.datagramReceived(encode(ServerAnnounce(1)), ("10.0.0.1", 3863))
