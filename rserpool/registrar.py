@@ -29,6 +29,7 @@ from rserpool.asap.scope import Scope, listening_scope
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.transport.base import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.transport.multicast import AnnounceSender
+from rserpool.transport.psk import is_secure
 from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
 from rserpool.transport.tcp import MessageStreamFactory, address_of
 from rserpool.wire import (
@@ -401,6 +402,7 @@ class RegistrarService(service.Service):
         enrp_multicast_ttl=30,
         enrp_multicast_interface=None,
         psk=None,
+        secured=False,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -434,6 +436,10 @@ class RegistrarService(service.Service):
             TLS-PSK (RFC 5355), or C{None}.  Secured, the registrar neither
             listens on nor dials anything else: no registration or peer
             update reaches it unauthenticated.
+        @param secured: whether every endpoint is secured (C{psk:}, C{ssl:},
+            C{tls:}) without C{psk}: peers learned from List Responses and
+            ENRP Presence, whose addresses come without TLS settings, are
+            then not dialed (RFC 5355 section 2.15.3).
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -467,6 +473,7 @@ class RegistrarService(service.Service):
         self._multicast_port = None
         self.exit_on_listen_failure = exit_on_listen_failure
         self.psk = psk
+        self.secured = secured or psk is not None
         self.ports = []
         self.asap_ports = []
         self.ready = None
@@ -698,6 +705,12 @@ class RegistrarService(service.Service):
                 description = self.psk.client(description)
                 if description in self._dialing:
                     return
+            if self.secured and not is_secure(description):
+                self.log.warn(
+                    "ENRP peer {peer} not dialed: this registrar's endpoints are secured, and "
+                    "a learned peer's address says nothing of TLS (list it with --peer, or "
+                    "use --psk-keys)", peer=description)
+                return
             endpoint = self._from_enrp_port(clientFromString(self.reactor, description))
         except (ValueError, KeyError, TypeError) as e:
             self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
@@ -764,8 +777,8 @@ class RegistrarService(service.Service):
         """
         if pe.connection is not None and pe.connection in self.registrar.connections:
             return None
-        if self.psk is not None:
-            # Only SCTP reaches a PE this way, and TLS-PSK runs over TCP.
+        if self.secured:
+            # Only SCTP reaches a PE this way, and SCTP is not secured.
             return None
         transport = pe.asap_transport
         key = (transport.port, tuple(transport.addresses)) \

@@ -23,6 +23,7 @@ from rserpool.asap.scope import parse_scope
 from rserpool.enrp import ENRPConfig
 from rserpool.registrar import AnnounceSettings, RegistrarService, new_server_id
 from rserpool.transport.multicast import parse_group
+from rserpool.transport.psk import is_secure
 
 __all__ = ["Options", "makeService", "DEFAULTS"]
 
@@ -324,6 +325,10 @@ class Options(usage.Options):
         if settings["enrp"] is not None and settings["enrp"].strip().lower() in ("", "none", "off"):
             settings["enrp"] = None
         settings["psk"] = psk = check_security(settings)
+        # Every endpoint secured one way or another (RFC 5355 section
+        # 2.15.3): learned peers must be too.
+        settings["secured"] = psk is not None or any(
+            is_secure(d) for d in settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []))
         listeners = [(d, False) for d in settings["asap"]]
         if settings["enrp"]:
             listeners.append((settings["enrp"], True))
@@ -515,6 +520,7 @@ def makeService(options):
         enrp_multicast_ttl=s["enrp-multicast-ttl"],
         enrp_multicast_interface=s["enrp-multicast-interface"],
         psk=s.get("psk"),
+        secured=s.get("secured", False),
         rng=random.Random(rng.getrandbits(64)),
         exit_on_listen_failure=True,
     )

@@ -712,3 +712,32 @@ class AnnounceWarningTests(unittest.TestCase):
         self.addCleanup(service.stopService)
         self.assertTrue(any("psk: registrar endpoints" in e.get("log_format", "")
                             for e in events))
+
+
+class SecuredWithoutPSKKeysTests(unittest.TestCase):
+    """
+    A registrar whose endpoints are all given secured (no --psk-keys) does
+    not dial peers it learns of: their addresses come without TLS
+    settings (RFC 5355 section 2.15.3).
+    """
+
+    def test_learnedPeerNotDialed(self):
+        one = escape(write_keys(self, "solo {}\n".format(KEY_1.hex())))
+        options = tap.Options()
+        options.parseOptions(["--asap", "psk:0:interface=127.0.0.1:keys=" + one,
+                              "--enrp", "psk:0:interface=127.0.0.1:keys=" + one])
+        self.assertTrue(options.settings["secured"])
+        service = tap.makeService(options)
+        self.assertTrue(service.secured)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service._dial("tcp:host=127.0.0.1:port=9")
+        self.assertEqual(service._dialing, {})
+        self.assertTrue(any("not dialed" in e.get("log_format", "") for e in events))
+
+    def test_plainRegistrarDials(self):
+        options = tap.Options()
+        options.parseOptions([])
+        self.assertFalse(options.settings["secured"])
+        self.assertFalse(tap.makeService(options).secured)
