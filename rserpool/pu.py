@@ -229,7 +229,7 @@ class PoolClientEndpoint:
     """
 
     def __init__(self, reactor, pool_user, pool_handle, attempts=5, enhanced=None,
-                 session_options=None, timeout=None):
+                 session_options=None, timeout=None, secure=None):
         """
         @param pool_user: a L{PoolUser}.
         @param pool_handle: the pool's handle.
@@ -242,6 +242,12 @@ class PoolClientEndpoint:
             L{rserpool.session.PoolSession} (C{failover_callback},
             C{business_card}, heartbeat settings...).
         @param timeout: seconds to wait for each PE's connection.
+        @param secure: C{None}, or a function from a PE's client endpoint
+            string to a secured one, e.g. the C{client} method of a
+            L{rserpool.transport.psk.PSKEndpoints}: every connection to a PE,
+            the first and each after a failover, then authenticates the PE
+            anew (RFC 5355 section 2.9).  A PE it cannot secure (it raises
+            C{ValueError}) counts as unreachable.
         """
         self.reactor = reactor
         self.pool_user = pool_user
@@ -250,6 +256,7 @@ class PoolClientEndpoint:
         self.enhanced = enhanced
         self.session_options = dict(session_options or {})
         self.timeout = timeout
+        self.secure = secure
 
     def pe_endpoint(self, info):
         """
@@ -258,6 +265,11 @@ class PoolClientEndpoint:
         description = info.endpoint_description()
         if self.timeout is not None:
             description += ":timeout=%d" % max(1, int(self.timeout))
+        if self.secure is not None:
+            try:
+                description = self.secure(description)
+            except ValueError as e:
+                return _Unreachable(str(e))
         return clientFromString(self.reactor, description)
 
     def connect(self, protocolFactory):
@@ -285,6 +297,17 @@ class PoolClientEndpoint:
             return session.connect()
         return connect_basic(self.pool_user, self.pool_handle, factory,
                              self.pe_endpoint, self.attempts, first)
+
+
+@implementer(IStreamClientEndpoint)
+class _Unreachable:
+    # A PE that cannot be reached the way the caller asked for.
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def connect(self, protocolFactory):
+        return defer.fail(error.ConnectError(string=self.reason))
 
 
 def connect_basic(pool_user, handle, factory, endpoint_for, attempts, first=None):
@@ -332,13 +355,14 @@ _shared_pool_users = {}
 
 
 def endpoint_from_string(reactor, handle, registrar=None, mode="auto", stale="0",
-                         attempts="5", timeout=None, heartbeat=None, max_missed="3"):
+                         attempts="5", timeout=None, heartbeat=None, max_missed="3",
+                         keys=None, identity=None):
     """
     The L{PoolClientEndpoint} of a C{rserpool:} endpoint description::
 
         rserpool:HANDLE[:registrar=ENDPOINT][:mode=auto|basic|enhanced]
                 [:stale=SECONDS][:attempts=N][:timeout=SECONDS]
-                [:heartbeat=SECONDS][:max_missed=N]
+                [:heartbeat=SECONDS][:max_missed=N][:keys=FILE[:identity=ID]]
 
     @param handle: the pool handle (UTF-8).
     @param registrar: a client endpoint description of the registrar with
@@ -351,6 +375,11 @@ def endpoint_from_string(reactor, handle, registrar=None, mode="auto", stale="0"
     @param timeout: seconds to wait for each PE's connection.
     @param heartbeat: Enhanced Mode heartbeat interval in seconds.
     @param max_missed: silent heartbeat intervals before a failover.
+    @param keys: a TLS-PSK key file: connections to the PEs (whose
+        application endpoints are C{psk:}) use TLS-PSK with it (see
+        L{rserpool.transport.psk}); the registrars are named as they are.
+    @param identity: the key file's identity to present (C{None}: its only
+        one).
     """
     registrars = tuple(registrar.split("|")) if registrar else (DEFAULT_REGISTRAR,)
     key = (id(reactor), registrars, float(stale))
@@ -365,9 +394,17 @@ def endpoint_from_string(reactor, handle, registrar=None, mode="auto", stale="0"
     options = {"max_missed": int(max_missed)}
     if heartbeat is not None:
         options["heartbeat_interval"] = float(heartbeat)
+    secure = None
+    if keys is not None:
+        from rserpool.transport.psk import PSKEndpoints, check_client_keys
+
+        check_client_keys(keys, identity)
+        secure = PSKEndpoints(keys, identity).client
+    elif identity is not None:
+        raise ValueError("rserpool: endpoint: identity= needs keys=")
     endpoint = PoolClientEndpoint(reactor, pool_user, handle, attempts=int(attempts),
                                   enhanced=enhanced, session_options=options,
-                                  timeout=float(timeout) if timeout else None)
+                                  timeout=float(timeout) if timeout else None, secure=secure)
     endpoint._pool_user = pool_user
     return endpoint
 

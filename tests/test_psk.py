@@ -8,6 +8,7 @@ import os
 
 from OpenSSL import SSL
 from twisted.internet import defer, protocol, reactor, task
+from twisted.internet.error import ConnectError
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
@@ -741,3 +742,122 @@ class SecuredWithoutPSKKeysTests(unittest.TestCase):
         options.parseOptions([])
         self.assertFalse(options.settings["secured"])
         self.assertFalse(tap.makeService(options).secured)
+
+
+class Upper(protocol.Protocol):
+    def dataReceived(self, data):
+        self.transport.write(data.upper())
+
+
+class Collector(protocol.Protocol):
+    def __init__(self):
+        self.received = b""
+        self.failovers = []
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def sessionFailover(self, pe):
+        self.failovers.append(pe.identifier)
+
+
+class SecuredSessionTests(unittest.TestCase):
+    """
+    The C{rserpool:} endpoint with C{keys=}: every connection to a PE,
+    the first and the one after a failover, is TLS-PSK (RFC 5355 section
+    2.9: the PU re-establishes trust with the new PE).
+    """
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.path = write_keys(self, KEYS)
+        self.keys = escape(self.path)
+        self.registrar = RegistrarService(
+            make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"], psk=PSKEndpoints(self.path))
+        self.registrar.startService()
+        self.addCleanup(self.registrar.stopService)
+        ports = yield self.registrar.ready
+        self.asap = "psk:127.0.0.1:{}:identity=pe-1:keys={}".format(
+            ports[0].getHost().port, self.keys)
+        self.pes = []
+        for _ in range(2):
+            pe = PoolElementService(
+                b"SecureUpper", protocol.Factory.forProtocol(Upper),
+                endpoint="psk:0:interface=127.0.0.1:keys=" + self.keys,
+                registrars=[self.asap], enhanced=True)
+            pe.startService()
+            self.addCleanup(lambda pe=pe: pe.running and pe.stopService())
+            self.pes.append(pe)
+            yield pe.registered.addTimeout(TIMEOUT, reactor)
+
+    def endpoint(self, **options):
+        description = "rserpool:SecureUpper:registrar=" + self.asap.replace("\\", "\\\\").replace(
+            ":", "\\:")
+        for name, value in options.items():
+            description += ":{}={}".format(name, value)
+        endpoint = clientFromString(reactor, description)
+        self.addCleanup(endpoint._pool_user.close)
+        return endpoint
+
+    @defer.inlineCallbacks
+    def wait_for(self, client, data):
+        for _ in range(200):
+            if client.received == data:
+                return
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(client.received, data)
+
+    @defer.inlineCallbacks
+    def test_failover(self):
+        endpoint = self.endpoint(keys=self.keys, identity="pe-2")
+        client = yield endpoint.connect(protocol.Factory.forProtocol(Collector))
+        session = client.transport._session
+        self.assertIsInstance(session.link.transport.getHandle(), SSL.Connection)
+        client.transport.write(b"one")
+        yield self.wait_for(client, b"ONE")
+        first = session.pe.identifier
+        served = [pe for pe in self.pes if pe.identifier == first][0]
+        for pe_session in list(served.session_factory.sessions):
+            pe_session.link.transport.abortConnection()
+        for _ in range(200):
+            if client.failovers:
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(len(client.failovers), 1)
+        self.assertNotEqual(session.pe.identifier, first)
+        self.assertIsInstance(session.link.transport.getHandle(), SSL.Connection)
+        client.transport.write(b"two")
+        yield self.wait_for(client, b"ONETWO")
+        client.transport.loseConnection()
+        for _ in range(200):
+            if session.link is None and not any(pe.session_factory.sessions for pe in self.pes):
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_unsecurable(self):
+        """
+        A PE that the pool user cannot reach over TLS-PSK (here: SCTP)
+        counts as unreachable.
+        """
+        from rserpool.pu import PoolClientEndpoint
+
+        class Info:
+            def endpoint_description(self):
+                return "sctp:host=127.0.0.1:port=9:ppid=0"
+
+        endpoint = PoolClientEndpoint(reactor, None, b"P",
+                                      secure=PSKEndpoints(self.path, "pe-1").client)
+        with self.assertRaises(ConnectError) as caught:
+            yield endpoint.pe_endpoint(Info()).connect(protocol.Factory())
+        self.assertIn("TLS-PSK runs over TCP only", str(caught.exception))
+
+    def test_badOptions(self):
+        with self.assertRaises(ValueError) as caught:
+            self.endpoint(identity="pe-1")
+        self.assertIn("identity= needs keys=", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            self.endpoint(keys=self.keys)
+        self.assertIn("holds 2 identities", str(caught.exception))

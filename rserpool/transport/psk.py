@@ -73,6 +73,7 @@ __all__ = [
     "PSKServerParser",
     "PSKUnavailable",
     "SECURE_PREFIXES",
+    "check_client_keys",
     "is_secure",
     "load_keys",
     "parse_keys",
@@ -439,6 +440,16 @@ def _choose_key(keys, identity, path):
     return name, keys[name]
 
 
+def check_client_keys(path, identity=None):
+    """
+    Check that a client can use a key file: it reads, and it holds
+    C{identity} (or exactly one identity when C{identity} is C{None}).
+
+    @raise ValueError: with a one-line reason.
+    """
+    _choose_key(load_keys(path), identity, path)
+
+
 def _seconds(what, value):
     try:
         value = float(value)
@@ -589,7 +600,8 @@ class PSKEndpoints:
 
     def client(self, description):
         """
-        @param description: a client endpoint string of an ENRP peer.
+        @param description: a client endpoint string (an ENRP peer's, or a
+            PE's for a pool user).
         @return: its TLS-PSK form.
         @raise ValueError: it is neither C{tcp:} nor C{psk:}.
         """
