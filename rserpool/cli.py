@@ -295,6 +295,19 @@ def _terminal(args, out, err):
 
     _log_to(err, args.verbose)
     enhanced = {"auto": None, "basic": False, "enhanced": True}[args.mode]
+    secure = None
+    if args.keys is not None:
+        from rserpool.transport.psk import PSKEndpoints, check_client_keys
+
+        try:
+            check_client_keys(args.keys, args.identity)
+        except ValueError as e:
+            err.write("rserpool terminal: %s\n" % e)
+            return 2
+        secure = PSKEndpoints(args.keys, args.identity).client
+    elif args.identity is not None:
+        err.write("rserpool terminal: --identity needs --keys\n")
+        return 2
 
     def main(reactor):
         pu = PoolUser(reactor, registrars=_registrars(args))
@@ -356,7 +369,7 @@ def _terminal(args, out, err):
                 _arm_quiet()
 
         endpoint = PoolClientEndpoint(reactor, pu, args.handle, enhanced=enhanced,
-                                      attempts=args.attempts)
+                                      attempts=args.attempts, secure=secure)
 
         def connect_failed(f):
             err.write("rserpool terminal: %s\n" % f.getErrorMessage())
@@ -544,6 +557,10 @@ def add_pool_parsers(sub):
     t.add_argument("--wait", type=float, default=1.0,
                    help="seconds of silence after end of input before quitting")
     t.add_argument("--attempts", type=int, default=5, help="PEs to try before giving up")
+    t.add_argument("--keys", metavar="FILE",
+                   help="TLS-PSK key file: reach the PEs (served on psk: endpoints) over TLS-PSK")
+    t.add_argument("--identity", metavar="ID",
+                   help="with --keys, the identity to present [the file's only one]")
     t.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     t.set_defaults(func=_terminal)
 

@@ -2,6 +2,7 @@
 Tests for ``rserpool resolve``, ``pe``, ``terminal`` and ``dump``, run as
 separate processes against registrars on loopback.
 """
+import io
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from rserpool.cli import build_parser
+from rserpool.cli import build_parser, main
 from rserpool.codes import PolicyType
 from rserpool.registrar import RegistrarService, make_config
 from rserpool.transport.base import IMessageReceiver
@@ -280,3 +281,47 @@ class DumpTests(unittest.TestCase):
         code = yield dump.ended
         self.assertEqual(code, 1)
         self.assertIn(b"cannot reach", dump.err)
+
+
+class SecuredCommandTests(unittest.TestCase):
+    """
+    The commands over TLS-PSK: a registrar with --psk-keys-like settings,
+    C{rserpool pe} serving on a C{psk:} endpoint, C{rserpool terminal
+    --keys} talking to it.
+    """
+
+    timeout = 25
+
+    @defer.inlineCallbacks
+    def test_pe_terminal(self):
+        from rserpool.transport.psk import PSKEndpoints
+
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("pe-1 {}\npu-1 {}\n".format("ab" * 32, "cd" * 32))
+        os.chmod(path, 0o600)
+        keys = path.replace("\\", "\\\\").replace(":", "\\:")
+        registrar = RegistrarService(
+            make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"], psk=PSKEndpoints(path))
+        registrar.startService()
+        ports = yield registrar.ready
+        self.addCleanup(registrar.stopService)
+        asap = "psk:127.0.0.1:{}:keys={}:identity=".format(ports[0].getHost().port, keys)
+        pe = spawn(self, "pe", "--handle", "SecureEcho", "--registrar", asap + "pe-1",
+                   "--endpoint", "psk:0:interface=127.0.0.1:keys=" + keys, "echo")
+        yield pe.wait_for(b"registered")
+        terminal = spawn(self, "terminal", "SecureEcho", "--registrar", asap + "pu-1",
+                         "--keys", path, "--identity", "pu-1", "--wait", "0.5",
+                         stdin=b"hello\n")
+        code = yield terminal.ended
+        self.assertEqual((code, terminal.out), (0, b"hello\n"), terminal.err)
+        pe.kill(signal.SIGTERM)
+        yield pe.ended.addTimeout(10, reactor)
+
+    def test_terminal_key_errors(self):
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(main(["terminal", "P", "--identity", "pu-1"], out, err), 2)
+        self.assertIn("--identity needs --keys", err.getvalue())
+        err = io.StringIO()
+        self.assertEqual(main(["terminal", "P", "--keys", self.mktemp()], out, err), 2)
+        self.assertIn("cannot read key file", err.getvalue())
