@@ -6,6 +6,8 @@ C{tls:} endpoints (RFC 5355 section 2.7.3).
 """
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import SSL
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.error import ConnectError
@@ -861,3 +863,21 @@ class SecuredSessionTests(unittest.TestCase):
         with self.assertRaises(ValueError) as caught:
             self.endpoint(keys=self.keys)
         self.assertIn("holds 2 identities", str(caught.exception))
+
+
+class KeyFileTotalityTests(unittest.TestCase):
+    @given(st.text(max_size=400))
+    @settings(max_examples=300, deadline=None)
+    def test_anyText(self, text):
+        """
+        Any text gives keys or a KeyFileError, never another exception; and
+        what it gives holds only well-formed entries.
+        """
+        try:
+            keys = parse_keys(text)
+        except KeyFileError:
+            return
+        self.assertTrue(keys)
+        for identity, key in keys.items():
+            self.assertTrue(1 <= len(identity) <= 128 and identity.isascii())
+            self.assertTrue(16 <= len(key) <= 64)
