@@ -12,6 +12,7 @@ knows which mapping it runs on.
 import ipaddress
 import random
 import re
+import signal
 
 import attrs
 from twisted.application import service
@@ -29,7 +30,7 @@ from rserpool.asap.scope import Scope, listening_scope
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.transport.base import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.transport.multicast import AnnounceSender
-from rserpool.transport.psk import is_secure
+from rserpool.transport.psk import KeyFileError, PSKServerEndpoint, is_secure
 from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
 from rserpool.transport.tcp import MessageStreamFactory, address_of
 from rserpool.wire import (
@@ -403,6 +404,7 @@ class RegistrarService(service.Service):
         enrp_multicast_interface=None,
         psk=None,
         secured=False,
+        reload_on_sighup=False,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -440,6 +442,8 @@ class RegistrarService(service.Service):
             C{tls:}) without C{psk}: peers learned from List Responses and
             ENRP Presence, whose addresses come without TLS settings, are
             then not dialed (RFC 5355 section 2.15.3).
+        @param reload_on_sighup: when a listener is TLS-PSK, call
+            L{reload_keys} on SIGHUP while the service runs (for C{twistd}).
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -474,6 +478,9 @@ class RegistrarService(service.Service):
         self.exit_on_listen_failure = exit_on_listen_failure
         self.psk = psk
         self.secured = secured or psk is not None
+        self._psk_creators = []
+        self.reload_on_sighup = reload_on_sighup
+        self._previous_sighup = None
         self.ports = []
         self.asap_ports = []
         self.ready = None
@@ -518,6 +525,8 @@ class RegistrarService(service.Service):
             endpoint = serverFromString(self.reactor, description)
         except (ValueError, KeyError, TypeError) as e:
             return defer.fail(ListenFailed("bad {} endpoint {!r}: {}".format(what, description, e)))
+        if isinstance(endpoint, PSKServerEndpoint):
+            self._psk_creators.append(endpoint.creator)
 
         def listening(port):
             self.ports.append(port)
@@ -547,6 +556,9 @@ class RegistrarService(service.Service):
         return endpoint.listen(factory).addCallbacks(listening, failed)
 
     def _listening(self, ports):
+        if self.reload_on_sighup and self._psk_creators and hasattr(signal, "SIGHUP"):
+            self._previous_sighup = signal.signal(
+                signal.SIGHUP, lambda number, frame: self.reactor.callFromThread(self.reload_keys))
         if self.fixed_scope is None and self._listen_scopes:
             scope = min(self._listen_scopes)
             self.registrar.config = attrs.evolve(self.registrar.config, min_address_scope=scope)
@@ -574,6 +586,32 @@ class RegistrarService(service.Service):
         if self.reactor.running:
             self.reactor.stop()
         return failure
+
+    def reload_keys(self):
+        """
+        Read the TLS-PSK key files of the listeners again (C{twistd enrp}
+        does it on SIGHUP): new handshakes use the new keys, and
+        connections authenticated with an identity that is no longer in
+        its file are closed, so that removing a key revokes it.  A file that
+        cannot be read or is wrong leaves its keys as they were.
+
+        @return: the number of connections closed.
+        """
+        closed = 0
+        for creator in self._psk_creators:
+            try:
+                removed = creator.reload()
+            except KeyFileError as e:
+                self.log.error("keys not reloaded: {error}", error=str(e))
+                continue
+            self.log.info("reloaded {count} keys from {path}", count=len(creator.identities),
+                          path=creator.path)
+            if removed:
+                count = creator.revoke(removed)
+                self.log.info("closed {count} connections of revoked identities {identities}",
+                              count=count, identities=sorted(removed))
+                closed += count
+        return closed
 
     def _start_announce(self):
         settings = self.announce
@@ -876,6 +914,9 @@ class RegistrarService(service.Service):
 
     def stopService(self):
         service.Service.stopService(self)
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         stops = []
         if self._sender is not None:
             stops.append(defer.maybeDeferred(self._announce_port.stopListening))

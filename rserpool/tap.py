@@ -521,6 +521,7 @@ def makeService(options):
         enrp_multicast_interface=s["enrp-multicast-interface"],
         psk=s.get("psk"),
         secured=s.get("secured", False),
+        reload_on_sighup=True,
         rng=random.Random(rng.getrandbits(64)),
         exit_on_listen_failure=True,
     )

@@ -5,6 +5,7 @@ secured with TLS-PSK; and certificates through Twisted's C{ssl:} and
 C{tls:} endpoints (RFC 5355 section 2.7.3).
 """
 import os
+import signal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,6 +48,7 @@ from rserpool.wire import (
     Registration,
     RegistrationResponse,
     TCPTransport,
+    encode,
 )
 
 from .test_registrar_integration import RawClient
@@ -881,3 +883,81 @@ class KeyFileTotalityTests(unittest.TestCase):
         for identity, key in keys.items():
             self.assertTrue(1 <= len(identity) <= 128 and identity.isascii())
             self.assertTrue(16 <= len(key) <= 64)
+
+
+class KeyReloadTests(unittest.TestCase):
+    """
+    Reloading the key files: new keys take effect for new handshakes, and
+    removing an identity revokes it (its connections are closed).
+    """
+
+    timeout = 30
+
+    def test_creatorReload(self):
+        path = write_keys(self, KEYS)
+        creator = PSKServerCreator(load_keys(path), path=path)
+        with open(path, "w") as f:
+            f.write("pe-1 {}\npe-3 {}\n".format(KEY_1.hex(), KEY_2.hex()))
+        self.assertEqual(creator.reload(), {b"pe-2"})
+        self.assertEqual(creator.identities, {b"pe-1", b"pe-3"})
+        with open(path, "w") as f:
+            f.write("pe-1 short\n")
+        self.assertRaises(KeyFileError, creator.reload)
+        self.assertEqual(creator.identities, {b"pe-1", b"pe-3"})
+        self.assertRaises(ValueError, PSKServerCreator({b"pe-1": KEY_1}).reload)
+
+    @defer.inlineCallbacks
+    def test_revocation(self):
+        path = write_keys(self, KEYS)
+        keys = escape(path)
+        options = tap.Options()
+        options.parseOptions(["--asap", "tcp:0:interface=127.0.0.1", "--enrp", "none",
+                              "--psk-keys", path, "--quiet"])
+        before = signal.getsignal(signal.SIGHUP)
+        service = tap.makeService(options)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        yield service.ready
+        port = service.asap_ports[0].getHost().port
+        self.assertNotEqual(signal.getsignal(signal.SIGHUP), before)
+        secure = "psk:127.0.0.1:{}:identity={}:keys={}"
+        clients = {}
+        for number, identity in ((1, "pe-1"), (2, "pe-2")):
+            client = RawClient("asap", auto_ack=True)
+            yield connectProtocol(clientFromString(reactor, secure.format(port, identity, keys)),
+                                  client)
+            self.addCleanup(client.close)
+            element = PoolElement(number, 0, 60000, TCPTransport(7, ("127.0.0.1",)),
+                                  Policy.make(PolicyType.ROUND_ROBIN))
+            yield client.request(Registration(b"revoked", element), RegistrationResponse)
+            clients[identity] = client
+        # pe-2 leaves the file, pe-3 joins; SIGHUP reloads.
+        with open(path, "w") as f:
+            f.write("pe-1 {}\npe-3 {}\n".format(KEY_1.hex(), bytes(range(200, 232)).hex()))
+        os.kill(os.getpid(), signal.SIGHUP)
+        yield clients["pe-2"].lost.addTimeout(TIMEOUT, reactor)
+        handlespace = service.registrar.handlespace
+        for _ in range(100):
+            if handlespace.get(b"revoked", 2) is None:
+                break
+            yield task.deferLater(reactor, 0.02, lambda: None)
+        self.assertIsNone(handlespace.get(b"revoked", 2))
+        self.assertIsNotNone(handlespace.get(b"revoked", 1))
+        self.assertTrue(clients["pe-1"].transport.connected)
+        # The new identity gets in; the revoked one does not.
+        newcomer = Client()
+        yield connectProtocol(clientFromString(reactor, secure.format(port, "pe-3", keys)), newcomer)
+        newcomer.transport.write(encode(HandleResolution(b"revoked")))
+        yield newcomer.got.addTimeout(TIMEOUT, reactor)
+        newcomer.transport.loseConnection()
+        yield newcomer.lost
+        refused = Client()
+        old_keys = escape(write_keys(self, "pe-2 {}\n".format(KEY_2.hex())))
+        yield connectProtocol(clientFromString(reactor, secure.format(port, "pe-2", old_keys)),
+                              refused)
+        refused.transport.write(encode(HandleResolution(b"revoked")))
+        yield refused.lost.addTimeout(TIMEOUT, reactor)
+        self.assertIsInstance(refused.reason.value, SSL.Error)
+        # Stopping restores the previous handler.
+        yield service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), before)

@@ -252,15 +252,17 @@ class PSKServerCreator:
     offer no way to ask a connection for its PSK identity.
 
     @ivar identities: the identities accepted (bytes).
+    @ivar path: the key file the keys came from, or C{None}.
     """
 
     log = Logger()
 
-    def __init__(self, keys, hint=None):
+    def __init__(self, keys, hint=None, path=None):
         """
         @param keys: a C{dict} from identity (bytes) to key (bytes).
         @param hint: an identity hint sent to TLS 1.2 clients (bytes), or
             C{None}.
+        @param path: the key file C{keys} came from (for L{reload}).
         @raise PSKUnavailable: OpenSSL's PSK functions are not available.
         @raise ValueError: the hint is refused.
         """
@@ -269,6 +271,10 @@ class PSKServerCreator:
         self._lib = lib
         self._keys = dict(keys)
         self._hint = hint
+        self.path = path
+        # The TLS protocols of the connections made, and what is known of
+        # their peers.
+        self._connections = weakref.WeakKeyDictionary()
         self.identities = frozenset(self._keys)
         # Fail now, not at the first connection.
         self._new_context(_Peer())
@@ -297,6 +303,41 @@ class PSKServerCreator:
                 raise ValueError("bad PSK identity hint {!r}".format(self._hint))
         return context
 
+    def reload(self):
+        """
+        Read the key file again: handshakes from now on use its keys.
+        Connections already authenticated are left to the caller (see
+        the identities returned).
+
+        @return: the set of identities that are no longer in the file.
+        @raise KeyFileError: the file cannot be used; the keys stay as they
+            were.
+        @raise ValueError: there is no key file to read.
+        """
+        if self.path is None:
+            raise ValueError("these keys came from no file")
+        keys = load_keys(self.path)
+        removed = set(self._keys) - set(keys)
+        # In place: the contexts' callbacks hold this very dict.
+        self._keys.clear()
+        self._keys.update(keys)
+        self.identities = frozenset(keys)
+        return removed
+
+    def revoke(self, identities):
+        """
+        Close the connections whose peers authenticated with one of
+        C{identities}.
+
+        @return: how many were closed.
+        """
+        closed = 0
+        for protocol, peer in list(self._connections.items()):
+            if peer.identity in identities and protocol.transport is not None:
+                protocol.loseConnection()
+                closed += 1
+        return closed
+
     def serverConnectionForTLS(self, tlsProtocol):
         """
         @return: a new server-side C{OpenSSL.SSL.Connection}.
@@ -304,6 +345,7 @@ class PSKServerCreator:
         peer = _Peer()
         connection = SSL.Connection(self._new_context(peer), None)
         _PEERS[connection] = peer
+        self._connections[tlsProtocol] = peer
         return connection
 
 
@@ -411,7 +453,8 @@ class PSKServerEndpoint:
         """
         self._reactor = reactor
         self._endpoint = endpoint
-        self._creator = creator
+        #: The L{PSKServerCreator} (its keys can be reloaded).
+        self.creator = creator
         self._handshake_timeout = handshake_timeout
 
     def listen(self, protocolFactory):
@@ -423,7 +466,7 @@ class PSKServerEndpoint:
         # Inside TLS, where the handshake's end is reported.
         deadline = _HandshakeDeadlineFactory(
             protocolFactory, self._handshake_timeout, self._reactor)
-        return self._endpoint.listen(TLSMemoryBIOFactory(self._creator, False, deadline))
+        return self._endpoint.listen(TLSMemoryBIOFactory(self.creator, False, deadline))
 
 
 def _choose_key(keys, identity, path):
@@ -497,7 +540,8 @@ class PSKServerParser:
         timeout = _seconds("handshakeTimeout", handshakeTimeout)
         try:
             creator = PSKServerCreator(
-                load_keys(keys), None if hint is None else hint.encode("ascii", "replace"))
+                load_keys(keys), None if hint is None else hint.encode("ascii", "replace"),
+                path=keys)
         except PSKUnavailable as e:
             raise ValueError("psk server endpoint: {}".format(e)) from None
         kind = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
