@@ -288,6 +288,28 @@ def transport_endpoint(transport):
     return "tcp:host=%s:port=%d" % (address, transport.port)
 
 
+def _sctp_listener_addresses(host):
+    """
+    The addresses an SCTP listener is bound to, normalized, in order and
+    without repeats (unusable ones skipped).
+
+    @param host: the listener's C{getHost()}.
+    @return: a list of L{ipaddress} addresses, or C{None} when it listens
+        on the wildcard address.
+    """
+    out = []
+    for text in getattr(host, "addresses", ()) or (host.host,):
+        try:
+            address = normalize_address(text)
+        except (ValueError, AttributeError):
+            continue
+        if address.is_unspecified:
+            return None
+        if address not in out:
+            out.append(address)
+    return out
+
+
 def _host_list(addresses):
     return ",".join(str(a) for a in addresses).replace(":", "\\:")
 
@@ -680,22 +702,14 @@ class RegistrarService(service.Service):
             host = port.getHost()
             kind = getattr(host, "type", "TCP")
             if kind == "SCTP":
-                addresses = []
-                for text in getattr(host, "addresses", ()) or (host.host,):
-                    try:
-                        address = normalize_address(text)
-                    except (ValueError, AttributeError):
-                        continue
-                    if address.is_unspecified:
-                        addresses = []
-                        if interface:
-                            try:
-                                addresses = [normalize_address(interface)]
-                            except ValueError:
-                                pass
-                        break
-                    if address not in addresses:
-                        addresses.append(address)
+                addresses = _sctp_listener_addresses(host)
+                if addresses is None:
+                    addresses = []
+                    if interface:
+                        try:
+                            addresses = [normalize_address(interface)]
+                        except ValueError:
+                            pass
                 if addresses:
                     sctp.append(SCTPTransport(host.port, tuple(addresses)))
             elif kind == "TCP":
@@ -868,15 +882,10 @@ class RegistrarService(service.Service):
             host = port.getHost()
             if getattr(host, "type", None) != "SCTP":
                 continue
-            for text in getattr(host, "addresses", ()) or (host.host,):
-                try:
-                    address = normalize_address(text)
-                except (ValueError, AttributeError):
-                    continue
-                if address.is_unspecified:
-                    return ()
-                if address not in out:
-                    out.append(address)
+            addresses = _sctp_listener_addresses(host)
+            if addresses is None:
+                return ()
+            out.extend(a for a in addresses if a not in out)
         return tuple(out)
 
     def _start_enrp_multicast(self):
