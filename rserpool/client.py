@@ -97,10 +97,6 @@ def _split_endpoint(description):
     return fields[0].strip().lower(), options
 
 
-def _escape(text):
-    return text.replace("\\", "\\\\").replace(":", "\\:")
-
-
 def secured_announce(static):
     """
     How to reach a registrar learned from a Server Announce when the static
@@ -117,7 +113,7 @@ def secured_announce(static):
         fails the handshake); SCTP ones and, with only certificate-secured
         registrars (C{ssl:}, C{tls:}), all of them are ignored.
     """
-    from rserpool.transport.psk import is_secure
+    from rserpool.transport.psk import PSKEndpoints, is_secure
 
     secured = [d for d in static if is_secure(str(d))]
     if not secured:
@@ -125,13 +121,13 @@ def secured_announce(static):
     for description in secured:
         prefix, options = _split_endpoint(str(description))
         if prefix == "psk" and "keys" in options:
-            suffix = ":keys=" + _escape(options["keys"])
-            if "identity" in options:
-                suffix += ":identity=" + _escape(options["identity"])
+            psk = PSKEndpoints(options["keys"], options.get("identity"))
 
-            def secure(endpoint, suffix=suffix):
-                kind, _, rest = endpoint.partition(":")
-                return "psk:" + rest + suffix if kind == "tcp" else None
+            def secure(endpoint):
+                try:
+                    return psk.client(endpoint)
+                except ValueError:
+                    return None
 
             return secure
     return lambda endpoint: None

@@ -456,6 +456,25 @@ class SecuredOptionsTests(unittest.TestCase):
         self.assertEqual(psk.client("tcp:192.0.2.2:9901"),
                          "psk:192.0.2.2:9901:keys={}:identity=reg-1".format(escape(enrp)))
 
+    def test_quoted(self):
+        """
+        A key file path and an identity with C{:} and C{=} in them survive
+        the endpoint strings the registrar writes.
+        """
+        directory = os.path.abspath(self.mktemp()) + "/a=b:c"
+        os.makedirs(directory)
+        path = os.path.join(directory, "keys")
+        with open(path, "w") as f:
+            f.write("reg=1:x {}\nreg-2 {}\n".format(KEY_1.hex(), KEY_2.hex()))
+        os.chmod(path, 0o600)
+        psk = tap.Options()
+        psk.parseOptions(["--psk-keys", path, "--psk-identity", "reg=1:x"])
+        # The client parser finds the identity in the file, or raises.
+        clientFromString(reactor, psk.settings["psk"].client("tcp:127.0.0.1:9901"))
+        endpoint = serverFromString(reactor, psk.settings["psk"].server("tcp:0", peer=True))
+        self.assertEqual(endpoint.creator.path, path)
+        self.assertEqual(endpoint.creator.identities, {b"reg=1:x", b"reg-2"})
+
     def test_oneIdentity(self):
         # The file's only identity needs no --psk-identity, and a registrar
         # without ENRP presents none.

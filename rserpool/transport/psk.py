@@ -62,6 +62,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from rserpool.asap.pool_user import quote_endpoint
+
 __all__ = [
     "HANDSHAKE_TIMEOUT",
     "KeyFileError",
@@ -586,11 +588,6 @@ class PSKClientParser:
         return wrapClientTLS(creator, tcp)
 
 
-def _escape(text):
-    # An endpoint string argument: backslashes and colons escaped.
-    return text.replace("\\", "\\\\").replace(":", "\\:")
-
-
 def _split_prefix(description):
     prefix, _, rest = description.strip().partition(":")
     return prefix.strip().lower(), rest
@@ -638,7 +635,7 @@ class PSKEndpoints:
             return description
         if prefix in ("tcp", "tcp6"):
             path = self.peer_file if peer else self.keys
-            return "psk:{}:keys={}".format(rest, _escape(path))
+            return "psk:{}:keys={}".format(rest, quote_endpoint(path))
         raise ValueError(
             "TLS-PSK runs over TCP only: cannot secure {!r}".format(description))
 
@@ -653,9 +650,9 @@ class PSKEndpoints:
         if prefix == "psk":
             return description
         if prefix in ("tcp", "tcp6"):
-            secured = "psk:{}:keys={}".format(rest, _escape(self.peer_file))
+            secured = "psk:{}:keys={}".format(rest, quote_endpoint(self.peer_file))
             if self.identity is not None:
-                secured += ":identity=" + _escape(self.identity)
+                secured += ":identity=" + quote_endpoint(self.identity)
             return secured
         raise ValueError(
             "TLS-PSK runs over TCP only: cannot secure {!r}".format(description))
