@@ -325,13 +325,12 @@ class Options(usage.Options):
         if settings["enrp"] is not None and settings["enrp"].strip().lower() in ("", "none", "off"):
             settings["enrp"] = None
         settings["psk"] = psk = check_security(settings)
-        # Every endpoint secured one way or another (RFC 5355 section
-        # 2.15.3): learned peers must be too.
-        settings["secured"] = psk is not None or any(
-            is_secure(d) for d in settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []))
         listeners = [(d, False) for d in settings["asap"]]
         if settings["enrp"]:
             listeners.append((settings["enrp"], True))
+        # Every endpoint secured one way or another (RFC 5355 section
+        # 2.15.3): learned peers must be too.
+        settings["secured"] = psk is not None or any(is_secure(d) for d, _ in listeners)
         for description, peer in listeners:
             if psk is not None:
                 try:
