@@ -297,14 +297,13 @@ def _terminal(args, out, err):
     enhanced = {"auto": None, "basic": False, "enhanced": True}[args.mode]
     secure = None
     if args.keys is not None:
-        from rserpool.transport.psk import PSKEndpoints, check_client_keys
+        from rserpool.transport.psk import pe_securer
 
         try:
-            check_client_keys(args.keys, args.identity)
+            secure = pe_securer(args.keys, args.identity)
         except ValueError as e:
             err.write("rserpool terminal: %s\n" % e)
             return 2
-        secure = PSKEndpoints(args.keys, args.identity).client
     elif args.identity is not None:
         err.write("rserpool terminal: --identity needs --keys\n")
         return 2

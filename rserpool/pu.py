@@ -396,10 +396,9 @@ def endpoint_from_string(reactor, handle, registrar=None, mode="auto", stale="0"
         options["heartbeat_interval"] = float(heartbeat)
     secure = None
     if keys is not None:
-        from rserpool.transport.psk import PSKEndpoints, check_client_keys
+        from rserpool.transport.psk import pe_securer
 
-        check_client_keys(keys, identity)
-        secure = PSKEndpoints(keys, identity).client
+        secure = pe_securer(keys, identity)
     elif identity is not None:
         raise ValueError("rserpool: endpoint: identity= needs keys=")
     endpoint = PoolClientEndpoint(reactor, pool_user, handle, attempts=int(attempts),

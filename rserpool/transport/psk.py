@@ -75,7 +75,7 @@ __all__ = [
     "PSKServerParser",
     "PSKUnavailable",
     "SECURE_PREFIXES",
-    "check_client_keys",
+    "pe_securer",
     "is_secure",
     "load_keys",
     "parse_keys",
@@ -485,14 +485,19 @@ def _choose_key(keys, identity, path):
     return name, keys[name]
 
 
-def check_client_keys(path, identity=None):
+def pe_securer(path, identity=None):
     """
-    Check that a client can use a key file: it reads, and it holds
-    C{identity} (or exactly one identity when C{identity} is C{None}).
+    What a pool user passes as C{secure} to
+    L{rserpool.pu.PoolClientEndpoint} to reach the PEs over TLS-PSK, once
+    the key file is checked: it reads, and it holds C{identity} (or exactly
+    one identity when C{identity} is C{None}).
 
+    @return: a function from a PE's client endpoint string to its C{psk:}
+        form (L{PSKEndpoints.client}).
     @raise ValueError: with a one-line reason.
     """
     _choose_key(load_keys(path), identity, path)
+    return PSKEndpoints(path, identity).client
 
 
 def _seconds(what, value):
