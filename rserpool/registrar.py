@@ -750,13 +750,11 @@ class RegistrarService(service.Service):
             self._start_enrp_multicast()
 
     def _dial(self, description, static=False):
-        if description in self._dialing:
-            return
         try:
             if self.psk is not None:
                 description = self.psk.client(description)
-                if description in self._dialing:
-                    return
+            if description in self._dialing:
+                return
             if self.secured and not is_secure(description):
                 self.log.warn(
                     "ENRP peer {peer} not dialed: this registrar's endpoints are secured, and "
