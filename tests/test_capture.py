@@ -2,8 +2,9 @@
 Tests for L{rserpool.tools.capture}.
 
 The synthetic captures are written by hand with C{struct}, so every field
-the reader looks at is visible here.  The real captures in the shared data
-directory are cross-checked against tshark when it is installed.
+the reader looks at is visible here.  The real captures in C{tests/data/}
+(recorded by C{tests/data/capture-rsplib-session.sh}) are cross-checked
+against tshark when it is installed.
 """
 import collections
 import io
@@ -26,7 +27,8 @@ from rserpool.tools.capture import (
     iter_records,
 )
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+#: The captures the tests read, carried by the repository (tests/data/).
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 SESSION = os.path.join(DATA, "rsplib-3.4-session.pcap")
 DEMO_2007 = os.path.join(DATA, "rsplib-demo-2007.pcap")
 TSHARK = shutil.which("tshark")
@@ -842,8 +844,6 @@ def tshark_counts(path):
 
 class RealCaptureTests(TestCase):
     def read_shared(self, path):
-        if not os.path.exists(path):
-            raise SkipTest("shared capture {} is absent".format(os.path.normpath(path)))
         found = []
         records = list(iter_messages(path, found))
         self.assertEqual(found, [])
@@ -881,8 +881,6 @@ class RealCaptureTests(TestCase):
         self.check_tshark(DEMO_2007, found)
 
     def test_timestamps_and_addresses_match_tshark(self):
-        if not os.path.exists(SESSION):
-            raise SkipTest("shared capture {} is absent".format(os.path.normpath(SESSION)))
         if TSHARK is None:
             raise SkipTest("tshark is not installed")
         found = self.read_shared(SESSION)
@@ -1008,8 +1006,6 @@ class TotalityTests(TestCase):
         """
         Bytes flipped in the first 16 KiB of the RSPLIB 3.4 capture.
         """
-        if not os.path.exists(SESSION):
-            raise SkipTest("shared capture {} is absent".format(os.path.normpath(SESSION)))
         with open(SESSION, "rb") as f:
             data = bytearray(f.read(16384))
         for position, value in flips:
