@@ -227,8 +227,12 @@ def _pe(args, out, err):
         options.update(root=args.root, chunk_size=args.chunk_size, chunk_delay=args.chunk_delay)
         if args.key:
             options["key"] = args.key.encode("utf-8")
-    endpoint = args.endpoint or "tcp:%d:interface=%s" % (args.port, args.bind)
-    _log_to(err, args.verbose)
+    endpoint = args.endpoint or (
+        "tcp:%d:interface=%s" % (args.port, args.bind) if args.bind else "tcp:%d" % args.port)
+    if args.verbose:
+        _log_to(err, True)
+    else:
+        _tell_problems(err, "rserpool pe", "rserpool.pe.PoolElementService")
 
     def main(reactor):
         factory = server_factory(args.service, clock=reactor, **options)
@@ -242,13 +246,17 @@ def _pe(args, out, err):
                              "max_missed": args.max_missed},
         )
         result = defer.Deferred()
+        state = {"registered": False}
 
         def registered(_):
-            host = pe.port.getHost()
-            # the mapping the PE registered (tcp, sctp, udp), not a guess
+            state["registered"] = True
+            # what the PE registered: the mapping (tcp, sctp, udp) and the
+            # addresses its registrar connection stands for, not the
+            # wildcard it listens on
             transport = pe.machine.registration().pool_element.user_transport
             out.write("registered %08x in %s: %s %s:%d %s\n" % (
-                pe.identifier, args.handle, transport.protocol, host.host, host.port, args.mode))
+                pe.identifier, args.handle, transport.protocol,
+                ",".join(str(a) for a in transport.addresses), transport.port, args.mode))
             out.flush()
 
         def rejected(f):
@@ -259,7 +267,7 @@ def _pe(args, out, err):
         def shutdown():
             # SIGTERM/SIGINT stop the reactor; deregister first (the
             # reactor waits for this Deferred).
-            if pe.running:
+            if pe.running and state["registered"]:
                 d = pe.stopService()
                 d.addCallback(lambda confirmed: out.write(
                     "deregistered %08x%s\n" % (pe.identifier, "" if confirmed else " (unconfirmed)")))
@@ -272,6 +280,24 @@ def _pe(args, out, err):
         return result
 
     return _run(main)
+
+
+def _tell_problems(err, command, namespace):
+    """
+    Without C{-v}: print the warnings a service logs in C{namespace} (one
+    line each, "COMMAND: text"), and nothing else, so that a registrar that
+    cannot be reached or refuses is never silent.  The service tells each
+    problem once.
+    """
+    from twisted.logger import LogLevel, formatEvent, globalLogBeginner
+
+    def observer(event):
+        if event.get("log_namespace") != namespace or event.get("log_level") != LogLevel.warn:
+            return
+        err.write("%s: %s\n" % (command, formatEvent(event)))
+        err.flush()
+
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
 def _log_to(err, verbose):
@@ -316,6 +342,10 @@ def _terminal(args, out, err):
         class Remote(Protocol):
             def connectionMade(self):
                 state["protocol"] = self
+                pe = getattr(self, "pool_element", None)
+                if pe is not None:
+                    err.write("rserpool terminal: connected to %s\n" % (pe,))
+                    err.flush()
                 for line in state["lines"]:
                     self.transport.write(line)
                 state["lines"] = []
@@ -530,7 +560,9 @@ def add_pool_parsers(sub):
                    help="member selection policy, e.g. RoundRobin, WeightedRandom:5, "
                         "LeastUsed:0.3 (default RoundRobin)")
     p.add_argument("--port", type=int, default=0, help="the service's TCP port (default: any)")
-    p.add_argument("--bind", default="127.0.0.1", help="the address to serve on")
+    p.add_argument("--bind", default=None, metavar="ADDRESS",
+                   help="the one address to serve on and register (default: every address; "
+                        "the PE registers the one it reaches its registrar from)")
     p.add_argument("--endpoint", help="a server endpoint description instead of --port/--bind")
     p.add_argument("--mode", choices=("enhanced", "basic"), default="enhanced",
                    help="enhanced: session layer with failover (default); basic: plain TCP")

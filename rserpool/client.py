@@ -12,7 +12,7 @@ The public classes are in L{rserpool.pe} (L{PoolElementService}) and
 L{rserpool.pu} (L{PoolUser}, L{PoolClientEndpoint}); they are re-exported
 here.
 """
-from twisted.internet import defer
+from twisted.internet import defer, error
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -29,6 +29,31 @@ __all__ = ["MachineDriver", "DEFAULT_REGISTRAR", "PoolElementService", "PoolUser
 #: The registrar a client talks to unless told otherwise: C{twistd enrp}'s
 #: default ASAP endpoint.
 DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
+
+
+def connect_reason(failure):
+    """
+    Why a connection attempt failed, in a few words for a person
+    (C{"connection refused"}, C{"timed out"}, C{"no route to host"}, ...).
+
+    @param failure: the attempt's L{Failure}.
+    """
+    reason = failure.value
+    for cls, text in _CONNECT_REASONS:
+        if isinstance(reason, cls):
+            return text
+    os_error = getattr(reason, "osError", None)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    return failure.getErrorMessage()
+
+
+_CONNECT_REASONS = (
+    (error.ConnectionRefusedError, "connection refused"),
+    (error.TimeoutError, "timed out"),
+    (error.NoRouteError, "no route to host"),
+    (error.DNSLookupError, "cannot resolve the host name"),
+)
 
 
 def _registrar_protocols(driver):
@@ -236,9 +261,8 @@ class MachineDriver:
         try:
             endpoint = clientFromString(self.reactor, action.endpoint)
         except Exception as e:  # a bad description is the user's, say so
-            self.log.warn("bad registrar endpoint {endpoint!r}: {error}",
-                          endpoint=action.endpoint, error=e)
-            self.reactor.callLater(0, self._failed, attempt, e)
+            self.reactor.callLater(0, self._failed, attempt,
+                                   "bad endpoint description: %s" % (e,))
             return
         protocol = MessageStreamProtocol(self, "asap")
         protocol.attempt = attempt
@@ -251,15 +275,12 @@ class MachineDriver:
 
         def down(f):
             self._attempts.pop(attempt, None)
-            if not f.check(defer.CancelledError):
-                self.log.debug("cannot reach registrar {endpoint}: {why}",
-                               endpoint=action.endpoint, why=f.getErrorMessage())
-            self._failed(attempt, f.value)
+            self._failed(attempt, connect_reason(f))
 
         d.addCallbacks(up, down)
 
-    def _failed(self, attempt, error):
-        self.machine.connect_failed(attempt, self.now())
+    def _failed(self, attempt, reason):
+        self.machine.connect_failed(attempt, self.now(), reason)
         self.flush()
 
     def _arm(self):
@@ -303,9 +324,11 @@ class MachineDriver:
         if attempt is None:
             incoming = getattr(self.machine, "incoming_connection", None)
             if incoming is not None:
-                incoming(connection, connection.local[0], self.now())
+                local = getattr(connection, "local_addresses", None) or connection.local[0]
+                incoming(connection, local, self.now())
             return
-        if not self.machine.connected(attempt, connection, connection.local[0], self.now()):
+        local = getattr(connection, "local_addresses", None) or connection.local[0]
+        if not self.machine.connected(attempt, connection, local, self.now()):
             connection.close()
         self.flush()
 

@@ -95,6 +95,57 @@ class ErrorCause(enum.IntEnum):
     REJECTION_DUE_TO_SECURITY_CONSIDERATIONS = 0xA
 
 
+
+#: Cause codes RSPLIB 3.x puts into Operation Errors besides RFC 5354's
+#: (facts from its ``rserpoolerror.h``): its own codes for malformed input
+#: (0x0010, 0x0011) and the outcomes of its handlespace operations, which
+#: its registrar copies into Registration Responses.  RSPLIB numbers 0x3,
+#: 0x8 and 0x9 differently (invalid TLV, wrong control channel handling,
+#: not found) but means what RFC 5354 means by them.
+RSPLIB_CAUSES = {
+    0x0010: "INVALID_MESSAGE",
+    0x0011: "INVALID_VALUE",
+    0x1000: "NOT_INITIALIZED",
+    0x1001: "BUFFERSIZE_EXCEEDED",
+    0x1003: "READ_ERROR",
+    0x1004: "WRITE_ERROR",
+    0x1005: "CONNECTION_FAILURE_SOCKET",
+    0x1006: "CONNECTION_FAILURE_CONNECT",
+    0x1007: "NO_REGISTRAR",
+    0x1008: "TIMEOUT",
+    0x1009: "UNRECOGNIZED_PARAMETER_SILENT",
+    0x100A: "WRONG_PROTOCOL",
+    0x100B: "UNSUPPORTED_POOL_POLICY",
+    0xF000: "INVALID_ID",
+    0xF001: "OWN_ID",
+    0xF002: "DUPLICATE_ID",
+    0xF003: "INVALID_POOL_POLICY",
+    0xF004: "INVALID_POOL_HANDLE",
+    0xF005: "INVALID_ADDRESSES",
+    0xF006: "INVALID_REGISTRATOR",
+    0xF007: "NO_USABLE_ASAP_ADDRESSES",
+    0xF008: "NO_USABLE_USER_ADDRESSES",
+}
+
+
+def cause_name(code):
+    """
+    The name of an Operation Error cause code: RFC 5354's
+    (C{"UNKNOWN_POOL_HANDLE"}), else RSPLIB's own with C{"RSPLIB_"} before
+    it (C{"RSPLIB_INVALID_VALUE"} for 0x0011), else C{"UNKNOWN_CAUSE_0x1234"}.
+
+    @param code: a 16-bit cause code.
+    @rtype: C{str}
+    """
+    try:
+        return ErrorCause(code).name
+    except ValueError:
+        pass
+    name = RSPLIB_CAUSES.get(code)
+    if name is not None:
+        return "RSPLIB_" + name
+    return "UNKNOWN_CAUSE_0x%04x" % code
+
 class PolicyType(enum.IntEnum):
     """Pool member selection policy types (RFC 5356, RSPLIB extensions)."""
 

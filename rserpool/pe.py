@@ -14,14 +14,23 @@ C{enhanced=True}; the factory is wrapped in the session layer
 (L{rserpool.session.PESessionFactory}) and the port is registered with
 transport use "data plus control".
 
+Addresses: by default the application serves on the wildcard address
+(L{DEFAULT_ENDPOINT}) and the PE registers the addresses it reaches its
+registrar from (L{rserpool.asap.pool_element.effective_transport}): the
+local address of the registrar connection over TCP, every local address of
+the association over SCTP, loopback only to a registrar on loopback.  So a
+PE works with a registrar on another host without address options, and
+the registrar's check that a PE registers only its own addresses (RFC 5355
+section 2.1) passes.
+
     >>> from rserpool.pe import PoolElementService
     >>> pe = PoolElementService(b"EchoPool", EchoFactory(),
-    ...                         endpoint="tcp:0:interface=127.0.0.1",
-    ...                         registrars=["tcp:127.0.0.1:3863"])
+    ...                         registrars=["tcp:192.0.2.1:3863"])
     >>> pe.setServiceParent(application)
     >>> pe.registered.addCallback(lambda pe: print("registered", pe))
 """
 import random
+import socket
 
 import attrs
 
@@ -35,13 +44,15 @@ from rserpool.asap.pool_element import (
     HomeChanged,
     PoolElementConfig,
     PoolElementMachine,
+    RegistrarProblem,
     Registered,
     RegistrationFailed,
     REGISTERED,
     new_identifier,
 )
+from rserpool.asap.scope import Scope, address_scope
 from rserpool.client import DEFAULT_REGISTRAR, MachineDriver, listen_for_registrars
-from rserpool.codes import PolicyType, POLICY_NAMES, POLICY_FIELDS
+from rserpool.codes import ErrorCause, PolicyType, POLICY_NAMES, POLICY_FIELDS
 from rserpool.transport.base import normalize_address
 from rserpool.wire import (
     DATA_ONLY,
@@ -52,19 +63,29 @@ from rserpool.wire import (
     UDPTransport,
 )
 
-__all__ = ["PoolElementService", "RegistrationRejected", "parse_policy", "load_value"]
+__all__ = ["PoolElementService", "RegistrationRejected", "parse_policy", "load_value",
+           "DEFAULT_ENDPOINT", "rejection_advice"]
 
 _TRANSPORTS = {"tcp": TCPTransport, "udp": UDPTransport, "sctp": SCTPTransport}
+
+#: Where a PE's application listens unless told otherwise: TCP, any port,
+#: the wildcard address (what it registers comes from its registrar
+#: connection; see the module's description).
+DEFAULT_ENDPOINT = "tcp:0"
 
 
 class RegistrationRejected(Exception):
     """
     A registrar rejected the registration.  C{str()} is one line naming the
-    RFC 5354 cause.
+    cause (RFC 5354's, or RSPLIB's own), what was registered, and what to
+    do about it.
 
-    @ivar cause: the cause code (L{rserpool.codes.ErrorCause}).
+    @ivar cause: the cause code (L{rserpool.codes.ErrorCause}, or one of
+        L{rserpool.codes.RSPLIB_CAUSES}).
     @ivar cause_name: its name, e.g. C{"INCONSISTENT_POOLING_POLICY"}.
     @ivar causes: every L{rserpool.wire.Cause} of the Operation Error.
+    @ivar registrar: the registrar's endpoint description, or C{None}.
+    @ivar advice: what to do about it (L{rejection_advice}), or C{""}.
     """
 
     def __init__(self, pool_handle, event):
@@ -73,10 +94,76 @@ class RegistrationRejected(Exception):
         self.cause = event.cause
         self.cause_name = event.cause_name
         self.causes = event.causes
+        self.registrar = event.endpoint
+        self.advice = rejection_advice(event)
 
     def __str__(self):
-        return "registration in pool %r rejected: %s (cause 0x%x)" % (
-            self.pool_handle.decode("utf-8", "replace"), self.cause_name, self.cause)
+        text = "registration in pool %r rejected%s: %s (cause 0x%04x)" % (
+            self.pool_handle.decode("utf-8", "replace"),
+            " by %s" % self.registrar if self.registrar else "", self.cause_name, self.cause)
+        if self.advice:
+            text += "; " + self.advice
+        return text
+
+
+def _texts(addresses):
+    return ", ".join(str(a) for a in addresses) or "no address"
+
+
+def rejection_advice(event):
+    """
+    What to do about a rejected registration, in a few words for a person.
+
+    @param event: a L{RegistrationFailed}.
+    @return: a C{str}, empty when there is nothing useful to say.
+    """
+    pe = event.pool_element
+    registered = tuple(pe.user_transport.addresses) if pe is not None else ()
+    local = tuple(event.local)
+    remote_registrar = bool(local) and not local[0].is_loopback
+    bind = "serve on the wildcard address (the default) or bind to %s (rserpool pe --bind)" % (
+        _texts(local[:1]) if local else "an address of the interface that reaches the registrar")
+    cause = event.cause
+    if remote_registrar and any(a.is_loopback for a in registered):
+        return ("this PE registered %s, a loopback address, with a registrar it reaches from %s; "
+                "pool users elsewhere cannot use it: %s" % (_texts(registered), _texts(local), bind))
+    if cause == ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS:
+        return ("a registrar accepts only addresses of the PE's own connection (RFC 5355); this PE "
+                "registered %s and reaches the registrar from %s: %s; over TLS-PSK the PE "
+                "identifier may also belong to another identity" % (
+                    _texts(registered), _texts(local) if local else "an unknown address", bind))
+    narrow = [a for a in registered if address_scope(a) < Scope.SITE_LOCAL]
+    if cause in (ErrorCause.INVALID_VALUES, 0x0011, 0xF005, 0xF008) and narrow:
+        if local and local[0].is_loopback and any(a.is_loopback for a in narrow):
+            return ("this PE reaches the registrar over loopback, so it registered %s, and the "
+                    "registrar accepts addresses from a minimum scope up (site-local and wider "
+                    "when it listens on every address): give the registrar's network address "
+                    "(--registrar tcp:ADDRESS:3863), or lower its minimum scope (twistd enrp "
+                    "--min-address-scope loopback)" % _texts(narrow))
+        return ("the registrar accepts addresses from a minimum scope up (site-local and wider by "
+                "default); this PE registered %s: bind to a site-local or global address, or lower "
+                "the registrar's minimum scope (twistd enrp --min-address-scope, RSPLIB "
+                "-minaddressscope)" % _texts(narrow))
+    return _ADVICE.get(cause, "")
+
+
+_ADVICE = {
+    ErrorCause.INCONSISTENT_POOLING_POLICY:
+        "the pool's PEs use another policy; register with the pool's policy (--policy)",
+    ErrorCause.INCONSISTENT_TRANSPORT_TYPE:
+        "the pool's PEs serve over another transport (TCP, SCTP, UDP); serve as they do",
+    ErrorCause.INCONSISTENT_DATA_CONTROL_CONFIGURATION:
+        "the pool's PEs use the other session mode; use the pool's (--mode basic or enhanced)",
+    ErrorCause.NON_UNIQUE_PE_IDENTIFIER:
+        "another PE holds this PE identifier; choose another (or none: --identifier)",
+    ErrorCause.LACK_OF_RESOURCES:
+        "the registrar holds as many PEs as it may (twistd enrp --max-pool-elements)",
+    ErrorCause.INVALID_VALUES:
+        "the registrar found a value of the registration invalid (pool handle, PE identifier, "
+        "policy or addresses)",
+    0x0010: "RSPLIB found the message malformed",
+    0x0011: "RSPLIB found a value of the registration invalid (pool handle, policy or addresses)",
+}
 
 
 def load_value(load):
@@ -125,7 +212,20 @@ def parse_policy(text):
     return Policy.make(ptype, **kwargs)
 
 
-def _transport_of(address, protocol, use):
+def _dual_stack(port):
+    """
+    Whether a port listens on the IPv6 wildcard for IPv4 as well.
+    """
+    skt = getattr(port, "socket", None)
+    if skt is None or getattr(skt, "family", None) != socket.AF_INET6:
+        return False
+    try:
+        return skt.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
+    except OSError:
+        return False
+
+
+def _transport_of(address, protocol, use, dual_stack=False):
     host = getattr(address, "host", None)
     if host is None:
         raise ValueError("cannot register a port without an IP address: %r" % (address,))
@@ -134,6 +234,14 @@ def _transport_of(address, protocol, use):
     if cls is None:
         raise ValueError("cannot register a %s port" % kind)
     ip = normalize_address(host)
+    if ip.is_unspecified:
+        # The wildcard stays a wildcard here: each registrar connection
+        # says which addresses stand for it (effective_transport), not the
+        # kernel's list of every address of the host (loopback included).
+        ips = (ip, normalize_address("0.0.0.0")) if dual_stack and ip.version == 6 else (ip,)
+        if cls is UDPTransport:
+            return UDPTransport(address.port, ips)
+        return cls(address.port, ips, use)
     if cls is UDPTransport:
         return UDPTransport(address.port, (ip,))
     if cls is SCTPTransport:
@@ -163,7 +271,7 @@ class PoolElementService(service.Service):
 
     log = Logger()
 
-    def __init__(self, pool_handle, factory=None, endpoint="tcp:0:interface=127.0.0.1",
+    def __init__(self, pool_handle, factory=None, endpoint=DEFAULT_ENDPOINT,
                  registrars=(DEFAULT_REGISTRAR,), policy=None, reactor=None, rng=None,
                  identifier=None, reregistration_interval=30.0, registration_life=None,
                  response_timeout=3.0, connect_timeout=7.5, hunt_retry_delay=1.0,
@@ -174,7 +282,10 @@ class PoolElementService(service.Service):
         @param factory: the application's server factory (not needed with
             C{port}).
         @param endpoint: a server endpoint description the factory listens
-            on (C{tcp:0:interface=127.0.0.1}, later C{sctp:...}).
+            on (C{tcp:0}, the wildcard address and any port, by default;
+            C{sctp:0}, C{psk:...}, C{tcp:7:interface=192.0.2.5}).  On the
+            wildcard address the PE registers the addresses it reaches its
+            registrar from.
         @param registrars: client endpoint descriptions of registrars, in
             order of preference (RFC 5352 section 3.6, static list).
         @param policy: a L{Policy} or a C{"NAME[:VALUE...]"} string
@@ -233,6 +344,7 @@ class PoolElementService(service.Service):
         self._waiters = []
         self._announce_port = None
         self.home_registrar = 0
+        self._told = set()
 
     @property
     def identifier(self):
@@ -276,7 +388,7 @@ class PoolElementService(service.Service):
         # A port given as it is (port=) tells its own protocol (its
         # address's type: UDP, TCP, SCTP); the unused endpoint does not.
         protocol = self.protocol or (_protocol_of(self.endpoint) if self._own_port else None)
-        transport = _transport_of(port.getHost(), protocol, use)
+        transport = _transport_of(port.getHost(), protocol, use, _dual_stack(port))
         self.machine = PoolElementMachine(self.config, transport, self.registrars)
         self.driver = MachineDriver(self.reactor, self.machine, self._event)
         self.log.info(
@@ -298,7 +410,10 @@ class PoolElementService(service.Service):
             self.registered.errback(failure)
 
     def _event(self, event):
-        if isinstance(event, Registered):
+        if isinstance(event, RegistrarProblem):
+            self._problem(event)
+        elif isinstance(event, Registered):
+            self._told.clear()
             self.log.info(
                 "pool element {pe_id:08x} {what} in {handle!r} at {registrar}",
                 pe_id=self.identifier, handle=self.pool_handle, registrar=event.endpoint,
@@ -326,6 +441,25 @@ class PoolElementService(service.Service):
                           how="" if event.confirmed else " (unconfirmed)")
             if self._stopping is not None and not self._stopping.called:
                 self._stopping.callback(event.confirmed)
+
+    def _problem(self, event):
+        # Every attempt of the hunt reports; a person is told each problem
+        # once (until the next registration), so a registrar that stays
+        # away costs one line, not one per retry.
+        key = (event.endpoint, event.what, event.reason)
+        if key in self._told or len(self._told) >= 64:
+            return
+        self._told.add(key)
+        if event.what == "lost":
+            text = "lost the connection to registrar {registrar}; hunting for a registrar"
+        else:
+            text = "cannot register at {registrar}: {reason}; trying {others}"
+        others = [c for c in self.machine.candidates() if c != event.endpoint]
+        self.log.warn(
+            text, registrar=event.endpoint, problem=event.what,
+            reason=event.reason or event.what, pe_id=self.identifier, handle=self.pool_handle,
+            others="the other registrars" if others else "again every %g s" % (
+                self.config.hunt_retry_delay,))
 
     def when_registered(self):
         """

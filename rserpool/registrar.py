@@ -9,10 +9,13 @@ later C{sctp:...}, C{ssl:...}), parsed with
 L{twisted.internet.endpoints.serverFromString}: the state machine never
 knows which mapping it runs on.
 """
+import fcntl
 import ipaddress
 import random
 import re
 import signal
+import socket
+import struct
 
 import attrs
 from twisted.application import service
@@ -960,9 +963,63 @@ def _where(address):
     if host is None:
         return str(address)
     port = getattr(address, "port", "")
-    if ":" in host:
-        return "[%s]:%s" % (host, port)
-    return "%s:%s" % (host, port)
+    text = "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+    try:
+        wildcard = normalize_address(host).is_unspecified
+    except ValueError:
+        wildcard = False
+    if wildcard:
+        # Say what the wildcard means on this host: the addresses PEs and
+        # peers elsewhere can use.
+        family = 6 if ":" in host else 4
+        found = [str(a) for a in host_addresses() if a.version == family or
+                 (family == 6 and _dual_stack_host())]
+        text += "; every address: %s" % (", ".join(found) or "none found")
+    return text
+
+
+def _dual_stack_host():
+    try:
+        with open("/proc/sys/net/ipv6/bindv6only") as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return False
+
+
+def host_addresses():
+    """
+    The IP addresses of this host's interfaces (Linux; an empty list
+    where they cannot be read): the IPv4 address of each interface and
+    every IPv6 address, loopback first.
+
+    @return: a list of L{ipaddress} addresses.
+    """
+    out = []
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        names = []
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for name in names:
+            try:
+                # SIOCGIFADDR: the interface's (primary) IPv4 address
+                data = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue
+            out.append(ipaddress.IPv4Address(data[20:24]))
+    finally:
+        probe.close()
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if fields:
+                    out.append(ipaddress.IPv6Address(int(fields[0], 16)))
+    except (OSError, ValueError):
+        pass
+    out.sort(key=lambda a: (a.version, not a.is_loopback))
+    return out
 
 
 def _strerror(error):

@@ -8,21 +8,31 @@ import random
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from rserpool.asap import pool_element as m
-from rserpool.codes import ErrorCause, PolicyType
-from rserpool.pe import PoolElementService, RegistrationRejected, load_value, parse_policy
+from rserpool.codes import ErrorCause, PolicyType, cause_name
+from rserpool.pe import (
+    PoolElementService,
+    RegistrationRejected,
+    load_value,
+    parse_policy,
+    rejection_advice,
+)
 from rserpool.registrar import RegistrarService, make_config
 from rserpool.wire import (
+    ASAPError,
     Cause,
     DeregistrationResponse,
     EndpointKeepAlive,
     EndpointKeepAliveAck,
     OperationError,
     Policy,
+    PoolElement,
     Registration,
     RegistrationResponse,
+    SCTPTransport,
     TCPTransport,
 )
 
@@ -38,6 +48,72 @@ def machine(**kw):
 
 def kinds(actions):
     return [type(a).__name__ for a in actions]
+
+
+def ip(text):
+    return ipaddress.ip_address(text)
+
+
+class EffectiveTransportTests(unittest.TestCase):
+    """
+    What a PE registers: the addresses it reaches the registrar from, in
+    place of the wildcard it serves on (issue: a PE on another host than
+    its registrar must not register 127.0.0.1).
+    """
+
+    def test_wildcard_over_tcp(self):
+        t = m.effective_transport(TCPTransport(7, ("0.0.0.0",)), (ip("10.213.0.2"),))
+        self.assertEqual(t, TCPTransport(7, (ip("10.213.0.2"),)))
+
+    def test_single_address_accepted(self):
+        t = m.effective_transport(TCPTransport(7, ("0.0.0.0",)), ip("10.213.0.2"))
+        self.assertEqual(t.addresses, (ip("10.213.0.2"),))
+
+    def test_loopback_registrar(self):
+        t = m.effective_transport(TCPTransport(7, ("0.0.0.0",)), (LOCAL,))
+        self.assertEqual(t.addresses, (LOCAL,))
+
+    def test_family(self):
+        # 0.0.0.0 stands for IPv4 addresses only, :: for IPv6 ones; a
+        # dual-stack socket lists both.
+        v6 = ip("2001:db8::2")
+        self.assertEqual(
+            m.effective_transport(TCPTransport(7, ("::",)), (v6,)).addresses, (v6,))
+        dual = TCPTransport(7, ("::", "0.0.0.0"))
+        self.assertEqual(m.effective_transport(dual, (ip("10.0.0.2"),)).addresses,
+                         (ip("10.0.0.2"),))
+        self.assertEqual(m.effective_transport(dual, (v6,)).addresses, (v6,))
+
+    def test_sctp_every_local_address_but_loopback(self):
+        # SCTP: every local address of the association (multi-homing);
+        # loopback only to a loopback registrar.
+        local = (ip("10.213.0.2"), ip("127.0.0.1"), ip("192.168.7.2"), ip("2001:db8::2"))
+        t = m.effective_transport(SCTPTransport(9, ("0.0.0.0",)), local)
+        self.assertEqual(t.addresses, (ip("10.213.0.2"), ip("192.168.7.2")))
+        t = m.effective_transport(SCTPTransport(9, ("0.0.0.0", "::")), local)
+        self.assertEqual(t.addresses, (ip("10.213.0.2"), ip("192.168.7.2"), ip("2001:db8::2")))
+        t = m.effective_transport(SCTPTransport(9, ("0.0.0.0",)), (LOCAL, ip("10.213.0.2")))
+        self.assertEqual(t.addresses, (LOCAL, ip("10.213.0.2")))
+
+    def test_chosen_addresses_kept(self):
+        # An address the user bound to is registered as it is, even
+        # loopback to a remote registrar (which then says no, and the PE
+        # says why).
+        t = m.effective_transport(TCPTransport(7, ("127.0.0.1",)), (ip("10.213.0.2"),))
+        self.assertEqual(t.addresses, (LOCAL,))
+
+    def test_unknown_local(self):
+        wild = TCPTransport(7, ("0.0.0.0",))
+        self.assertIs(m.effective_transport(wild, None), wild)
+        self.assertIs(m.effective_transport(wild, ()), wild)
+
+    def test_registration_uses_connection_addresses(self):
+        pe = machine()
+        pe.start(0)
+        (c,) = pe.actions()
+        pe.connected(c.attempt, "c1", (ip("10.213.0.2"),), 0)
+        (send,) = pe.actions()
+        self.assertEqual(send.message.pool_element.user_transport.addresses, (ip("10.213.0.2"),))
 
 
 class MachineTests(unittest.TestCase):
@@ -130,7 +206,8 @@ class MachineTests(unittest.TestCase):
         pe = machine()
         self.registered(pe)
         pe.connection_lost("c1", 10)
-        (connect,) = pe.actions()
+        problem, connect = pe.actions()
+        self.assertEqual(problem, m.RegistrarProblem("tcp:127.0.0.1:1", "lost"))
         self.assertEqual(connect.endpoint, "tcp:127.0.0.1:2")
         pe.connected(connect.attempt, "c2", LOCAL, 10)
         (send,) = pe.actions()
@@ -143,11 +220,13 @@ class MachineTests(unittest.TestCase):
         pe = machine(hunt_retry_delay=2.0)
         pe.start(0)
         (c1,) = pe.actions()
-        pe.connect_failed(c1.attempt, 0.1)
-        (c2,) = pe.actions()
+        pe.connect_failed(c1.attempt, 0.1, "Connection refused")
+        problem, c2 = pe.actions()
+        self.assertEqual(
+            problem, m.RegistrarProblem("tcp:127.0.0.1:1", "unreachable", "Connection refused"))
         self.assertEqual(c2.endpoint, "tcp:127.0.0.1:2")
         pe.connect_failed(c2.attempt, 0.2)
-        self.assertEqual(pe.actions(), [])
+        self.assertEqual(pe.actions(), [m.RegistrarProblem("tcp:127.0.0.1:2", "unreachable")])
         self.assertEqual(pe.next_deadline, 2.2)
         pe.timer(2.2)
         (c3,) = pe.actions()
@@ -160,7 +239,10 @@ class MachineTests(unittest.TestCase):
         pe.start(0)
         (c1,) = pe.actions()
         pe.timer(1.0)
-        self.assertEqual(kinds(pe.actions()), ["CancelConnect", "Connect"])
+        actions = pe.actions()
+        self.assertEqual(kinds(actions), ["CancelConnect", "RegistrarProblem", "Connect"])
+        self.assertEqual(actions[1], m.RegistrarProblem(
+            "tcp:127.0.0.1:1", "timeout", "no connection within 1 s"))
 
     def test_response_timeout(self):
         pe = machine()
@@ -170,8 +252,10 @@ class MachineTests(unittest.TestCase):
         pe.actions()
         pe.timer(3.0)
         actions = pe.actions()
-        self.assertEqual(actions[0], m.Close("c1"))
-        self.assertEqual(actions[1].endpoint, "tcp:127.0.0.1:2")
+        self.assertEqual(actions[0], m.RegistrarProblem(
+            "tcp:127.0.0.1:1", "no answer", "no answer to the registration within 3 s"))
+        self.assertEqual(actions[1], m.Close("c1"))
+        self.assertEqual(actions[2].endpoint, "tcp:127.0.0.1:2")
 
     def test_rejection(self):
         pe = machine()
@@ -185,7 +269,41 @@ class MachineTests(unittest.TestCase):
         self.assertEqual(actions[0], m.Close("c1"))
         self.assertEqual(actions[1].cause, ErrorCause.INCONSISTENT_POOLING_POLICY)
         self.assertEqual(actions[1].cause_name, "INCONSISTENT_POOLING_POLICY")
+        self.assertEqual(actions[1].endpoint, "tcp:127.0.0.1:1")
+        self.assertEqual(actions[1].local, (LOCAL,))
+        self.assertEqual(actions[1].pool_element.user_transport.addresses, (LOCAL,))
         self.assertEqual(pe.state, m.FAILED)
+
+    def test_asap_error_refuses_registration(self):
+        # RSPLIB answers a registration it refuses for a bad value (here,
+        # addresses below its minimum scope) with an ASAP Error carrying its
+        # own cause 0x0011, not with a Registration Response.
+        pe = machine()
+        pe.start(0)
+        (c,) = pe.actions()
+        pe.connected(c.attempt, "c1", LOCAL, 0)
+        pe.actions()
+        pe.message_received("c1", ASAPError(OperationError((Cause(0x0011, b"x"),))), 0.5)
+        close, failed = pe.actions()
+        self.assertEqual(close, m.Close("c1"))
+        self.assertEqual((failed.cause, failed.cause_name), (0x0011, "RSPLIB_INVALID_VALUE"))
+        self.assertEqual(pe.state, m.FAILED)
+        self.assertIsNone(pe.next_deadline)
+
+    def test_asap_error_when_nothing_is_asked(self):
+        # An ASAP Error while no registration awaits its answer is only
+        # logged by the adapter: the registration stands.
+        pe = machine()
+        self.registered(pe)
+        pe.message_received("c1", ASAPError(OperationError((Cause(0x0011, b""),))), 1)
+        self.assertEqual(pe.actions(), [])
+        self.assertEqual(pe.state, m.REGISTERED)
+        # From another connection, even while registering: ignored.
+        pe.set_policy(Policy.make(PolicyType.ROUND_ROBIN), 2)
+        pe.actions()
+        pe.message_received("c9", ASAPError(OperationError((Cause(0x0011, b""),))), 2)
+        self.assertEqual(pe.actions(), [])
+        self.assertEqual(pe.state, m.REGISTERED)
 
     def test_deregistration(self):
         # RFC 5352 section 3.3.
@@ -319,3 +437,85 @@ class ServiceTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.05, lambda: None)
         self.assertIsNotNone(second.registrar.handlespace.get(H, pe.identifier))
         self.assertEqual(pe.machine.endpoint, other)
+
+
+class RejectionAdviceTests(unittest.TestCase):
+    """
+    A refused PE says why and what to do, naming RSPLIB's own causes too.
+    """
+
+    def failed(self, cause, registered, local, endpoint="tcp:10.213.0.1:3863"):
+        pe = PoolElement(0x1234, 0, 90000, TCPTransport(7, registered),
+                         Policy.make(PolicyType.ROUND_ROBIN))
+        return m.RegistrationFailed(cause, (Cause(cause, b""),), endpoint, pe,
+                                    tuple(ip(a) for a in local))
+
+    def test_cause_names(self):
+        self.assertEqual(cause_name(0x3), "INVALID_VALUES")
+        self.assertEqual(cause_name(0xA), "REJECTION_DUE_TO_SECURITY_CONSIDERATIONS")
+        self.assertEqual(cause_name(0x10), "RSPLIB_INVALID_MESSAGE")
+        self.assertEqual(cause_name(0x11), "RSPLIB_INVALID_VALUE")
+        self.assertEqual(cause_name(0xF008), "RSPLIB_NO_USABLE_USER_ADDRESSES")
+        self.assertEqual(cause_name(0x1234), "UNKNOWN_CAUSE_0x1234")
+        self.assertEqual(Cause(0x11).name, "RSPLIB_INVALID_VALUE")
+
+    def test_loopback_to_remote_registrar(self):
+        event = self.failed(0x11, ("127.0.0.1",), ("10.213.0.2",))
+        text = str(RegistrationRejected(H, event))
+        self.assertTrue(text.startswith(
+            "registration in pool 'EchoPool' rejected by tcp:10.213.0.1:3863: "
+            "RSPLIB_INVALID_VALUE (cause 0x0011); this PE registered 127.0.0.1, a loopback "
+            "address"), text)
+        self.assertIn("bind to 10.213.0.2 (rserpool pe --bind)", text)
+
+    def test_loopback_registrar_with_site_local_scope(self):
+        text = rejection_advice(self.failed(ErrorCause.INVALID_VALUES, ("127.0.0.1",),
+                                            ("127.0.0.1",)))
+        self.assertIn("reaches the registrar over loopback", text)
+        self.assertIn("--registrar tcp:ADDRESS:3863", text)
+        self.assertIn("--min-address-scope loopback", text)
+
+    def test_link_local_below_scope(self):
+        text = rejection_advice(self.failed(0x11, ("169.254.4.4",), ("10.213.0.2",)))
+        self.assertIn("this PE registered 169.254.4.4: bind to a site-local or global", text)
+
+    def test_not_own_address(self):
+        text = rejection_advice(self.failed(
+            ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS, ("10.9.9.9",), ("10.213.0.2",)))
+        self.assertIn("this PE registered 10.9.9.9 and reaches the registrar from 10.213.0.2", text)
+
+    def test_other_causes(self):
+        text = rejection_advice(self.failed(ErrorCause.INCONSISTENT_POOLING_POLICY,
+                                            ("10.213.0.2",), ("10.213.0.2",)))
+        self.assertIn("--policy", text)
+        self.assertEqual(rejection_advice(self.failed(0x7777, ("10.213.0.2",), ())), "")
+
+
+class ProblemReportTests(unittest.TestCase):
+    """
+    A PE that cannot reach its registrar says so once, however often the
+    hunt retries (no silent failure, no log flood).
+    """
+
+    @defer.inlineCallbacks
+    def test_unreachable_told_once(self):
+        closed = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        endpoint = "tcp:127.0.0.1:%d" % closed.getHost().port
+        yield closed.stopListening()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pe = PoolElementService(H, Factory.forProtocol(Echo), registrars=[endpoint],
+                                hunt_retry_delay=0.02)
+        pe.startService()
+        self.addCleanup(pe.stopService)
+        for _ in range(200):
+            if pe.machine is not None and pe.machine._attempt >= 5:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertGreaterEqual(pe.machine._attempt, 5)
+        warnings = [formatEvent(e) for e in events
+                    if e.get("log_namespace") == "rserpool.pe.PoolElementService"
+                    and e.get("log_level") == LogLevel.warn]
+        self.assertEqual(warnings, [
+            "cannot register at %s: connection refused; trying again every 0.02 s" % endpoint])

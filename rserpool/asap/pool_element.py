@@ -13,15 +13,13 @@ It imports no reactor.  Every input method takes the current time; what
 to do comes back as a list of actions from L{PoolElementMachine.actions}
 (L{Connect}, L{CancelConnect}, L{Send}, L{Close}) mixed with events for the
 application (L{Registered}, L{RegistrationFailed}, L{Deregistered},
-L{HomeChanged}), and the adapter calls L{PoolElementMachine.timer} at
+L{HomeChanged}, L{RegistrarProblem}), and the adapter calls L{PoolElementMachine.timer} at
 L{PoolElementMachine.next_deadline}.  Connections are opaque tokens to the
 machine: whatever the adapter passes to L{PoolElementMachine.connected}.
 """
-import ipaddress
-
 import attrs
 
-from rserpool.codes import ErrorCause
+from rserpool.codes import cause_name
 from rserpool.wire import (
     ASAPError,
     Deregistration,
@@ -45,6 +43,7 @@ __all__ = [
     "RegistrationFailed",
     "Deregistered",
     "HomeChanged",
+    "RegistrarProblem",
     "new_identifier",
     "effective_transport",
     "IDLE",
@@ -190,24 +189,51 @@ class Registered:
 class RegistrationFailed:
     """
     The registrar rejected the registration (RFC 5352 section 3.1: the R
-    flag and an Operation Error).  The machine stops.
+    flag and an Operation Error), or answered it with an ASAP Error (RSPLIB
+    does, e.g. for addresses below its minimum scope).  The machine stops.
 
-    @ivar cause: the first error cause code (an L{ErrorCause} value).
+    @ivar cause: the first error cause code (an L{ErrorCause} value, or one
+        of RSPLIB's own, L{rserpool.codes.RSPLIB_CAUSES}).
     @ivar causes: every L{rserpool.wire.Cause}.
+    @ivar endpoint: the registrar's endpoint description.
+    @ivar pool_element: the L{PoolElement} parameter that was refused (what
+        was registered: its user transport and policy), or C{None}.
+    @ivar local: the local addresses of the connection to the registrar.
     """
 
     cause: int
     causes: tuple = ()
+    endpoint: object = None
+    pool_element: object = None
+    local: tuple = ()
 
     @property
     def cause_name(self):
         """
-        The cause's name, e.g. C{"INCONSISTENT_POOLING_POLICY"}.
+        The cause's name, e.g. C{"INCONSISTENT_POOLING_POLICY"} or
+        C{"RSPLIB_INVALID_VALUE"} (L{rserpool.codes.cause_name}).
         """
-        try:
-            return ErrorCause(self.cause).name
-        except ValueError:
-            return "0x%04x" % self.cause
+        return cause_name(self.cause)
+
+
+@attrs.frozen
+class RegistrarProblem:
+    """
+    A registrar could not be used this time; the hunt goes on with the
+    next one (RFC 5352 section 3.6).  Reported for every failed attempt: an
+    adapter that shows them to people tells each one once.
+
+    @ivar endpoint: the registrar's endpoint description.
+    @ivar what: C{"unreachable"} (the connection failed), C{"timeout"} (no
+        connection within the connect timeout), C{"no answer"} (no
+        response to a registration in time) or C{"lost"} (the connection
+        to the home registrar went away).
+    @ivar reason: a short text from the transport, or C{""}.
+    """
+
+    endpoint: object
+    what: str
+    reason: str = ""
 
 
 @attrs.frozen
@@ -229,28 +255,56 @@ class HomeChanged:
     server_id: int
 
 
-def effective_transport(transport, local_address):
+def effective_transport(transport, local_addresses, loopback_peer=None):
     """
-    The user transport to register over a connection whose local address is
-    C{local_address}: unspecified addresses (C{0.0.0.0}, C{::}) are replaced
-    by the local address, since a registrar accepts only the addresses the
-    PE connects from (RFC 5355 section 2.1).
+    The user transport to register over a connection to a registrar.
+
+    A PE serving on the wildcard address registers the addresses it reaches
+    the registrar from: a registrar accepts only addresses of the PE's own
+    connection (RFC 5355 section 2.1), and those are the ones the PE's pool
+    users can reach too.  Each unspecified address of C{transport} stands
+    for the local addresses of its family: C{0.0.0.0} for IPv4 ones, C{::}
+    for IPv6 ones (list both for a dual-stack socket).  Over TCP that is
+    the connection's one local address; over SCTP every local address of
+    the association (multi-homing, as RSPLIB's PEs register).  Loopback
+    addresses stand in only when the registrar itself is on loopback: a
+    registrar elsewhere must not hand them to pool users.  Addresses that
+    are not unspecified are kept as they are (the user chose them).
 
     @param transport: a transport parameter, possibly with unspecified
         addresses.
-    @param local_address: an L{ipaddress} address, or C{None}.
+    @param local_addresses: the L{ipaddress} addresses of this end of the
+        connection (one, or several for SCTP), or C{None} / C{()} while
+        unknown; a single address is accepted too.
+    @param loopback_peer: whether the registrar is on loopback; by default
+        whether the first local address is (a connection to loopback
+        leaves from loopback).
     @return: a transport parameter.
     """
-    if local_address is None:
+    if local_addresses is None:
         return transport
+    if not isinstance(local_addresses, (tuple, list)):
+        local_addresses = (local_addresses,)
+    local_addresses = [a for a in local_addresses if a is not None]
+    if not local_addresses:
+        return transport
+    if loopback_peer is None:
+        loopback_peer = local_addresses[0].is_loopback
+    usable = [a for a in local_addresses if loopback_peer or not a.is_loopback]
     out = []
     for a in transport.addresses:
         if a.is_unspecified:
-            a = local_address
-        if a not in out:
-            out.append(a)
+            stand_ins = [b for b in usable if b.version == a.version]
+        else:
+            stand_ins = [a]
+        for b in stand_ins:
+            if b not in out:
+                out.append(b)
     if not out:
-        out = [local_address]
+        # Nothing of the listener's family reaches the registrar: register
+        # what does, and let the registrar (and the log) say whether the
+        # pool users can use it.
+        out = usable[:1] or list(local_addresses[:1])
     return attrs.evolve(transport, addresses=tuple(out))
 
 
@@ -387,7 +441,8 @@ class PoolElementMachine:
         @param connection: the connection token (used in L{Send} and
             L{Close}).
         @param local_address: the L{ipaddress} address this end of the
-            connection has, or C{None}.
+            connection has, or all of them (a tuple; several for SCTP), or
+            C{None}; see L{effective_transport}.
         @return: C{False} if the machine no longer wants this connection
             (the adapter must close it), else C{True}.
         """
@@ -401,13 +456,16 @@ class PoolElementMachine:
         self._register(now)
         return True
 
-    def connect_failed(self, attempt, now):
+    def connect_failed(self, attempt, now, reason=""):
         """
         The connection attempt C{attempt} failed.
+
+        @param reason: why, in a few words (for L{RegistrarProblem}).
         """
         if attempt != self._pending_attempt:
             return
         self._pending_attempt = None
+        self._out.append(RegistrarProblem(self.endpoint, "unreachable", str(reason)))
         self._next_registrar(now)
 
     def connection_lost(self, connection, now):
@@ -421,6 +479,7 @@ class PoolElementMachine:
         if self.state == DEREGISTERING:
             self._stopped(False)
         elif self.state in (REGISTERING, REGISTERED):
+            self._out.append(RegistrarProblem(self.endpoint, "lost"))
             self.state = HUNTING
             self.home_id = 0
             self._disarm()
@@ -450,8 +509,17 @@ class PoolElementMachine:
         elif isinstance(message, EndpointKeepAlive):
             self._keep_alive(connection, message, now)
         elif isinstance(message, ASAPError):
-            # Nothing to do but let the adapter log it.
-            pass
+            # An ASAP Error while our registration awaits its answer is the
+            # answer: RSPLIB refuses a registration that way (e.g. cause
+            # 0x0011 for addresses below its minimum scope) instead of with
+            # a rejecting Registration Response.  Otherwise the adapter
+            # only logs it.
+            if (
+                connection is self.connection
+                and self.state in (REGISTERING, REGISTERED)
+                and self._deadline_kind == "response"
+            ):
+                self._failed(message.error.causes)
 
     def timer(self, now):
         """
@@ -466,6 +534,8 @@ class PoolElementMachine:
             self._pending_attempt = None
             if attempt is not None:
                 self._out.append(CancelConnect(attempt))
+            self._out.append(RegistrarProblem(
+                self.endpoint, "timeout", "no connection within %g s" % self.config.connect_timeout))
             self._next_registrar(now)
         elif kind == "hunt":
             self._tried = 0
@@ -475,6 +545,9 @@ class PoolElementMachine:
             if self.state == DEREGISTERING:
                 self._stopped(False)
                 return
+            self._out.append(RegistrarProblem(
+                self.endpoint, "no answer",
+                "no answer to the registration within %g s" % self.config.response_timeout))
             self._drop_connection()
             self.state = HUNTING
             self._next_registrar(now)
@@ -578,12 +651,7 @@ class PoolElementMachine:
         if self.state not in (REGISTERING, REGISTERED):
             return
         if message.reject:
-            causes = message.error.causes if message.error is not None else ()
-            cause = causes[0].code if causes else 0
-            self._drop_connection()
-            self._disarm()
-            self.state = FAILED
-            self._out.append(RegistrationFailed(cause, tuple(causes)))
+            self._failed(message.error.causes if message.error is not None else ())
             return
         again = self._ever_registered
         first_here = not self._registered_here
@@ -593,6 +661,20 @@ class PoolElementMachine:
         self._arm(now + self.config.reregistration_interval, "reregister")
         if first_here or not again:
             self._out.append(Registered(self.endpoint, again))
+
+    def _failed(self, causes):
+        # RFC 5352 section 3.1: the registration is refused; give up (the
+        # cause is the user's to act on, another registrar would say the
+        # same).
+        cause = causes[0].code if causes else 0
+        refused = self.registration().pool_element
+        local = self._local if isinstance(self._local, tuple) else (self._local,)
+        self._drop_connection()
+        self._disarm()
+        self.state = FAILED
+        self._out.append(RegistrationFailed(
+            cause, tuple(causes), self.endpoint, refused,
+            tuple(a for a in local if a is not None)))
 
     def _keep_alive(self, connection, message, now):
         # RFC 5352 section 3.7: answer the home registrar's audit.  RSPLIB
@@ -626,11 +708,3 @@ class PoolElementMachine:
             Send(connection, EndpointKeepAliveAck(self.pool_handle, self.identifier))
         )
 
-
-def unspecified_like(address):
-    """
-    C{0.0.0.0} or C{::}, of C{address}'s family.
-    """
-    if ipaddress.ip_address(address).version == 6:
-        return ipaddress.IPv6Address("::")
-    return ipaddress.IPv4Address("0.0.0.0")

@@ -593,15 +593,18 @@ class PoolUserMachine:
             self._send_request(request, now)
         return True
 
-    def connect_failed(self, attempt, now):
+    def connect_failed(self, attempt, now, reason=""):
         """
         The connection attempt C{attempt} failed.
+
+        @param reason: why, in a few words (from the transport).
         """
         if attempt != self._pending_attempt:
             return
         self._pending_attempt = None
         self._connect_deadline = None
-        self._registrar_failed(now, "cannot connect to %s" % self.endpoint)
+        self._registrar_failed(
+            now, "cannot connect to %s%s" % (self.endpoint, ": %s" % reason if reason else ""))
 
     def connection_lost(self, connection, now):
         """

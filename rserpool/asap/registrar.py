@@ -458,7 +458,7 @@ class ASAPRegistrar:
             return self._reject(
                 conn, handle, pe_id, ErrorCause.INVALID_VALUES, encode_parameter(user),
                 "user transport %s is below the minimum scope %s"
-                % (_addresses(user), config.min_address_scope.name.lower()),
+                % (_addresses(user), config.min_address_scope.name.lower().replace("_", "-")),
             )
         if len(usable) != len(user.addresses):
             user = attrs.evolve(user, addresses=tuple(usable))

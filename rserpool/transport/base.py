@@ -49,6 +49,10 @@ class IMessageConnection(Interface):
         "(IPv4-mapped IPv6 addresses are given as IPv4) and an C{int}."
     )
     local = Attribute("The local end as C{(address, port)}, like C{peer}.")
+    local_addresses = Attribute(
+        "Every address of the local end, primary first (one over TCP, "
+        "every local address of the association over SCTP)."
+    )
     peer_addresses = Attribute(
         "Every address of the remote end (one over TCP, several for a "
         "multi-homed SCTP peer), as L{ipaddress} addresses."

@@ -111,7 +111,14 @@ class SCTPMessageProtocol(MessageStreamProtocol):
         self._addresses = None
         self.connected = True
         self.peer = address_of(self.transport.getPeer())
-        self.local = address_of(self.transport.getHost())
+        host = self.transport.getHost()
+        self.local = address_of(host)
+        # Every local address of the association, primary first: a PE
+        # serving on the wildcard registers them all (multi-homing).
+        local = _addresses((a, 0) for a in getattr(host, "addresses", ()) or ())
+        if self.local[0] is not None:
+            local = (self.local[0],) + tuple(a for a in local if a != self.local[0])
+        self.local_addresses = local
         self._refresh()
         self.receiver.connection_made(self)
 

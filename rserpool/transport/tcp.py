@@ -70,6 +70,7 @@ class MessageStreamProtocol(Protocol):
     @ivar protocol: C{"asap"} or C{"enrp"}.
     @ivar peer: C{(address, port)} of the remote end.
     @ivar local: C{(address, port)} of the local end.
+    @ivar local_addresses: every address of the local end (one over TCP).
     @ivar identity: the TLS-PSK identity the remote end proved (over a
         C{psk:} server endpoint, once the handshake is done), or C{None}.
     """
@@ -84,6 +85,7 @@ class MessageStreamProtocol(Protocol):
         self._decoder = StreamDecoder(protocol)
         self.peer = (None, 0)
         self.local = (None, 0)
+        self.local_addresses = ()
         self.peer_addresses = ()
         self._peer_transport = None
         self.connected = False
@@ -108,6 +110,7 @@ class MessageStreamProtocol(Protocol):
         self.connected = True
         self.peer = address_of(self.transport.getPeer())
         self.local = address_of(self.transport.getHost())
+        self.local_addresses = (self.local[0],) if self.local[0] is not None else ()
         if self.peer[0] is not None:
             self.peer_addresses = (self.peer[0],)
             self._peer_transport = TCPTransport(self.peer[1], (self.peer[0],))

@@ -18,7 +18,7 @@ import struct
 
 import attrs
 
-from rserpool.codes import POLICY_FIELDS, POLICY_NAMES, ErrorCause, ParamType
+from rserpool.codes import POLICY_FIELDS, POLICY_NAMES, ErrorCause, ParamType, cause_name
 from rserpool.wire.errors import ProtocolError
 
 _HH = struct.Struct("!HH")
@@ -339,12 +339,10 @@ class Cause:
     @property
     def name(self):
         """
-        The cause's name, e.g. C{"UNKNOWN_POOL_HANDLE"}.
+        The cause's name, e.g. C{"UNKNOWN_POOL_HANDLE"}, or RSPLIB's
+        (C{"RSPLIB_INVALID_VALUE"}); see L{rserpool.codes.cause_name}.
         """
-        try:
-            return ErrorCause(self.code).name
-        except ValueError:
-            return "UNKNOWN_CAUSE_0x%04x" % self.code
+        return cause_name(self.code)
 
 
 @attrs.frozen
