@@ -7,9 +7,8 @@ import os
 import re
 import signal
 import socket
-import sys
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -28,73 +27,9 @@ from rserpool.wire import (
     PoolElement,
     TCPTransport,
 )
+from tests.helpers import spawn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINE = re.compile(r"^[0-9a-f]{8} tcp 127\.0\.0\.1:\d+ RoundRobin$")
-
-
-class Process(protocol.ProcessProtocol):
-    """
-    A child process whose output is collected.
-    """
-
-    def __init__(self):
-        self.out = b""
-        self.err = b""
-        self.ended = defer.Deferred()
-        self._watch = []
-
-    def outReceived(self, data):
-        self.out += data
-        for text, d in list(self._watch):
-            if text in self.out:
-                self._watch.remove((text, d))
-                d.callback(self.out)
-
-    def errReceived(self, data):
-        self.err += data
-
-    def processEnded(self, reason):
-        for text, d in self._watch:
-            d.errback(AssertionError("process ended before printing %r: %r %r"
-                                     % (text, self.out, self.err)))
-        self._watch = []
-        self.ended.callback(reason.value.exitCode)
-
-    def wait_for(self, text, timeout=15):
-        if text in self.out:
-            return defer.succeed(self.out)
-        d = defer.Deferred()
-        self._watch.append((text, d))
-        d.addTimeout(timeout, reactor)
-        return d
-
-    def kill(self, sig=signal.SIGKILL):
-        try:
-            self.transport.signalProcess(sig)
-        except Exception:
-            pass
-
-
-def spawn(test, *args, stdin=None, module="rserpool.cli"):
-    """
-    Start C{python -m rserpool.cli ARGS}; killed at the end of the test.
-    """
-    proc = Process()
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    argv = [sys.executable, "-m", module] + list(args) if module else [sys.executable] + list(args)
-    reactor.spawnProcess(proc, sys.executable, argv, env=env, path=ROOT)
-    if stdin is not None:
-        proc.transport.write(stdin)
-        proc.transport.closeStdin()
-
-    def cleanup():
-        if not proc.ended.called:
-            proc.kill()
-            return proc.ended
-
-    test.addCleanup(cleanup)
-    return proc
 
 
 def free_port():

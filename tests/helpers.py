@@ -1,0 +1,292 @@
+"""
+Helpers for tests that run programs (C{rserpool}, C{twistd enrp}, system
+tools) as child processes: L{Process} collects a child's output and waits
+for it, as Deferreds with timeouts; L{start} and L{spawn} start one with
+the checkout on C{PYTHONPATH} and kill it at the end of the test.
+
+Every wait is bounded: a timeout fails the Deferred with L{ProcessTimeout},
+whose message holds what the process printed so far.
+"""
+import os
+import re
+import shutil
+import signal
+import sys
+
+from twisted.internet import defer, protocol, reactor
+
+__all__ = ["ROOT", "TWISTD", "Process", "ProcessTimeout", "start", "spawn"]
+
+#: The checkout's root: the child processes import rserpool from here.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: C{python -c TWISTD ARGS} runs C{twistd ARGS} with this interpreter.
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+#: How much of a stream a failure message quotes (its end).
+_QUOTE = 3000
+
+
+class ProcessTimeout(AssertionError):
+    """
+    A process did not print what a test waited for, or did not end, in
+    time.
+    """
+
+
+def _tail(data):
+    if len(data) > _QUOTE:
+        data = b"..." + data[-_QUOTE:]
+    return data.decode("utf-8", "replace")
+
+
+class Process(protocol.ProcessProtocol):
+    """
+    A child process whose output is collected.
+
+    @ivar name: a label for failure messages.
+    @ivar out: everything read from its stdout so far (C{bytes}).
+    @ivar err: everything read from its stderr so far (C{bytes}).
+    @ivar ended: a L{Deferred} that fires with the exit code (C{None} when
+        a signal ended it) once the process has ended.
+    @ivar exit_code: the exit code, once ended (C{None} after a signal).
+    @ivar signal: the signal that ended it, or C{None}.
+    """
+
+    def __init__(self, name=None, clock=None):
+        self.name = name or "process"
+        self.clock = clock if clock is not None else reactor
+        self.out = b""
+        self.err = b""
+        self.ended = defer.Deferred()
+        self.exit_code = None
+        self.signal = None
+        self.done = False
+        self._watch = []
+        self._exit_waiters = []
+
+    # -- ProcessProtocol --------------------------------------------------
+
+    def outReceived(self, data):
+        self.out += data
+        self._check()
+
+    def errReceived(self, data):
+        self.err += data
+        self._check()
+
+    def processEnded(self, reason):
+        self.done = True
+        self.exit_code = getattr(reason.value, "exitCode", None)
+        self.signal = getattr(reason.value, "signal", None)
+        watch, self._watch = self._watch, []
+        for _, what, _, d, call in watch:
+            call.cancel()
+            d.errback(AssertionError("%s ended (%s) before printing %s\n%s" % (
+                self.name, self.status(), what, self.describe())))
+        waiters, self._exit_waiters = self._exit_waiters, []
+        for d, call in waiters:
+            call.cancel()
+            d.callback(self.exit_code)
+        self.ended.callback(self.exit_code)
+
+    # -- waiting ----------------------------------------------------------
+
+    def _search(self, stream, matcher, start):
+        buffer = self.out if stream == "out" else self.err
+        return matcher(buffer, start)
+
+    def _check(self):
+        for item in list(self._watch):
+            stream, what, matcher, d, call = item
+            found = self._search(stream, matcher, matcher.start)
+            if found is not None:
+                self._watch.remove(item)
+                call.cancel()
+                d.callback(found)
+
+    def wait_for_match(self, pattern, timeout=15, stream="out", start=0):
+        """
+        Wait until C{pattern} appears in the process's output.
+
+        @param pattern: C{bytes} or C{str} to find as it is, or a compiled
+            regular expression (of C{bytes}, or of C{str} matched against
+            the output decoded as UTF-8).
+        @param timeout: seconds to wait.
+        @param stream: C{"out"} or C{"err"}.
+        @param start: the offset in the stream to search from (the length
+            of the stream before the awaited event, to skip what came
+            before).
+        @return: a L{Deferred} firing with the C{re.Match}, or failing with
+            L{ProcessTimeout}, or with C{AssertionError} if the process
+            ends first.
+        """
+        if stream not in ("out", "err"):
+            raise ValueError("stream is 'out' or 'err', not %r" % (stream,))
+        if isinstance(pattern, (bytes, str)):
+            literal = pattern.encode("utf-8") if isinstance(pattern, str) else pattern
+            regex = re.compile(re.escape(literal))
+            what = repr(literal)
+        else:
+            regex = pattern
+            what = "/%s/" % (pattern.pattern if isinstance(pattern.pattern, str)
+                             else pattern.pattern.decode("utf-8", "replace"))
+
+        def matcher(buffer, offset):
+            if isinstance(regex.pattern, str):
+                return regex.search(buffer.decode("utf-8", "replace"), len(
+                    buffer[:offset].decode("utf-8", "replace")))
+            return regex.search(buffer, offset)
+
+        matcher.start = start
+        what = "%s on std%s" % (what, stream)
+        found = self._search(stream, matcher, start)
+        if found is not None:
+            return defer.succeed(found)
+        if self.done:
+            return defer.fail(AssertionError("%s ended (%s) without printing %s\n%s" % (
+                self.name, self.status(), what, self.describe())))
+        d = defer.Deferred()
+
+        def expired():
+            for item in self._watch:
+                if item[3] is d:
+                    self._watch.remove(item)
+                    break
+            d.errback(ProcessTimeout("%s printed no %s within %g s\n%s" % (
+                self.name, what, timeout, self.describe())))
+
+        call = self.clock.callLater(timeout, expired)
+        self._watch.append((stream, what, matcher, d, call))
+        return d
+
+    def wait_for(self, text, timeout=15, stream="out", start=0):
+        """
+        Wait until C{text} (or a regular expression, see
+        L{wait_for_match}) appears in the process's output.
+
+        @return: a L{Deferred} firing with the whole stream read so far.
+        """
+        d = self.wait_for_match(text, timeout, stream, start)
+        return d.addCallback(lambda _: self.out if stream == "out" else self.err)
+
+    def wait_exit(self, timeout=15):
+        """
+        Wait for the process to end.
+
+        @return: a L{Deferred} firing with the exit code (C{None} when a
+            signal ended it), or failing with L{ProcessTimeout}.
+        """
+        if self.done:
+            return defer.succeed(self.exit_code)
+        d = defer.Deferred()
+
+        def expired():
+            for item in self._exit_waiters:
+                if item[0] is d:
+                    self._exit_waiters.remove(item)
+                    break
+            d.errback(ProcessTimeout("%s did not end within %g s\n%s" % (
+                self.name, timeout, self.describe())))
+
+        self._exit_waiters.append((d, self.clock.callLater(timeout, expired)))
+        return d
+
+    # -- acting -----------------------------------------------------------
+
+    def write(self, data):
+        """
+        Send C{data} to the process's stdin.
+        """
+        self.transport.write(data)
+
+    def close_stdin(self):
+        """
+        Close the process's stdin (end of input).
+        """
+        self.transport.closeStdin()
+
+    def kill(self, sig=signal.SIGKILL):
+        """
+        Send a signal (SIGKILL by default); nothing if it has ended.
+        """
+        if self.done:
+            return
+        try:
+            self.transport.signalProcess(sig)
+        except Exception:
+            pass
+
+    @property
+    def pid(self):
+        """
+        The process id, or C{None} once it has ended.
+        """
+        return getattr(self.transport, "pid", None)
+
+    # -- reporting --------------------------------------------------------
+
+    def status(self):
+        """
+        How it ended, as text: C{"exit 0"}, C{"signal 9"}, or C{"running"}.
+        """
+        if not self.done:
+            return "running"
+        if self.signal is not None:
+            return "signal %d" % self.signal
+        return "exit %s" % self.exit_code
+
+    def describe(self):
+        """
+        Its name, state and (the end of) its output, for failure messages.
+        """
+        return "--- %s (%s) stdout:\n%s\n--- stderr:\n%s\n---" % (
+            self.name, self.status(), _tail(self.out), _tail(self.err))
+
+
+def start(test, argv, name=None, stdin=None, path=ROOT):
+    """
+    Start the program C{argv} (C{argv[0]} looked up on C{PATH}), the
+    checkout first on C{PYTHONPATH}; killed (SIGKILL) at the end of the test
+    if it still runs.
+
+    @param test: the running L{twisted.trial.unittest.TestCase}.
+    @param argv: the command line.
+    @param name: a label for failure messages (by default the command).
+    @param stdin: C{bytes} to write to its stdin, which is then closed;
+        C{None} leaves stdin open (L{Process.write}, L{Process.close_stdin}).
+    @param path: the working directory.
+    @return: the L{Process}.
+    """
+    argv = [str(a) for a in argv]
+    executable = shutil.which(argv[0]) or argv[0]
+    proc = Process(name or " ".join(argv))
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    reactor.spawnProcess(proc, executable, argv, env=env, path=path)
+    if stdin is not None:
+        proc.write(stdin)
+        proc.close_stdin()
+
+    def cleanup():
+        if not proc.done:
+            proc.kill()
+            return proc.wait_exit(10)
+
+    test.addCleanup(cleanup)
+    return proc
+
+
+def spawn(test, *args, stdin=None, module="rserpool.cli", prefix=(), name=None, path=ROOT):
+    """
+    Start C{python -m MODULE ARGS} (C{python ARGS} with C{module=None}) with
+    this interpreter, as L{start} does.
+
+    @param prefix: a command that runs the Python command line, e.g.
+        C{("ip", "netns", "exec", "NAME")}.
+    @return: the L{Process}.
+    """
+    python = [sys.executable, "-m", module] if module else [sys.executable]
+    if name is None:
+        shown = ["python"] + (["-m", module] if module else []) + [str(a) for a in args]
+        name = " ".join(list(prefix) + shown)
+    return start(test, list(prefix) + python + list(args), name=name, stdin=stdin, path=path)
