@@ -1,0 +1,259 @@
+"""
+RSerPool across hosts, out of the box (issue #13): registrars, pool
+elements and a pool user on different hosts of a L{tests.netbed} bed
+(network namespaces on one bridge), driven through the command line as a
+user would, over TCP, with no address options:
+
+    host 1  R1  twistd -n --pidfile= enrp --asap tcp:3863 --enrp tcp:9901
+    host 2  PE  rserpool pe --handle EchoPool --registrar tcp:10.213.0.1:3863
+                    --registrar tcp:10.213.0.5:3863 echo
+    host 3  PE  the same
+    host 4  PU  rserpool resolve, rserpool terminal, rserpool dump
+    host 5  R2  twistd -n --pidfile= enrp --asap tcp:3863 --enrp tcp:9901
+                    --peer tcp:10.213.0.1:9901
+
+(a) resolution at R1 names each PE by its own host's address; (b) the
+terminal fails over to the other PE when the one it talks to is killed;
+(c) R2 peers with R1 over ENRP and resolves the same pool; (d) with R1
+killed, the surviving PE is at home at R2 (it hunts and registers there by
+itself, RFC 5352 section 3.6) and stays registered after R2 has dropped R1.
+
+The PEs also get C{-v}, for their log in failure messages, and the
+registrars short ENRP timers (a silent peer is dropped after about 2.5 s
+instead of 10 s): the test takes about 5 s.
+"""
+import re
+import subprocess
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from tests import netbed
+
+#: Registrar timers short enough for a quick test: Presence every 0.5 s,
+#: a silent peer probed after 1.5 s and declared unreachable 1 s later.
+TIMERS = (
+    "--peer-heartbeat-cycle", "0.5",
+    "--peer-max-time-last-heard", "1.5",
+    "--peer-max-time-no-response", "1",
+    "--takeover-expiry", "1",
+    "--mentor-discovery-timeout", "1",
+)
+
+READY = re.compile(rb"registrar ([0-9a-f]{8}) ready; accepting PE addresses of scope (\S+)")
+REGISTERED = re.compile(rb"registered ([0-9a-f]{8}) in EchoPool")
+#: A PE as ``rserpool resolve`` and ``rserpool terminal`` print it.
+PE_LINE = re.compile(r"([0-9a-f]{8}) tcp (\d+\.\d+\.\d+\.\d+):(\d+) RoundRobin")
+#: A PE line of ``rserpool dump``.
+DUMP_LINE = re.compile(
+    r"^  ([0-9a-f]{8}) tcp (\d+\.\d+\.\d+\.\d+):(\d+) RoundRobin home=([0-9a-f]{8}) ", re.M)
+#: Seconds any one wait may take.
+WAIT = 15
+
+
+class RootNamespaceTests(unittest.TestCase):
+    """
+    The bed leaves the root namespace alone.
+    """
+
+    def setUp(self):
+        ok, reason = netbed.available()
+        if not ok:
+            raise unittest.SkipTest(reason)
+
+    def test_nothing_in_root(self):
+        bed = netbed.NetBed(self, hosts=2)
+        ip = ["ip", "-o"]
+        subnet = "%s.0/24" % netbed.SUBNET
+        addresses = subprocess.run(ip + ["addr", "show", "to", subnet], capture_output=True,
+                                   text=True, check=True).stdout
+        routes = subprocess.run(ip + ["route", "show", "root", subnet], capture_output=True,
+                                text=True, check=True).stdout
+        self.assertEqual((addresses, routes), ("", ""))
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for name in [bed.switch] + bed.namespaces:
+            self.assertIn(name, listed)
+
+
+class MultiHostTests(unittest.TestCase):
+    """
+    Two registrars, two PEs and a PU on five hosts.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        ok, reason = netbed.available()
+        if not ok:
+            raise unittest.SkipTest(reason)
+
+    def registrar(self, host, *more):
+        return self.bed.twistd(host, "enrp", "--asap", "tcp:3863", "--enrp", "tcp:9901",
+                               *(TIMERS + more))
+
+    @defer.inlineCallbacks
+    def resolve(self, registrar_host, step):
+        """
+        C{rserpool resolve EchoPool} on the PU host at a registrar.
+
+        @return: C{{pe_id: (address, port)}}.
+        """
+        proc = self.bed.rserpool(4, "resolve", "EchoPool", "--registrar",
+                                 "tcp:%s:3863" % self.bed.address(registrar_host))
+        code = yield proc.wait_exit(WAIT)
+        self.assertEqual(code, 0, "%s: resolve failed\n%s" % (step, proc.describe()))
+        found = {}
+        for line in proc.out.decode().splitlines():
+            m = PE_LINE.fullmatch(line)
+            self.assertIsNotNone(m, "%s: unexpected resolve line %r\n%s"
+                                 % (step, line, proc.describe()))
+            found[m.group(1)] = (m.group(2), int(m.group(3)))
+        return found
+
+    @defer.inlineCallbacks
+    def talking_to(self, step):
+        """
+        The PE hosts with an established TCP connection from the PU host
+        (C{ss} in each PE's namespace).
+        """
+        hosts = []
+        for host in sorted(self.pes):
+            proc = yield self.bed.run(host, "ss", "-Htn", "state", "established",
+                                      "dst", self.bed.address(4), timeout=WAIT)
+            self.assertEqual(proc.exit_code, 0, "%s: ss failed\n%s" % (step, proc.describe()))
+            if proc.out.strip():
+                hosts.append(host)
+        return hosts
+
+    @defer.inlineCallbacks
+    def test_pool_across_hosts(self):
+        self.bed = netbed.NetBed(self, hosts=5)
+        yield self.start()
+        yield self.step_a()
+        yield self.step_b()
+        yield self.step_c()
+        yield self.step_d()
+
+    @defer.inlineCallbacks
+    def start(self):
+        bed = self.bed
+        self.r1 = self.registrar(1)
+        m = yield self.r1.wait_for_match(READY, WAIT)
+        self.r1_id = m.group(1).decode()
+        # a wildcard listener accepts addresses of the hosts' network
+        self.assertEqual(m.group(2), b"site-local", self.r1.describe())
+        registrars = []
+        for host in (1, 5):
+            registrars += ["--registrar", "tcp:%s:3863" % bed.address(host)]
+        # -v: the PEs' log on stderr, for failure messages
+        self.pes = {host: bed.rserpool(host, "pe", "--handle", "EchoPool", *registrars,
+                                       "-v", "echo")
+                    for host in (2, 3)}
+
+    @defer.inlineCallbacks
+    def step_a(self):
+        step = "(a) PEs registered by their own addresses"
+        self.ids = {}
+        for host, pe in sorted(self.pes.items()):
+            m = yield pe.wait_for_match(REGISTERED, WAIT)
+            self.ids[host] = m.group(1).decode()
+        found = yield self.resolve(1, step)
+        self.assertEqual(
+            {pe_id: address for pe_id, (address, _) in found.items()},
+            {self.ids[host]: self.bed.address(host) for host in self.pes},
+            "%s: resolution at R1 does not name each PE by its host's address" % step)
+        self.ports = {host: found[self.ids[host]][1] for host in self.pes}
+
+    @defer.inlineCallbacks
+    def step_b(self):
+        step = "(b) terminal fails over"
+        bed = self.bed
+        terminal = bed.rserpool(4, "terminal", "EchoPool", "--registrar",
+                                "tcp:%s:3863" % bed.address(1), "--wait", "0.5")
+        terminal.write(b"first line\n")
+        yield terminal.wait_for(b"first line\n", WAIT)
+        # Which PE: the terminal says so ("connected to <PE>" on stderr),
+        # and the connection shows in that PE's namespace.
+        hosts = yield self.talking_to(step)
+        self.assertEqual(len(hosts), 1, "%s: PE hosts connected to the PU: %r\n%s"
+                         % (step, hosts, terminal.describe()))
+        first = hosts[0]
+        m = re.search(r"connected to (.*)", terminal.err.decode("utf-8", "replace"))
+        if m is not None:
+            pe = PE_LINE.search(m.group(1))
+            self.assertIsNotNone(pe, "%s: %r names no PE" % (step, m.group(0)))
+            self.assertEqual(pe.group(1, 2), (self.ids[first], bed.address(first)),
+                             "%s: %r, but ss shows host %d" % (step, m.group(0), first))
+        other = 5 - first  # 2 <-> 3
+        self.survivor = other
+        # The terminal may fail over as soon as the connection breaks,
+        # before the next line is typed.
+        before = (len(terminal.out), len(terminal.err))
+        killed = self.pes.pop(first)
+        killed.kill()
+        yield killed.wait_exit(WAIT)
+        terminal.write(b"second line\n")
+        yield terminal.wait_for(b"second line\n", WAIT, start=before[0])
+        m = yield terminal.wait_for_match(re.compile(r"failed over to (.*)"), WAIT,
+                                          stream="err", start=before[1])
+        pe = PE_LINE.search(m.group(1))
+        self.assertIsNotNone(pe, "%s: %r names no PE" % (step, m.group(0)))
+        self.assertEqual(pe.group(1, 2), (self.ids[other], bed.address(other)),
+                         "%s: failed over to the wrong PE\n%s" % (step, terminal.describe()))
+        hosts = yield self.talking_to(step)
+        self.assertEqual(hosts, [other], "%s: PE hosts connected to the PU after the "
+                         "failover\n%s" % (step, terminal.describe()))
+        terminal.close_stdin()
+        code = yield terminal.wait_exit(WAIT)
+        self.assertEqual((code, terminal.out), (0, b"first line\nsecond line\n"),
+                         "%s\n%s" % (step, terminal.describe()))
+
+    @defer.inlineCallbacks
+    def step_c(self):
+        step = "(c) R2 peers with R1"
+        bed = self.bed
+        self.r2 = self.registrar(5, "--peer", "tcp:%s:9901" % bed.address(1))
+        m = yield self.r2.wait_for_match(READY, WAIT)
+        self.r2_id = m.group(1).decode()
+        m = yield self.r2.wait_for_match(
+            re.compile(rb"ENRP server %s ready \(([^,]*), (\d+) PEs\)" % self.r2_id.encode()),
+            WAIT)
+        self.assertEqual(m.group(1).decode(), "handlespace from mentor %s" % self.r1_id,
+                         "%s\n%s" % (step, self.r2.describe()))
+        at_r1, at_r2 = self.resolve(1, step), self.resolve(5, step)
+        at_r1 = yield at_r1
+        at_r2 = yield at_r2
+        survivor = self.survivor
+        self.assertEqual(at_r1, {self.ids[survivor]: (bed.address(survivor),
+                                                      self.ports[survivor])}, step)
+        self.assertEqual(at_r2, at_r1, "%s: R2 resolves otherwise than R1" % step)
+
+    @defer.inlineCallbacks
+    def step_d(self):
+        step = "(d) R2 takes over from R1"
+        bed = self.bed
+        survivor, pe_id = self.survivor, self.ids[self.survivor]
+        start = len(self.r2.out)
+        self.r1.kill()
+        yield self.r1.wait_exit(WAIT)
+        # The PE loses its registrar and registers at the next one, R2.
+        yield self.r2.wait_for_match(
+            re.compile(rb"registered %s in \S*EchoPool\S* from %s:"
+                       % (pe_id.encode(), re.escape(bed.address(survivor).encode()))),
+            WAIT, start=start)
+        # R2 finds R1 silent and drops it (or takes its PEs over).
+        yield self.r2.wait_for_match(
+            re.compile(rb"ENRP (peer %s removed from the peer list|takeover of %s done)"
+                       % ((self.r1_id.encode(),) * 2)), WAIT, start=start)
+        dump = bed.rserpool(4, "dump", "--registrar", "tcp:%s:9901" % bed.address(5))
+        code = yield dump.wait_exit(WAIT)
+        self.assertEqual(code, 0, "%s\n%s" % (step, dump.describe()))
+        text = dump.out.decode()
+        self.assertIn("registrar %s: 1 pool(s), 1 PE(s)" % self.r2_id, text, step)
+        self.assertEqual(
+            DUMP_LINE.findall(text),
+            [(pe_id, bed.address(survivor), str(self.ports[survivor]), self.r2_id)],
+            "%s: the surviving PE at home at R2\n%s" % (step, dump.describe()))
+        at_r2 = yield self.resolve(5, step)
+        self.assertEqual(at_r2, {pe_id: (bed.address(survivor), self.ports[survivor])}, step)
+        self.assertFalse(self.pes[survivor].done, self.pes[survivor].describe())
