@@ -95,6 +95,14 @@ class EffectiveTransportTests(unittest.TestCase):
         t = m.effective_transport(SCTPTransport(9, ("0.0.0.0",)), (LOCAL, ip("10.213.0.2")))
         self.assertEqual(t.addresses, (LOCAL, ip("10.213.0.2")))
 
+    def test_one_address_transports(self):
+        # A TCP port registered over an SCTP registrar association: TCP
+        # transports carry exactly one address (RFC 5354 section 3.3), the
+        # association's primary local one.
+        local = (ip("10.213.0.2"), ip("192.168.7.2"))
+        t = m.effective_transport(TCPTransport(7, ("0.0.0.0",)), local)
+        self.assertEqual(t.addresses, (ip("10.213.0.2"),))
+
     def test_chosen_addresses_kept(self):
         # An address the user bound to is registered as it is, even
         # loopback to a remote registrar (which then says no, and the PE

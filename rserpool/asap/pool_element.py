@@ -305,6 +305,10 @@ def effective_transport(transport, local_addresses, loopback_peer=None):
         # what does, and let the registrar (and the log) say whether the
         # pool users can use it.
         out = usable[:1] or list(local_addresses[:1])
+    if transport.protocol != "sctp":
+        # TCP, UDP and DCCP transports carry exactly one address (RFC 5354
+        # section 3): the primary one, e.g. of an SCTP registrar association.
+        out = out[:1]
     return attrs.evolve(transport, addresses=tuple(out))
 
 
