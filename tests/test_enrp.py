@@ -11,6 +11,7 @@ from twisted.trial import unittest
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
 from rserpool.codes import ENRPType, ErrorCause
 from rserpool.enrp import ENRPConfig, ENRPServer, PeerTimer
+from rserpool.enrp.server import reachable_information
 from rserpool.enrp.memory import MemoryNetwork
 from rserpool.handlespace import PolicySettings, TimerCode
 from rserpool.wire import (
@@ -145,6 +146,37 @@ class ServerTests(unittest.TestCase):
         self.server.message_received(self.conn, ListRequest(0x60, 0x50), 0.1)
         (response,) = self.conn.of(ListResponse)
         self.assertEqual([s.server_id for s in response.servers], [0x50])
+
+    def test_wildcard_peer_listed_by_its_address(self):
+        """
+        A peer whose ENRP endpoint listens on the wildcard address (its
+        Presence names 0.0.0.0) is listed with the address its connection
+        comes from: the receiver of the List Response would otherwise dial
+        its own ENRP endpoint.
+        """
+        there = FakeConnection()
+        there.peer_addresses = (ipaddress.ip_address("192.0.2.7"),)
+        self.server.connection_made(there, 0.0)
+        wildcard = ServerInformation(0x61, TCPTransport(9901, (ipaddress.ip_address("0.0.0.0"),)))
+        self.server.message_received(there, Presence(0x61, 0x50, 0xFFFF, wildcard, False), 0.0)
+        self.presence(0x60)
+        self.server.message_received(self.conn, ListRequest(0x60, 0x50), 0.1)
+        (response,) = self.conn.of(ListResponse)
+        listed = {s.server_id: s.transport for s in response.servers}
+        self.assertEqual(listed[0x61], TCPTransport(9901, (ipaddress.ip_address("192.0.2.7"),)))
+        self.assertEqual(sorted(listed), [0x50, 0x61])
+
+    def test_reachable_information(self):
+        """
+        Only unspecified addresses are replaced, without repeats; with no
+        connection addresses the information stays as it is.
+        """
+        a = ipaddress.ip_address
+        both = ServerInformation(1, TCPTransport(9901, (a("::"), a("192.0.2.1"))))
+        self.assertEqual(reachable_information(both, (a("192.0.2.1"), a("2001:db8::1"))).transport,
+                         TCPTransport(9901, (a("192.0.2.1"), a("2001:db8::1"))))
+        self.assertIs(reachable_information(both, ()), both)
+        self.assertEqual(reachable_information(info(2), (a("192.0.2.1"),)), info(2))
 
     def test_first_peer_is_mentor(self):
         """

@@ -257,3 +257,46 @@ class MultiHostTests(unittest.TestCase):
         at_r2 = yield self.resolve(5, step)
         self.assertEqual(at_r2, {pe_id: (bed.address(survivor), self.ports[survivor])}, step)
         self.assertFalse(self.pes[survivor].done, self.pes[survivor].describe())
+
+
+class MeshTests(unittest.TestCase):
+    """
+    Registrars listening for ENRP on the wildcard address find the peers
+    of their peers: R2 peers with R1, R3 with R2 only, and R3 learns R1
+    from R2's List Response by R1's address (not the 0.0.0.0 R1's Presence
+    names, which would lead R3 to its own ENRP endpoint).
+    """
+
+    timeout = 45
+
+    def setUp(self):
+        ok, reason = netbed.available()
+        if not ok:
+            raise unittest.SkipTest(reason)
+
+    @defer.inlineCallbacks
+    def test_peers_of_peers(self):
+        bed = netbed.NetBed(self, hosts=3)
+        ids, registrars = {}, {}
+        for host, peer in ((1, None), (2, 1), (3, 2)):
+            more = ("--peer", "tcp:%s:9901" % bed.address(peer)) if peer else ()
+            r = registrars[host] = bed.twistd(host, "enrp", "--asap", "tcp:3863", "--enrp",
+                                              "tcp:9901", *(TIMERS + more))
+            m = yield r.wait_for_match(READY, WAIT)
+            ids[host] = m.group(1)
+            if peer:
+                yield r.wait_for_match(re.compile(
+                    rb"ENRP server %s ready \(handlespace from mentor %s" % (ids[host], ids[peer])),
+                    WAIT)
+        # R3 reached R1: R1 hears of R3 (its only way to learn of it).
+        yield registrars[1].wait_for_match(re.compile(rb"ENRP peer %s added" % ids[3]), WAIT)
+        for host, other in ((3, 1), (1, 3)):
+            dump = bed.rserpool(2, "dump", "--registrar", "tcp:%s:9901" % bed.address(host))
+            code = yield dump.wait_exit(WAIT)
+            self.assertEqual(code, 0, dump.describe())
+            self.assertRegex(dump.out, re.compile(
+                rb"^peer %s .*\b%s\b" % (ids[other], re.escape(bed.address(other).encode())),
+                re.M), "R%d does not list R%d by its address\n%s" % (host, other, dump.describe()))
+        for host in (1, 3):
+            self.assertNotIn(b"removed from the peer list", registrars[host].out,
+                             registrars[host].describe())

@@ -84,7 +84,8 @@ from rserpool.wire import (
 )
 from rserpool.wire.params import encode_pool_handle
 
-__all__ = ["ENRPConfig", "ENRPServer", "Peer", "PeerTimer", "wire_pool_element"]
+__all__ = ["ENRPConfig", "ENRPServer", "Peer", "PeerTimer", "reachable_information",
+           "wire_pool_element"]
 
 _U32 = struct.Struct("!I")
 #: Where a server says it listens when the adapter does not tell
@@ -216,6 +217,34 @@ def wire_pool_element(pe):
         wire_policy(pe.policy),
         pe.asap_transport,
     )
+
+
+def reachable_information(information, addresses):
+    """
+    A peer's L{ServerInformation} with the unspecified addresses (0.0.0.0,
+    ::) of its transport replaced by C{addresses}, the addresses of the
+    connection its Presence came over.  A registrar whose ENRP endpoint
+    listens on the wildcard address names that address; passed on as it is
+    in a List Response, it would send the receiver to its own ENRP endpoint
+    (the multicast side does the same with the datagram's source,
+    L{rserpool.registrar.presence_from}).
+
+    @param information: a L{ServerInformation}.
+    @param addresses: L{ipaddress} addresses (a connection's
+        C{peer_addresses}).
+    @return: C{information}, or a copy with the addresses replaced (kept
+        as it is when C{addresses} is empty).
+    """
+    transport = information.transport
+    if not addresses or not any(a.is_unspecified for a in transport.addresses):
+        return information
+    out = []
+    for a in transport.addresses:
+        for b in (addresses if a.is_unspecified else (a,)):
+            if b not in out:
+                out.append(b)
+    transport = attrs.evolve(transport, addresses=tuple(out))
+    return ServerInformation(information.server_id, transport)
 
 
 def _with_receiver(data, receiver_id):
@@ -584,8 +613,11 @@ class ENRPServer:
     def _presence(self, conn, message, now):
         peer, new = self._bind(conn, message.sender_id, now)
         self._heard(peer, now)
-        peer.information = message.server_information
-        self._bind_dialled(peer, message.server_information.transport, now)
+        # A wildcard ENRP address means the one the peer reached us from:
+        # that is what our List Responses tell others.
+        peer.information = reachable_information(
+            message.server_information, tuple(getattr(conn, "peer_addresses", ()) or ()))
+        self._bind_dialled(peer, peer.information.transport, now)
         if message.reply_required:
             conn.send(self._presence_message(message.sender_id, False))
         elif new:
