@@ -146,6 +146,24 @@ DEFAULT_ENRP = "tcp:127.0.0.1:9901"
 DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
 
 
+def transport_text(transport, wildcard=None):
+    """
+    A transport parameter for people: C{"tcp 192.0.2.1:9901"}, C{"sctp
+    192.0.2.1,198.51.100.1:9901"}, C{"tcp [2001:db8::1]:9901"}.
+
+    @param wildcard: an address to show in place of unspecified ones, or
+        C{None}.
+    """
+    texts = []
+    for a in transport.addresses:
+        if a.is_unspecified and wildcard is not None:
+            a = wildcard
+        text = "[%s]" % a if a.version == 6 else str(a)
+        if text not in texts:
+            texts.append(text)
+    return "%s %s:%d" % (transport.protocol, ",".join(texts), transport.port)
+
+
 def _run(fn):
     """
     Run C{fn(reactor)} (which returns a Deferred exit status) in the global
@@ -485,7 +503,7 @@ def _dump(args, out, err):
                     connection.close()
                     return
                 if dump.done:
-                    _print(dump)
+                    _print(dump, connection.peer[0])
                     finish(0)
                     connection.close()
 
@@ -496,11 +514,15 @@ def _dump(args, out, err):
                 finish(1, "%s closed the connection before the handle table was complete"
                        % endpoint_text)
 
-        def _print(dump):
+        def _print(dump, asked):
             out.write("registrar %08x: %d pool(s), %d PE(s)\n" % (
                 dump.registrar_id, len(dump.pools), sum(len(v) for v in dump.pools.values())))
             for server in dump.servers:
-                out.write("peer %08x %s\n" % (server.server_id, server.transport))
+                # A registrar listening on the wildcard names 0.0.0.0 for
+                # itself: it is the address we asked.
+                stand_in = asked if server.server_id == dump.registrar_id else None
+                out.write("peer %08x %s\n" % (server.server_id,
+                                               transport_text(server.transport, stand_in)))
             for handle in sorted(dump.pools):
                 pes = dump.pools[handle]
                 out.write("pool %s: %d PE(s)\n" % (handle.decode("utf-8", "replace"), len(pes)))

@@ -3,6 +3,7 @@ Tests for ``rserpool resolve``, ``pe``, ``terminal`` and ``dump``, run as
 separate processes against registrars on loopback.
 """
 import io
+import ipaddress
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from rserpool.cli import build_parser, main
+from rserpool.cli import build_parser, main, transport_text
 from rserpool.codes import PolicyType
 from rserpool.registrar import RegistrarService, make_config
 from rserpool.transport.base import IMessageReceiver
@@ -25,6 +26,7 @@ from rserpool.wire import (
     ListResponse,
     Policy,
     PoolElement,
+    SCTPTransport,
     TCPTransport,
 )
 from tests.helpers import spawn
@@ -145,6 +147,9 @@ class CommandTests(RegistrarMixin, unittest.TestCase):
         self.assertEqual(code, 0, dump.err)
         self.assertEqual(dump.err, b"")
         self.assertIn(b"pool EchoPool: 1 PE(s)", dump.out)
+        self.assertIn(("peer %08x %s\n" % (self.registrar.registrar.server_id,
+                                            self.enrp.replace(":127", " 127", 1))).encode(),
+                      dump.out)
         self.assertIn(pe_id.encode(), dump.out)
         # the mapping registered, not a fixed "tcp" (an sctp: endpoint says
         # "sctp": tests.test_interop_pingpong)
@@ -187,6 +192,17 @@ class FakeENRP:
                 connection.send(HandleTableResponse(
                     0x77, message.sender_id, [HandleTableEntry(b"A", [pe(3)]),
                                               HandleTableEntry(b"B", [pe(4)])], False))
+
+
+class TransportTextTests(unittest.TestCase):
+    def test_forms(self):
+        self.assertEqual(transport_text(TCPTransport(9901, ("192.0.2.1",))), "tcp 192.0.2.1:9901")
+        self.assertEqual(transport_text(SCTPTransport(9901, ("192.0.2.1", "2001:db8::1"))),
+                         "sctp 192.0.2.1,[2001:db8::1]:9901")
+        wild = TCPTransport(9901, ("0.0.0.0",))
+        self.assertEqual(transport_text(wild), "tcp 0.0.0.0:9901")
+        self.assertEqual(transport_text(wild, ipaddress.ip_address("10.213.0.1")),
+                         "tcp 10.213.0.1:9901")
 
 
 class DumpTests(unittest.TestCase):

@@ -250,6 +250,9 @@ class MultiHostTests(unittest.TestCase):
         self.assertEqual(code, 0, "%s\n%s" % (step, dump.describe()))
         text = dump.out.decode()
         self.assertIn("registrar %s: 1 pool(s), 1 PE(s)" % self.r2_id, text, step)
+        # R2 listens on the wildcard; the dump names it by the address asked.
+        self.assertIn("peer %s tcp %s:9901\n" % (self.r2_id, bed.address(5)), text, step)
+        self.assertNotIn("0.0.0.0", text, step)
         self.assertEqual(
             DUMP_LINE.findall(text),
             [(pe_id, bed.address(survivor), str(self.ports[survivor]), self.r2_id)],
