@@ -6,6 +6,7 @@ failover callback, business cards.
  - L{rserpool.session.core}: the sans-IO session state.
  - L{rserpool.session.protocol}: the Twisted side: L{PoolSession} (pool
    user), L{PESessionFactory} (pool element).
+ - L{rserpool.session.sealing}: sealed state cookies (L{CookieSealer}).
 
 See ``doc/session.rst``.
 """
@@ -17,10 +18,14 @@ from rserpool.session.protocol import (
     SessionTransport,
     pool_element_infos,
 )
+from rserpool.session.sealing import CookieRejected, CookieSealer, Keyring, load_keyring
 
 __all__ = [
     "CLOSE_PPID",
+    "CookieRejected",
+    "CookieSealer",
     "DATA_PPID",
+    "Keyring",
     "PESessionCore",
     "PUSessionCore",
     "PESessionFactory",
@@ -28,6 +33,7 @@ __all__ = [
     "SessionFailed",
     "SessionTransport",
     "business_card",
+    "load_keyring",
     "pool_element_infos",
     "reach_business_card",
 ]

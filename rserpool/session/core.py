@@ -23,6 +23,7 @@ import collections
 import attrs
 
 from rserpool.codes import ASAP_PPID, ENRP_PPID
+from rserpool.session.sealing import CookieRejected
 from rserpool.wire import (
     BusinessCard,
     Cookie,
@@ -41,6 +42,7 @@ __all__ = [
     "SendClose",
     "Deliver",
     "CookieIndication",
+    "CookieRefused",
     "BusinessCardReceived",
     "CallFailover",
     "PeerClosed",
@@ -112,6 +114,18 @@ class CookieIndication:
     """
 
     cookie: bytes
+
+
+@attrs.frozen
+class CookieRefused:
+    """
+    A failed-over PU's Cookie Echo did not open with the PE's
+    L{rserpool.session.sealing.CookieSealer}: C{rejection} is the
+    L{rserpool.session.sealing.CookieRejected} (its reason is for the log,
+    never for the peer).
+    """
+
+    rejection: Exception
 
 
 @attrs.frozen
@@ -308,38 +322,63 @@ class PESessionCore:
     """
     The pool element's end of a session.
 
-    @ivar cookie_received: the Cookie Echo's cookie, if the PU failed over
-        to us.
+    With a C{sealer} (L{rserpool.session.sealing.CookieSealer}) the cookies
+    the application sets are sealed, and a Cookie Echo is opened before the
+    application sees it: L{CookieIndication} carries the state, and a
+    cookie that does not open is L{CookieRefused}.
+
+    @ivar cookie_received: the Cookie Echo's cookie (its state, with a
+        sealer), if the PU failed over to us.
     @ivar business_card: the PU's L{BusinessCard}, if it sent one.
+    @ivar refused: the session ends after a refused cookie; nothing more
+        from the PU is delivered.
     """
 
-    def __init__(self):
+    def __init__(self, sealer=None):
         self.cookie_received = None
         self.business_card = None
         self.closing = False
+        self.refused = False
+        self.sealer = sealer
 
-    def set_cookie(self, cookie):
+    def set_cookie(self, cookie, now=None):
         """
         SET_COOKIE (services draft section 4.5.1): the frame that gives the
         PU a new state cookie.
-        """
-        return SendFrame(encode(Cookie(bytes(cookie))), ASAP_PPID)
 
-    def received(self, payload, ppid, stream=0):
+        @param now: the time (POSIX seconds), needed with a sealer.
+        @raise rserpool.session.sealing.CookieTooLarge: the state does not
+            fit in a sealed cookie.
+        """
+        cookie = bytes(cookie)
+        if self.sealer is not None:
+            cookie = self.sealer.seal(cookie, _now(now))
+        return SendFrame(encode(Cookie(cookie)), ASAP_PPID)
+
+    def received(self, payload, ppid, stream=0, now=None):
         """
         A frame from the PU.
 
+        @param now: the time (POSIX seconds), needed with a sealer.
         @return: a list of L{Deliver}, L{CookieIndication},
-            L{BusinessCardReceived} or L{ControlError}.
+            L{CookieRefused}, L{BusinessCardReceived} or L{ControlError}.
         """
+        if self.refused:
+            return []
         if ppid != ASAP_PPID:
             return [Deliver(payload, ppid, stream)]
         message, problem = _control(payload)
         if problem is not None:
             return [problem]
         if isinstance(message, CookieEcho):
-            self.cookie_received = message.cookie
-            return [CookieIndication(message.cookie)]
+            cookie = message.cookie
+            if self.sealer is not None:
+                try:
+                    cookie = self.sealer.open(cookie, _now(now))
+                except CookieRejected as e:
+                    return [CookieRefused(e)]
+            self.cookie_received = cookie
+            return [CookieIndication(cookie)]
         if isinstance(message, BusinessCard):
             self.business_card = message
             return [BusinessCardReceived(message)]
@@ -367,3 +406,19 @@ class PESessionCore:
         """
         self.closing = True
         return [SendClose()]
+
+    def refuse(self):
+        """
+        End the session after a L{CookieRefused} the application did not
+        take up: nothing more from this PU is delivered.
+
+        @return: what to send first.
+        """
+        self.refused = True
+        return self.close()
+
+
+def _now(now):
+    if now is None:
+        raise TypeError("a session with a cookie sealer needs the time (now)")
+    return now

@@ -21,7 +21,10 @@ Pool element side: L{PESessionFactory} wraps the application's factory.
 The application's protocol may define C{cookieReceived(cookie)}
 (COOKIE_INDICATION, called before any data of a failed-over PU) and
 C{businessCardReceived(card)}; its transport has C{set_cookie(bytes)}
-(SET_COOKIE).
+(SET_COOKIE).  With a C{sealer} (L{rserpool.session.sealing.CookieSealer})
+the session seals what C{set_cookie} is given and opens each Cookie Echo
+first: the application gets the state back, or C{cookieRefused(rejection)}
+(without that method, the session is closed).
 """
 from twisted.internet import defer, error
 from twisted.internet.endpoints import connectProtocol
@@ -37,6 +40,7 @@ from rserpool.session.core import (
     CallFailover,
     ControlError,
     CookieIndication,
+    CookieRefused,
     Deliver,
     DATA_PPID,
     PESessionCore,
@@ -165,7 +169,8 @@ class SessionTransport:
     def set_cookie(self, cookie):
         """
         SET_COOKIE (PE side): give the PU a state cookie to hand to the
-        next PE if it fails over.
+        next PE if it fails over (sealed first if the session factory has a
+        sealer).
         """
         self._session.set_cookie(cookie)
 
@@ -465,12 +470,14 @@ class _PESession:
     log = Logger()
 
     def __init__(self, factory, addr):
-        self.core = PESessionCore()
+        self.core = PESessionCore(getattr(factory, "sealer", None))
+        self.reactor = factory.reactor
         self.app = factory.app_factory.buildProtocol(addr)
         self.data_ppid = factory.data_ppid
         self.link = Link(self, factory.reactor, close_marker=True, **factory.options)
         self.transport = SessionTransport(self)
         self.failovers = 0
+        self.refusals = 0
         self.producer = None
 
     @property
@@ -485,9 +492,11 @@ class _PESession:
         self.app.makeConnection(self.transport)
 
     def link_message(self, link, payload, ppid, stream=0):
-        for event in self.core.received(payload, ppid, stream):
+        for event in self.core.received(payload, ppid, stream, self.reactor.seconds()):
             if isinstance(event, Deliver):
                 deliver(self.app, event)
+            elif isinstance(event, CookieRefused):
+                self._cookie_refused(link, event.rejection)
             elif isinstance(event, CookieIndication):
                 # Services draft 4.5.1: before any data of this PU.
                 self.failovers += 1
@@ -501,6 +510,27 @@ class _PESession:
             elif isinstance(event, ControlError):
                 self.log.warn("session from {peer}: {reason}",
                               peer=link.transport.getPeer(), reason=event.reason)
+
+    def _cookie_refused(self, link, rejection):
+        # The reason goes to our log only: the PU is not told why (a forger
+        # learns nothing), and one line per session at most.
+        self.refusals += 1
+        emit = self.log.warn if self.refusals == 1 else self.log.debug
+        emit("session from {peer}: Cookie Echo refused ({reason}): {detail}",
+             peer=link.transport.getPeer(), reason=rejection.reason, detail=rejection.detail)
+        hook = getattr(self.app, "cookieRefused", None)
+        if hook is not None:
+            hook(rejection)
+            return
+        # Without the state its cookie stood for, the application cannot
+        # serve this PU: end the session, and deliver nothing more from it.
+        if self.core.closing:
+            self.core.refused = True
+            return
+        for action in self.core.refuse():
+            if isinstance(action, SendClose):
+                self.link.send_close()
+        self.link.close()
 
     def link_closing(self, link):
         self.core.peer_closed()
@@ -518,7 +548,7 @@ class _PESession:
 
     def set_cookie(self, cookie):
         if not self.core.closing:
-            self.link.send_frame(self.core.set_cookie(cookie))
+            self.link.send_frame(self.core.set_cookie(cookie, self.reactor.seconds()))
 
     def close(self, abort=False):
         if self.core.closing:
@@ -539,7 +569,7 @@ class PESessionFactory(Factory):
     noisy = False
 
     def __init__(self, app_factory, reactor=None, heartbeat_interval=30.0, max_missed=3,
-                 data_ppid=DATA_PPID):
+                 data_ppid=DATA_PPID, sealer=None):
         """
         @param app_factory: the application's server factory.
         @param heartbeat_interval: seconds between heartbeats (C{None}:
@@ -548,10 +578,14 @@ class PESessionFactory(Factory):
         @param max_missed: silent intervals before the PU is given up.
         @param data_ppid: the PPID of the data the application writes with
             C{write}.
+        @param sealer: a L{rserpool.session.sealing.CookieSealer}: cookies
+            set by the application are sealed, Cookie Echoes opened before
+            the application sees them (C{None}: cookies pass as they are).
         """
         if reactor is None:
             from twisted.internet import reactor
         self.app_factory = app_factory
+        self.sealer = sealer
         self.reactor = reactor
         self.options = {"heartbeat_interval": heartbeat_interval, "max_missed": max_missed}
         self.data_ppid = check_data_ppid(data_ppid)
