@@ -242,9 +242,19 @@ def _pe(args, out, err):
         return 2
     options = {}
     if args.service == "transfer":
-        options.update(root=args.root, chunk_size=args.chunk_size, chunk_delay=args.chunk_delay)
+        options.update(root=args.root, chunk_size=args.chunk_size, chunk_delay=args.chunk_delay,
+                       pool_handle=args.handle)
         if args.key:
             options["key"] = args.key.encode("utf-8")
+        if args.cookie_keys:
+            from rserpool.session.sealing import KeyFileError, load_keyring
+
+            try:
+                load_keyring(args.cookie_keys)
+            except KeyFileError as e:
+                err.write("rserpool pe: %s\n" % e)
+                return 2
+            options["cookie_keys"] = args.cookie_keys
     endpoint = args.endpoint or (
         "tcp:%d:interface=%s" % (args.port, args.bind) if args.bind else "tcp:%d" % args.port)
     if args.verbose:
@@ -594,7 +604,11 @@ def add_pool_parsers(sub):
                    help="session heartbeat interval (Enhanced Mode)")
     p.add_argument("--max-missed", type=int, default=3)
     p.add_argument("--root", help="transfer: the directory served")
-    p.add_argument("--key", help="transfer: the pool's cookie key")
+    p.add_argument("--key", help="transfer: a passphrase the pool's cookie key is derived from "
+                                 "(for demonstrations; see --cookie-keys)")
+    p.add_argument("--cookie-keys", metavar="FILE",
+                   help="transfer: the pool's cookie key file (KEYID HEXKEY lines, the key that "
+                        "seals first; read again when it changes)")
     p.add_argument("--chunk-size", type=int, default=4096, help="transfer: bytes per chunk")
     p.add_argument("--chunk-delay", type=float, default=0.0,
                    help="transfer: seconds between bursts of chunks")

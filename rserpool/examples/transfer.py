@@ -11,24 +11,50 @@ Messages (one per session message)::
     PE -> PU  ERR <text>               refusal; the PE then ends the session
 
 The PE answers a GET with SET_COOKIE first: the cookie names the file and
-is signed with a key the pool shares (HMAC-SHA256), so a new PE can trust
-it.  When the PU fails over, the session layer sends the cookie (Cookie
-Echo) to the new PE before anything else (COOKIE_INDICATION there), then
-the PU's failover callback sends C{RESUME} with the first byte it has not
-received: the transfer completes byte-exact however many PEs fail.
+is sealed (L{rserpool.session.sealing.CookieSealer}: encrypted and
+authenticated with a key the pool shares, bound to the pool handle, with an
+expiry), so a new PE can trust it.  When the PU fails over, the session
+layer sends the cookie (Cookie Echo) to the new PE before anything else
+(COOKIE_INDICATION there), then the PU's failover callback sends C{RESUME}
+with the first byte it has not received: the transfer completes byte-exact
+however many PEs fail.  A cookie that does not open (forged, altered,
+expired, of another pool) is answered with C{ERR bad cookie} and the end of
+the session; why goes to the PE's log only.  A PE sets a fresh cookie when
+it resumes a transfer and again whenever half the cookie's lifetime has
+passed, so that a long transfer never leaves its PU with an expired one.
+
+The pool's keys: a key file (C{cookie_keys}, C{rserpool pe --cookie-keys
+FILE}; see L{rserpool.session.sealing.Keyring.parse}), read again when it
+changes, so that keys can be rotated while transfers run.  Without one, the
+key is derived from a passphrase (C{key}, C{--key}), by default the public
+L{DEFAULT_KEY}: anyone can then make cookies, which is good for
+demonstrations only.
+
+Replaying a cookie (to any PE of the pool, until it expires) gets nothing
+the PU could not ask for with C{GET}: the cookie holds the file's name,
+which the PU chose.
 
 Files are read from a directory (C{root}); the name C{pattern-<size>}
 stands for <size> deterministic bytes (L{pattern}), so that PEs in
 different processes serve the same content without files.
 """
 import hashlib
-import hmac
 import os
 import struct
+import time
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+
+from rserpool.session.sealing import (
+    DEFAULT_LIFETIME,
+    CookieRejected,
+    CookieSealer,
+    MALFORMED,
+    KeyFileError,
+    Keyring,
+)
 
 __all__ = [
     "TransferServer",
@@ -37,13 +63,22 @@ __all__ = [
     "TransferClientFactory",
     "server_factory",
     "pattern",
+    "passphrase_keyring",
+    "DEFAULT_HANDLE",
     "DEFAULT_KEY",
 ]
 
 _CHUNK = struct.Struct("!QQ")
 
-#: The cookie key PEs of a pool share unless told otherwise.  Set your own.
+#: The cookie passphrase PEs of a pool share unless told otherwise: public,
+#: so anyone can make cookies.  Give the PEs a key file instead.
 DEFAULT_KEY = b"rserpool-example-transfer"
+#: The pool handle cookies are bound to unless told otherwise.
+DEFAULT_HANDLE = b"TransferPool"
+#: Seconds between looks at the key file for changes.
+KEY_CHECK_INTERVAL = 1.0
+
+_STATE = b"T1"
 
 
 def pattern(size, offset=0, length=None):
@@ -57,26 +92,39 @@ def pattern(size, offset=0, length=None):
     return bytes(((i * 31) + (i >> 8)) & 0xFF for i in range(offset, end))
 
 
-def _sign(key, body):
-    return hmac.new(key, body, hashlib.sha256).digest()
+def passphrase_keyring(passphrase):
+    """
+    A keyring of one key derived from C{passphrase} (key id C{pass}): as
+    strong as the passphrase, no more.
+    """
+    if isinstance(passphrase, str):
+        passphrase = passphrase.encode("utf-8")
+    key = hashlib.sha256(b"rserpool transfer cookie key\x00" + passphrase).digest()
+    return Keyring([(b"pass", key)])
 
 
-def make_cookie(key, name):
+def make_cookie(key, name, now=None, pool_handle=DEFAULT_HANDLE):
     """
-    The state cookie for a transfer of C{name}.
+    The state cookie for a transfer of C{name}, sealed under passphrase
+    C{key} (L{passphrase_keyring}).
+
+    @param now: the time (default: the system's).
     """
-    body = b"T1" + name
-    return _sign(key, body) + body
+    sealer = CookieSealer(passphrase_keyring(key), pool_handle)
+    return sealer.seal(_STATE + name, time.time() if now is None else now)
 
 
-def open_cookie(key, cookie):
+def open_cookie(key, cookie, now=None, pool_handle=DEFAULT_HANDLE):
     """
-    The file name in a cookie, or C{None} if it is not genuine.
+    The file name in a cookie of L{make_cookie}, or C{None} if it does not
+    open.
     """
-    mac, body = cookie[:32], cookie[32:]
-    if len(cookie) < 34 or not hmac.compare_digest(mac, _sign(key, body)) or body[:2] != b"T1":
+    sealer = CookieSealer(passphrase_keyring(key), pool_handle)
+    try:
+        state = sealer.open(cookie, time.time() if now is None else now)
+    except CookieRejected:
         return None
-    return body[2:]
+    return state[len(_STATE):] if state.startswith(_STATE) else None
 
 
 class _Source:
@@ -107,38 +155,55 @@ class TransferServer(Protocol):
     The PE side: sends chunks of a file; resumes from a cookie.
 
     @ivar resumed_from_cookie: the file name learned from a Cookie Echo.
+    @ivar cookie_refused: the L{CookieRejected} of a Cookie Echo that did
+        not open, if any.
     """
 
     log = Logger()
     source = None
     offset = 0
     resumed_from_cookie = None
+    cookie_refused = None
     _call = None
+    _sealed_at = None
 
     def cookieReceived(self, cookie):
         # COOKIE_INDICATION: a PU failed over to us; the cookie comes
         # before its first message.
-        name = open_cookie(self.factory.key, cookie)
-        if name is None:
-            self.log.warn("transfer: forged or foreign cookie; refusing")
+        try:
+            state = self.factory.open_cookie(cookie)
+            if not state.startswith(_STATE):
+                raise CookieRejected(MALFORMED, "not a transfer cookie")
+        except CookieRejected as e:
+            # The reason is for our log; the PU hears only that it was bad.
+            self.cookie_refused = e
+            self.log.warn("transfer: {rejection}; session refused", rejection=str(e))
             self.transport.write(b"ERR bad cookie")
             self.transport.loseConnection()
             return
+        name = state[len(_STATE):]
         self.resumed_from_cookie = name
         try:
             self.source = _Source(self.factory.root, name)
         except LookupError as e:
             self.transport.write(b"ERR " + str(e).encode())
             self.transport.loseConnection()
+            return
+        # A cookie of our own, with a fresh expiry.
+        self._set_cookie()
+
+    def _set_cookie(self):
+        set_cookie = getattr(self.transport, "set_cookie", None)
+        if set_cookie is not None:
+            set_cookie(self.factory.seal_cookie(_STATE + self.source.name))
+            self._sealed_at = self.factory.clock.seconds()
 
     def dataReceived(self, data):
         words = data.split(b" ")
         try:
             if words[0] == b"GET" and len(words) == 3:
                 self.source = _Source(self.factory.root, words[1])
-                set_cookie = getattr(self.transport, "set_cookie", None)
-                if set_cookie is not None:
-                    set_cookie(make_cookie(self.factory.key, words[1]))
+                self._set_cookie()
                 self._start(int(words[2]))
             elif words[0] == b"RESUME" and len(words) == 2 and self.source is not None:
                 self._start(int(words[1]))
@@ -159,6 +224,10 @@ class TransferServer(Protocol):
         self._call = None
         factory = self.factory
         source = self.source
+        if (self._sealed_at is not None
+                and factory.clock.seconds() - self._sealed_at >= factory.sealer.lifetime / 2):
+            # Long transfers: the PU always holds a cookie far from expiry.
+            self._set_cookie()
         for _ in range(factory.burst):
             if self.offset >= source.size:
                 return
@@ -177,16 +246,29 @@ class TransferServer(Protocol):
 class TransferServerFactory(Factory):
     """
     @ivar root: the directory served, or C{None} (only C{pattern-N}).
-    @ivar key: the pool's cookie key.
+    @ivar key: the pool's cookie passphrase (used without C{cookie_keys} or
+        C{sealer}).
+    @ivar sealer: the L{CookieSealer} of the pool's cookies.
     @ivar chunk_size: bytes per chunk.
     @ivar chunk_delay: seconds between bursts of chunks.
     @ivar burst: chunks per burst.
     """
 
     protocol = TransferServer
+    log = Logger()
 
     def __init__(self, root=None, key=DEFAULT_KEY, chunk_size=4096, chunk_delay=0.0,
-                 burst=4, clock=None):
+                 burst=4, clock=None, pool_handle=DEFAULT_HANDLE, cookie_keys=None,
+                 sealer=None, cookie_lifetime=DEFAULT_LIFETIME):
+        """
+        @param pool_handle: the pool's handle, which cookies are bound to.
+        @param cookie_keys: the path of the pool's cookie key file.
+        @param sealer: a L{CookieSealer} (instead of C{key} or
+            C{cookie_keys}).
+        @param cookie_lifetime: seconds a cookie is valid.
+        @raise rserpool.session.sealing.KeyFileError: C{cookie_keys} cannot
+            be used.
+        """
         if clock is None:
             from twisted.internet import reactor as clock
         self.root = root
@@ -195,14 +277,60 @@ class TransferServerFactory(Factory):
         self.chunk_delay = chunk_delay
         self.burst = burst
         self.clock = clock
+        if sealer is None:
+            if cookie_keys is not None:
+                sealer = CookieSealer.from_file(cookie_keys, pool_handle, lifetime=cookie_lifetime)
+            else:
+                sealer = CookieSealer(passphrase_keyring(key), pool_handle,
+                                      lifetime=cookie_lifetime)
+        self.sealer = sealer
+        self._checked = clock.seconds()
+        self._key_problem = None
+
+    def _keys(self):
+        # Rotation: a changed key file is read again (looked at no more than
+        # once per KEY_CHECK_INTERVAL); one that cannot be used is said
+        # once, and the keys in use stay.
+        now = self.clock.seconds()
+        if self.sealer.path is None or now - self._checked < KEY_CHECK_INTERVAL:
+            return now
+        self._checked = now
+        try:
+            if self.sealer.reload(if_changed=True):
+                self.log.info("transfer: cookie keys read again: {keyring!r}",
+                              keyring=self.sealer.keyring)
+            self._key_problem = None
+        except KeyFileError as e:
+            if str(e) != self._key_problem:
+                self._key_problem = str(e)
+                self.log.warn("transfer: {problem}; the cookie keys stay as they were",
+                              problem=str(e))
+        return now
+
+    def seal_cookie(self, state):
+        """
+        A sealed cookie holding C{state}.
+        """
+        return self.sealer.seal(state, self._keys())
+
+    def open_cookie(self, cookie):
+        """
+        The state in a cookie.
+
+        @raise CookieRejected: it does not open.
+        """
+        return self.sealer.open(cookie, self._keys())
 
 
 def server_factory(root=None, key=DEFAULT_KEY, chunk_size=4096, chunk_delay=0.0, clock=None,
-                   **options):
+                   pool_handle=DEFAULT_HANDLE, cookie_keys=None, sealer=None,
+                   cookie_lifetime=DEFAULT_LIFETIME, **options):
     """
-    The transfer service's factory.
+    The transfer service's factory (see L{TransferServerFactory}).
     """
-    return TransferServerFactory(root, key, chunk_size, chunk_delay, clock=clock)
+    return TransferServerFactory(root, key, chunk_size, chunk_delay, clock=clock,
+                                 pool_handle=pool_handle, cookie_keys=cookie_keys,
+                                 sealer=sealer, cookie_lifetime=cookie_lifetime)
 
 
 class TransferClient(Protocol):
