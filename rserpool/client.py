@@ -45,7 +45,11 @@ def connect_reason(failure):
     os_error = getattr(reason, "osError", None)
     if isinstance(os_error, OSError) and os_error.strerror:
         return os_error.strerror.lower()
-    return failure.getErrorMessage()
+    inner = getattr(os_error, "getErrorMessage", None)
+    text = inner() if inner is not None else failure.getErrorMessage()
+    # One line, of a bounded length, whatever the transport put in it.
+    text = " ".join(str(text).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 _CONNECT_REASONS = (
@@ -336,7 +340,7 @@ class MachineDriver:
         if isinstance(message, ASAPError):
             self.log.warn("ASAP Error from registrar {peer}: {causes}",
                           peer=connection.peer,
-                          causes=", ".join(c.name for c in message.error.causes))
+                          causes=message.error.summary())
         self.machine.message_received(connection, message, self.now())
         self.flush()
 

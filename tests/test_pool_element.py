@@ -527,3 +527,27 @@ class ProblemReportTests(unittest.TestCase):
                     and e.get("log_level") == LogLevel.warn]
         self.assertEqual(warnings, [
             "cannot register at %s: connection refused; trying again every 0.02 s" % endpoint])
+
+
+class HuntPacingTests(unittest.TestCase):
+    def test_closed_before_answer_waits_for_next_round(self):
+        # A registrar that accepts the connection and closes it before it
+        # answers (e.g. a TLS-PSK handshake it refuses) must not make the
+        # PE reconnect at once, for ever: after a round of the known
+        # registrars the hunt waits hunt_retry_delay.
+        pe = machine(hunt_retry_delay=1.0)
+        pe.start(0)
+        for n, endpoint in enumerate(("tcp:127.0.0.1:1", "tcp:127.0.0.1:2")):
+            (c,) = [a for a in pe.actions() if isinstance(a, m.Connect)]
+            self.assertEqual(c.endpoint, endpoint)
+            token = object()  # connections are compared by identity
+            pe.connected(c.attempt, token, LOCAL, 0.01 * n)
+            pe.actions()
+            pe.connection_lost(token, 0.01 * n + 0.005)
+        self.assertEqual(pe.actions(), [
+            m.RegistrarProblem("tcp:127.0.0.1:2", "closed",
+                               "the connection closed before the registration was answered")])
+        self.assertEqual(pe.next_deadline, 1.015)
+        pe.timer(1.015)
+        (c,) = pe.actions()
+        self.assertEqual(c.endpoint, "tcp:127.0.0.1:1")

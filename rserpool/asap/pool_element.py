@@ -226,8 +226,10 @@ class RegistrarProblem:
     @ivar endpoint: the registrar's endpoint description.
     @ivar what: C{"unreachable"} (the connection failed), C{"timeout"} (no
         connection within the connect timeout), C{"no answer"} (no
-        response to a registration in time) or C{"lost"} (the connection
-        to the home registrar went away).
+        response to a registration in time), C{"closed"} (the connection
+        ended before the registration was answered: e.g. a TLS handshake
+        the registrar refused) or C{"lost"} (the connection to the home
+        registrar went away).
     @ivar reason: a short text from the transport, or C{""}.
     """
 
@@ -455,7 +457,10 @@ class PoolElementMachine:
         self._pending_attempt = None
         self.connection = connection
         self._local = local_address
-        self._tried = 0
+        # _tried is not reset here: a registrar that accepts connections but
+        # closes them before it answers (a TLS handshake it refuses, a
+        # registrar that is not one) counts as tried, so the hunt waits
+        # hunt_retry_delay after each round instead of reconnecting at once.
         self._registered_here = False
         self._register(now)
         return True
@@ -483,7 +488,12 @@ class PoolElementMachine:
         if self.state == DEREGISTERING:
             self._stopped(False)
         elif self.state in (REGISTERING, REGISTERED):
-            self._out.append(RegistrarProblem(self.endpoint, "lost"))
+            if self.state == REGISTERED:
+                self._out.append(RegistrarProblem(self.endpoint, "lost"))
+            else:
+                self._out.append(RegistrarProblem(
+                    self.endpoint, "closed",
+                    "the connection closed before the registration was answered"))
             self.state = HUNTING
             self.home_id = 0
             self._disarm()
@@ -659,6 +669,7 @@ class PoolElementMachine:
             return
         again = self._ever_registered
         first_here = not self._registered_here
+        self._tried = 0
         self._ever_registered = True
         self._registered_here = True
         self.state = REGISTERED
