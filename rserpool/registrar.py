@@ -32,6 +32,8 @@ from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope, listening_scope
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.transport.base import IMessageConnection, IMessageReceiver, normalize_address
+from rserpool.limits import RefusalLog
+from rserpool.transport.guard import ConnectionBudget, ConnectionLimits
 from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.psk import KeyFileError, PSKServerEndpoint, is_secure
 from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
@@ -430,6 +432,7 @@ class RegistrarService(service.Service):
         psk=None,
         secured=False,
         reload_on_sighup=False,
+        connection_limits=None,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -469,6 +472,10 @@ class RegistrarService(service.Service):
             then not dialed (RFC 5355 section 2.15.3).
         @param reload_on_sighup: when a listener is TLS-PSK, call
             L{reload_keys} on SIGHUP while the service runs (for C{twistd}).
+        @param connection_limits: the L{ConnectionLimits} of every accepted
+            ASAP and ENRP connection and of the listeners together
+            (deadlines, write buffer, connections per source); the
+            defaults of L{ConnectionLimits} unless given.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -509,6 +516,10 @@ class RegistrarService(service.Service):
         self.ports = []
         self.asap_ports = []
         self.ready = None
+        self.connection_limits = connection_limits if connection_limits is not None \
+            else ConnectionLimits()
+        self.connection_budget = ConnectionBudget(self.connection_limits)
+        self.refusals = RefusalLog()
         self._enrp = None
         self._sender = None
         self._listen_scopes = []
@@ -521,7 +532,9 @@ class RegistrarService(service.Service):
         server_id = self.registrar.server_id
         self.log.info("registrar {id:08x} starting", id=server_id)
         receiver = ASAPReceiver(self.registrar, self.reactor)
-        factory = self._asap_factory = MessageStreamFactory(receiver, "asap")
+        factory = self._asap_factory = MessageStreamFactory(
+            receiver, "asap", limits=self.connection_limits, clock=self.reactor,
+            budget=self.connection_budget, refusals=self.refusals)
         listens = []
         for description in self.asap_endpoints:
             listens.append(self._listen(description, factory, "ASAP"))
@@ -740,7 +753,10 @@ class RegistrarService(service.Service):
             reach_pe=self.reach_pe,
         )
         self._enrp_wakeup.callback = self.enrp.timer_fired
-        self._enrp_factory = MessageStreamFactory(ENRPReceiver(self.enrp, clock), ENRP)
+        self._enrp_factory = MessageStreamFactory(
+            ENRPReceiver(self.enrp, clock), ENRP, limits=self.connection_limits,
+            clock=self.reactor, budget=self.connection_budget, reserved=True,
+            refusals=self.refusals)
         return self._listen(self.enrp_endpoint, self._enrp_factory, "ENRP")
 
     def _start_peering(self):

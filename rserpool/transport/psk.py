@@ -336,7 +336,10 @@ class PSKServerCreator:
         closed = 0
         for protocol, peer in list(self._connections.items()):
             if peer.identity in identities and protocol.transport is not None:
-                protocol.loseConnection()
+                # At once: a revoked key buys nothing more, not even the
+                # rest of what is queued for it (and a graceful TLS close
+                # would wait for the connection's guard to let go).
+                protocol.abortConnection()
                 closed += 1
         return closed
 

@@ -120,6 +120,7 @@ class SCTPMessageProtocol(MessageStreamProtocol):
             local = (self.local[0],) + tuple(a for a in local if a != self.local[0])
         self.local_addresses = local
         self._refresh()
+        self._start_guard()
         self.receiver.connection_made(self)
 
     def _refresh(self):
@@ -180,11 +181,16 @@ class SCTPMessageProtocol(MessageStreamProtocol):
             )
             return
         try:
-            message = decode(data, self.protocol)
+            item = decode(data, self.protocol)
         except ProtocolError as e:
-            self.receiver.protocol_error(self, e)
-            return
-        self.receiver.message_received(self, message)
+            item = e
+        guard = self.guard
+        if guard is not None:
+            guard.received()
+            if guard.paused or self._pending:
+                self._keep([item])
+                return
+        self._handle([item])
 
     def dataReceived(self, data):
         """
@@ -200,7 +206,10 @@ class SCTPMessageProtocol(MessageStreamProtocol):
         protocol's PPID.
         """
         if self.connected:
-            self.transport.writeMessage(encode(message), self.ppid)
+            data = encode(message)
+            self.transport.writeMessage(data, self.ppid)
+            if self.guard is not None:
+                self.guard.wrote(len(data))
 
     def send_encoded(self, data):
         """
@@ -211,6 +220,8 @@ class SCTPMessageProtocol(MessageStreamProtocol):
         write = self.transport.writeMessage
         for part in split_messages(data):
             write(part, self.ppid)
+        if self.guard is not None:
+            self.guard.wrote(len(data))
 
     def _status(self, feature):
         get = getattr(self.transport, "getStatus", None)

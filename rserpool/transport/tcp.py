@@ -15,12 +15,16 @@ The multiplexed control+data framing of Enhanced Mode is
 L{rserpool.transport.mux} (sans I/O); L{MultiplexProtocol} runs it over a
 Twisted transport with its heartbeat.
 """
+from collections import deque
+
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from rserpool.limits import EventLog, RefusalLog, principal
 from rserpool.transport.base import IMessageConnection, NotAvailable, normalize_address
+from rserpool.transport.guard import ConnectionGuard
 from rserpool.transport import mux
 from rserpool.wire import ASAP, ProtocolError, StreamDecoder, TCPTransport, encode
 
@@ -78,6 +82,11 @@ class MessageStreamProtocol(Protocol):
     log = Logger()
     mapping = "tcp"
     identity = None
+    #: the L{ConnectionGuard} of an accepted connection whose listener has
+    #: limits (L{MessageStreamFactory}), else C{None}
+    guard = None
+    _pending = None
+    _budget_key = None
 
     def __init__(self, receiver, protocol=ASAP):
         self.receiver = receiver
@@ -119,7 +128,45 @@ class MessageStreamProtocol(Protocol):
         set_keepalive = getattr(self.transport, "setTcpKeepAlive", None)
         if set_keepalive is not None:
             set_keepalive(1)
+        self._start_guard()
         self.receiver.connection_made(self)
+
+    def _start_guard(self):
+        factory = getattr(self, "factory", None)
+        limits = getattr(factory, "limits", None)
+        if limits is not None:
+            self.guard = ConnectionGuard(self, limits, factory.clock, self._resume)
+
+    def describe(self):
+        """
+        The peer, for log lines: C{192.0.2.1:3863}.
+        """
+        address, port = self.peer
+        if address is None:
+            return "an unknown peer"
+        return "[%s]:%d" % (address, port) if address.version == 6 else "%s:%d" % (address, port)
+
+    def guard_closed(self, reason, abort):
+        """
+        The guard found a limit passed (L{ConnectionGuard}): close, or
+        abort when the peer does not read (a graceful close would wait for
+        it for ever).
+        """
+        factory = getattr(self, "factory", None)
+        events = getattr(factory, "events", None)
+        if events is not None:
+            events.info(factory.clock.seconds(),
+                        "closing {protocol} connection from {peer}: {reason}",
+                        protocol=self.protocol.upper(), peer=self.describe(), reason=reason)
+        if self.connected:
+            self.connected = False
+            self._pending = None
+            self.guard.stop()
+            if abort:
+                self.transport.abortConnection()
+            else:
+                self.transport.loseConnection()
+            self.receiver.connection_lost(self)
 
     def handshakeCompleted(self):
         """
@@ -145,19 +192,63 @@ class MessageStreamProtocol(Protocol):
             self.receiver.protocol_error(self, e)
             self.close()
             return
+        guard = self.guard
+        if guard is not None:
+            if items:
+                guard.received()
+            guard.partial(self._decoder.buffered)
+            if guard.paused or self._pending:
+                # The peer does not read our answers: keep its requests
+                # until it does (at most what one read brought).
+                self._keep(items)
+                return
+        self._handle(items)
+
+    def _handle(self, items):
         receiver = self.receiver
-        for item in items:
+        guard = self.guard
+        for index, item in enumerate(items):
             if not self.connected:
+                break
+            if guard is not None and guard.paused:
+                self._keep(items[index:])
                 break
             if type(item) is ProtocolError:
                 receiver.protocol_error(self, item)
             else:
                 receiver.message_received(self, item)
 
+    def _keep(self, items):
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.extend(items)
+
+    def _resume(self):
+        # The peer reads again: handle what was kept, until it stops again.
+        pending = self._pending
+        guard = self.guard
+        while pending and self.connected and not (guard is not None and guard.paused):
+            item = pending.popleft()
+            if type(item) is ProtocolError:
+                self.receiver.protocol_error(self, item)
+            else:
+                self.receiver.message_received(self, item)
+        if not pending:
+            self._pending = None
+
     def connectionLost(self, reason):
+        self._end_guard()
         if self.connected:
             self.connected = False
             self.receiver.connection_lost(self)
+
+    def _end_guard(self):
+        self._pending = None
+        if self.guard is not None:
+            self.guard.stop()
+        key, self._budget_key = self._budget_key, None
+        if key is not None:
+            self.factory.budget.release(key)
 
     # -- IMessageConnection -----------------------------------------------
 
@@ -166,7 +257,10 @@ class MessageStreamProtocol(Protocol):
         Encode and send one message.
         """
         if self.connected:
-            self.transport.write(encode(message))
+            data = encode(message)
+            self.transport.write(data)
+            if self.guard is not None:
+                self.guard.wrote(len(data))
 
     def send_encoded(self, data):
         """
@@ -174,6 +268,8 @@ class MessageStreamProtocol(Protocol):
         """
         if self.connected:
             self.transport.write(data)
+            if self.guard is not None:
+                self.guard.wrote(len(data))
 
     def close(self):
         """
@@ -181,6 +277,9 @@ class MessageStreamProtocol(Protocol):
         """
         if self.connected:
             self.connected = False
+            if self.guard is not None:
+                # TLS shuts down only once no producer is registered.
+                self.guard.stop()
             self.transport.loseConnection()
             self.receiver.connection_lost(self)
 
@@ -221,16 +320,55 @@ class MessageStreamFactory(Factory):
     protocol = MessageStreamProtocol
     noisy = False
 
-    def __init__(self, receiver, protocol=ASAP):
+    def __init__(self, receiver, protocol=ASAP, limits=None, clock=None, budget=None,
+                 reserved=False, refusals=None):
         """
         @param receiver: the L{IMessageReceiver} every connection reports
             to.
         @param protocol: C{"asap"} or C{"enrp"}.
+        @param limits: L{ConnectionLimits
+            <rserpool.transport.guard.ConnectionLimits>} for every accepted
+            connection (deadlines, write buffer), or C{None} (a client's
+            own connections need none).
+        @param clock: the C{IReactorTime} for the limits.
+        @param budget: a L{ConnectionBudget
+            <rserpool.transport.guard.ConnectionBudget>} shared by the
+            listeners, or C{None}.
+        @param reserved: whether this listener may use the budget's
+            reserve (ENRP: registrar peers).
+        @param refusals: a L{RefusalLog} for refused connections.
         """
         self.receiver = receiver
         self.message_protocol = protocol
+        self.limits = limits
+        self.clock = clock
+        self.budget = budget
+        self.reserved = reserved
+        self.refusals = refusals if refusals is not None else RefusalLog()
+        self.events = EventLog(Logger(namespace="rserpool.transport.guard")) \
+            if limits is not None else None
 
     def buildProtocol(self, addr):
+        key = None
+        if self.budget is not None:
+            try:
+                address = normalize_address(addr.host)
+            except (AttributeError, ValueError):
+                address = None
+            key = principal(None, address, self.budget.limits.ipv6_prefix)
+            refused = self.budget.admit(key, self.reserved)
+            if refused is not None:
+                # Twisted closes a connection whose protocol is None.
+                self.refusals.refused(
+                    "%s connection" % self.message_protocol.upper(), key, self.clock.seconds(),
+                    "too many connections open from it" if refused == "per source"
+                    else "too many connections open")
+                return None
+        p = self._build(addr)
+        p._budget_key = key
+        return p
+
+    def _build(self, addr):
         if getattr(addr, "type", None) == "SCTP" and self.protocol is MessageStreamProtocol:
             # RFC 5352 section 5: the SCTP mapping (sctp_messages).
             from rserpool.transport.sctp_messages import SCTPMessageProtocol
