@@ -571,6 +571,95 @@ class PESessionSealerTests(unittest.TestCase):
         self.assertFalse(self.transport.disconnecting)
 
 
+class Counter(Protocol):
+    """
+    A PE application keeping a count in its cookie (plain state: the
+    session seals it).
+    """
+
+    count = 0
+
+    def cookieReceived(self, state):
+        self.count = int(state)
+
+    def dataReceived(self, data):
+        self.count += 1
+        self.transport.set_cookie(b"%d" % self.count)
+        self.transport.write(b"%d" % self.count)
+
+
+class Asker(Protocol):
+    def __init__(self):
+        self.replies = []
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.replies.append(int(data))
+
+    def connectionLost(self, reason):
+        self.lost.callback(reason.type)
+
+
+class SessionSealerLoopbackTests(unittest.TestCase):
+    """
+    C{session_options={"sealer": ...}}'s factory on loopback, PU and PEs:
+    the state survives a failover; an altered cookie ends the session on
+    purpose at the next PE (no further failover).
+    """
+
+    timeout = 20
+
+    @defer.inlineCallbacks
+    def exchange(self, alter):
+        keyring = Keyring([(b"k1", KEY_1)])
+        factories, infos = [], []
+        for n in (1, 2, 3):
+            factory = PESessionFactory(Factory.forProtocol(Counter), reactor, heartbeat_interval=None,
+                                       sealer=CookieSealer(keyring, HANDLE))
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            factories.append(factory)
+            infos.append(PoolElementInfo(HANDLE, n, TCPTransport(port.getHost().port, ("127.0.0.1",)),
+                                         Policy.make(PolicyType.ROUND_ROBIN)))
+        asker = Asker()
+        session = PoolSession(reactor, None, HANDLE, Factory.forProtocol(lambda: asker),
+                              candidates=infos, heartbeat_interval=None)
+        yield session.connect()
+        for _ in range(3):
+            asker.transport.write(b"+")
+        self.assertTrue((yield until(lambda: len(asker.replies) == 3)))
+        sealed = session.core.cookie
+        self.assertEqual(CookieSealer(keyring, HANDLE).open(sealed, reactor.seconds()), b"3")
+        if alter:
+            session.core.cookie = sealed[:-1] + bytes([sealed[-1] ^ 1])
+        for s in list(factories[0].sessions):
+            s.link.transport.abortConnection()
+        if not alter:
+            self.assertTrue((yield until(lambda: session.failovers == 1
+                                         and session.link is not None)))
+            asker.transport.write(b"+")
+            self.assertTrue((yield until(lambda: len(asker.replies) == 4)))
+            asker.transport.loseConnection()
+        # Altered: the next PE refuses the Cookie Echo and ends the session.
+        reason = yield asker.lost
+        yield until(lambda: session.link is None and not any(f.sessions for f in factories))
+        return asker, session, reason
+
+    @defer.inlineCallbacks
+    def test_state_survives_failover(self):
+        asker, session, reason = yield self.exchange(alter=False)
+        self.assertEqual(asker.replies, [1, 2, 3, 4])
+        self.assertEqual(session.history, [1, 2])
+
+    @defer.inlineCallbacks
+    def test_rfc5355_2_16_altered_cookie_ends_the_session(self):
+        asker, session, reason = yield self.exchange(alter=True)
+        self.assertEqual(asker.replies, [1, 2, 3])
+        self.assertIs(reason, error.ConnectionDone)
+        self.assertEqual(session.history, [1, 2])  # the PU did not fail over again
+        self.assertEqual(session.failovers, 1)
+
+
 # -- the transfer example -------------------------------------------------
 
 
