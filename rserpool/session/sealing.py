@@ -34,15 +34,17 @@ The format (version 1)::
     1       1     format version: 1
     2       1     k, the length of the key id (1 to 32)
     3       k     key id: which key of the keyring sealed it
-    3+k     4     pool tag: the first 4 bytes of SHA-256(pool handle)
+    3+k     4     pool tag: the first 4 bytes of SHA-256("rserpool pool
+                  tag", a zero byte, the pool handle)
     7+k     24    nonce: 12 bytes of salt, then the 12-byte AES-GCM nonce
     31+k    n+24  AES-256-GCM of (expiry, 8 bytes: milliseconds since the
                   epoch, big-endian; then the state), with its 16-byte tag
 
-The AES key is HMAC-SHA256(pool key, "rserpool sealed cookie v1\\0" +
-salt): a fresh key for every cookie.  With one key and random 96-bit
-nonces, AES-GCM is safe for about 2**32 messages; a pool that sets a
-cookie with every answer (as PingPong does) may seal that many in days.
+The AES key is HMAC-SHA256 under the pool's key of "rserpool sealed
+cookie v1", a zero byte and the salt: a fresh key for every cookie.  With
+one key and random 96-bit nonces, AES-GCM is safe for about 2**32
+messages; a pool that sets a cookie with every answer (as PingPong does)
+may seal that many in days.
 The associated data is the header (bytes 0 to 31+k) followed by the pool
 handle.  The pool tag only makes the reason in the logs precise (a cookie
 of another pool is reported as such): the binding itself is the
