@@ -54,7 +54,7 @@ from rserpool.session.sealing import (
     pool_tag,
 )
 from rserpool.transport import mux
-from rserpool.wire import Cookie, CookieEcho, Policy, TCPTransport, decode, encode
+from rserpool.wire import CookieEcho, Policy, TCPTransport, decode, encode
 
 from tests.test_cli_pool import RegistrarMixin
 

@@ -171,7 +171,8 @@ def _key_id(value):
 def _key(value):
     value = bytes(value)
     if len(value) != KEY_BYTES:
-        raise ValueError("a cookie key has {} bytes (AES-256), not {}".format(KEY_BYTES, len(value)))
+        raise ValueError("a cookie key has {} bytes (AES-256), not {}".format(
+            KEY_BYTES, len(value)))
     return value
 
 
