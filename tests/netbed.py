@@ -30,10 +30,23 @@ bed and deletes its namespaces, which takes their veths and the bridge with
 them.  Namespaces left behind by a run that died (its pid no longer
 running) are deleted when the next bed is built.
 
+A host may get more addresses (C{NetBed(..., extra={6: ["10.214.0.6/24"]})}
+on its C{eth0}): a multi-homed host, for SCTP.
+
+Inside a guest whose root filesystem is another system's (a User-Mode Linux
+guest on C{hostfs}, C{../shared/tools/sctp-vm}), C{/run/netns} would be
+that system's directory: namespace names made in the guest would show
+(stale) on the host and the other way round, and the leftover reaper, which
+judges by pids of its own kernel, could delete a live bed of the host.  So
+there, before the first C{ip netns} command, the bed mounts a tmpfs of its
+own on C{/run/netns} (L{isolate_netns}), seen by the guest only, and
+unmounts it when the process ends.
+
 Processes are started with C{ip netns exec HOST ...} through
 L{tests.helpers.start}: L{tests.helpers.Process} collects their output and
 waits for text, regular expressions or their end, always with a timeout.
 """
+import atexit
 import os
 import re
 import shutil
@@ -45,7 +58,7 @@ from twisted.internet import defer
 
 from tests.helpers import TWISTD, start
 
-__all__ = ["available", "NetBed", "BedError", "SUBNET"]
+__all__ = ["available", "NetBed", "BedError", "SUBNET", "isolate_netns", "shared_root"]
 
 #: The bed's network: host I is C{SUBNET.I}.
 SUBNET = "10.213.0"
@@ -56,10 +69,16 @@ IP_TIMEOUT = 20
 #: Hosts per bed: 10.213.0.1 to 10.213.0.250.
 MAX_HOSTS = 250
 
+#: Where C{ip netns} keeps the names of namespaces (iproute2's NETNS_RUN_DIR).
+NETNS_DIR = "/run/netns"
+
 _NAME = re.compile(r"^%s(\d+)-" % PREFIX)
 _counter = [0]
 _made = set()
 _available = []
+#: Empty until L{isolate_netns} has run; then C{[True]} if this process
+#: mounted the tmpfs on NETNS_DIR, else C{[False]}.
+_isolated = []
 
 
 class BedError(Exception):
@@ -84,6 +103,68 @@ def _ip(*args, check=True):
         raise BedError("%s: %s" % (" ".join(argv), done.stderr.strip() or
                                    "exit %d" % done.returncode))
     return done.stdout
+
+
+def _mounts():
+    """
+    The mount table of this process: C{(mount point, type)} pairs.
+    """
+    out = []
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 3:
+                    out.append((words[1].replace("\\040", " "), words[2]))
+    except OSError:
+        pass
+    return out
+
+
+def shared_root():
+    """
+    Whether the root filesystem is another system's: a User-Mode Linux
+    guest booted on C{hostfs} (C{../shared/tools/sctp-vm}), where
+    C{/run/netns} is the host's own directory.
+    """
+    return ("/", "hostfs") in _mounts()
+
+
+def isolate_netns():
+    """
+    In a guest whose root filesystem is shared (L{shared_root}), mount a
+    tmpfs on C{/run/netns} once, so that this guest's namespace names stay
+    in the guest and the host's never meet its reaper; unmounted again
+    when the process ends.  Nothing happens elsewhere, or when the guest
+    has such a tmpfs there already (another test process of the guest
+    mounted it; it stays that one's).
+
+    @raise BedError: if the tmpfs cannot be mounted.
+    """
+    if _isolated:
+        return
+    if not shared_root() or (NETNS_DIR, "tmpfs") in _mounts():
+        _isolated.append(False)
+        return
+    try:
+        os.makedirs(NETNS_DIR, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "rsbed-netns",
+                               NETNS_DIR], capture_output=True, text=True, timeout=IP_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BedError("mount -t tmpfs on %s: %s" % (NETNS_DIR, e)) from None
+    if done.returncode != 0:
+        raise BedError("mount -t tmpfs on %s: %s" % (NETNS_DIR, done.stderr.strip() or
+                                                      "exit %d" % done.returncode))
+    _isolated.append(True)
+    atexit.register(_unisolate)
+
+
+def _unisolate():
+    # At exit: the beds are torn down by then; delete what a failed
+    # teardown left, then take the tmpfs away (the guest's own mount).
+    for name in list(_made):
+        _delete(name)
+    subprocess.run(["umount", NETNS_DIR], capture_output=True, timeout=IP_TIMEOUT)
 
 
 def _namespaces():
@@ -163,6 +244,10 @@ def _probe():
         return (False, "the multi-host bed needs root (ip netns); run the tests as root")
     if shutil.which("ip") is None:
         return (False, "the multi-host bed needs the ip command (apt-get install iproute2)")
+    try:
+        isolate_netns()
+    except BedError as e:
+        return (False, "cannot keep the guest's namespaces to itself: %s" % e)
     probe = "%s%d-probe" % (PREFIX, os.getpid())
     _made.add(probe)
     try:
@@ -180,7 +265,8 @@ def _probe():
 class NetBed:
     """
     A switch and C{hosts} hosts, built at once; torn down at the end of
-    C{test}.
+    C{test}.  Host I has 10.213.0.I/24 on its C{eth0}, and the addresses
+    C{extra} gives it besides.
 
     @ivar test: the test the bed belongs to.
     @ivar switch: the switch namespace's name.
@@ -188,21 +274,34 @@ class NetBed:
     @ivar processes: every L{tests.helpers.Process} started in the bed.
     """
 
-    def __init__(self, test, hosts):
+    def __init__(self, test, hosts, extra=None):
         """
         @param test: the running L{twisted.trial.unittest.TestCase}.
         @param hosts: how many hosts (1 to L{MAX_HOSTS}).
+        @param extra: more addresses for some hosts' C{eth0}, e.g. C{{6:
+            ["10.214.0.6/24"]}} (host number: C{ADDRESS[/PREFIX]} strings,
+            /24 or /64 by default): a multi-homed host.  Only hosts with an address of the same
+            subnet reach them.
         @raise BedError: if the bed cannot be built (what was built is
             deleted again).
         """
         if not 1 <= hosts <= MAX_HOSTS:
             raise ValueError("a bed has 1 to %d hosts, not %r" % (MAX_HOSTS, hosts))
+        self.extra = {}
+        for host, addresses in (extra or {}).items():
+            if not 1 <= host <= hosts:
+                raise ValueError("no host %r in a bed of %d" % (host, hosts))
+            if isinstance(addresses, str):
+                addresses = [addresses]
+            self.extra[host] = [a if "/" in a else a + ("/64" if ":" in a else "/24")
+                                for a in addresses]
         _counter[0] += 1
         base = "%s%d-%d" % (PREFIX, os.getpid(), _counter[0])
         self.test = test
         self.switch = base + "-sw"
         self.namespaces = ["%s-h%d" % (base, i) for i in range(1, hosts + 1)]
         self.processes = []
+        isolate_netns()
         reap_leftovers()
         try:
             self._build()
@@ -230,6 +329,10 @@ class NetBed:
                 "netns", host)
             _ip("-n", sw, "link", "set", port, "master", "br0", "up")
             _ip("-n", host, "addr", "add", "%s/24" % self.address(i), "dev", "eth0")
+            for address in self.extra.get(i, ()):
+                # nodad: an IPv6 address is usable at once
+                _ip("-n", host, "addr", "add", address, "dev", "eth0",
+                    *(("nodad",) if ":" in address else ()))
             _ip("-n", host, "link", "set", "eth0", "up")
 
     def address(self, host):
@@ -239,6 +342,13 @@ class NetBed:
         if not 1 <= host <= len(self.namespaces):
             raise ValueError("no host %r in a bed of %d" % (host, len(self.namespaces)))
         return "%s.%d" % (SUBNET, host)
+
+    def addresses(self, host):
+        """
+        Every address of host C{host}, its own (L{address}) first, then
+        the C{extra} ones (without their prefix length).
+        """
+        return [self.address(host)] + [a.split("/")[0] for a in self.extra.get(host, ())]
 
     def namespace(self, host):
         """
