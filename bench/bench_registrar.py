@@ -60,6 +60,10 @@ def start_registrar(port, cpu):
         "--quiet",
         # Keep-alives are not what is measured: push them out of the run.
         "--keep-alive-interval", "300",
+        # Capacity is measured, not the limits per source (all load comes
+        # from one address here): switch them off.
+        "--max-pes-per-source", "0", "--max-pools-per-source", "0",
+        "--max-hr-rate-per-source", "0", "--max-connections-per-source", "0",
     ]
 
     def pin():

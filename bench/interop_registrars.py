@@ -98,6 +98,10 @@ def ours_argv(address, asap_port, enrp_port=None, quiet=True, log=os.devnull, ex
         argv += ["--enrp", "sctp:%d:interface=%s:ppid=12" % (enrp_port, address)]
     if quiet:
         argv += ["--quiet", "--keep-alive-interval", "300"]
+    # Capacity is measured, not the limits per source (all load comes from
+    # one address here): switch them off.
+    argv += ["--max-pes-per-source", "0", "--max-pools-per-source", "0",
+             "--max-hr-rate-per-source", "0", "--max-connections-per-source", "0"]
     return argv + list(extra)
 
 

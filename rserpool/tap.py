@@ -19,9 +19,11 @@ except ImportError:  # Python < 3.11
 from twisted.python import usage
 
 from rserpool.asap.registrar import HR_ITEMS_LIMIT, RegistrarConfig
+from rserpool.asap.sources import SourceSettings
 from rserpool.asap.scope import parse_scope
 from rserpool.enrp import ENRPConfig
 from rserpool.registrar import AnnounceSettings, RegistrarService, new_server_id
+from rserpool.transport.guard import ConnectionLimits
 from rserpool.transport.multicast import parse_group
 from rserpool.transport.psk import is_secure
 
@@ -235,6 +237,62 @@ SETTINGS = {
         128, _integer("max-elements-per-ht-request", 1, 65535),
         "PEs per ENRP Handle Table Response.",
     ),
+    # Limits per source (its TLS-PSK identity, else its address; an IPv6
+    # /64), RFC 5355 sections 2.1, 2.2, 2.13 and 3 (doc/security.rst).  0
+    # switches one off.
+    "max-pes-per-source": (
+        10000, _integer("max-pes-per-source", 0),
+        "PEs one source may hold registered (0: no limit).",
+    ),
+    "max-pools-per-source": (
+        1000, _integer("max-pools-per-source", 0),
+        "Pools one source may create (0: no limit).",
+    ),
+    "max-hr-rate-per-source": (
+        2000.0, _rate("max-hr-rate-per-source"),
+        "Handle resolutions per second one source may ask for (0: no limit).",
+    ),
+    "max-eu-rate-per-source": (
+        10.0, _rate("max-eu-rate-per-source"),
+        "Endpoint Unreachable reports per second one source may send (0: no limit).",
+    ),
+    "unreachable-report-window": (
+        60.0, _seconds("unreachable-report-window", 1.0, 86400.0),
+        "Seconds an Endpoint Unreachable report counts towards --max-bad-pe-reports "
+        "(one per source).",
+    ),
+    "ipv6-source-prefix": (
+        64, _integer("ipv6-source-prefix", 1, 128),
+        "Leading bits of an IPv6 address that make one source.",
+    ),
+    # Every accepted connection (rserpool.transport.guard).
+    "message-timeout": (
+        10.0, _seconds("message-timeout", 0.1, 3600.0),
+        "Seconds a new connection has for its first whole message, and a begun "
+        "message has to complete.",
+    ),
+    "idle-timeout": (
+        600.0, _seconds("idle-timeout", 1.0, 86400.0),
+        "Seconds a connection may send nothing before it is closed.",
+    ),
+    "max-output-buffer": (
+        1 << 20, _integer("max-output-buffer", 4096),
+        "Bytes queued for a peer that does not read before its connection is aborted.",
+    ),
+    "stall-timeout": (
+        60.0, _seconds("stall-timeout", 1.0, 86400.0),
+        "Seconds a peer may read nothing of what is sent to it before its connection is "
+        "aborted.",
+    ),
+    "max-connections-per-source": (
+        1024, _integer("max-connections-per-source", 0),
+        "Connections one source may hold open (0: no limit).",
+    ),
+    "max-connections": (
+        0, _integer("max-connections", 0),
+        "Connections held open in all; 32 of them only for ENRP peers (0: the open-file "
+        "limit, raised to its hard limit, less 64).",
+    ),
 }
 
 #: Every setting's default.
@@ -338,6 +396,15 @@ class Options(usage.Options):
                 except ValueError as e:
                     raise usage.UsageError(str(e)) from None
             check_endpoint(description)
+        # A PE's connection carries a keep-alive and its ack every interval,
+        # a peer's a Presence every heartbeat cycle: neither may look idle.
+        busiest = max(settings["keep-alive-interval"] + settings["keep-alive-timeout"],
+                      settings["peer-heartbeat-cycle"], settings["peer-max-time-last-heard"])
+        if settings["idle-timeout"] <= busiest:
+            raise usage.UsageError(
+                "--idle-timeout ({:g} s) must be longer than a keep-alive interval and its "
+                "timeout and than the ENRP heartbeat ({:g} s)".format(
+                    settings["idle-timeout"], busiest))
         self.settings = settings
 
 
@@ -489,6 +556,24 @@ def makeService(options):
         log_events=not s["quiet"],
         max_hr_rate=s["max-hr-rate"] or None,
         max_eu_rate=s["max-eu-rate"] or None,
+        sources=SourceSettings(
+            max_pes=s["max-pes-per-source"] or None,
+            max_pools=s["max-pools-per-source"] or None,
+            hr_rate=s["max-hr-rate-per-source"] or None,
+            eu_rate=s["max-eu-rate-per-source"] or None,
+            report_window=s["unreachable-report-window"],
+            ipv6_prefix=s["ipv6-source-prefix"],
+        ),
+    )
+    connection_limits = ConnectionLimits(
+        first_message=s["message-timeout"],
+        message=s["message-timeout"],
+        idle=s["idle-timeout"],
+        output_buffer=s["max-output-buffer"],
+        stalled=s["stall-timeout"],
+        per_source=s["max-connections-per-source"] or None,
+        total=s["max-connections"] or None,
+        ipv6_prefix=s["ipv6-source-prefix"],
     )
     announce = None
     if s["announce"]:
@@ -523,4 +608,5 @@ def makeService(options):
         reload_on_sighup=True,
         rng=random.Random(rng.getrandbits(64)),
         exit_on_listen_failure=True,
+        connection_limits=connection_limits,
     )

@@ -9,11 +9,13 @@ import struct
 from twisted.internet import task
 from twisted.internet.address import IPv4Address as TwistedIPv4, IPv6Address as TwistedIPv6
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
 from rserpool.asap.flood import BUCKETS, ENTRIES, RequestRateLimit
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
 from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_scope
+from rserpool.asap.sources import SourceSettings
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.handlespace import TimerCode
 from rserpool.registrar import ASAPReceiver, Wakeup
@@ -664,37 +666,97 @@ class KeepAliveTests(unittest.TestCase):
 
 class UnreachableTests(unittest.TestCase):
     """
-    RFC 5352 section 3.5: Endpoint Unreachable, MAX-BAD-PE-REPORT.
+    RFC 5352 section 3.5: Endpoint Unreachable, MAX-BAD-PE-REPORT; RFC
+    5355 section 2.13: one source counts once per PE, and the home
+    registrar asks the PE before it removes it.
     """
 
     def setUp(self):
         self.h = Harness()
         self.pe = self.h.client()
         self.pe.register(b"P", pe_param(1))
-        self.pu = self.h.client("127.0.0.1", 50000)
+        self.pus = [self.h.client("127.0.0.%d" % n, 50000) for n in (2, 3, 4)]
 
-    def test_removed_at_threshold(self):
-        for _ in range(2):
-            self.pu.send(EndpointUnreachable(b"P", 1))
-        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+    def test_rfc5355_2_13_distinct_sources_then_keep_alive(self):
+        for pu in self.pus[:2]:
+            pu.send(EndpointUnreachable(b"P", 1))
         self.assertEqual(self.h.hs.get(b"P", 1).unreachable_reports, 2)
-        self.pu.send(EndpointUnreachable(b"P", 1))
+        self.assertEqual(self.pe.received(), [])
+        # The third source: the registrar asks the PE itself.
+        self.pus[2].send(EndpointUnreachable(b"P", 1))
+        self.assertEqual(self.pe.one(), EndpointKeepAlive(SERVER_ID, b"P", 1))
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+        # No answer within the keep-alive timeout: removed.
+        self.h.clock.advance(5.0)
         self.assertIsNone(self.h.hs.get(b"P", 1))
-        self.assertEqual(self.h.removed, [(1, "unreachable")])
+        self.assertEqual(self.h.removed, [(1, "keep-alive timeout")])
         # No answer is defined for Endpoint Unreachable.
-        self.assertEqual(self.pu.received(), [])
+        self.assertEqual([pu.received() for pu in self.pus], [[], [], []])
+
+    def test_rfc5355_2_13_one_source_counts_once(self):
+        # The issue's tester removed any PE with three reports from one PU.
+        for _ in range(10):
+            self.pus[0].send(EndpointUnreachable(b"P", 1))
+        other_port = self.h.client("127.0.0.2", 50001)  # same source
+        other_port.send(EndpointUnreachable(b"P", 1))
+        self.assertEqual(self.pe.received(), [])
+        self.h.clock.advance(30)
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+
+    def test_rfc5355_2_13_the_pe_answers(self):
+        for pu in self.pus:
+            pu.send(EndpointUnreachable(b"P", 1))
+        self.assertIsInstance(self.pe.one(), EndpointKeepAlive)
+        self.pe.send(EndpointKeepAliveAck(b"P", 1))
+        self.h.clock.advance(4)
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
+        # The reports were cleared: three sources are needed again.
+        self.assertEqual(self.pe.received(), [])
+        self.pus[0].send(EndpointUnreachable(b"P", 1))
+        self.pus[1].send(EndpointUnreachable(b"P", 1))
+        self.assertEqual(self.pe.received(), [])
+        self.pus[2].send(EndpointUnreachable(b"P", 1))
+        self.assertIsInstance(self.pe.one(), EndpointKeepAlive)
+
+    def test_reports_expire(self):
+        h = Harness(sources=SourceSettings(report_window=60.0))
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pus = [h.client("127.0.0.%d" % n, 50000) for n in (2, 3, 4)]
+        pus[0].send(EndpointUnreachable(b"P", 1))
+        pus[1].send(EndpointUnreachable(b"P", 1))
+        h.clock.advance(61)
+        pe.received()
+        pe.send(EndpointKeepAliveAck(b"P", 1))  # keep the PE alive
+        pus[2].send(EndpointUnreachable(b"P", 1))
+        self.assertEqual([m for m in pe.received()
+                          if isinstance(m, EndpointKeepAlive) and not m.home], [])
+        self.assertIsNotNone(h.hs.get(b"P", 1))
+
+    def test_rfc5355_2_13_rate_per_source(self):
+        # Over the rate, a source's reports are dropped, whatever its
+        # connections.
+        h = Harness(sources=SourceSettings(eu_rate=1.0), max_bad_pe_reports=1)
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pe.register(b"P", pe_param(2))
+        for port in range(50000, 50003):
+            h.client("127.0.0.2", port).send(EndpointUnreachable(b"P", 1))
+        self.assertEqual(h.registrar.refusals.totals["Endpoint Unreachable"], 1)
 
     def test_configured_threshold(self):
         h = Harness(max_bad_pe_reports=1)
         pe = h.client()
         pe.register(b"P", pe_param(1))
-        pe.send(EndpointUnreachable(b"P", 1))
+        h.client("127.0.0.2").send(EndpointUnreachable(b"P", 1))
+        self.assertIsInstance(pe.one(), EndpointKeepAlive)
+        h.clock.advance(5.0)
         self.assertIsNone(h.hs.get(b"P", 1))
 
     def test_unknown_pe(self):
-        self.pu.send(EndpointUnreachable(b"P", 77))
-        self.pu.send(EndpointUnreachable(b"X", 1))
-        self.assertEqual(self.pu.received(), [])
+        self.pus[0].send(EndpointUnreachable(b"P", 77))
+        self.pus[0].send(EndpointUnreachable(b"X", 1))
+        self.assertEqual(self.pus[0].received(), [])
         self.assertEqual(self.h.hs.get(b"P", 1).unreachable_reports, 0)
 
 
@@ -1159,3 +1221,86 @@ class AnnounceTests(unittest.TestCase):
         self.assertEqual(sent[0][1], ServerAnnounce(0x42, (TCPTransport(3863, ("127.0.0.1",)),)))
         sender.stopProtocol()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class SourceLimitTests(unittest.TestCase):
+    """
+    Limits keyed by the source (its address or TLS-PSK identity), not the
+    connection, so that reconnecting does not dodge them (RFC 5355
+    sections 2.1, 2.2 and 3; issue #14's registration and resolution
+    floods).
+    """
+
+    def test_rfc5355_2_1_pes_per_source(self):
+        h = Harness(sources=SourceSettings(max_pes=3))
+        a = h.client("127.0.0.2", 40000)
+        for n in (1, 2, 3):
+            a.register(b"P", pe_param(n, "127.0.0.2"))
+        refused = a.register(b"P", pe_param(4, "127.0.0.2"), expect_ok=False)
+        self.assertEqual(cause_of(refused).code, ErrorCause.LACK_OF_RESOURCES)
+        # Another connection of the same source: refused too.
+        again = h.client("127.0.0.2", 40001)
+        refused = again.register(b"P", pe_param(4, "127.0.0.2"), expect_ok=False)
+        self.assertEqual(cause_of(refused).code, ErrorCause.LACK_OF_RESOURCES)
+        # Re-registering a PE it holds is always allowed; another source
+        # is not affected.
+        a.register(b"P", pe_param(3, "127.0.0.2"))
+        h.client("127.0.0.3").register(b"P", pe_param(5, "127.0.0.3"))
+        # Room again once one of its PEs is gone.
+        a.send(Deregistration(b"P", 1))
+        a.received()
+        again.register(b"P", pe_param(4, "127.0.0.2"))
+        self.assertEqual(h.registrar.refusals.totals["registration"], 2)
+
+    def test_rfc5355_2_2_pools_per_source(self):
+        h = Harness(sources=SourceSettings(max_pools=2))
+        a = h.client("127.0.0.2")
+        a.register(b"A", pe_param(1, "127.0.0.2"))
+        a.register(b"B", pe_param(2, "127.0.0.2"))
+        refused = a.register(b"C", pe_param(3, "127.0.0.2"), expect_ok=False)
+        self.assertEqual(cause_of(refused).code, ErrorCause.LACK_OF_RESOURCES)
+        a.register(b"A", pe_param(4, "127.0.0.2"))   # a pool that exists
+        # A pool it created that is gone again no longer counts.
+        a.send(Deregistration(b"B", 2))
+        a.received()
+        a.register(b"C", pe_param(3, "127.0.0.2"))
+
+    def test_resolutions_per_source(self):
+        h = Harness(sources=SourceSettings(hr_rate=10.0))
+        h.client().register(b"P", pe_param(1))
+        flooder = [h.client("127.0.0.2", port) for port in (50000, 50001)]
+        answers = []
+        for n in range(30):
+            client = flooder[n % 2]
+            client.send(HandleResolution(b"P"))
+            answers.append(client.one())
+        refused = [a for a in answers if a.error is not None]
+        # a burst of twice the rate, then Unknown Pool Handle (as RSPLIB
+        # answers its own limit), across both its connections
+        self.assertEqual(len(refused), 10)
+        self.assertEqual({cause_of(a).code for a in refused}, {ErrorCause.UNKNOWN_POOL_HANDLE})
+        other = h.client("127.0.0.3")
+        other.send(HandleResolution(b"P"))
+        self.assertIsNone(other.one().error)
+        h.clock.advance(1.0)
+        flooder[0].send(HandleResolution(b"P"))
+        self.assertIsNone(flooder[0].one().error)
+
+    def test_refusals_logged_at_a_bounded_rate(self):
+        h = Harness(sources=SourceSettings(hr_rate=1.0))
+        h.client().register(b"P", pe_param(1))
+        lines = []
+        h.registrar.refusals.log = Logger(observer=lines.append)
+        flooder = h.client("127.0.0.2")
+        for _ in range(10000):
+            flooder.send(HandleResolution(b"P"))
+        flooder.received()
+        self.assertEqual(len(lines), 1)
+        self.assertIn("further refusals are summarized", formatEvent(lines[0]))
+        h.clock.advance(10)
+        flooder.send(HandleResolution(b"P"))
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(
+            formatEvent(lines[1]),
+            "refused 9998 handle resolution request(s) in 10 s from 1 source(s) "
+            "(127.0.0.2: 9998)")

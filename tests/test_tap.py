@@ -248,3 +248,42 @@ class PluginTests(unittest.TestCase):
             text=True, timeout=60,
         )
         self.assertIn("enrp", out.stdout)
+
+
+class LimitOptionsTests(unittest.TestCase):
+    """
+    The limits of issue #14 are on by default and tunable (command line
+    and --config).
+    """
+
+    def service(self, *argv):
+        options = tap.Options()
+        options.parseOptions(list(argv) + ["--enrp", "none"])
+        return options, tap.makeService(options)
+
+    def test_defaults_on(self):
+        _, service = self.service()
+        sources = service.registrar.config.sources
+        self.assertEqual((sources.max_pes, sources.max_pools, sources.hr_rate, sources.eu_rate),
+                         (10000, 1000, 2000.0, 10.0))
+        limits = service.connection_limits
+        self.assertEqual((limits.first_message, limits.message, limits.idle,
+                          limits.output_buffer, limits.stalled, limits.per_source),
+                         (10.0, 10.0, 600.0, 1 << 20, 60.0, 1024))
+        self.assertGreater(service.connection_budget.total, 16)
+
+    def test_tuned_and_off(self):
+        _, service = self.service(
+            "--max-pes-per-source", "0", "--max-hr-rate-per-source", "50",
+            "--idle-timeout", "120", "--max-connections-per-source", "8",
+            "--max-connections", "500", "--ipv6-source-prefix", "48")
+        sources = service.registrar.config.sources
+        self.assertEqual((sources.max_pes, sources.hr_rate, sources.ipv6_prefix), (None, 50.0, 48))
+        limits = service.connection_limits
+        self.assertEqual((limits.idle, limits.per_source, limits.total), (120.0, 8, 500))
+        self.assertEqual(service.connection_budget.total, 500)
+
+    def test_idle_longer_than_keep_alive(self):
+        error = self.assertRaises(usage.UsageError, tap.Options().parseOptions,
+                                  ["--idle-timeout", "8"])
+        self.assertIn("--idle-timeout (8 s) must be longer", str(error))

@@ -38,6 +38,8 @@ import attrs
 from twisted.logger import Logger
 
 from rserpool.asap.flood import RequestRateLimit
+from rserpool.asap.sources import SourceLimits, SourceSettings
+from rserpool.limits import EventLog, RefusalLog
 from rserpool.asap.scope import Scope, address_scope
 from rserpool.transport.base import NotAvailable
 from rserpool.codes import POLICY_FIELDS, ASAPType, ErrorCause
@@ -125,6 +127,10 @@ class RegistrarConfig:
         pool user may send for one pool handle (RSPLIB C{-maxeurate}; RFC
         5355 section 2.13); beyond it they are ignored.  C{None}, the
         default, for no limit.
+    @ivar sources: the limits per source (L{SourceSettings}): PEs and
+        pools a source may hold, its handle resolutions and Endpoint
+        Unreachable reports per second, the distinct reporters that
+        MAX-BAD-PE-REPORT takes (RFC 5355 sections 2.1, 2.2, 2.13).
     """
 
     server_id: int = attrs.field()
@@ -139,6 +145,7 @@ class RegistrarConfig:
     log_events: bool = True
     max_hr_rate: object = None
     max_eu_rate: object = None
+    sources: SourceSettings = attrs.field(factory=SourceSettings)
 
     @server_id.validator
     def _check_id(self, attribute, value):
@@ -278,6 +285,11 @@ class ASAPRegistrar:
         self._eu_limit = (
             RequestRateLimit(config.max_eu_rate) if config.max_eu_rate is not None else None
         )
+        self.sources = SourceLimits(config.sources)
+        #: refusals by the limits, counted and logged at a bounded rate
+        self.refusals = RefusalLog(log=self.log)
+        #: lines about events a peer causes at will, at a bounded rate
+        self.events = EventLog(self.log)
         self._handlers = {
             Registration: self._registration,
             Deregistration: self._deregistration,
@@ -301,6 +313,7 @@ class ASAPRegistrar:
         does when an SCTP association ends).
         """
         self.connections.discard(conn)
+        self.sources.connection_lost(conn)
         for limit in (self._hr_limit, self._eu_limit):
             if limit is not None:
                 limit.forget(conn)
@@ -314,6 +327,7 @@ class ASAPRegistrar:
         """
         A decoded ASAP message arrived over C{conn}.
         """
+        self.refusals.flush(now)
         handler = self._handlers.get(type(message))
         if handler is None:
             self._unexpected(conn, message)
@@ -351,6 +365,7 @@ class ASAPRegistrar:
         Time has come: send due keep-alives, remove PEs whose keep-alive
         timed out or whose registration life ran out.
         """
+        self.refusals.flush(now)
         hs = self.handlespace
         for pe in hs.due(now):
             if hs.get(pe.handle, pe.pe_id) is not pe:
@@ -486,6 +501,17 @@ class ASAPRegistrar:
                 conn, handle, pe_id, ErrorCause.LACK_OF_RESOURCES, b"",
                 "handlespace full (%d PEs)" % len(hs),
             )
+        else:
+            # RFC 5355 sections 2.1/2.2: one source cannot fill the
+            # handlespace, however many connections it opens.
+            refused = self.sources.may_register(conn, handle, hs)
+            if refused is not None:
+                self.refusals.refused("registration", self.sources.key(conn), now, refused)
+                conn.send(RegistrationResponse(
+                    handle, pe_id, reject=True,
+                    error=OperationError.of(ErrorCause.LACK_OF_RESOURCES)))
+                return
+        new_pool = existing is None and hs.pool(handle) is None
 
         settings = _with_distance(settings, conn)
         user_transport = UserTransport(user)
@@ -505,6 +531,8 @@ class ASAPRegistrar:
         except HandlespaceError as e:
             return self._reject(conn, handle, pe_id, e.cause, _cause_info(e.cause, param), e.reason)
 
+        if new_pool and outcome.created:
+            self.sources.pool_created(conn, handle)
         if param.registration_life > 0:
             heapq.heappush(
                 self._lifetimes,
@@ -575,6 +603,16 @@ class ASAPRegistrar:
         if items > config.max_hr_items_cap:
             items = config.max_hr_items_cap
         handle = message.pool_handle
+        if not self.sources.permit_resolution(conn, now):
+            # A source's rate (RFC 5355 section 3), whatever its
+            # connections: answered as RSPLIB answers its own limit.
+            self.refusals.refused(
+                "handle resolution", self.sources.key(conn), now,
+                "more than %g per second (--max-hr-rate-per-source)"
+                % self.sources.settings.hr_rate)
+            conn.send(HandleResolutionResponse(
+                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)))
+            return
         limit = self._hr_limit
         if limit is not None and not limit.permit(conn, handle, now):
             # Too many resolutions of this handle from this pool user: RSPLIB
@@ -721,6 +759,8 @@ class ASAPRegistrar:
                 peer=_peer(conn),
             )
             return
+        # It answers: reports that it is unreachable no longer count.
+        self.sources.forget_reports(pe.handle, pe.pe_id)
         if pe.home_registrar == self.server_id:
             if pe.connection is None:
                 # An adopted PE (see adopt) answered over a connection we
@@ -748,35 +788,45 @@ class ASAPRegistrar:
     def _endpoint_unreachable(self, conn, message, now):
         # RFC 5352 section 3.5 / 3.2.4: count the reports; at
         # MAX-BAD-PE-REPORT the PE is removed.  No answer is defined.
+        # RFC 5355 section 2.13: reports are limited per source, and each
+        # source counts once per PE, so MAX-BAD-PE-REPORT takes that many
+        # distinct sources; the home registrar then asks the PE itself.
+        sources = self.sources
+        if not sources.permit_unreachable(conn, now):
+            self.refusals.refused(
+                "Endpoint Unreachable", sources.key(conn), now,
+                "more than %g per second (--max-eu-rate-per-source)" % sources.settings.eu_rate)
+            return
         limit = self._eu_limit
         if limit is not None and not limit.permit(conn, message.pool_handle, now):
-            # RFC 5355 section 2.13: a pool user's reports are limited.
-            # RSPLIB rates them per pool handle (not per PE) and drops the
-            # excess.
-            self.log.warn(
-                "ignoring Endpoint Unreachable for {pe_id:08x} in {handle!r} from"
-                " {peer}: more than {limit} per second",
-                pe_id=message.identifier,
-                handle=message.pool_handle,
-                peer=_peer(conn),
-                limit=limit.threshold,
-            )
+            # RSPLIB's -maxeurate: per connection and pool handle; the
+            # excess is dropped.
+            self.refusals.refused(
+                "Endpoint Unreachable", sources.key(conn), now,
+                "more than %g per second for one pool (--max-eu-rate)" % limit.threshold)
             return
+        hs = self.handlespace
         try:
-            count = self.handlespace.report_unreachable(message.pool_handle, message.identifier)
+            hs.report_unreachable(message.pool_handle, message.identifier)
         except UnknownPoolHandle:
             return
-        pe = self.handlespace.get(message.pool_handle, message.identifier)
-        self.log.info(
-            "{count} unreachability report(s) for {pe_id:08x} in {handle!r}",
-            count=count,
-            pe_id=message.identifier,
-            handle=message.pool_handle,
-        )
-        if count >= self.config.max_bad_pe_reports:
-            self.handlespace.remove(pe)
-            self._removed(pe, "unreachable")
-            self._reschedule()
+        pe = hs.get(message.pool_handle, message.identifier)
+        count = sources.report(pe.handle, pe.pe_id, conn, now)
+        self.events.info(
+            now, "{count} source(s) report {pe_id:08x} in {handle!r} unreachable",
+            count=count, pe_id=pe.pe_id, handle=pe.handle)
+        if count < self.config.max_bad_pe_reports:
+            return
+        if pe.home_registrar == self.server_id and pe.connection is not None:
+            # We can ask the PE: an Endpoint Keep Alive now; no ack within
+            # the keep-alive timeout removes it, an ack clears the reports.
+            if pe.timer_code != TimerCode.KEEP_ALIVE_TIMEOUT:
+                self._send_keep_alive(pe, now)
+                self._reschedule()
+            return
+        hs.remove(pe)
+        self._removed(pe, "unreachable")
+        self._reschedule()
 
     # -- errors -----------------------------------------------------------
 
@@ -804,6 +854,7 @@ class ASAPRegistrar:
     # -- helpers ----------------------------------------------------------
 
     def _removed(self, pe, reason):
+        self.sources.forget_reports(pe.handle, pe.pe_id)
         if self.config.log_events:
             self.log.info(
                 "removed {pe_id:08x} from {handle!r}: {reason}",
