@@ -10,7 +10,7 @@ EndpointKeepAliveAck(pool_handle=b'EchoPool', identifier=305419896)
 Decoding is total: any bytes give a message or a :class:`ProtocolError`
 that carries the RFC error cause to answer with.
 """
-from rserpool.wire.errors import ProtocolError
+from rserpool.wire.errors import ProtocolError, brief
 from rserpool.wire.messages import (
     ADD_PE,
     ASAP,
@@ -45,13 +45,17 @@ from rserpool.wire.messages import (
     ServerAnnounce,
     TakeoverServer,
     decode,
+    echo,
     encode,
+    fit,
     message_length,
 )
 from rserpool.wire.params import (
     DATA_ONLY,
     DATA_PLUS_CONTROL,
     ITEMS_MAX,
+    MAX_CAUSE_INFO,
+    MAX_CAUSES,
     Cause,
     CookieParameter,
     DCCPTransport,
@@ -105,6 +109,8 @@ __all__ = [
     "HandleTableResponse",
     "HandleUpdate",
     "ITEMS_MAX",
+    "MAX_CAUSES",
+    "MAX_CAUSE_INFO",
     "IPv4Address",
     "IPv6Address",
     "InitTakeover",
@@ -131,9 +137,12 @@ __all__ = [
     "UDPLiteTransport",
     "UDPTransport",
     "UnknownParameter",
+    "brief",
     "decode",
     "decode_parameter",
+    "echo",
     "encode",
     "encode_parameter",
+    "fit",
     "message_length",
 ]

@@ -4,6 +4,29 @@ The one error the codec raises for bad network input.
 from rserpool.codes import ErrorCause
 
 
+_MAX_REASON = 200
+
+
+def brief(data, limit=48):
+    """
+    C{repr(data)} for a log line, cut after C{limit} bytes with the total
+    length said: a peer's pool handle may be 64 KiB long, and its C{repr}
+    four times that (issue #14: bad input must not write unbounded log
+    lines).  Data of at most C{limit} bytes gives exactly C{repr(data)}.
+
+    >>> brief(b"EchoPool")
+    "b'EchoPool'"
+    >>> brief(b"x" * 1000, 4)
+    "b'xxxx'... (1000 bytes)"
+
+    @param data: L{bytes}.
+    @rtype: L{str}
+    """
+    if len(data) <= limit:
+        return repr(data)
+    return "%r... (%d bytes)" % (bytes(data[:limit]), len(data))
+
+
 class ProtocolError(Exception):
     """
     Network input that is not a valid ASAP or ENRP message.
@@ -20,12 +43,19 @@ class ProtocolError(Exception):
         message for Unrecognized Message.
     @ivar report: C{False} when the RFC says to discard silently (an
         unrecognized parameter whose type's two high bits are 00).
+    @ivar messages: for the error a L{rserpool.wire.StreamDecoder} raises
+        when the framing is lost, what it decoded before in the same chunk
+        (a list of messages and errors); empty otherwise.
     """
+
+    messages = ()
 
     def __init__(self, cause, reason, info=b"", report=True):
         Exception.__init__(self, cause, reason)
         self.cause = ErrorCause(cause)
-        self.reason = reason
+        # A reason goes into log lines about a peer's bad input: keep it
+        # one short line whatever it quotes (issue #14).
+        self.reason = reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
         self.info = bytes(info)
         self.report = report
 

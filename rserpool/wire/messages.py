@@ -684,6 +684,68 @@ def encode(message):
     return _BBH.pack(message.message_type, flags, length) + body
 
 
+def echo(message, limit=P.MAX_CAUSE_INFO):
+    """
+    A received message as the information of an error cause that echoes
+    it (Unrecognized Message, or Invalid Values for a message the receiver
+    cannot use; RFC 5354 sections 3.11.2 and 3.11.3): its encoding, cut to
+    C{limit} bytes.
+
+    Unlike L{encode} this never fails for a message too long for its
+    length field: a decoded message whose length left out its final
+    padding, or that was 64 KiB long, may not encode again.
+
+    @param message: an instance of one of L{MESSAGE_CLASSES}.
+    @rtype: L{bytes}
+    """
+    flags, body = _ENCODERS[type(message)](message)
+    length = min(4 + len(body), 0xFFFF)
+    return (_BBH.pack(message.message_type, flags, length) + body)[:limit]
+
+
+def fit(message):
+    """
+    A message carrying an Operation Error (an answer that echoes input),
+    made to fit its 16-bit length field: the information of its causes is
+    cut, the last cause's first, and if that is not enough causes are
+    dropped (one is always kept).  A message that fits, or carries no
+    error, is returned as it is; one too long for other reasons still is,
+    and L{encode} raises C{ValueError} for it.
+
+    A rejected Registration Response echoes the pool handle, and its
+    Invalid Values cause the offending Pool Handle parameter again: for a
+    handle of 64,000 bytes, only a part of the second copy fits.
+
+    @param message: an instance of one of L{MESSAGE_CLASSES}.
+    @return: the message, or a copy with a shorter error.
+    """
+    error = getattr(message, "error", None)
+    if error is None:
+        return message
+    # The message's size without its causes (one empty cause is 4 bytes),
+    # hence the room left for them (the Operation Error's own header is 4).
+    flags, body = _ENCODERS[type(message)](attrs.evolve(message, error=OperationError.of(0)))
+    room = 0xFFFF - (4 + len(body) - 4)
+    causes = list(error.causes)
+    excess = sum(4 + ((len(c.info) + 3) & ~3) for c in causes) - room
+    if excess <= 0:
+        return message
+    for i in range(len(causes) - 1, -1, -1):
+        if excess <= 0:
+            break
+        c = causes[i]
+        padded = (len(c.info) + 3) & ~3
+        keep = max(0, padded - excess) & ~3
+        causes[i] = P.Cause(c.code, c.info[:keep])
+        excess -= padded - keep
+    while excess > 0 and len(causes) > 1:
+        causes.pop()
+        excess -= 4
+    if excess > 0:
+        return message
+    return attrs.evolve(message, error=OperationError(tuple(causes)))
+
+
 # --------------------------------------------------------------------------
 # Decoding: each function takes (data, flags, pos, end, reports) where the
 # body is data[pos:end] and returns the message.

@@ -14,6 +14,7 @@ the frozen ``attrs`` classes below.  :func:`encode_parameter` and
 :func:`decode_parameter` turn one of them into a TLV and back.
 """
 import ipaddress
+import itertools
 import struct
 
 import attrs
@@ -345,10 +346,29 @@ class Cause:
         return cause_name(self.code)
 
 
+#: The most bytes of information an error cause we send carries.  The
+#: information of Unrecognized Parameter, Unrecognized Message and Invalid
+#: Values echoes the offending input (RFC 5354 section 3.11), which may
+#: itself fill a whole message: its first KiB tells what was wrong, and an
+#: answer is then never larger than a few KiB (issue #14: the echo of a
+#: 64 KiB message no longer fitted in the answer's 16-bit length).
+MAX_CAUSE_INFO = 1024
+
+#: The most causes an Operation Error we send carries (one per unrecognized
+#: parameter of a message, RFC 5354 section 3, at most this many).
+MAX_CAUSES = 16
+
+
 @attrs.frozen
 class OperationError:
     """
     Operation Error parameter (RFC 5354 section 3.11): one or more causes.
+
+    The constructors L{of}, L{from_error} and L{unrecognized}, which build
+    what a node answers with, keep at most L{MAX_CAUSE_INFO} bytes of each
+    cause's information and at most L{MAX_CAUSES} causes, so that an
+    answer always fits in a message.  The class itself keeps whatever it
+    is given (a decoded Operation Error is as it was received).
     """
 
     causes: tuple = attrs.field(converter=tuple)
@@ -358,9 +378,10 @@ class OperationError:
     @classmethod
     def of(cls, code, info=b""):
         """
-        An Operation Error with a single cause.
+        An Operation Error with a single cause, its information cut to
+        L{MAX_CAUSE_INFO} bytes.
         """
-        return cls((Cause(code, info),))
+        return cls((Cause(code, info[:MAX_CAUSE_INFO]),))
 
     @classmethod
     def from_error(cls, error):
@@ -368,6 +389,37 @@ class OperationError:
         The Operation Error that answers a L{ProtocolError}.
         """
         return cls.of(error.cause, error.info)
+
+    @classmethod
+    def unrecognized(cls, tlvs):
+        """
+        The Operation Error that reports parameters skipped with a report
+        asked for (RFC 5354 section 3, action bits 11): one Unrecognized
+        Parameter cause per TLV, for the first L{MAX_CAUSES} of them, each
+        cut to L{MAX_CAUSE_INFO} bytes.
+
+        @param tlvs: the parameters' bytes (a message's C{unrecognized}).
+        """
+        return cls(
+            tuple(
+                Cause(ErrorCause.UNRECOGNIZED_PARAMETER, tlv[:MAX_CAUSE_INFO])
+                for tlv in itertools.islice(tlvs, MAX_CAUSES)
+            )
+        )
+
+    def summary(self, limit=3):
+        """
+        The causes by name for a log line, at most C{limit} of them
+        (C{"INVALID_VALUES, UNKNOWN_POOL_HANDLE and 15998 more"}): one
+        64 KiB Error message may hold 16,000 causes, and a log line about it
+        stays short.
+        """
+        names = [c.name for c in self.causes[:limit]]
+        rest = len(self.causes) - len(names)
+        text = ", ".join(names)
+        if rest > 0:
+            text += " and %d more" % rest
+        return text
 
 
 @attrs.frozen
@@ -556,7 +608,7 @@ def encode_parameter(param):
 # report while processing goes on (action bits 11).
 
 
-def scan(data, pos, end, reports):
+def scan(data, pos, end, reports, decoders=None, container=None):
     """
     Decode the sequence of parameters in C{data[pos:end]}.
 
@@ -566,9 +618,23 @@ def scan(data, pos, end, reports):
     Parameter, C{report} telling which), 10 skip, 11 skip and report (the
     TLV is appended to C{reports}).
 
+    Inside a parameter (C{decoders} given) only the parameters it may hold
+    are decoded: addresses in a transport, transports and a policy in a
+    Pool Element, a transport in a Server Information.  Any other known
+    parameter there is Invalid Values, without decoding it.  Nesting is
+    thereby bounded by the grammar (a message holds a Pool Element holds a
+    transport holds addresses: three levels), whatever the input: Pool
+    Elements nested 16,000 deep used to exhaust the stack (issue #14).
+
+    @param decoders: the decoders of the parameters allowed here, by type;
+        C{None} for a message body, where every known parameter is decoded
+        (the message's decoder checks which it got).
+    @param container: the name of the enclosing parameter, for the error.
     @return: a list of decoded parameters.
     @raise ProtocolError: on any malformation.
     """
+    if decoders is None:
+        decoders = _DECODERS
     out = []
     append = out.append
     while pos < end:
@@ -580,9 +646,16 @@ def scan(data, pos, end, reports):
             raise _invalid(
                 "parameter 0x%04x length %d overruns its container" % (ptype, plen), data, pos, end
             )
-        decoder = _DECODERS.get(ptype)
+        decoder = decoders.get(ptype)
         if decoder is not None:
             append(decoder(data, pos, tend, reports))
+        elif ptype in _DECODERS:
+            # A known parameter where it does not belong (a Pool Element
+            # inside a Pool Element...): RFC 5354 section 3 gives it no
+            # meaning there.
+            raise _invalid(
+                "parameter 0x%04x cannot be inside a %s" % (ptype, container), data, pos, tend
+            )
         else:
             action = ptype >> 14
             if action < 2:
@@ -611,10 +684,7 @@ def _dec_ipv6(data, pos, end, reports):
 
 
 def _transport_addresses(data, pos, start, end, reports, many):
-    addrs = scan(data, start, end, reports)
-    for a in addrs:
-        if not isinstance(a, (IPv4Address, IPv6Address)):
-            raise _invalid("a transport parameter holds a non-address parameter", data, pos, end)
+    addrs = scan(data, start, end, reports, _ADDRESS_DECODERS, "transport parameter")
     if not addrs or (not many and len(addrs) != 1):
         raise _invalid(
             "transport parameter with %d addresses" % len(addrs), data, pos, end
@@ -689,7 +759,7 @@ def _dec_pool_element(data, pos, end, reports):
     if end - pos < 16:
         raise _invalid("Pool Element parameter too short", data, pos, end)
     ident, home, life = _III_signed.unpack_from(data, pos + 4)
-    inner = scan(data, pos + 16, end, reports)
+    inner = scan(data, pos + 16, end, reports, _POOL_ELEMENT_DECODERS, "Pool Element")
     n = len(inner)
     if (
         n < 2
@@ -711,7 +781,7 @@ def _dec_server_information(data, pos, end, reports):
     if end - pos < 8:
         raise _invalid("Server Information parameter too short", data, pos, end)
     (server_id,) = _I.unpack_from(data, pos + 4)
-    inner = scan(data, pos + 8, end, reports)
+    inner = scan(data, pos + 8, end, reports, _TRANSPORT_DECODERS, "Server Information")
     if len(inner) != 1 or not isinstance(inner[0], TRANSPORT_CLASSES):
         raise _invalid("Server Information needs exactly one transport", data, pos, end)
     return ServerInformation(server_id, inner[0])
@@ -777,6 +847,13 @@ _DECODERS = {
 }
 # int keys hash faster than IntEnum members in the hot path
 _DECODERS = {int(k): v for k, v in _DECODERS.items()}
+# What a parameter may hold (RFC 5354 sections 3.2 to 3.10): see scan.
+_ADDRESS_DECODERS = {
+    int(t): _DECODERS[t] for t in (ParamType.IPV4_ADDRESS, ParamType.IPV6_ADDRESS)
+}
+_TRANSPORT_DECODERS = {int(t): _DECODERS[t] for t in TRANSPORTS}
+_POOL_ELEMENT_DECODERS = dict(_TRANSPORT_DECODERS)
+_POOL_ELEMENT_DECODERS[int(ParamType.POOL_MEMBER_SELECTION_POLICY)] = _dec_policy
 
 
 def decode_parameter(data):

@@ -16,8 +16,11 @@ class StreamDecoder:
     Reassembles messages from arbitrary chunks of a byte stream.
 
     Each message is found by its 16-bit length field and is followed by
-    padding to the next multiple of 4 bytes.  Memory is bounded: at most one
-    message (64 KiB) plus one chunk is ever buffered.
+    padding to the next multiple of 4 bytes.  Memory is bounded: while
+    L{feed} runs, one message (64 KiB) plus the chunk; between calls, less
+    than one message (at most 65,535 bytes, L{buffered}), whatever the
+    stream: a header announcing 0xFFFF bytes followed by 100 bytes holds
+    104 bytes until the rest comes (or the connection's deadline ends it).
 
     Usage::
 
@@ -32,6 +35,9 @@ class StreamDecoder:
     and decoding continues with the next message, as the RFCs allow.  A
     length field below 4 bytes means the framing itself is lost: that error
     is raised, and the decoder refuses further input; close the connection.
+    The messages (and errors) that came before the broken header in the
+    same chunk are the raised error's C{messages}: handle them first, and
+    what comes out does not depend on how the stream was cut.
     """
 
     def __init__(self, protocol=ASAP, decode=decode):
@@ -54,7 +60,8 @@ class StreamDecoder:
         @raise ProtocolError: when the stream cannot be framed any more.
         """
         if self._broken is not None:
-            raise self._broken
+            broken = self._broken
+            raise ProtocolError(broken.cause, broken.reason, broken.info)
         buf = self._buffer
         buf += chunk
         out = []
@@ -63,13 +70,14 @@ class StreamDecoder:
         while n - pos >= 4:
             (length,) = _H.unpack_from(buf, pos + 2)
             if length < 4:
-                self._broken = ProtocolError(
+                self._broken = error = ProtocolError(
                     ErrorCause.INVALID_VALUES,
                     "message length %d in stream: framing lost" % length,
                     bytes(buf[pos : pos + 4]),
                 )
+                error.messages = out
                 del buf[:]
-                raise self._broken
+                raise error
             total = (length + 3) & ~3
             if n - pos < total:
                 break
