@@ -67,7 +67,7 @@ class HandleTableDump:
             return []
         if isinstance(message, ENRPError):
             raise DumpError("registrar answered with an ENRP Error: %s"
-                            % ", ".join(c.name for c in message.error.causes))
+                            % message.error.summary())
         if not isinstance(message, HandleTableResponse):
             return []
         if message.reject:

@@ -54,7 +54,6 @@ from rserpool.handlespace import (
 from rserpool.wire import (
     DATA_PLUS_CONTROL,
     ASAPError,
-    Cause,
     Deregistration,
     DeregistrationResponse,
     EndpointKeepAlive,
@@ -67,8 +66,10 @@ from rserpool.wire import (
     PoolElement,
     Registration,
     RegistrationResponse,
-    encode,
+    brief,
+    echo,
     encode_parameter,
+    fit,
 )
 from rserpool.wire.params import encode_pool_handle
 
@@ -88,6 +89,9 @@ REMOVAL_REASONS = (
 HR_ITEMS_LIMIT = 128
 
 _MAX_MESSAGE = 0xFFFF
+#: The longest pool handle a Handle Resolution Response with an Operation
+#: Error of one empty cause can echo: 4 + (4 + 65,516) + 8 = 65,532 bytes.
+_MAX_ECHOED_HANDLE = 65516
 
 
 @attrs.frozen
@@ -335,17 +339,8 @@ class ASAPRegistrar:
             handler(conn, message, now)
         if message.unrecognized:
             # RFC 5354 section 3: parameters of an unknown type whose two
-            # high bits are 11 are skipped, and reported.
-            conn.send(
-                ASAPError(
-                    OperationError(
-                        tuple(
-                            Cause(ErrorCause.UNRECOGNIZED_PARAMETER, tlv)
-                            for tlv in message.unrecognized
-                        )
-                    )
-                )
-            )
+            # high bits are 11 are skipped, and reported (the first few).
+            conn.send(ASAPError(OperationError.unrecognized(message.unrecognized)))
 
     def protocol_error(self, conn, error, now):
         """
@@ -418,16 +413,19 @@ class ASAPRegistrar:
 
     def _reject(self, conn, handle, pe_id, cause, info=b"", reason=""):
         self.log.info(
-            "rejected registration of {pe_id:08x} in {handle!r} from {peer}: "
+            "rejected registration of {pe_id:08x} in {handle} from {peer}: "
             "{cause} ({reason})",
             pe_id=pe_id,
-            handle=handle,
+            handle=brief(handle),
             peer=_peer(conn),
             cause=ErrorCause(cause).name,
             reason=reason,
         )
+        # fit: the response echoes the pool handle, and an overlong one
+        # again as the cause's information, which then is cut (issue #14).
         conn.send(
-            RegistrationResponse(handle, pe_id, reject=True, error=OperationError.of(cause, info))
+            fit(RegistrationResponse(
+                handle, pe_id, reject=True, error=OperationError.of(cause, info)))
         )
 
     def _registration(self, conn, message, now):
@@ -462,7 +460,9 @@ class ASAPRegistrar:
         # minimum scope; none left means the registration is refused.
         user = param.user_transport
         peer_addresses = conn.peer_addresses
-        own = [a for a in user.addresses if a in peer_addresses]
+        # An address listed twice counts once: 8,000 copies of one would
+        # make a Pool Element that no ENRP Handle Update can carry.
+        own = list(dict.fromkeys(a for a in user.addresses if a in peer_addresses))
         if not own:
             return self._reject(
                 conn, handle, pe_id, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS, b"",
@@ -563,7 +563,8 @@ class ASAPRegistrar:
         if pe is None:
             # RSPLIB reports success: the PE "seems to be already gone".
             self.log.info(
-                "deregistration of unknown {pe_id:08x} in {handle!r}", pe_id=pe_id, handle=handle
+                "deregistration of unknown {pe_id:08x} in {handle}", pe_id=pe_id,
+                handle=brief(handle),
             )
             conn.send(DeregistrationResponse(handle, pe_id))
             return
@@ -603,6 +604,13 @@ class ASAPRegistrar:
         if items > config.max_hr_items_cap:
             items = config.max_hr_items_cap
         handle = message.pool_handle
+        if len(handle) > _MAX_ECHOED_HANDLE:
+            # No pool has such a handle (MAX_POOL_HANDLE_SIZE), and a Handle
+            # Resolution Response echoing it would not fit in a message
+            # (issue #14): Invalid Values, with the start of the parameter.
+            conn.send(ASAPError(
+                OperationError.of(ErrorCause.INVALID_VALUES, encode_pool_handle(handle))))
+            return
         if not self.sources.permit_resolution(conn, now):
             # A source's rate (RFC 5355 section 3), whatever its
             # connections: answered as RSPLIB answers its own limit.
@@ -619,9 +627,9 @@ class ASAPRegistrar:
             # answers as for an unknown pool (its RSPERR_NOT_FOUND, cause
             # 0x9), so that a flooding PU learns nothing.
             self.log.warn(
-                "refusing handle resolution of {handle!r} from {peer}: more than"
+                "refusing handle resolution of {handle} from {peer}: more than"
                 " {limit} per second",
-                handle=handle,
+                handle=brief(handle),
                 peer=_peer(conn),
                 limit=limit.threshold,
             )
@@ -745,9 +753,9 @@ class ASAPRegistrar:
         pe = self.handlespace.get(message.pool_handle, message.identifier)
         if pe is None:
             self.log.debug(
-                "keep-alive ack for unknown {pe_id:08x} in {handle!r}",
+                "keep-alive ack for unknown {pe_id:08x} in {handle}",
                 pe_id=message.identifier,
-                handle=message.pool_handle,
+                handle=brief(message.pool_handle),
             )
             return
         if pe.connection is not conn and not _same_principal(pe, conn):
@@ -831,11 +839,12 @@ class ASAPRegistrar:
     # -- errors -----------------------------------------------------------
 
     def _asap_error(self, conn, message, now):
-        # Never answer an error with an error.
+        # Never answer an error with an error.  A few causes by name: one
+        # message may hold 16,000 (issue #14, log amplification).
         self.log.info(
             "ASAP Error from {peer}: {causes}",
             peer=_peer(conn),
-            causes=", ".join(c.name for c in message.error.causes),
+            causes=message.error.summary(),
         )
 
     def _unexpected(self, conn, message):
@@ -847,9 +856,7 @@ class ASAPRegistrar:
             message=type(message).__name__,
             peer=_peer(conn),
         )
-        conn.send(
-            ASAPError(OperationError.of(ErrorCause.UNRECOGNIZED_MESSAGE, encode(message)))
-        )
+        conn.send(ASAPError(OperationError.of(ErrorCause.UNRECOGNIZED_MESSAGE, echo(message))))
 
     # -- helpers ----------------------------------------------------------
 
@@ -880,8 +887,13 @@ def _peer(conn):
     return "%s:%d" % (address, port)
 
 
-def _addresses(transport):
-    return ",".join(str(a) for a in transport.addresses)
+def _addresses(transport, limit=4):
+    # For log lines: a transport may list thousands of addresses.
+    addresses = transport.addresses
+    text = ",".join(str(a) for a in addresses[:limit])
+    if len(addresses) > limit:
+        text += " and %d more" % (len(addresses) - limit)
+    return text
 
 
 def _same_principal(pe, conn):
