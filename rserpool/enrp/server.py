@@ -64,7 +64,6 @@ from rserpool.handlespace import HandlespaceError, PolicySettings, TimerCode
 from rserpool.wire import (
     ADD_PE,
     DEL_PE,
-    Cause,
     ENRPError,
     HandleTableRequest,
     HandleTableResponse,
@@ -79,6 +78,8 @@ from rserpool.wire import (
     ServerInformation,
     TakeoverServer,
     TCPTransport,
+    brief,
+    echo,
     encode,
     encode_parameter,
 )
@@ -238,11 +239,12 @@ def reachable_information(information, addresses):
     transport = information.transport
     if not addresses or not any(a.is_unspecified for a in transport.addresses):
         return information
-    out = []
+    # A dict keeps the order and finds duplicates in constant time: a
+    # Presence may list 8,000 addresses (issue #14).
+    out = {}
     for a in transport.addresses:
         for b in (addresses if a.is_unspecified else (a,)):
-            if b not in out:
-                out.append(b)
+            out[b] = None
     transport = attrs.evolve(transport, addresses=tuple(out))
     return ServerInformation(information.server_id, transport)
 
@@ -407,7 +409,7 @@ class ENRPServer:
         if handler is None:
             # An ASAP message on the ENRP side: RFC 5353 section 2.2.10.
             conn.send(ENRPError(self.server_id, 0, OperationError.of(
-                ErrorCause.UNRECOGNIZED_MESSAGE, encode(message))))
+                ErrorCause.UNRECOGNIZED_MESSAGE, echo(message))))
             return
         peer = self.peers.get(message.sender_id)
         if peer is not None:
@@ -415,8 +417,8 @@ class ENRPServer:
         handler(conn, message, now)
         if message.unrecognized:
             # RFC 5354 section 3: skipped parameters marked "report".
-            conn.send(ENRPError(self.server_id, message.sender_id, OperationError(tuple(
-                Cause(ErrorCause.UNRECOGNIZED_PARAMETER, tlv) for tlv in message.unrecognized))))
+            conn.send(ENRPError(self.server_id, message.sender_id,
+                                OperationError.unrecognized(message.unrecognized)))
         self._reschedule()
 
     def multicast_received(self, message, source, now):
@@ -685,9 +687,20 @@ class ENRPServer:
         # and left (RSPLIB's hsdump does) is no server to tell others of;
         # RSPLIB would count it among the acknowledgers of its takeovers.
         servers = [self.information]
-        servers.extend(p.information for p in self.peers.values()
-                       if p.information is not None and p.server_id != message.sender_id
-                       and p.connections)
+        size = 12 + len(encode_parameter(servers[0]))
+        for p in self.peers.values():
+            if p.information is None or p.server_id == message.sender_id or \
+                    not p.connections:
+                continue
+            # A peer's Server Information is what its Presence said, up to
+            # 64 KiB each: list those that fit in the message (issue #14).
+            try:
+                tlv = encode_parameter(p.information)
+            except ValueError:
+                continue
+            if size + len(tlv) <= _MAX_MESSAGE:
+                size += len(tlv)
+                servers.append(p.information)
         conn.send(ListResponse(self.server_id, message.sender_id, servers))
 
     def _list_response(self, conn, message, now):
@@ -844,8 +857,8 @@ class ENRPServer:
                 timer=(TimerCode.EXPIRY, now + life / 1000.0) if life > 0 else None,
             ).pe
         except HandlespaceError as e:
-            self.log.warn("PE {id:08x} in {handle!r} from peer {peer:08x} not stored: {why}",
-                          id=param.identifier, handle=handle, peer=sender, why=e.reason)
+            self.log.warn("PE {id:08x} in {handle} from peer {peer:08x} not stored: {why}",
+                          id=param.identifier, handle=brief(handle), peer=sender, why=e.reason)
             return "error"
         if life <= 0:
             # A life of 0 or less never expires.
@@ -873,7 +886,7 @@ class ENRPServer:
                 hs.remove(pe)
         else:
             conn.send(ENRPError(self.server_id, message.sender_id, OperationError.of(
-                ErrorCause.INVALID_VALUES, encode(message))))
+                ErrorCause.INVALID_VALUES, echo(message))))
 
     def _broadcast(self, pe, action):
         self._send_all(HandleUpdate(self.server_id, 0, action, pe.handle, wire_pool_element(pe)))
@@ -1005,6 +1018,7 @@ class ENRPServer:
             observer(target, message.sender_id, moved)
 
     def _enrp_error(self, conn, message, now):
-        # Never answer an error with an error.
+        # Never answer an error with an error.  A few causes by name: one
+        # message may hold 16,000 (issue #14, log amplification).
         self.log.info("ENRP Error from {id:08x}: {causes}", id=message.sender_id,
-                      causes=", ".join(str(c.code) for c in message.error.causes))
+                      causes=message.error.summary())
