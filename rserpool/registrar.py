@@ -251,11 +251,11 @@ def presence_from(message, source):
     transport = information.transport
     if not any(a.is_unspecified for a in transport.addresses):
         return message
-    addresses = []
+    # A dict keeps the order and finds duplicates in constant time: a
+    # datagram may list 8,000 addresses (issue #14).
+    addresses = {}
     for a in transport.addresses:
-        a = source if a.is_unspecified else a
-        if a not in addresses:
-            addresses.append(a)
+        addresses[source if a.is_unspecified else a] = None
     transport = attrs.evolve(transport, addresses=tuple(addresses))
     return attrs.evolve(message, server_information=ServerInformation(information.server_id, transport))
 
