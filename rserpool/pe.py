@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from rserpool.asap.pool_element import (
     Deregistered,
     HomeChanged,
+    IdentifierChanged,
     PoolElementConfig,
     PoolElementMachine,
     RegistrarProblem,
@@ -292,7 +293,9 @@ class PoolElementService(service.Service):
             (L{parse_policy}); round robin by default.
         @param reactor: the reactor (the global one by default).
         @param rng: a C{random.Random} (for the PE identifier).
-        @param identifier: a fixed PE identifier instead of a random one.
+        @param identifier: a fixed PE identifier instead of a random one
+            (then kept: a refusal as Non-unique PE Identifier is final;
+            a random one is replaced by a fresh one and registered again).
         @param reregistration_interval: seconds between re-registrations.
         @param registration_life: seconds; three intervals by default.
         @param response_timeout: seconds to wait for a registrar's answer.
@@ -333,6 +336,7 @@ class PoolElementService(service.Service):
         self.config = PoolElementConfig(
             pool_handle, policy, identifier, reregistration_interval, registration_life,
             response_timeout, connect_timeout, hunt_retry_delay,
+            identifier_fixed=identifier is not None,
         )
         if self.config.identifier is None:
             self.config = attrs.evolve(self.config, identifier=new_identifier(self.rng))
@@ -389,7 +393,7 @@ class PoolElementService(service.Service):
         # address's type: UDP, TCP, SCTP); the unused endpoint does not.
         protocol = self.protocol or (_protocol_of(self.endpoint) if self._own_port else None)
         transport = _transport_of(port.getHost(), protocol, use, _dual_stack(port))
-        self.machine = PoolElementMachine(self.config, transport, self.registrars)
+        self.machine = PoolElementMachine(self.config, transport, self.registrars, rng=self.rng)
         self.driver = MachineDriver(self.reactor, self.machine, self._event)
         self.log.info(
             "pool element {pe_id:08x} of {handle!r} serving on {port}; hunting among {registrars}",
@@ -412,6 +416,14 @@ class PoolElementService(service.Service):
     def _event(self, event):
         if isinstance(event, RegistrarProblem):
             self._problem(event)
+        elif isinstance(event, IdentifierChanged):
+            # RFC 5355 section 2.3: someone holds our identifier (a PE
+            # squatting on it after a registrar restart, or a collision).
+            self.config = attrs.evolve(self.config, identifier=event.new)
+            self.log.warn(
+                "PE identifier {old:08x} is in use by another PE in {handle!r} (Non-unique PE "
+                "Identifier); registering as {new:08x}", old=event.old, new=event.new,
+                handle=self.pool_handle, pe_id=event.new)
         elif isinstance(event, Registered):
             self._told.clear()
             self.log.info(

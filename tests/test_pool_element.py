@@ -7,6 +7,7 @@ import ipaddress
 import random
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -34,6 +35,7 @@ from rserpool.wire import (
     RegistrationResponse,
     SCTPTransport,
     TCPTransport,
+    encode,
 )
 
 H = b"EchoPool"
@@ -551,3 +553,86 @@ class HuntPacingTests(unittest.TestCase):
         pe.timer(1.015)
         (c,) = pe.actions()
         self.assertEqual(c.endpoint, "tcp:127.0.0.1:1")
+
+
+class IdentifierRenewalTests(unittest.TestCase):
+    """
+    RFC 5355 section 2.3 / issue #14: an attacker who registers a real PE's
+    identifier first (after a registrar restart) must not knock the PE out
+    for good: a PE with a random identifier takes a fresh one.
+    """
+
+    def refused(self, pe, now=0):
+        pe.message_received(pe.connection, RegistrationResponse(
+            H, pe.identifier, reject=True,
+            error=OperationError.of(ErrorCause.NON_UNIQUE_PE_IDENTIFIER)), now)
+
+    def machine(self, fixed=False):
+        config = m.PoolElementConfig(H, Policy.make(PolicyType.ROUND_ROBIN), identifier=0x1234,
+                                     identifier_fixed=fixed)
+        pe = m.PoolElementMachine(config, TCPTransport(7, ("0.0.0.0",)), ["tcp:127.0.0.1:1"],
+                                  rng=random.Random(7))
+        pe.start(0)
+        (c,) = pe.actions()
+        pe.connected(c.attempt, "c1", LOCAL, 0)
+        pe.actions()
+        return pe
+
+    def test_rfc5355_2_3_fresh_identifier(self):
+        pe = self.machine()
+        self.refused(pe)
+        changed, send = pe.actions()
+        self.assertEqual(changed.old, 0x1234)
+        self.assertNotEqual(changed.new, 0x1234)
+        self.assertEqual(pe.identifier, changed.new)
+        self.assertEqual(send, m.Send("c1", Registration(H, PoolElement(
+            changed.new, 0, 90000, TCPTransport(7, (LOCAL,)), Policy.make(PolicyType.ROUND_ROBIN)))))
+        pe.message_received("c1", RegistrationResponse(H, changed.new), 0.1)
+        self.assertEqual(pe.actions(), [m.Registered("tcp:127.0.0.1:1", False)])
+        self.assertEqual(pe.state, m.REGISTERED)
+
+    def test_bounded(self):
+        pe = self.machine()
+        for _ in range(m.MAX_IDENTIFIER_RENEWALS):
+            self.refused(pe)
+            self.assertIsInstance(pe.actions()[0], m.IdentifierChanged)
+        self.refused(pe)
+        close, failed = pe.actions()
+        self.assertEqual(failed.cause, ErrorCause.NON_UNIQUE_PE_IDENTIFIER)
+        self.assertEqual(pe.state, m.FAILED)
+
+    def test_fixed_identifier_is_final(self):
+        pe = self.machine(fixed=True)
+        self.refused(pe)
+        close, failed = pe.actions()
+        self.assertIsInstance(failed, m.RegistrationFailed)
+        self.assertEqual(pe.identifier, 0x1234)
+
+    @defer.inlineCallbacks
+    def test_rfc5355_2_3_squatter_over_loopback(self):
+        # The squatter registers the identifier the PE will draw, over its
+        # own connection, first; the PE still ends up registered.
+        registrar = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
+        registrar.startService()
+        self.addCleanup(registrar.stopService)
+        (port,) = yield registrar.ready
+        endpoint = "tcp:127.0.0.1:%d" % port.getHost().port
+        taken = m.new_identifier(random.Random(5))
+        squatter = yield TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            Factory.forProtocol(Protocol))
+        self.addCleanup(squatter.transport.loseConnection)
+        squatter.transport.write(encode(Registration(H, PoolElement(
+            taken, 0, 90000, TCPTransport(9, (LOCAL,)), Policy.make(PolicyType.ROUND_ROBIN)))))
+        for _ in range(100):
+            if registrar.registrar.handlespace.get(H, taken) is not None:
+                break
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        pe = PoolElementService(H, Factory.forProtocol(Echo), registrars=[endpoint],
+                                rng=random.Random(5))
+        pe.startService()
+        self.addCleanup(pe.stopService)
+        yield pe.registered
+        self.assertNotEqual(pe.identifier, taken)
+        stored = registrar.registrar.handlespace.get(H, pe.identifier)
+        self.assertEqual(stored.user_transport.wire.port, pe.port.getHost().port)
+        self.assertEqual(registrar.registrar.handlespace.get(H, taken).user_transport.wire.port, 9)

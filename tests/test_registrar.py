@@ -306,13 +306,26 @@ class RegistrationTests(unittest.TestCase):
 
     def test_same_host_reconnect(self):
         """
-        The same host may re-register the identifier over a new connection
-        (a PE that reconnected): the PE moves to it.
+        A PE that reconnected re-registers its identifier over the new
+        connection once the old one has ended: the PE moves to it.
         """
         self.pe.register(b"P", pe_param(1))
+        self.pe.lose()
         again = self.h.client("127.0.0.1", 40001)
         again.register(b"P", pe_param(1))
         self.assertIs(self.h.hs.get(b"P", 1).connection, again.protocol)
+
+    def test_rfc5355_2_3_same_host_cannot_take_a_live_identifier(self):
+        """
+        While the PE's connection lives, another process of the same host
+        cannot re-point its identifier (issue #14: squatting, hijacking).
+        """
+        self.pe.register(b"P", pe_param(1, port=7))
+        other = self.h.client("127.0.0.1", 40001)
+        response = other.register(b"P", pe_param(1, port=9), expect_ok=False)
+        self.assertRejected(response, ErrorCause.NON_UNIQUE_PE_IDENTIFIER)
+        self.assertIs(self.h.hs.get(b"P", 1).connection, self.pe.protocol)
+        self.assertEqual(self.h.hs.get(b"P", 1).user_transport.wire.port, 7)
 
     def test_identity_binds_the_identifier(self):
         """
@@ -409,10 +422,15 @@ class DeregistrationTests(unittest.TestCase):
         self.assertEqual(elsewhere.one(), DeregistrationResponse(b"P", 1))
         self.assertIsNone(self.h.hs.get(b"P", 1))
 
-    def test_deregister_same_host_other_connection(self):
+    def test_rfc5355_2_3_deregister_from_other_connection(self):
+        # Another connection of the same host may not deregister a PE whose
+        # own connection lives (RFC 5355 sections 2.2, 2.3).
         other = self.h.client("127.0.0.1", 40002)
         other.send(Deregistration(b"P", 1))
-        self.assertEqual(other.one(), DeregistrationResponse(b"P", 1))
+        response = other.one()
+        self.assertEqual(response.error.causes[0].code,
+                         ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)
+        self.assertIsNotNone(self.h.hs.get(b"P", 1))
 
     def test_registration_life_expiry(self):
         """

@@ -19,7 +19,7 @@ machine: whatever the adapter passes to L{PoolElementMachine.connected}.
 """
 import attrs
 
-from rserpool.codes import cause_name
+from rserpool.codes import ErrorCause, cause_name
 from rserpool.wire import (
     ASAPError,
     Deregistration,
@@ -44,6 +44,7 @@ __all__ = [
     "Deregistered",
     "HomeChanged",
     "RegistrarProblem",
+    "IdentifierChanged",
     "new_identifier",
     "effective_transport",
     "IDLE",
@@ -54,6 +55,9 @@ __all__ = [
     "STOPPED",
     "FAILED",
 ]
+
+#: Fresh identifiers a PE tries in a row when each is refused as in use.
+MAX_IDENTIFIER_RENEWALS = 5
 
 #: States of L{PoolElementMachine}.
 IDLE = "idle"
@@ -98,6 +102,9 @@ class PoolElementConfig:
         (RSPLIB 7.5 s).
     @ivar hunt_retry_delay: seconds to wait after every known registrar was
         tried without success, before the next round of the hunt.
+    @ivar identifier_fixed: whether the identifier was chosen by the user;
+        otherwise, refused as Non-unique PE Identifier, the PE registers
+        again with a fresh random one (L{IdentifierChanged}).
     """
 
     pool_handle: bytes = attrs.field(converter=bytes)
@@ -108,6 +115,7 @@ class PoolElementConfig:
     response_timeout: float = 3.0
     connect_timeout: float = 7.5
     hunt_retry_delay: float = 1.0
+    identifier_fixed: bool = False
 
     @property
     def life_ms(self):
@@ -214,6 +222,21 @@ class RegistrationFailed:
         C{"RSPLIB_INVALID_VALUE"} (L{rserpool.codes.cause_name}).
         """
         return cause_name(self.cause)
+
+
+@attrs.frozen
+class IdentifierChanged:
+    """
+    The registrar refused the PE identifier as in use by another PE
+    (Non-unique PE Identifier): the PE registers again with a fresh random
+    one.  Someone may be squatting on the old one (RFC 5355 section 2.3).
+
+    @ivar old: the refused identifier.
+    @ivar new: the new one.
+    """
+
+    old: int
+    new: int
 
 
 @attrs.frozen
@@ -357,6 +380,8 @@ class PoolElementMachine:
         self._deadline_kind = None
         self._ever_registered = False
         self._registered_here = False
+        self._rng = rng
+        self._renewals = 0
 
     @property
     def identifier(self):
@@ -533,7 +558,7 @@ class PoolElementMachine:
                 and self.state in (REGISTERING, REGISTERED)
                 and self._deadline_kind == "response"
             ):
-                self._failed(message.error.causes)
+                self._failed(message.error.causes, now)
 
     def timer(self, now):
         """
@@ -665,11 +690,12 @@ class PoolElementMachine:
         if self.state not in (REGISTERING, REGISTERED):
             return
         if message.reject:
-            self._failed(message.error.causes if message.error is not None else ())
+            self._failed(message.error.causes if message.error is not None else (), now)
             return
         again = self._ever_registered
         first_here = not self._registered_here
         self._tried = 0
+        self._renewals = 0
         self._ever_registered = True
         self._registered_here = True
         self.state = REGISTERED
@@ -677,11 +703,28 @@ class PoolElementMachine:
         if first_here or not again:
             self._out.append(Registered(self.endpoint, again))
 
-    def _failed(self, causes):
+    def _failed(self, causes, now):
         # RFC 5352 section 3.1: the registration is refused; give up (the
         # cause is the user's to act on, another registrar would say the
-        # same).
+        # same) -- except for an identifier in use, which we chose at
+        # random and may choose again (a bounded number of times in a row).
         cause = causes[0].code if causes else 0
+        if (
+            cause == ErrorCause.NON_UNIQUE_PE_IDENTIFIER
+            and not self.config.identifier_fixed
+            and self._rng is not None
+            and self._renewals < MAX_IDENTIFIER_RENEWALS
+            and self.state == REGISTERING
+        ):
+            self._renewals += 1
+            old = self.config.identifier
+            new = old
+            while new == old:
+                new = new_identifier(self._rng)
+            self.config = attrs.evolve(self.config, identifier=new)
+            self._out.append(IdentifierChanged(old, new))
+            self._register(now)
+            return
         refused = self.registration().pool_element
         local = self._local if isinstance(self._local, tuple) else (self._local,)
         self._drop_connection()

@@ -490,7 +490,7 @@ class ASAPRegistrar:
                 other is not None
                 and other is not conn
                 and other in self.connections
-                and not _same_principal(existing, conn)
+                and not _same_principal(existing, conn, self.connections)
             ):
                 return self._reject(
                     conn, handle, pe_id, ErrorCause.NON_UNIQUE_PE_IDENTIFIER, b"",
@@ -568,7 +568,7 @@ class ASAPRegistrar:
             )
             conn.send(DeregistrationResponse(handle, pe_id))
             return
-        if pe.connection is not conn and not _same_principal(pe, conn):
+        if pe.connection is not conn and not _same_principal(pe, conn, self.connections):
             # RFC 5355 sections 2.2 and 2.3: only the PE itself may
             # deregister it.
             self.log.warn(
@@ -758,7 +758,7 @@ class ASAPRegistrar:
                 handle=brief(message.pool_handle),
             )
             return
-        if pe.connection is not conn and not _same_principal(pe, conn):
+        if pe.connection is not conn and not _same_principal(pe, conn, self.connections):
             # RFC 5355 section 2.2: an ack from elsewhere must not keep a
             # dead PE in the handlespace.
             self.log.warn(
@@ -896,18 +896,25 @@ def _addresses(transport, limit=4):
     return text
 
 
-def _same_principal(pe, conn):
+def _same_principal(pe, conn, live):
     """
-    Whether C{conn} may speak for C{pe}.  When both C{conn} and the
-    connection the PE registered over carry a TLS-PSK identity, they must
-    carry the same one (RFC 5355 section 2.3.3: a PE registers only for
-    itself), from whatever host; otherwise C{conn} must come from the
-    PE's host.
+    Whether C{conn}, which is not the connection C{pe} registered over,
+    may speak for C{pe} (re-register, deregister, acknowledge a
+    keep-alive).  When both carry a TLS-PSK identity, they must carry the
+    same one (RFC 5355 section 2.3.3: a PE registers only for itself),
+    from whatever host.  Otherwise only once the PE's own connection has
+    ended (it reconnects), and from the PE's host: while that connection
+    lives, another process of the same host cannot deregister or re-point
+    the PE (RFC 5355 sections 2.2 and 2.3).
+
+    @param live: the registrar's live connections.
     """
     mine = getattr(conn, "identity", None)
     theirs = getattr(pe.connection, "identity", None)
     if mine is not None and theirs is not None:
         return mine == theirs
+    if pe.connection is not None and pe.connection in live:
+        return False
     return _same_host(pe, conn)
 
 
