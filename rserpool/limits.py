@@ -209,6 +209,7 @@ class RefusalLog:
     """
 
     log = Logger()
+    _logger = None
 
     #: Sources named in a summary line.
     top = 5
@@ -221,11 +222,13 @@ class RefusalLog:
     def __init__(self, interval=10.0, log=None):
         """
         @param interval: seconds between summaries.
-        @param log: a L{Logger} to write to (this class's by default).
+        @param log: a L{Logger} to write to, or a function that returns the
+            one to write to now (the owner's C{log}, which a test may
+            replace); this class's by default.
         """
         self.interval = interval
         if log is not None:
-            self.log = log
+            self._logger = log
         self.totals = collections.Counter()
         self._counts = {}
         self._others = collections.Counter()
@@ -255,10 +258,16 @@ class RefusalLog:
             self._others[kind] += 1
         if first and self._told < self.first_lines:
             self._told += 1
-            self.log.warn(
+            self._log().warn(
                 "refusing {kind} from {source}: {reason} (further refusals are summarized "
                 "every {interval:g} s)", kind=kind, source=principal_text(key), reason=reason,
                 interval=self.interval, refusal=kind, principal=principal_text(key))
+
+    def _log(self):
+        logger = self._logger
+        if logger is None:
+            return self.log
+        return logger if isinstance(logger, Logger) else logger()
 
     def flush(self, now, force=False):
         """
@@ -276,7 +285,7 @@ class RefusalLog:
             busiest = ", ".join("%s: %d" % (principal_text(k), n)
                                 for k, n in counts.most_common(self.top))
             more = len(counts) - min(len(counts), self.top)
-            self.log.warn(
+            self._log().warn(
                 "refused {total} {kind} request(s) in {seconds:.0f} s from {sources} source(s) "
                 "({busiest}{more})", total=total, kind=kind, seconds=now - self._start,
                 sources=len(counts) + (1 if others else 0), busiest=busiest,
@@ -296,16 +305,26 @@ class EventLog:
     """
 
     def __init__(self, log, rate=100.0, burst=200.0):
+        """
+        @param log: a L{Logger}, or a function that returns the one to
+            write to now.
+        @param rate: lines a second.
+        @param burst: lines at once.
+        """
         self._log = log
         self._bucket = TokenBucket(rate, burst, None)
         self.suppressed = 0
+
+    def _logger(self):
+        log = self._log
+        return log if isinstance(log, Logger) else log()
 
     def _may(self, now):
         if self._bucket.stamp is None:
             self._bucket.stamp = now
         if self._bucket.take(now):
             if self.suppressed:
-                self._log.info("{count} log line(s) left out (more than {rate:g} a second)",
+                self._logger().info("{count} log line(s) left out (more than {rate:g} a second)",
                                count=self.suppressed, rate=self._bucket.rate)
                 self.suppressed = 0
             return True
@@ -317,11 +336,11 @@ class EventLog:
         Log C{text} at info level if the rate allows.
         """
         if self._may(now):
-            self._log.info(text, **fields)
+            self._logger().info(text, **fields)
 
     def warn(self, now, text, **fields):
         """
         Log C{text} at warn level if the rate allows.
         """
         if self._may(now):
-            self._log.warn(text, **fields)
+            self._logger().warn(text, **fields)

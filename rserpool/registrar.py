@@ -31,6 +31,7 @@ from zope.interface import implementer
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope, listening_scope
 from rserpool.enrp import ENRPConfig, ENRPServer
+from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, endpoint_arguments
 from rserpool.transport.base import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.limits import RefusalLog
 from rserpool.transport.guard import ConnectionBudget, ConnectionLimits
@@ -433,6 +434,8 @@ class RegistrarService(service.Service):
         secured=False,
         reload_on_sighup=False,
         connection_limits=None,
+        peer_networks=(),
+        public_dump=False,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -472,6 +475,12 @@ class RegistrarService(service.Service):
             then not dialed (RFC 5355 section 2.15.3).
         @param reload_on_sighup: when a listener is TLS-PSK, call
             L{reload_keys} on SIGHUP while the service runs (for C{twistd}).
+        @param peer_networks: networks (L{ipaddress} networks or strings)
+            whose registrars may become ENRP peers without being static
+            peers or named by one (C{--enrp-peer-networks}; RFC 5355
+            section 2.5, doc/enrp.rst "Who is a peer").
+        @param public_dump: answer ENRP List and Handle Table Requests from
+            anyone, not only from peers and this host.
         @param connection_limits: the L{ConnectionLimits} of every accepted
             ASAP and ENRP connection and of the listeners together
             (deadlines, write buffer, connections per source); the
@@ -480,6 +489,8 @@ class RegistrarService(service.Service):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        self.peer_networks = peer_networks
+        self.public_dump = public_dump
         self.rng = rng if rng is not None else random.Random()
         self.asap_endpoints = list(asap_endpoints)
         self.enrp_endpoint = enrp_endpoint
@@ -751,6 +762,7 @@ class RegistrarService(service.Service):
             multicast=None,
             rng=self.rng,
             reach_pe=self.reach_pe,
+            policy=self.peer_policy(),
         )
         self._enrp_wakeup.callback = self.enrp.timer_fired
         self._enrp_factory = MessageStreamFactory(
@@ -758,6 +770,20 @@ class RegistrarService(service.Service):
             clock=self.reactor, budget=self.connection_budget, reserved=True,
             refusals=self.refusals)
         return self._listen(self.enrp_endpoint, self._enrp_factory, "ENRP")
+
+    def peer_policy(self):
+        """
+        The L{PeerPolicy} of this registrar's ENRP server: the static
+        peers' literal addresses, the accepted networks, this host's
+        addresses (a dump from them is answered) and whether every ENRP
+        connection is TLS-PSK with the registrars' keys.
+        """
+        static = set()
+        for description in self.peers:
+            static |= endpoint_addresses(peer_endpoint(description))
+        return PeerPolicy(static=static, networks=tuple(self.peer_networks or ()),
+                          local=host_addresses(), public_dump=self.public_dump,
+                          authenticated=self.psk is not None)
 
     def _start_peering(self):
         # RFC 5353 section 3.2: static peers first (ClientService keeps
@@ -780,7 +806,8 @@ class RegistrarService(service.Service):
                     "a learned peer's address says nothing of TLS (list it with --peer, or "
                     "use --psk-keys)", peer=description)
                 return
-            endpoint = self._from_enrp_port(clientFromString(self.reactor, description))
+            endpoint = self._from_enrp_port(clientFromString(
+                self.reactor, self._from_enrp_address(description)))
         except (ValueError, KeyError, TypeError) as e:
             self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
             return
@@ -806,6 +833,26 @@ class RegistrarService(service.Service):
                                   error=result.getErrorMessage())
 
             d.addBoth(done)
+
+    def _from_enrp_address(self, description):
+        """
+        A TCP (or TLS-PSK) peer endpoint leaves from our ENRP listener's
+        address when it listens on one address only: peers know a
+        registrar by that address and bind its id to it (doc/enrp.rst,
+        "Who is a peer"), while the kernel would pick the interface's
+        primary address.  A C{bindAddress} given stays.
+        """
+        prefix, _, keywords = endpoint_arguments(description)
+        if prefix not in ("tcp", "tcp6", "psk") or "bindAddress" in keywords:
+            return description
+        for port in self.enrp_ports:
+            host = port.getHost()
+            if getattr(host, "type", "TCP") != "TCP":
+                continue
+            address = address_of(host)[0]
+            if address is not None and not address.is_unspecified:
+                return "%s:bindAddress=%s" % (description, str(address).replace(":", "\\:"))
+        return description
 
     def _from_enrp_port(self, endpoint):
         """

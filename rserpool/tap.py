@@ -22,6 +22,7 @@ from rserpool.asap.registrar import HR_ITEMS_LIMIT, RegistrarConfig
 from rserpool.asap.sources import SourceSettings
 from rserpool.asap.scope import parse_scope
 from rserpool.enrp import ENRPConfig
+from rserpool.enrp.trust import parse_networks
 from rserpool.registrar import AnnounceSettings, RegistrarService, new_server_id
 from rserpool.transport.guard import ConnectionLimits
 from rserpool.transport.multicast import parse_group
@@ -112,6 +113,15 @@ def _group(value):
         raise usage.UsageError(str(e)) from None
 
 
+def _networks(value):
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    try:
+        return parse_networks(str(value))
+    except ValueError as e:
+        raise usage.UsageError("--enrp-peer-networks: {}".format(e)) from None
+
+
 def _flag(value):
     if isinstance(value, bool):
         return value
@@ -186,6 +196,13 @@ SETTINGS = {
         "ENRP endpoint to listen on for peers and `rserpool dump`; 'none' for no ENRP.",
     ),
     "enrp-multicast": (False, _flag, None),
+    "enrp-peer-networks": (
+        None, _networks,
+        "Networks whose registrars may become ENRP peers without being a --peer or "
+        "named by one (over a connection or multicast Presence), e.g. "
+        "192.0.2.0/24,2001:db8::/64 [none].",
+    ),
+    "enrp-public-dump": (False, _flag, None),
     "enrp-multicast-group": (
         ("239.0.0.51", 9901), _group, "ENRP Presence multicast group ADDRESS:PORT.",
     ),
@@ -326,6 +343,9 @@ class Options(usage.Options):
     optFlags = [
         ["announce", None, "Send ASAP Server Announce to the announce group (off by default)."],
         ["enrp-multicast", None, "Send and hear ENRP Presence on the multicast group (off by default)."],
+        ["enrp-public-dump", None,
+         "Show the handlespace (ENRP Handle Table and List Requests) to anyone who asks, "
+         "not only to peers and to this host (off by default)."],
         ["quiet", "q", "Do not log each registration and removal (errors are still logged)."],
     ]
     optParameters = [
@@ -365,7 +385,7 @@ class Options(usage.Options):
         settings = {}
         for name, (default, convert, _) in SETTINGS.items():
             value = self.get(name)
-            if name in ("announce", "quiet", "enrp-multicast"):
+            if name in ("announce", "quiet", "enrp-multicast", "enrp-public-dump"):
                 value = True if self[name] else None
             if value is None and name in file_settings:
                 value = file_settings[name]
@@ -383,6 +403,14 @@ class Options(usage.Options):
         if settings["enrp"] is not None and settings["enrp"].strip().lower() in ("", "none", "off"):
             settings["enrp"] = None
         settings["psk"] = psk = check_security(settings)
+        if settings["enrp"] and settings["enrp-multicast"] and psk is None and \
+                not settings["enrp-peer-networks"]:
+            # RFC 5355 section 2.5: Presence on the group is not
+            # authenticated; say whose is followed.
+            raise usage.UsageError(
+                "--enrp-multicast needs --enrp-peer-networks (the networks whose registrars "
+                "may join, e.g. 192.0.2.0/24): ENRP Presence is not authenticated; with "
+                "--psk-keys every peer proves a registrar's key instead")
         listeners = [(d, False) for d in settings["asap"]]
         if settings["enrp"]:
             listeners.append((settings["enrp"], True))
@@ -604,6 +632,8 @@ def makeService(options):
         enrp_multicast_ttl=s["enrp-multicast-ttl"],
         enrp_multicast_interface=s["enrp-multicast-interface"],
         psk=s.get("psk"),
+        peer_networks=s.get("enrp-peer-networks") or (),
+        public_dump=s.get("enrp-public-dump", False),
         secured=s.get("secured", False),
         reload_on_sighup=True,
         rng=random.Random(rng.getrandbits(64)),

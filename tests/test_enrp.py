@@ -11,6 +11,7 @@ from twisted.trial import unittest
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
 from rserpool.codes import ENRPType, ErrorCause
 from rserpool.enrp import ENRPConfig, ENRPServer, PeerTimer
+from rserpool.enrp.trust import PeerPolicy
 from rserpool.enrp.server import reachable_information
 from rserpool.enrp.memory import MemoryNetwork
 from rserpool.handlespace import PolicySettings, TimerCode
@@ -93,8 +94,11 @@ class ServerTests(unittest.TestCase):
     def setUp(self):
         self.registrar = ASAPRegistrar(RegistrarConfig(server_id=0x50))
         self.times = []
+        # Registrars on loopback are accepted (--enrp-peer-networks
+        # 127.0.0.0/8); tests/test_enrp_trust.py covers who is not.
         self.server = ENRPServer(self.registrar, ENRPConfig(max_elements_per_ht_request=3),
-                                 information=lambda: info(0x50), schedule=self.times.append)
+                                 information=lambda: info(0x50), schedule=self.times.append,
+                                 policy=PeerPolicy(networks=("127.0.0.0/8",)))
         self.server.start(0.0)
         self.conn = FakeConnection()
         self.server.connection_made(self.conn, 0.0)
@@ -154,6 +158,7 @@ class ServerTests(unittest.TestCase):
         comes from: the receiver of the List Response would otherwise dial
         its own ENRP endpoint.
         """
+        self.server.policy = PeerPolicy(networks=("127.0.0.0/8", "192.0.2.0/24"))
         there = FakeConnection()
         there.peer_addresses = (ipaddress.ip_address("192.0.2.7"),)
         self.server.connection_made(there, 0.0)
@@ -328,11 +333,14 @@ class ServerTests(unittest.TestCase):
         remove a PE that moved.
         """
         hs = self.registrar.handlespace
+        other = FakeConnection()
+        self.presence(0x60)
+        self.presence(0x61, conn=other)
         self.server.message_received(self.conn, HandleUpdate(0x60, 0x50, ADD_PE, b"P",
                                                              wire_pe(9, 0x60)), 0.0)
         self.assertEqual(hs.get(b"P", 9).home_registrar, 0x60)
-        self.server.message_received(self.conn, HandleUpdate(0x61, 0x50, DEL_PE, b"P",
-                                                             wire_pe(9, 0x61)), 0.0)
+        self.server.message_received(other, HandleUpdate(0x61, 0x50, DEL_PE, b"P",
+                                                         wire_pe(9, 0x61)), 0.0)
         self.assertIsNotNone(hs.get(b"P", 9))
         self.server.message_received(self.conn, HandleUpdate(0x60, 0x50, DEL_PE, b"P",
                                                              wire_pe(9, 0x60)), 0.0)
@@ -342,6 +350,7 @@ class ServerTests(unittest.TestCase):
         """
         A PE whose home is this server, from a peer, is skipped (RSPLIB).
         """
+        self.presence(0x60)
         self.server.message_received(self.conn, HandleUpdate(0x60, 0x50, ADD_PE, b"P",
                                                              wire_pe(9, 0x50)), 0.0)
         self.assertIsNone(self.registrar.handlespace.get(b"P", 9))

@@ -47,6 +47,8 @@ class MulticastDiscoveryTests(unittest.TestCase):
                 "--enrp-multicast-group", "%s:%d" % (GROUP, udp_port),
                 "--enrp-multicast-interface", "127.0.0.1",
                 "--enrp-multicast-ttl", "1",
+                # RFC 5355 section 2.5: whose Presence is followed.
+                "--enrp-peer-networks", "127.0.0.0/8",
                 "--peer-heartbeat-cycle", "0.1",
                 "--mentor-discovery-timeout", "0.2",
             ]

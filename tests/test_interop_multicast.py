@@ -159,6 +159,9 @@ class PresenceMulticastTests(MulticastCase):
         extra = ["--id", "0x%08x" % server_id] + list(OUR_TIMERS) + [
             "--enrp-multicast", "--enrp-multicast-group", PRESENCE_GROUP,
             "--enrp-multicast-interface", address, "--enrp-multicast-ttl", "1",
+            # RFC 5355 section 2.5: Presence on the group is followed only
+            # from the accepted networks (the test's dummy interface).
+            "--enrp-peer-networks", "%s/24" % address,
         ]
         p, asap, enrp = self.our_registrar(address, "registrar-ours", extra)
         self.assertEqual((asap, enrp), (self.asap, self.enrp_port))

@@ -2,7 +2,11 @@
 RSerPool across hosts, out of the box (issue #13): registrars, pool
 elements and a pool user on different hosts of a L{tests.netbed} bed
 (network namespaces on one bridge), driven through the command line as a
-user would, over TCP, with no address options:
+user would, over TCP, with no address options (the registrars get one
+network: since issue #14 a registrar admits as ENRP peers only its static
+peers, those they name and the networks of C{--enrp-peer-networks}, and
+shows its handlespace to other hosts only with C{--enrp-public-dump}; see
+L{ENRP}):
 
     host 1  R1  twistd -n --pidfile= enrp --asap tcp:3863 --enrp tcp:9901
     host 2  PE  rserpool pe --handle EchoPool --registrar tcp:10.213.0.1:3863
@@ -29,6 +33,11 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests import netbed
+
+#: What the registrars of the bed accept from each other (doc/enrp.rst,
+#: "Who is a peer"): host 1 lists nobody, yet its peers must be admitted,
+#: and C{rserpool dump} runs on other hosts.
+ENRP = ("--enrp-peer-networks", "%s.0/24" % netbed.SUBNET, "--enrp-public-dump")
 
 #: Registrar timers short enough for a quick test: Presence every 0.5 s,
 #: a silent peer probed after 1.5 s and declared unreachable 1 s later.
@@ -89,7 +98,7 @@ class MultiHostTests(unittest.TestCase):
 
     def registrar(self, host, *more):
         return self.bed.twistd(host, "enrp", "--asap", "tcp:3863", "--enrp", "tcp:9901",
-                               *(TIMERS + more))
+                               *(TIMERS + ENRP + more))
 
     @defer.inlineCallbacks
     def resolve(self, registrar_host, step):
@@ -284,7 +293,7 @@ class MeshTests(unittest.TestCase):
         for host, peer in ((1, None), (2, 1), (3, 2)):
             more = ("--peer", "tcp:%s:9901" % bed.address(peer)) if peer else ()
             r = registrars[host] = bed.twistd(host, "enrp", "--asap", "tcp:3863", "--enrp",
-                                              "tcp:9901", *(TIMERS + more))
+                                              "tcp:9901", *(TIMERS + ENRP + more))
             m = yield r.wait_for_match(READY, WAIT)
             ids[host] = m.group(1)
             if peer:

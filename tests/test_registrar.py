@@ -1308,7 +1308,7 @@ class SourceLimitTests(unittest.TestCase):
         h = Harness(sources=SourceSettings(hr_rate=1.0))
         h.client().register(b"P", pe_param(1))
         lines = []
-        h.registrar.refusals.log = Logger(observer=lines.append)
+        h.registrar.log = Logger(observer=lines.append)
         flooder = h.client("127.0.0.2")
         for _ in range(10000):
             flooder.send(HandleResolution(b"P"))
@@ -1322,3 +1322,35 @@ class SourceLimitTests(unittest.TestCase):
             formatEvent(lines[1]),
             "refused 9998 handle resolution request(s) in 10 s from 1 source(s) "
             "(127.0.0.2: 9998)")
+
+
+class LogVolumeTests(unittest.TestCase):
+    """
+    Issue #14, log amplification: whatever a peer sends, the log grows by
+    a bounded number of lines a second.
+    """
+
+    def test_bad_messages(self):
+        h = Harness()
+        lines = []
+        h.registrar.log = Logger(observer=lines.append)
+        flooder = h.client("127.0.0.2")
+        bad = struct.pack("!BBH", 0x7F, 0, 8) + b"\x00" * 4
+        for _ in range(10000):
+            flooder.send_bytes(bad)
+        self.assertEqual(len(lines), 200)
+        h.clock.advance(10)
+        flooder.send_bytes(bad)
+        self.assertEqual(len(lines), 202)
+        self.assertEqual(formatEvent(lines[200]), "9800 log line(s) left out (more than 100 a second)")
+
+    def test_registration_churn(self):
+        h = Harness()
+        lines = []
+        h.registrar.log = Logger(observer=lines.append)
+        pe = h.client()
+        for n in range(2000):
+            pe.register(b"P", pe_param(1 + n % 7))
+            pe.send(Deregistration(b"P", 1 + n % 7))
+            pe.received()
+        self.assertLessEqual(len(lines), 200)

@@ -75,7 +75,8 @@ class OptionsTests(unittest.TestCase):
             "--peer-heartbeat-cycle", "0.5", "--peer-max-time-last-heard", "1",
             "--peer-max-time-no-response", "1.5", "--takeover-expiry", "2",
             "--mentor-discovery-timeout", "3", "--max-elements-per-ht-request", "64",
-            "--enrp-multicast", "--peer", "127.0.0.1:9902"))
+            "--enrp-multicast", "--enrp-peer-networks", "127.0.0.0/8",
+            "--peer", "127.0.0.1:9902"))
         config = service.enrp_config
         self.assertEqual((config.heartbeat_cycle, config.max_time_last_heard,
                           config.max_time_no_response, config.takeover_expiry,

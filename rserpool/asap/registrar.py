@@ -291,9 +291,10 @@ class ASAPRegistrar:
         )
         self.sources = SourceLimits(config.sources)
         #: refusals by the limits, counted and logged at a bounded rate
-        self.refusals = RefusalLog(log=self.log)
+        self.refusals = RefusalLog(log=lambda: self.log)
         #: lines about events a peer causes at will, at a bounded rate
-        self.events = EventLog(self.log)
+        self.events = EventLog(lambda: self.log)
+        self._now = 0.0
         self._handlers = {
             Registration: self._registration,
             Deregistration: self._deregistration,
@@ -331,6 +332,7 @@ class ASAPRegistrar:
         """
         A decoded ASAP message arrived over C{conn}.
         """
+        self._now = now
         self.refusals.flush(now)
         handler = self._handlers.get(type(message))
         if handler is None:
@@ -349,8 +351,9 @@ class ASAPRegistrar:
         2.2.14), unless the RFC says to discard silently (unknown parameter
         with action bits 00, RFC 5354 section 3).
         """
-        self.log.info(
-            "bad message from {peer}: {error}", peer=_peer(conn), error=str(error)
+        self._now = now
+        self.events.info(
+            now, "bad message from {peer}: {error}", peer=_peer(conn), error=str(error)
         )
         if error.report:
             conn.send(ASAPError(OperationError.from_error(error)))
@@ -360,6 +363,7 @@ class ASAPRegistrar:
         Time has come: send due keep-alives, remove PEs whose keep-alive
         timed out or whose registration life ran out.
         """
+        self._now = now
         self.refusals.flush(now)
         hs = self.handlespace
         for pe in hs.due(now):
@@ -379,7 +383,8 @@ class ASAPRegistrar:
             _, _, handle, pe_id, stamp = heapq.heappop(heap)
             pe = hs.get(handle, pe_id)
             if pe is not None and pe.last_update == stamp and pe.home_registrar == self.server_id:
-                self.log.info(
+                self.events.info(
+                    self._now,
                     "registration life of {pe_id:08x} in {handle!r} expired",
                     pe_id=pe_id,
                     handle=handle,
@@ -412,7 +417,8 @@ class ASAPRegistrar:
     # -- registration -----------------------------------------------------
 
     def _reject(self, conn, handle, pe_id, cause, info=b"", reason=""):
-        self.log.info(
+        self.events.info(
+            self._now,
             "rejected registration of {pe_id:08x} in {handle} from {peer}: "
             "{cause} ({reason})",
             pe_id=pe_id,
@@ -539,7 +545,8 @@ class ASAPRegistrar:
                 (now + param.registration_life / 1000.0, next(self._serial), handle, pe_id, now),
             )
         if config.log_events:
-            self.log.info(
+            self.events.info(
+                self._now,
                 "{what} {pe_id:08x} in {handle!r} from {peer} ({policy})",
                 what="registered" if outcome.created else "re-registered",
                 pe_id=pe_id,
@@ -562,7 +569,8 @@ class ASAPRegistrar:
         pe = hs.get(handle, pe_id)
         if pe is None:
             # RSPLIB reports success: the PE "seems to be already gone".
-            self.log.info(
+            self.events.info(
+                self._now,
                 "deregistration of unknown {pe_id:08x} in {handle}", pe_id=pe_id,
                 handle=brief(handle),
             )
@@ -571,7 +579,8 @@ class ASAPRegistrar:
         if pe.connection is not conn and not _same_principal(pe, conn, self.connections):
             # RFC 5355 sections 2.2 and 2.3: only the PE itself may
             # deregister it.
-            self.log.warn(
+            self.events.warn(
+                self._now,
                 "refused deregistration of {pe_id:08x} in {handle!r} from {peer}",
                 pe_id=pe_id,
                 handle=handle,
@@ -626,7 +635,8 @@ class ASAPRegistrar:
             # Too many resolutions of this handle from this pool user: RSPLIB
             # answers as for an unknown pool (its RSPERR_NOT_FOUND, cause
             # 0x9), so that a flooding PU learns nothing.
-            self.log.warn(
+            self.events.warn(
+                self._now,
                 "refusing handle resolution of {handle} from {peer}: more than"
                 " {limit} per second",
                 handle=brief(handle),
@@ -689,7 +699,8 @@ class ASAPRegistrar:
         )
 
     def _keep_alive_timeout(self, pe):
-        self.log.info(
+        self.events.info(
+            self._now,
             "keep-alive timeout for {pe_id:08x} in {handle!r}: removing it",
             pe_id=pe.pe_id,
             handle=pe.handle,
@@ -761,7 +772,8 @@ class ASAPRegistrar:
         if pe.connection is not conn and not _same_principal(pe, conn, self.connections):
             # RFC 5355 section 2.2: an ack from elsewhere must not keep a
             # dead PE in the handlespace.
-            self.log.warn(
+            self.events.warn(
+                self._now,
                 "ignored keep-alive ack for {pe_id:08x} from {peer}",
                 pe_id=pe.pe_id,
                 peer=_peer(conn),
@@ -841,7 +853,8 @@ class ASAPRegistrar:
     def _asap_error(self, conn, message, now):
         # Never answer an error with an error.  A few causes by name: one
         # message may hold 16,000 (issue #14, log amplification).
-        self.log.info(
+        self.events.info(
+            self._now,
             "ASAP Error from {peer}: {causes}",
             peer=_peer(conn),
             causes=message.error.summary(),
@@ -851,7 +864,8 @@ class ASAPRegistrar:
         # A message a registrar never receives (a response, a keep-alive,
         # session layer messages): RFC 5352 section 2.2.14, Unrecognized
         # Message with the message as information.  RSPLIB only logs.
-        self.log.info(
+        self.events.info(
+            self._now,
             "unexpected {message} from {peer}",
             message=type(message).__name__,
             peer=_peer(conn),
@@ -863,7 +877,8 @@ class ASAPRegistrar:
     def _removed(self, pe, reason):
         self.sources.forget_reports(pe.handle, pe.pe_id)
         if self.config.log_events:
-            self.log.info(
+            self.events.info(
+                self._now,
                 "removed {pe_id:08x} from {handle!r}: {reason}",
                 pe_id=pe.pe_id,
                 handle=pe.handle,

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope
 from rserpool.enrp.server import ENRPConfig, ENRPServer
+from rserpool.enrp.trust import PeerPolicy
 from rserpool.transport.base import IMessageConnection, NotAvailable
 from rserpool.wire import (
     ENRP,
@@ -159,10 +160,14 @@ class MemoryNetwork:
     @ivar enrp_messages: ENRP messages sent so far.
     @ivar sent: C{{(sender id, message type, flags): count}} of ENRP
         messages sent.
+    @ivar policy: the L{PeerPolicy} of every registrar added without one:
+        by default the whole network (127.0.0.0/8) is trusted, as a
+        cluster behind C{--enrp-peer-networks} is.
     """
 
-    def __init__(self, clock, latency=0.001, pes_reachable=True, rng=None):
+    def __init__(self, clock, latency=0.001, pes_reachable=True, rng=None, policy=None):
         self.clock = clock
+        self.policy = policy if policy is not None else PeerPolicy(networks=("127.0.0.0/8",))
         self.latency = latency
         self.pes_reachable = pes_reachable
         self.rng = rng if rng is not None else random.Random(5353)
@@ -176,16 +181,18 @@ class MemoryNetwork:
     def later(self, fn, *args):
         self.clock.callLater(self.latency, fn, *args)
 
-    def add_registrar(self, server_id, peers=(), config=None, enrp=None, start=True):
+    def add_registrar(self, server_id, peers=(), config=None, enrp=None, start=True, policy=None):
         """
         Create a registrar at 127.0.0.N and start it.
 
         @param peers: server ids of its static peers.
         @param config: a L{RegistrarConfig} (or C{None} for defaults).
         @param enrp: an L{ENRPConfig}.
+        @param policy: a L{PeerPolicy} (the network's by default).
         @rtype: L{MemoryRegistrar}
         """
-        registrar = MemoryRegistrar(self, server_id, peers, config, enrp)
+        registrar = MemoryRegistrar(self, server_id, peers, config, enrp,
+                                    policy if policy is not None else self.policy)
         self.registrars[server_id] = registrar
         if start:
             registrar.start()
@@ -277,7 +284,7 @@ class MemoryRegistrar:
     @ivar enrp: the L{ENRPServer}.
     """
 
-    def __init__(self, network, server_id, peers=(), config=None, enrp=None):
+    def __init__(self, network, server_id, peers=(), config=None, enrp=None, policy=None):
         self.network = network
         self.server_id = server_id
         self.address = network.address(server_id)
@@ -302,6 +309,7 @@ class MemoryRegistrar:
             connect=self._connect_to,
             rng=random.Random(server_id),
             reach_pe=self._reach_pe,
+            policy=policy,
         )
         self._enrp_timer.callback = self._enrp_fire
         self._retry = None

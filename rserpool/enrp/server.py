@@ -48,8 +48,23 @@ Procedures, by their RFC 5353 names:
    with an ENRP Error carrying the cause; requests addressed to another
    server id are rejected with the R flag.
 
+Who is a peer (RFC 5355 sections 2.5, 2.15 and 2.17; L{PeerPolicy
+<rserpool.enrp.trust.PeerPolicy>}): a registrar is admitted by its
+Presence, over a connection we opened, a TLS-PSK connection, or one from
+an address of a static peer, of a peer another peer named, or of the
+accepted networks.  Its id is then bound to that connection (and to its
+addresses and TLS-PSK identity): state changes (Handle Update, Handle
+Table Response, Init Takeover and its Ack, Takeover Server, List
+Response) are applied only from a peer over a connection bound to it; a
+message that claims another id than its connection's, or a known id over
+a connection from elsewhere, is refused with an ENRP Error (Rejection due
+to Security Considerations).  List and Handle Table Requests are answered
+to peers, to this host and, if the policy says so, to anyone; others get
+the R flag.
+
 Our choices where the RFC leaves room are in ``doc/enrp.rst``.
 """
+import collections
 import enum
 import ipaddress
 import random
@@ -60,6 +75,7 @@ from twisted.logger import Logger
 
 from rserpool.asap.registrar import UserTransport, wire_policy
 from rserpool.codes import ENRPType, ErrorCause
+from rserpool.enrp.trust import PeerPolicy
 from rserpool.handlespace import HandlespaceError, PolicySettings, TimerCode
 from rserpool.wire import (
     ADD_PE,
@@ -85,8 +101,8 @@ from rserpool.wire import (
 )
 from rserpool.wire.params import encode_pool_handle
 
-__all__ = ["ENRPConfig", "ENRPServer", "Peer", "PeerTimer", "reachable_information",
-           "wire_pool_element"]
+__all__ = ["ENRPConfig", "ENRPServer", "Peer", "PeerPolicy", "PeerTimer",
+           "reachable_information", "wire_pool_element"]
 
 _U32 = struct.Struct("!I")
 #: Where a server says it listens when the adapter does not tell
@@ -95,6 +111,20 @@ _DEFAULT_TRANSPORT = TCPTransport(9901, (ipaddress.ip_address("127.0.0.1"),))
 _MAX_MESSAGE = 0xFFFF
 #: Room kept free in a Handle Table Response below the 16-bit length limit.
 _PAGE_BYTES = 60000
+#: Handlespace places one Handle Table Response looks at, at most (a page
+#: of a W-flagged series may hold fewer PEs, with the M flag set).
+_SCAN_BUDGET = 65536
+_SCAN_CHUNK = 512
+#: ENRP Errors a connection gets for refused messages; then it gets none.
+_ERRORS_PER_CONNECTION = 4
+#: Refused messages after which a connection is closed: a registrar that
+#: is not a peer has nothing to send but its Presence.
+_MAX_REFUSED = 64
+#: Refusal log lines per interval; the rest is summed up once per interval.
+_REFUSAL_LINES = 10
+_REFUSAL_INTERVAL = 60.0
+#: Addresses kept per peer.
+_MAX_PEER_ADDRESSES = 64
 
 
 @attrs.frozen
@@ -184,20 +214,38 @@ class Peer:
     takeover: object = None
     sync: object = None
     listed: bool = False
+    #: the addresses it is known at (its Server Information's, and those of
+    #: the connections it was admitted over)
+    addresses: set = attrs.Factory(set)
+    #: the TLS-PSK identity it proved, once admitted over TLS-PSK
+    identity: object = None
+    #: the id whose Init Takeover of this peer we last acknowledged
+    acked_takeover: int = 0
+
+    def learn(self, addresses):
+        for a in addresses:
+            if len(self.addresses) >= _MAX_PEER_ADDRESSES:
+                break
+            if not a.is_unspecified:
+                self.addresses.add(a)
 
 
 @attrs.define(eq=False)
 class _Conn:
     outgoing: bool
+    #: the peer id this connection is bound to (kept when the peer leaves
+    #: the peer list: the id may come back over it, no other)
     peer_id: int = 0
+    refused: int = 0
+    errors: int = 0
 
 
 @attrs.define(eq=False)
 class _Cursor:
-    # A Handle Table Response series being sent over one connection.
+    # A Handle Table Response series being sent over one connection: only
+    # a position in the handlespace (Handlespace.scan), never a copy.
     owner_only: bool
-    items: list
-    position: int = 0
+    position: object = 0
 
 
 def wire_pool_element(pe):
@@ -249,6 +297,27 @@ def reachable_information(information, addresses):
     return ServerInformation(information.server_id, transport)
 
 
+#: Messages that change our state: applied only from a peer over a
+#: connection bound to it (RFC 5355 sections 2.5 and 2.17).
+_STATE_CHANGES = frozenset([HandleUpdate, HandleTableResponse, InitTakeover, InitTakeoverAck,
+                            TakeoverServer, ListResponse])
+
+
+def _remote(conn):
+    # The remote addresses of a connection (none for a test's fake).
+    addresses = tuple(getattr(conn, "peer_addresses", ()) or ())
+    if not addresses:
+        address = (getattr(conn, "peer", None) or (None,))[0]
+        if address is not None:
+            addresses = (address,)
+    return addresses
+
+
+def _where(conn):
+    addresses = _remote(conn)
+    return str(addresses[0]) if addresses else "an unknown address"
+
+
 def _with_receiver(data, receiver_id):
     # Every ENRP body starts with sender id and receiver id (RFC 5353
     # section 2): one encoding serves every peer.
@@ -269,12 +338,15 @@ class ENRPServer:
         mentor) or C{False} (started alone) when startup ends.
     @ivar on_takeover: callables called with C{(target id, new owner id,
         list of moved PEs)} after any takeover this server applies.
+    @ivar policy: the L{PeerPolicy}: who may become a peer, who may read.
+    @ivar refused: C{{reason: count}} of the ENRP messages refused (RFC
+        5355 sections 2.5 and 2.17).
     """
 
     log = Logger()
 
     def __init__(self, registrar, config=None, information=None, schedule=None,
-                 connect=None, multicast=None, rng=None, reach_pe=None):
+                 connect=None, multicast=None, rng=None, reach_pe=None, policy=None):
         """
         @param registrar: the L{rserpool.asap.registrar.ASAPRegistrar}.
         @param config: an L{ENRPConfig}.
@@ -291,6 +363,10 @@ class ENRPServer:
         @param reach_pe: C{reach_pe(pe)}: a connection to the ASAP endpoint
             of a PE adopted in a takeover, or C{None} (see
             L{ASAPRegistrar.adopt}).
+        @param policy: a L{PeerPolicy}; by default registrars are admitted
+            only over connections we open, TLS-PSK ones, and from the
+            addresses of peers named by our peers, and only this host may
+            read the handlespace.
         """
         self.registrar = registrar
         self.handlespace = registrar.handlespace
@@ -302,6 +378,11 @@ class ENRPServer:
         self._multicast = multicast
         self.rng = rng if rng is not None else random.Random()
         self._reach_pe = reach_pe
+        self.policy = policy if policy is not None else PeerPolicy()
+        self.refused = collections.Counter()
+        self._refusal_window = None
+        self._refusal_lines = 0
+        self._refusal_hidden = 0
         self.peers = {}
         self._conns = {}
         self._cursors = {}
@@ -411,9 +492,33 @@ class ENRPServer:
             conn.send(ENRPError(self.server_id, 0, OperationError.of(
                 ErrorCause.UNRECOGNIZED_MESSAGE, echo(message))))
             return
-        peer = self.peers.get(message.sender_id)
-        if peer is not None:
-            self._heard(peer, now)
+        info = self._conns.get(conn)
+        if info is None:
+            info = self._conns[conn] = _Conn(False)
+        kind = type(message)
+        sender = message.sender_id
+        if kind is Presence:
+            why = self._admit(conn, info, sender)
+            if why is not None:
+                self._refuse(conn, info, message, why, now)
+                return
+        elif kind in _STATE_CHANGES:
+            # RFC 5355 sections 2.5 and 2.17: state changes only from a
+            # peer, over a connection bound to it.
+            why, answer = self._check_peer(info, sender)
+            if why is not None:
+                self._refuse(conn, info, message, why, now, answer)
+                return
+        if info.peer_id == sender:
+            peer = self.peers.get(sender)
+            if peer is not None:
+                if conn not in peer.connections:
+                    peer.connections.append(conn)
+                self._heard(peer, now)
+        elif kind is ENRPError:
+            # Never answered, and from a stranger not even logged.
+            self.refused["error from a stranger"] += 1
+            return
         handler(conn, message, now)
         if message.unrecognized:
             # RFC 5354 section 3: skipped parameters marked "report".
@@ -432,18 +537,33 @@ class ENRPServer:
         if not isinstance(message, Presence) or message.sender_id in (0, self.server_id):
             return
         peer = self.peers.get(message.sender_id)
-        if peer is not None and peer.connections:
-            self._heard(peer, now)
+        if peer is not None:
+            # A datagram proves nothing (its source is easily forged): a
+            # known peer is heard over its connections only, and is dialled
+            # where we know it, never where a datagram says.
+            if not peer.connections and peer.information is not None and \
+                    self._connect is not None:
+                self._connect(peer.information)
             return
         information = message.server_information
         transport = information.transport
         if not transport.addresses and source is not None:
             transport = attrs.evolve(transport, addresses=(source,))
             information = ServerInformation(information.server_id, transport)
-        if peer is None:
-            peer = self._add_peer(message.sender_id, now, information)
-        else:
-            peer.information = information
+        # RFC 5355 section 2.5: only registrars we may accept are dialled
+        # (whoever answers over a connection we open is admitted).
+        policy = self.policy
+        if not policy.authenticated:
+            named = [a for a in information.transport.addresses if not a.is_unspecified]
+            heard = [source] if source is not None else []
+            if not named or not all(self._acceptable(a) for a in named + heard):
+                self._refuse(None, None, message, "Presence over multicast from %s, not in "
+                             "the accepted networks" % (source,), now, answer=False)
+                return
+        if len(self.peers) >= policy.max_peers:
+            self.refused["peer list full"] += 1
+            return
+        peer = self._add_peer(message.sender_id, now, information)
         if self._connect is not None:
             self._connect(information)
         self._reschedule()
@@ -473,6 +593,8 @@ class ENRPServer:
             # RFC 5353 section 3.2.1: no mentor in time, start alone.  A
             # download from a mentor still in progress goes on.
             self._become_ready(False)
+        if self._refusal_hidden and now - self._refusal_window >= _REFUSAL_INTERVAL:
+            self._flush_refusals(now)
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._heartbeat()
             # RSPLIB varies every cycle by +-12.5 % so that peers do not
@@ -504,9 +626,139 @@ class ENRPServer:
     def _add_peer(self, server_id, now, information=None):
         peer = Peer(server_id, information, last_heard=now, timer=PeerTimer.LAST_HEARD,
                     deadline=now + self.config.max_time_last_heard)
+        if information is not None:
+            peer.learn(information.transport.addresses)
         self.peers[server_id] = peer
         self.log.info("ENRP peer {id:08x} added", id=server_id)
         return peer
+
+    # -- who is a peer (RFC 5355 sections 2.5, 2.15, 2.17) ---------------
+
+    def _acceptable(self, address):
+        """
+        Whether a registrar at C{address} may introduce itself: a static
+        peer's address, one in the accepted networks, or one a peer is
+        known at (named in a peer's List Response, or its own).
+        """
+        if self.policy.admits(address):
+            return True
+        return any(address in peer.addresses for peer in self.peers.values())
+
+    def _admit(self, conn, info, sender):
+        """
+        Whether a Presence claiming C{sender} over C{conn} is admitted.
+
+        @return: C{None}, or why not (one line).
+        """
+        if not sender:
+            return "server id 0"
+        if info.peer_id:
+            if info.peer_id != sender:
+                # RFC 5355 section 2.17: a connection speaks for one peer.
+                return "it claims id %08x over the connection of peer %08x" % (
+                    sender, info.peer_id)
+            return None
+        addresses = _remote(conn)
+        identity = getattr(conn, "identity", None)
+        peer = self.peers.get(sender)
+        if peer is not None:
+            # A known id over another connection: only from where it is
+            # known, with the TLS-PSK identity it proved, and never a second
+            # connection from it while one it opened to us is up.
+            if peer.identity is not None and identity != peer.identity:
+                return "%08x proved another TLS-PSK identity" % sender
+            if identity is None and peer.addresses and addresses and \
+                    not peer.addresses.intersection(addresses):
+                return "%08x is known at %s, not at %s" % (
+                    sender, ", ".join(sorted(str(a) for a in peer.addresses)[:3]), addresses[0])
+            if not info.outgoing and identity is None and any(
+                    c in self._conns and not self._conns[c].outgoing for c in peer.connections):
+                return "%08x is connected already" % sender
+            return None
+        if len(self.peers) >= self.policy.max_peers:
+            return "the peer list is full (%d peers)" % len(self.peers)
+        if info.outgoing or identity is not None:
+            # We dialled it (a static peer, or one a peer or the accepted
+            # networks named), or it proved a registrar's key.
+            return None
+        if any(self._acceptable(a) for a in addresses):
+            return None
+        return ("not a static peer, not named by a peer, and %s is not in the accepted "
+                "networks (--enrp-peer-networks)" % (addresses[0] if addresses else "its address"))
+
+    def _check_peer(self, info, sender):
+        """
+        Whether a state change claiming C{sender} may be applied over a
+        connection.
+
+        @return: C{(None, None)} or C{(why, answer)}: whether to answer the
+            refusal with an ENRP Error.
+        """
+        if not info.peer_id:
+            return "no Presence of it was admitted over this connection", True
+        if info.peer_id != sender:
+            return "it claims id %08x over the connection of peer %08x" % (
+                sender, info.peer_id), True
+        if sender not in self.peers:
+            # A peer we dropped (unreachable, taken over): it comes back
+            # with its next Presence over this connection.
+            return "peer %08x left the peer list; waiting for its Presence" % sender, False
+        return None, None
+
+    def _may_read(self, conn, info, sender):
+        """
+        Whether a List or Handle Table Request is answered: to a peer over
+        its connection, to TLS-PSK registrars, to this host, or to anyone
+        with a public dump.
+        """
+        if info.peer_id and info.peer_id == sender and sender in self.peers:
+            return True
+        policy = self.policy
+        if policy.public_dump or getattr(conn, "identity", None) is not None:
+            return True
+        return policy.this_host(_remote(conn), tuple(getattr(conn, "local_addresses", ()) or ()))
+
+    def _refuse(self, conn, info, message, why, now, answer=True):
+        """
+        Refuse a message: count it, log it at a bounded rate, answer a few
+        with an ENRP Error (Rejection due to Security Considerations), and
+        close a connection that keeps sending what it may not.
+        """
+        name = type(message).__name__
+        self.refused[name] += 1
+        self._log_refusal(now, "ENRP {what} from {sender:08x} at {where} refused: {why}",
+                          what=name, sender=message.sender_id,
+                          where=_where(conn) if conn is not None else "multicast", why=why)
+        if conn is None or info is None or not answer:
+            return
+        info.refused += 1
+        if info.errors < _ERRORS_PER_CONNECTION:
+            info.errors += 1
+            conn.send(ENRPError(self.server_id, message.sender_id, OperationError.of(
+                ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)))
+        if info.refused >= _MAX_REFUSED and not info.peer_id:
+            self._log_refusal(now, "closing the ENRP connection from {where}: {n} messages "
+                              "refused", where=_where(conn), n=info.refused)
+            conn.close()
+
+    def _log_refusal(self, now, format, **fields):
+        # At most _REFUSAL_LINES lines per interval, then one summary: a
+        # stranger decides how many messages we refuse, not how much we log.
+        if self._refusal_window is None or now - self._refusal_window >= _REFUSAL_INTERVAL:
+            self._flush_refusals(now)
+        if self._refusal_lines < _REFUSAL_LINES:
+            self._refusal_lines += 1
+            self.log.warn(format, **fields)
+        else:
+            self._refusal_hidden += 1
+
+    def _flush_refusals(self, now):
+        if self._refusal_hidden:
+            self.log.warn("ENRP: {n} more messages refused in {t:g} s (not logged one by one)",
+                          n=self._refusal_hidden, t=_REFUSAL_INTERVAL)
+        self._refusal_window = now
+        self._refusal_lines = 0
+        self._refusal_hidden = 0
 
     def _heard(self, peer, now):
         # Any message from a peer shows it alive (RFC 5353 section 3.6):
@@ -588,10 +840,8 @@ class ENRPServer:
         self.log.info("ENRP peer {id:08x} removed from the peer list: {why}",
                       id=peer.server_id, why=why)
         self.peers.pop(peer.server_id, None)
-        for conn in peer.connections:
-            info = self._conns.get(conn)
-            if info is not None:
-                info.peer_id = 0
+        # Its connections stay bound to its id (RFC 5355 section 2.17): it
+        # may come back over them with a Presence, nobody else may.
 
     # -- Presence (RFC 5353 sections 3.4, 3.6, 3.10) ----------------------
 
@@ -606,8 +856,9 @@ class ENRPServer:
         message = self._presence_message(0, False)
         self._send_all(message)
         for conn, info in self._conns.items():
-            if not info.peer_id and info.outgoing:
-                # A static peer whose id we do not know yet.
+            if info.outgoing and info.peer_id not in self.peers:
+                # A static peer whose id we do not know yet, or one that
+                # left the peer list.
                 conn.send(self._presence_message(0, True))
         if self._multicast is not None:
             self._multicast(encode(message))
@@ -619,7 +870,15 @@ class ENRPServer:
         # that is what our List Responses tell others.
         peer.information = reachable_information(
             message.server_information, tuple(getattr(conn, "peer_addresses", ()) or ()))
-        self._bind_dialled(peer, peer.information.transport, now)
+        # RFC 5355 section 2.17: from now on this id is known at these
+        # addresses, and with this TLS-PSK identity.
+        source = _remote(conn)
+        peer.learn(source)
+        peer.learn(peer.information.transport.addresses)
+        identity = getattr(conn, "identity", None)
+        if identity is not None and peer.identity is None:
+            peer.identity = identity
+        self._bind_dialled(peer, peer.information.transport, source, now)
         if message.reply_required:
             conn.send(self._presence_message(message.sender_id, False))
         elif new:
@@ -648,13 +907,16 @@ class ENRPServer:
                     ours=local)
                 self._resync(peer, conn)
 
-    def _bind_dialled(self, peer, transport, now):
+    def _bind_dialled(self, peer, transport, source, now):
         """
         Tie our unanswered outgoing connections to the ENRP endpoint a
         peer's Presence names to that peer.  RSPLIB never answers a
         Presence over the association we open to it (it comes from an
         ephemeral port, see L{_connection_for}), so such a connection
         would stay anonymous and get a Presence with R every heartbeat.
+        Only a connection to an address the Presence itself came from is
+        tied: a Presence naming another registrar's endpoint must not
+        capture our connection to it.
         """
         for conn, info in self._conns.items():
             if info.peer_id or not info.outgoing:
@@ -663,7 +925,7 @@ class ENRPServer:
             if where is None or where[1] != transport.port:
                 continue
             addresses = set(getattr(conn, "peer_addresses", ()) or ()) | {where[0]}
-            if addresses & set(transport.addresses):
+            if addresses & set(transport.addresses) and (not source or addresses & set(source)):
                 self._bind(conn, peer.server_id, now)
 
     def _resync(self, peer, conn=None):
@@ -680,7 +942,9 @@ class ENRPServer:
     # -- List Request / Response (RFC 5353 section 3.4) -------------------
 
     def _list_request(self, conn, message, now):
-        if message.receiver_id not in (0, self.server_id):
+        if message.receiver_id not in (0, self.server_id) or \
+                not self._may_read(conn, self._conns[conn], message.sender_id):
+            # Misaddressed, or a stranger asking for our peers' addresses.
             conn.send(ListResponse(self.server_id, message.sender_id, (), reject=True))
             return
         # Only peers we are connected to: a program that sent one Presence
@@ -710,6 +974,11 @@ class ENRPServer:
         for info in message.servers:
             if info.server_id in (0, self.server_id) or info.server_id in self.peers:
                 continue
+            if len(self.peers) >= self.policy.max_peers:
+                self.refused["peer list full"] += 1
+                break
+            # A peer named by a peer: dialled, and admitted from the
+            # addresses named (RFC 5353 section 3.4).
             self._add_peer(info.server_id, now, info)
             if self._connect is not None:
                 self._connect(info)
@@ -717,20 +986,21 @@ class ENRPServer:
     # -- Handle Table Request / Response (RFC 5353 section 3.5) -----------
 
     def _handle_table_request(self, conn, message, now):
-        if message.receiver_id not in (0, self.server_id):
+        if message.receiver_id not in (0, self.server_id) or \
+                not self._may_read(conn, self._conns[conn], message.sender_id):
+            # Misaddressed, or a stranger: peers, this host (RSPLIB's
+            # hsdump, ``rserpool dump``) and, with a public dump, anyone
+            # get the handlespace (doc/enrp.rst, "Who may read").
             conn.send(HandleTableResponse(self.server_id, message.sender_id, (), reject=True))
             return
-        # Non-peers are answered too: RSPLIB's hsdump and ``rserpool dump``
-        # fetch a handlespace that way.
+        # One page per request, built when asked from a position in the
+        # handlespace: a series holds no copy of the table, and a requester
+        # that does not read its answers is not read from either (the
+        # transport's write guard), so no connection holds more than a page
+        # or two.
         cursor = self._cursors.get(conn)
         if cursor is None or cursor.owner_only != message.own_children_only:
-            hs = self.handlespace
-            if message.own_children_only:
-                items = [(pe.handle, pe) for pe in hs.owned_by(self.server_id)]
-                items.sort(key=lambda item: item[0])
-            else:
-                items = [(pool.handle, pe) for pool in hs.pools() for pe in pool]
-            cursor = self._cursors[conn] = _Cursor(message.own_children_only, items)
+            cursor = self._cursors[conn] = _Cursor(message.own_children_only)
         data, more = self._page(cursor, message.sender_id)
         conn.send_encoded(data)
         if not more:
@@ -740,39 +1010,46 @@ class ENRPServer:
         """
         The next encoded Handle Table Response of a series: at most
         max-elements-per-ht-request PEs, under the 16-bit message length,
-        with the M flag while PEs remain.
+        with the M flag while PEs remain.  PEs come in the handlespace's
+        storage order (L{Handlespace.scan}), grouped by pool handle within
+        the page; a PE present throughout the series is sent exactly once.
         """
         hs = self.handlespace
         own = self.server_id
-        items = cursor.items
+        owner_only = cursor.owner_only
         limit = self.config.max_elements_per_ht_request
-        parts = [_U32.pack(own), _U32.pack(receiver_id)]
+        groups = {}
         size = 12
         count = 0
-        handle = None
-        i = cursor.position
-        while i < len(items) and count < limit:
-            h, pe = items[i]
-            if hs.get(h, pe.pe_id) is not pe or (cursor.owner_only and pe.home_registrar != own):
-                i += 1  # gone or moved since the series began
-                continue
-            tlv = encode_parameter(wire_pool_element(pe))
-            extra = len(tlv)
-            head = b""
-            if h != handle:
-                head = encode_pool_handle(h)
-                extra += len(head)
-            if size + extra > _PAGE_BYTES and count:
-                break
-            if head:
-                parts.append(head)
-                handle = h
-            parts.append(tlv)
-            size += extra
-            count += 1
-            i += 1
-        cursor.position = i
-        more = i < len(items)
+        position = cursor.position
+        budget = _SCAN_BUDGET
+        while position is not None and count < limit and budget > 0:
+            chunk = min(_SCAN_CHUNK, budget)
+            budget -= chunk
+            found, following = hs.scan(position, chunk)
+            stop = None
+            for place, pe in found:
+                if owner_only and pe.home_registrar != own:
+                    continue
+                tlv = encode_parameter(wire_pool_element(pe))
+                handle = pe.handle
+                tlvs = groups.get(handle)
+                extra = len(tlv) + (0 if tlvs is not None else len(encode_pool_handle(handle)))
+                if count >= limit or (size + extra > _PAGE_BYTES and count):
+                    stop = place
+                    break
+                if tlvs is None:
+                    tlvs = groups[handle] = []
+                tlvs.append(tlv)
+                size += extra
+                count += 1
+            position = stop if stop is not None else following
+        cursor.position = position
+        more = position is not None
+        parts = [_U32.pack(own), _U32.pack(receiver_id)]
+        for handle, tlvs in groups.items():
+            parts.append(encode_pool_handle(handle))
+            parts.extend(tlvs)
         flags = 0x02 if more else 0
         header = bytes((ENRPType.HANDLE_TABLE_RESPONSE, flags, size >> 8, size & 0xFF))
         return header + b"".join(parts), more
@@ -792,6 +1069,11 @@ class ENRPServer:
             return
         for entry in message.entries:
             for param in entry.pool_elements:
+                if sync.owner_only and param.home_registrar != peer.server_id:
+                    # W asks for the sender's own PEs: it speaks for no
+                    # other registrar's (RFC 5355 section 2.17).
+                    self.refused["audit entry of another home"] += 1
+                    continue
                 self._apply(entry.pool_handle, param, now, peer.server_id)
                 if param.home_registrar == peer.server_id:
                     sync.marked.discard((entry.pool_handle, param.identifier))
@@ -870,6 +1152,14 @@ class ENRPServer:
         handle = message.pool_handle
         param = message.pool_element
         if message.action == ADD_PE:
+            home = param.home_registrar
+            if home not in (message.sender_id, self.server_id):
+                # RFC 5353 section 3.3: a registrar announces the PEs it
+                # is home for; one that names another home speaks for a
+                # registrar it is not (RFC 5355 section 2.17).
+                self._refuse(conn, self._conns[conn], message,
+                             "ADD_PE of PE %08x whose home is %08x" % (param.identifier, home), now)
+                return
             result = self._apply(handle, param, now, message.sender_id)
             if result == "defended":
                 pe = hs.get(handle, param.identifier)
@@ -961,7 +1251,7 @@ class ENRPServer:
                 self.log.info("ENRP takeover of {t:08x}: {s:08x} has the lower id, we yield",
                               t=target, s=sender)
                 peer.takeover = None
-                peer.takeover_by = sender
+                peer.takeover_by = peer.acked_takeover = sender
                 peer.timer = PeerTimer.NO_RESPONSE
                 peer.deadline = now + self.config.max_time_no_response
                 conn.send(InitTakeoverAck(self.server_id, sender, target))
@@ -970,7 +1260,7 @@ class ENRPServer:
                               t=target, s=sender)
             return
         if peer is not None:
-            peer.takeover_by = sender
+            peer.takeover_by = peer.acked_takeover = sender
         conn.send(InitTakeoverAck(self.server_id, sender, target))
 
     def _init_takeover_ack(self, conn, message, now):
@@ -1007,11 +1297,21 @@ class ENRPServer:
                           peer=message.sender_id)
             conn.send(self._presence_message(message.sender_id, False))
             return
+        peer = self.peers.get(target)
+        if peer is not None and peer.acked_takeover != message.sender_id and \
+                peer.connections and now - peer.last_heard < self.config.max_time_last_heard:
+            # RFC 5353 section 3.9: a Takeover Server follows the Init
+            # Takeover every peer acknowledged.  One for a peer we hear and
+            # whose takeover we never acknowledged is a peer overreaching
+            # (RFC 5355 section 2.17): its PEs stay where they are.
+            self._refuse(conn, self._conns[conn], message,
+                         "Takeover Server of %08x, which is alive and whose Init Takeover "
+                         "we did not acknowledge" % target, now)
+            return
         moved = self.handlespace.takeover(target, message.sender_id)
         self.registrar.reschedule()
         self.log.info("ENRP peer {new:08x} took over {old:08x} ({n} PEs)",
                       new=message.sender_id, old=target, n=len(moved))
-        peer = self.peers.get(target)
         if peer is not None:
             self._drop_peer(peer, "taken over by %08x" % message.sender_id)
         for observer in self.on_takeover:

@@ -354,6 +354,30 @@ class Handlespace:
         for pool in list(self._pools.values()):
             yield from list(pool._elements.values())
 
+    def scan(self, position, places):
+        """
+        A cursor over every PE that needs no copy of the handlespace: the
+        PEs at C{places} storage places from C{position} on.  A PE keeps
+        its place while it stays in the handlespace (re-registration and a
+        change of owner included), so a series of scans from 0, each from
+        the position the previous one returned, meets every PE present
+        throughout exactly once, however the handlespace changes between
+        them (PEs added meanwhile may or may not be met).  An ENRP Handle
+        Table Response series is built this way, page by page.
+
+        @param position: where to start (0, or a position returned before).
+        @param places: how many places to look at (positive).
+        @return: C{(found, next)}: a list of C{(position, PoolElement)}
+            pairs in order (resuming at a PE's position includes it), and
+            where to go on, or C{None} at the end.
+        """
+        position = max(0, position)
+        start = CELLS * position
+        stop = start + CELLS * places
+        found = [(place, pe) for place, pe in enumerate(self._slab[start:stop:CELLS], position)
+                 if pe is not None]
+        return found, (position + places if stop < len(self._slab) else None)
+
     def owners(self):
         """
         @return: the home registrar ids that own at least one PE.

@@ -173,12 +173,9 @@ class SCTPMessageProtocol(MessageStreamProtocol):
             return
         if ppid != self.ppid and ppid != 0:
             # RSPLIB drops messages with a foreign PPID, too.
-            self.log.info(
+            self._note(
                 "dropping a message with PPID {ppid} on an {protocol} association from {peer}",
-                ppid=ppid,
-                protocol=self.protocol.upper(),
-                peer=self.peer,
-            )
+                ppid=ppid, protocol=self.protocol.upper(), peer=self.describe())
             return
         try:
             item = decode(data, self.protocol)

@@ -146,6 +146,16 @@ class MessageStreamProtocol(Protocol):
             return "an unknown peer"
         return "[%s]:%d" % (address, port) if address.version == 6 else "%s:%d" % (address, port)
 
+    def _note(self, text, **fields):
+        # A line about what a peer did: at a bounded rate on a listener
+        # with limits (the peer chooses how often), else as it is.
+        factory = getattr(self, "factory", None)
+        events = getattr(factory, "events", None)
+        if events is not None:
+            events.warn(factory.clock.seconds(), text, **fields)
+        else:
+            self.log.warn(text, **fields)
+
     def guard_closed(self, reason, abort):
         """
         The guard found a limit passed (L{ConnectionGuard}): close, or
@@ -183,12 +193,8 @@ class MessageStreamProtocol(Protocol):
         try:
             items = self._decoder.feed(data)
         except ProtocolError as e:
-            self.log.warn(
-                "closing {protocol} connection from {peer}: {reason}",
-                protocol=self.protocol,
-                peer=self.peer,
-                reason=e.reason,
-            )
+            self._note("closing {protocol} connection from {peer}: {reason}",
+                       protocol=self.protocol, peer=self.describe(), reason=e.reason)
             self.receiver.protocol_error(self, e)
             self.close()
             return
