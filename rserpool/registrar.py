@@ -11,6 +11,7 @@ knows which mapping it runs on.
 """
 import fcntl
 import ipaddress
+import os
 import random
 import re
 import signal
@@ -481,11 +482,21 @@ class RegistrarService(service.Service):
             section 2.5, doc/enrp.rst "Who is a peer").
         @param public_dump: answer ENRP List and Handle Table Requests from
             anyone, not only from peers and this host.
+        @raise ValueError: C{psk} without a key file of its own for ENRP
+            while ENRP is on: a pool user's key must never open ENRP.
         @param connection_limits: the L{ConnectionLimits} of every accepted
             ASAP and ENRP connection and of the listeners together
             (deadlines, write buffer, connections per source); the
             defaults of L{ConnectionLimits} unless given.
         """
+        if enrp_endpoint and psk is not None and (
+                psk.peer_keys is None or os.path.realpath(psk.peer_keys) ==
+                os.path.realpath(psk.keys)):
+            # RFC 5355 section 2.5: registrars authenticate each other; a
+            # key handed to PEs and pool users must not make a registrar.
+            raise ValueError(
+                "ENRP over TLS-PSK needs a key file of the registrars' own (--psk-peer-keys), "
+                "not the PEs' and pool users' %s (or turn ENRP off with --enrp none)" % psk.keys)
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -550,11 +561,6 @@ class RegistrarService(service.Service):
         for description in self.asap_endpoints:
             listens.append(self._listen(description, factory, "ASAP"))
         if self.enrp_endpoint:
-            if self.psk is not None and self.psk.peer_keys is None:
-                self.log.warn(
-                    "ENRP takes the keys of {keys}: every PE and PU holding one may also "
-                    "connect as a registrar (give the registrars a key file of their own "
-                    "with --psk-peer-keys)", keys=self.psk.keys)
             listens.append(self._start_enrp())
         d = defer.gatherResults(listens, consumeErrors=True)
         d.addCallback(self._listening)
@@ -979,6 +985,12 @@ class RegistrarService(service.Service):
                         addresses.append(normalize_address(text))
                     except (ValueError, AttributeError):
                         pass
+                if any(a.is_unspecified for a in addresses):
+                    # On the wildcard: the kernel lists every address of the
+                    # host, loopback included, which means nothing to a
+                    # peer elsewhere (it would try 127.0.0.1, itself).
+                    wider = [a for a in addresses if not a.is_loopback]
+                    addresses = wider if any(not a.is_unspecified for a in wider) else addresses
                 if addresses:
                     return ServerInformation(server_id, SCTPTransport(number, tuple(addresses)))
             elif address is not None:

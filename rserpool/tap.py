@@ -9,6 +9,7 @@ follow RSPLIB's registrar; times are in seconds.
 """
 import configparser
 import gc
+import os
 import random
 
 try:
@@ -22,7 +23,7 @@ from rserpool.asap.registrar import HR_ITEMS_LIMIT, RegistrarConfig
 from rserpool.asap.sources import SourceSettings
 from rserpool.asap.scope import parse_scope
 from rserpool.enrp import ENRPConfig
-from rserpool.enrp.trust import parse_networks
+from rserpool.enrp.trust import endpoint_arguments, parse_networks
 from rserpool.registrar import AnnounceSettings, RegistrarService, new_server_id
 from rserpool.transport.guard import ConnectionLimits
 from rserpool.transport.multicast import parse_group
@@ -242,8 +243,8 @@ SETTINGS = {
     ),
     "psk-peer-keys": (
         None, str,
-        "With --psk-keys, a separate key file for the ENRP listener and peers, so that "
-        "PEs and PUs cannot act as registrars [--psk-keys].",
+        "With --psk-keys, the registrars' own key file for the ENRP listener and peers "
+        "(required with ENRP on), so that PEs and PUs cannot act as registrars.",
     ),
     "psk-identity": (
         None, str,
@@ -516,6 +517,9 @@ def check_security(settings):
                 "secured and unsecured endpoints mixed ({} and {}): RFC 5355 wants every "
                 "registration and peer update secured, or none; use --psk-keys or secure "
                 "them all".format(secured[0], plain[0]))
+        if settings["enrp"]:
+            _check_apart([_keys_of(d) for d in settings["asap"]], _keys_of(settings["enrp"]),
+                         "the ENRP listener's keys= file")
         return None
     endpoints = PSKEndpoints(path, identity, peer_path)
     try:
@@ -536,7 +540,53 @@ def check_security(settings):
             endpoints.client(peer_endpoint(peer))
         except ValueError as e:
             raise usage.UsageError("--peer: {}".format(e)) from None
+    if settings["enrp"] is not None:
+        # RFC 5355 section 2.5: registrars authenticate each other.  A key
+        # of the PEs' and pool users' file must not open ENRP.
+        if peer_path is None:
+            raise usage.UsageError(
+                "--psk-keys with ENRP on needs --psk-peer-keys, a key file of the registrars "
+                "only: otherwise every PE and pool user holding a key could act as a "
+                "registrar (or turn ENRP off with --enrp none)")
+        _check_apart([path], peer_path, "--psk-peer-keys")
     return endpoints
+
+
+def _keys_of(description):
+    # The keys= file of a psk: endpoint string, or None.
+    prefix, _, keywords = endpoint_arguments(description)
+    return keywords.get("keys") if prefix == "psk" else None
+
+
+def _check_apart(asap_files, enrp_file, what):
+    """
+    The key file of ENRP shares neither a file nor an identity with those
+    of ASAP (RFC 5355 section 2.5: a PE's or pool user's key never makes
+    a registrar).
+
+    @raise usage.UsageError: with a one-line reason.
+    """
+    from rserpool.transport.psk import KeyFileError, load_keys
+
+    if enrp_file is None:
+        return
+    try:
+        enrp_keys = load_keys(enrp_file)
+        for path in asap_files:
+            if path is None:
+                continue
+            if os.path.realpath(path) == os.path.realpath(enrp_file):
+                raise usage.UsageError(
+                    "{} is {}, the PEs' and pool users' key file: give the registrars a key "
+                    "file of their own".format(what, path))
+            shared = sorted(set(load_keys(path)) & set(enrp_keys))
+            if shared:
+                raise usage.UsageError(
+                    "identity {!r} is both in {} and in {}: a PE or pool user holding it could "
+                    "act as a registrar; keep the registrars' identities apart".format(
+                        shared[0].decode("ascii", "replace"), path, enrp_file))
+    except KeyFileError as e:
+        raise usage.UsageError(str(e)) from None
 
 
 def check_endpoint(description):

@@ -46,6 +46,7 @@ from rserpool.wire import (
     TCPTransport,
 )
 from tests.test_enrp import FakeConnection, put, wire_pe
+from tests.test_psk import KEY_1, KEY_2, KEYS, escape, write_keys
 from tests.test_registrar_integration import RawClient
 
 OURS = 0x50
@@ -556,13 +557,41 @@ class DumpTests(unittest.TestCase):
 
 class OptionsTests(unittest.TestCase):
     """
-    C{twistd enrp}: the options of this part.
+    C{twistd enrp}: the options of this part, and the refusal to let a key
+    of the PEs and pool users open ENRP (RFC 5355 section 2.5).
     """
 
     def parse(self, *argv):
         options = tap.Options()
         options.parseOptions(list(argv))
         return options.settings
+
+    def test_rfc5355_2_5_pool_user_key_never_opens_enrp(self):
+        """
+        C{--psk-keys} with ENRP on needs C{--psk-peer-keys}, in a file of
+        its own sharing no identity; given as C{psk:} endpoints, the ENRP
+        listener's key file must not be an ASAP listener's.
+        """
+        pool = write_keys(self, KEYS)
+        registrars = write_keys(self, "reg-1 {}\n".format(KEY_1.hex()))
+        mixed = write_keys(self, "reg-1 {}\npe-2 {}\n".format(KEY_1.hex(), KEY_2.hex()))
+        cases = [
+            (["--psk-keys", pool, "--psk-identity", "pe-1"], "needs --psk-peer-keys"),
+            (["--psk-keys", pool, "--psk-peer-keys", pool, "--psk-identity", "pe-1"],
+             "a key file of their own"),
+            (["--psk-keys", pool, "--psk-peer-keys", mixed, "--psk-identity", "reg-1"],
+             "identity 'pe-2' is both in"),
+            (["--asap", "psk:3863:keys=" + escape(pool), "--enrp", "psk:9901:keys=" + escape(pool)],
+             "a key file of their own"),
+            (["--asap", "psk:3863:keys=" + escape(pool),
+              "--enrp", "psk:9901:keys=" + escape(mixed)], "identity 'pe-2' is both in"),
+        ]
+        for argv, message in cases:
+            with self.assertRaises(usage.UsageError) as caught:
+                self.parse(*argv)
+            self.assertIn(message, str(caught.exception), argv)
+        self.assertIsNotNone(self.parse("--psk-keys", pool, "--psk-peer-keys", registrars)["psk"])
+        self.assertIsNotNone(self.parse("--psk-keys", pool, "--enrp", "none")["psk"])
 
     def test_rfc5355_2_5_multicast_needs_networks(self):
         """

@@ -413,26 +413,28 @@ class SecuredOptionsTests(unittest.TestCase):
 
     def test_secured(self):
         path = write_keys(self, KEYS)
-        settings = self.parse("--psk-keys", path, "--psk-identity", "pe-2",
-                              "--peer", "127.0.0.1:9902")
+        peers = write_keys(self, "reg-1 {}\nreg-2 {}\n".format(KEY_1.hex(), KEY_2.hex()))
+        settings = self.parse("--psk-keys", path, "--psk-peer-keys", peers,
+                              "--psk-identity", "reg-2", "--peer", "127.0.0.1:9902")
         psk = settings["psk"]
         self.assertEqual(psk.server(settings["asap"][0]),
                          "psk:3863:interface=127.0.0.1:keys=" + escape(path))
         self.assertEqual(psk.client("tcp:host=127.0.0.1:port=9902"),
-                         "psk:host=127.0.0.1:port=9902:keys={}:identity=pe-2".format(escape(path)))
+                         "psk:host=127.0.0.1:port=9902:keys={}:identity=reg-2".format(escape(peers)))
 
     def test_errors(self):
         keys = write_keys(self, KEYS)
         one = write_keys(self, "solo {}\n".format(KEY_1.hex()))
         cases = [
-            (["--psk-keys", keys], "say with --psk-identity which one"),
+            (["--psk-keys", one, "--psk-peer-keys", keys], "say with --psk-identity which one"),
             (["--psk-keys", keys, "--psk-identity", "pe-9"], "no identity 'pe-9'"),
             (["--psk-identity", "pe-1"], "--psk-identity and --psk-peer-keys need --psk-keys"),
             (["--psk-peer-keys", one], "--psk-identity and --psk-peer-keys need --psk-keys"),
             (["--psk-keys", keys, "--psk-peer-keys", one, "--psk-identity", "pe-1"],
              "no identity 'pe-1' in " + one),
             (["--psk-keys", write_keys(self, KEYS, 0o604), "--enrp", "none"], "chmod o-rwx"),
-            (["--psk-keys", one, "--asap", "sctp:3863"], "TLS-PSK runs over TCP only"),
+            (["--psk-keys", one, "--enrp", "none", "--asap", "sctp:3863"],
+             "TLS-PSK runs over TCP only"),
             (["--psk-keys", one, "--peer", "sctp:host=127.0.0.1:port=9901"],
              "--peer: TLS-PSK runs over TCP only"),
             (["--asap", "psk:3863:keys=" + escape(one)], "secured and unsecured endpoints mixed"),
@@ -468,7 +470,8 @@ class SecuredOptionsTests(unittest.TestCase):
             f.write("reg=1:x {}\nreg-2 {}\n".format(KEY_1.hex(), KEY_2.hex()))
         os.chmod(path, 0o600)
         psk = tap.Options()
-        psk.parseOptions(["--psk-keys", path, "--psk-identity", "reg=1:x"])
+        psk.parseOptions(["--psk-keys", write_keys(self, KEYS), "--psk-peer-keys", path,
+                          "--psk-identity", "reg=1:x"])
         # The client parser finds the identity in the file, or raises.
         clientFromString(reactor, psk.settings["psk"].client("tcp:127.0.0.1:9901"))
         endpoint = serverFromString(reactor, psk.settings["psk"].server("tcp:0", peer=True))
@@ -479,14 +482,16 @@ class SecuredOptionsTests(unittest.TestCase):
         # The file's only identity needs no --psk-identity, and a registrar
         # without ENRP presents none.
         one = write_keys(self, "solo {}\n".format(KEY_1.hex()))
-        self.assertIsNone(self.parse("--psk-keys", one)["psk"].identity)
+        self.assertIsNone(self.parse("--psk-keys", write_keys(self, KEYS),
+                                     "--psk-peer-keys", one)["psk"].identity)
         self.assertIsNone(self.parse("--psk-keys", write_keys(self, KEYS),
                                      "--enrp", "none")["psk"].identity)
 
     def test_allSecured(self):
         # Every endpoint given as psk: is allowed without --psk-keys.
         one = escape(write_keys(self, "solo {}\n".format(KEY_1.hex())))
-        settings = self.parse("--asap", "psk:3863:keys=" + one, "--enrp", "psk:9901:keys=" + one)
+        pool = escape(write_keys(self, KEYS))
+        settings = self.parse("--asap", "psk:3863:keys=" + pool, "--enrp", "psk:9901:keys=" + one)
         self.assertIsNone(settings["psk"])
 
 
@@ -592,27 +597,31 @@ class SecuredPoolTests(unittest.TestCase):
         self.assertEqual(received, b"secret")
 
 
-class SharedKeysWarningTests(unittest.TestCase):
+class SharedKeysRefusedTests(unittest.TestCase):
     @defer.inlineCallbacks
-    def test_warned(self):
+    def test_refused(self):
         """
-        A registrar whose ENRP side shares the PEs' key file says so; one
-        with a file for its peers does not.
+        RFC 5355 section 2.5: a registrar whose ENRP side would share the
+        PEs' and pool users' key file does not start (it used to warn);
+        one with a file for its peers does, and so does one without ENRP.
+        (C{twistd enrp}'s own refusal: C{tests.test_enrp_trust}.)
         """
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
         path = write_keys(self, KEYS)
+        peers = write_keys(self, "reg-1 {}\n".format(KEY_1.hex()))
         for psk in (PSKEndpoints(path, "pe-1"), PSKEndpoints(path, "pe-1", peer_keys=path)):
+            with self.assertRaises(ValueError) as caught:
+                RegistrarService(
+                    make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"],
+                    enrp_endpoint="tcp:0:interface=127.0.0.1", psk=psk)
+            self.assertIn("--psk-peer-keys", str(caught.exception))
+        for psk, enrp in ((PSKEndpoints(path, "reg-1", peer_keys=peers), "tcp:0:interface=127.0.0.1"),
+                          (PSKEndpoints(path), None)):
             service = RegistrarService(
                 make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"],
-                enrp_endpoint="tcp:0:interface=127.0.0.1", psk=psk)
+                enrp_endpoint=enrp, psk=psk)
             service.startService()
             yield service.ready
             yield service.stopService()
-        warnings = [e for e in events if "--psk-peer-keys" in e.get("log_format", "")]
-        self.assertEqual(len(warnings), 1)
-        self.assertEqual(warnings[0]["keys"], path)
 
 
 def make_ca(directory, name):
@@ -747,8 +756,9 @@ class SecuredWithoutPSKKeysTests(unittest.TestCase):
 
     def test_learnedPeerNotDialed(self):
         one = escape(write_keys(self, "solo {}\n".format(KEY_1.hex())))
+        pool = escape(write_keys(self, KEYS))
         options = tap.Options()
-        options.parseOptions(["--asap", "psk:0:interface=127.0.0.1:keys=" + one,
+        options.parseOptions(["--asap", "psk:0:interface=127.0.0.1:keys=" + pool,
                               "--enrp", "psk:0:interface=127.0.0.1:keys=" + one])
         self.assertTrue(options.settings["secured"])
         service = tap.makeService(options)
