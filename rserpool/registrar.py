@@ -985,6 +985,12 @@ class RegistrarService(service.Service):
                         addresses.append(normalize_address(text))
                     except (ValueError, AttributeError):
                         pass
+                if any(a.is_unspecified for a in addresses):
+                    # On the wildcard: the kernel lists every address of the
+                    # host, loopback included, which means nothing to a
+                    # peer elsewhere (it would try 127.0.0.1, itself).
+                    wider = [a for a in addresses if not a.is_loopback]
+                    addresses = wider if any(not a.is_unspecified for a in wider) else addresses
                 if addresses:
                     return ServerInformation(server_id, SCTPTransport(number, tuple(addresses)))
             elif address is not None:

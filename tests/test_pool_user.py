@@ -22,6 +22,7 @@ from rserpool.wire import (
     OperationError,
     Policy,
     PoolElement,
+    SCTPTransport,
     TCPTransport,
 )
 
@@ -315,3 +316,14 @@ class AnnounceTests(unittest.TestCase):
         clock = _MulticastClock()
         PoolUser(clock).close()
         self.assertEqual(clock.multicast, [])
+
+
+class InfoTextTests(unittest.TestCase):
+    def test_multi_homed(self):
+        # rserpool resolve prints every address of a multi-homed PE.
+        info = u.PoolElementInfo(b"P", 0xABCD, SCTPTransport(7, ("10.213.0.6", "10.214.0.6")),
+                               Policy.make(PolicyType.ROUND_ROBIN))
+        self.assertEqual(str(info), "0000abcd sctp 10.213.0.6,10.214.0.6:7 RoundRobin")
+        info = u.PoolElementInfo(b"P", 1, TCPTransport(7, ("2001:db8::1",)),
+                               Policy.make(PolicyType.ROUND_ROBIN))
+        self.assertEqual(str(info), "00000001 tcp [2001:db8::1]:7 RoundRobin")

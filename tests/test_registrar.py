@@ -18,7 +18,8 @@ from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_sco
 from rserpool.asap.sources import SourceSettings
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.handlespace import TimerCode
-from rserpool.registrar import ASAPReceiver, Wakeup
+from rserpool.registrar import ASAPReceiver, RegistrarService, Wakeup
+from rserpool.transport.sctp import SCTPAddress
 from rserpool.transport.tcp import MessageStreamProtocol
 from rserpool.wire import (
     DATA_PLUS_CONTROL,
@@ -1354,3 +1355,32 @@ class LogVolumeTests(unittest.TestCase):
             pe.send(Deregistration(b"P", 1 + n % 7))
             pe.received()
         self.assertLessEqual(len(lines), 200)
+
+
+class ServerInformationTests(unittest.TestCase):
+    """
+    What a registrar's ENRP Presence says of where it listens.
+    """
+
+    def information(self, host):
+        class Port:
+            def getHost(self):
+                return host
+
+        service = RegistrarService(RegistrarConfig(server_id=SERVER_ID))
+        service.enrp_ports = [Port()]
+        return service.server_information().transport
+
+    def test_sctp_wildcard_names_no_loopback(self):
+        # The kernel lists every address of a wildcard SCTP socket; a
+        # peer elsewhere must not be sent to 127.0.0.1 (itself).
+        host = SCTPAddress("0.0.0.0", 9901, ("0.0.0.0", "127.0.0.1", "10.213.0.1"))
+        self.assertEqual(self.information(host),
+                         SCTPTransport(9901, ("0.0.0.0", "10.213.0.1")))
+
+    def test_sctp_loopback_only(self):
+        host = SCTPAddress("0.0.0.0", 9901, ("0.0.0.0", "127.0.0.1"))
+        self.assertEqual(self.information(host),
+                         SCTPTransport(9901, ("0.0.0.0", "127.0.0.1")))
+        bound = SCTPAddress("127.0.0.1", 9901, ("127.0.0.1",))
+        self.assertEqual(self.information(bound), SCTPTransport(9901, ("127.0.0.1",)))

@@ -188,8 +188,9 @@ class PoolElementInfo:
         )
 
     def __str__(self):
-        address = self.address
-        text = "[%s]" % address if isinstance(address, ipaddress.IPv6Address) else str(address)
+        # Every address of a multi-homed (SCTP) PE, primary first.
+        text = ",".join("[%s]" % a if isinstance(a, ipaddress.IPv6Address) else str(a)
+                        for a in self.addresses)
         return "%08x %s %s:%d %s" % (
             self.identifier,
             self.protocol,
