@@ -85,8 +85,9 @@ class KeyFileTests(unittest.TestCase):
         cases = [
             ("", "no keys"),
             ("# only a comment\n", "no keys"),
-            ("pe-1\n", "line 1: expected IDENTITY HEXKEY"),
-            ("pe-1 {} extra\n".format(good), "line 1: expected IDENTITY HEXKEY"),
+            ("pe-1\n", "line 1: expected IDENTITY HEXKEY [ROLE]"),
+            ("pe-1 {} pe extra\n".format(good), "line 1: expected IDENTITY HEXKEY [ROLE]"),
+            ("pe-1 {} admin\n".format(good), "line 1: unknown role 'admin' (any, pe, pu)"),
             ("pe-1 {}\npe-2 xyz\n".format(good), "line 2: the key is not hexadecimal"),
             ("pe-1 {}\n".format("aa" * 15), "the key has 15 bytes (16 to 64 allowed)"),
             ("pe-1 {}\n".format("aa" * 65), "the key has 65 bytes"),
@@ -98,6 +99,13 @@ class KeyFileTests(unittest.TestCase):
             with self.assertRaises(KeyFileError) as caught:
                 parse_keys(text, "f")
             self.assertIn(message, str(caught.exception), text)
+
+    def test_roles(self):
+        roles = {}
+        text = "pe-1 {} PE\npu-1 {} pu\nboth {}\n".format(KEY_1.hex(), KEY_2.hex(), KEY_1.hex())
+        keys = parse_keys(text, "f", roles)
+        self.assertEqual(list(keys), [b"pe-1", b"pu-1", b"both"])
+        self.assertEqual(roles, {b"pe-1": "pe", b"pu-1": "pu", b"both": "any"})
 
     def test_load(self):
         self.assertEqual(load_keys(write_keys(self, KEYS, 0o640)), {b"pe-1": KEY_1, b"pe-2": KEY_2})
@@ -364,6 +372,37 @@ class SecuredRegistrarTests(unittest.TestCase):
         pu = yield self.connect(secure.format(self.port, "pe-2"))
         answer = yield pu.request(HandleResolution(b"secure"), HandleResolutionResponse)
         self.assertEqual([e.identifier for e in answer.pool_elements], [0x1234])
+
+    @defer.inlineCallbacks
+    def test_rfc5355_2_3_pool_user_key_registers_nothing(self):
+        """
+        An identity the key file makes a pool user (role pu) resolves but
+        cannot register a PE (RFC 5355 section 2.3: registration by an
+        unauthorized PE); the file's roles are re-read with its keys.
+        """
+        path = write_keys(self, "pe-1 {} pe\npu-1 {} pu\n".format(KEY_1.hex(), KEY_2.hex()))
+        options = tap.Options()
+        options.parseOptions(["--asap", "psk:0:interface=127.0.0.1:keys=" + escape(path),
+                              "--enrp", "none", "--quiet"])
+        service = tap.makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        yield service.ready
+        port = service.asap_ports[0].getHost().port
+        secure = "psk:127.0.0.1:{}:identity={}:keys=" + escape(path)
+        element = PoolElement(0x77, 0, 60000, TCPTransport(7, ("127.0.0.1",)),
+                              Policy.make(PolicyType.ROUND_ROBIN))
+        pu = yield self.connect(secure.format(port, "pu-1"))
+        answer = yield pu.request(Registration(b"secure", element), RegistrationResponse)
+        self.assertTrue(answer.reject)
+        (cause,) = answer.error.causes
+        self.assertEqual(cause.code, ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)
+        self.assertEqual(len(service.registrar.handlespace), 0)
+        pe = yield self.connect(secure.format(port, "pe-1"))
+        answer = yield pe.request(Registration(b"secure", element), RegistrationResponse)
+        self.assertFalse(answer.reject)
+        answer = yield pu.request(HandleResolution(b"secure"), HandleResolutionResponse)
+        self.assertEqual([e.identifier for e in answer.pool_elements], [0x77])
 
     @defer.inlineCallbacks
     def test_identityBound(self):

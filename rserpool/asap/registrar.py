@@ -460,6 +460,16 @@ class ASAPRegistrar:
                 encode_parameter(param.policy), e.reason,
             )
 
+        if getattr(conn, "role", None) == "pu":
+            # RFC 5355 section 2.3: a pool user's key does not make a PE.
+            self.refusals.refused(
+                "registration", self.sources.key(conn), now,
+                "its TLS-PSK identity is a pool user's (role pu in the key file)")
+            conn.send(RegistrationResponse(
+                handle, pe_id, reject=True,
+                error=OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)))
+            return
+
         # RFC 5355 section 2.1 / 3: a PE may register only addresses that
         # belong to it.  Like RSPLIB we keep the user transport's addresses
         # that are addresses of the connection's peer, and of at least the

@@ -61,6 +61,10 @@ class IMessageConnection(Interface):
         "The TLS-PSK identity (bytes) the remote end proved, or C{None} "
         "(no TLS-PSK, or not known)."
     )
+    role = Attribute(
+        "The role its key file gives the TLS-PSK identity (C{'any'}, C{'pe'}, "
+        "C{'pu'}), or C{None} without one."
+    )
     peer_transport = Attribute(
         "The remote end as a transport parameter (L{rserpool.wire.TCPTransport}, "
         "L{rserpool.wire.SCTPTransport}, ...), or C{None} if unknown."

@@ -21,10 +21,13 @@ C{timeout}, C{bindAddress} as C{tcp:} does (or C{psk:HOST:PORT}), plus
 C{keys} and C{identity} (which of the file's identities it uses; it may be
 left out when the file holds one).
 
-The key file has one key a line, C{IDENTITY HEXKEY}: the identity is 1 to
-128 printable ASCII characters without spaces, the key 16 to 64 bytes
-written as hexadecimal; empty lines and lines starting with C{#} are
-skipped.  Keys are read when the endpoint is made.  A file that users other
+The key file has one key a line, C{IDENTITY HEXKEY [ROLE]}: the identity
+is 1 to 128 printable ASCII characters without spaces, the key 16 to 64
+bytes written as hexadecimal; empty lines and lines starting with C{#} are
+skipped.  The role, in the key file of a registrar's ASAP listener, says
+what the identity may do there (L{ROLES}): C{pe} or C{any} (the default)
+may register pool elements, C{pu} may only resolve and report (RFC 5355
+section 2.3: a pool user's key must not make it a pool element).  Keys are read when the endpoint is made.  A file that users other
 than its owner and group may read is refused (C{chmod o-rwx}).
 
 TLS 1.2 and 1.3 are offered.  TLS 1.2 uses only PSK cipher suites with an
@@ -63,6 +66,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from rserpool.asap.pool_user import quote_endpoint
+from rserpool.limits import EventLog
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -129,12 +133,20 @@ def _bindings():
     return ffi, lib
 
 
-def parse_keys(text, source="<keys>"):
+#: What an identity may do at a registrar's ASAP listener, by the role
+#: its key file gives it: register pool elements (C{pe}, C{any}) or only
+#: use pools (C{pu}).
+ROLES = ("any", "pe", "pu")
+
+
+def parse_keys(text, source="<keys>", roles=None):
     """
     Parse the text of a key file.
 
     @param text: the file's text.
     @param source: its name, for error messages.
+    @param roles: a C{dict} to fill with each identity's role (L{ROLES};
+        C{"any"} where the line names none), or C{None}.
     @return: a C{dict} from identity (bytes) to key (bytes), in file order.
     @raise KeyFileError: a line is malformed, an identity repeats, or there
         is no key at all.
@@ -146,9 +158,13 @@ def parse_keys(text, source="<keys>"):
             continue
         fields = line.split()
         where = "{}, line {}".format(source, number)
-        if len(fields) != 2:
-            raise KeyFileError("{}: expected IDENTITY HEXKEY".format(where))
-        identity, hexkey = fields
+        if len(fields) not in (2, 3):
+            raise KeyFileError("{}: expected IDENTITY HEXKEY [ROLE]".format(where))
+        identity, hexkey = fields[:2]
+        role = fields[2].lower() if len(fields) == 3 else "any"
+        if role not in ROLES:
+            raise KeyFileError("{}: unknown role {!r} ({})".format(
+                where, fields[2], ", ".join(ROLES)))
         if not identity.isascii() or not identity.isprintable():
             raise KeyFileError("{}: the identity must be printable ASCII".format(where))
         identity = identity.encode("ascii")
@@ -165,16 +181,19 @@ def parse_keys(text, source="<keys>"):
             raise KeyFileError("{}: identity {} given twice".format(
                 where, identity.decode("ascii")))
         keys[identity] = key
+        if roles is not None:
+            roles[identity] = role
     if not keys:
         raise KeyFileError("{}: no keys".format(source))
     return keys
 
 
-def load_keys(path):
+def load_keys(path, roles=None):
     """
     Read a key file (see the module's description).
 
     @param path: the file's path.
+    @param roles: a C{dict} to fill with each identity's role, or C{None}.
     @return: a C{dict} from identity (bytes) to key (bytes).
     @raise KeyFileError: the file cannot be read, others may read it, or
         its content is wrong.
@@ -192,7 +211,7 @@ def load_keys(path):
         text = data.decode("ascii")
     except UnicodeDecodeError:
         raise KeyFileError("key file {}: not ASCII text".format(path)) from None
-    return parse_keys(text, path)
+    return parse_keys(text, path, roles)
 
 
 def _context():
@@ -208,10 +227,11 @@ class _Peer:
     # What the server side knows of one connection: the identity its peer
     # proved, and the callback of the connection's context (kept alive
     # with the connection).
-    __slots__ = ("identity", "callback")
+    __slots__ = ("identity", "role", "callback")
 
     def __init__(self):
         self.identity = None
+        self.role = None
         self.callback = None
 
 
@@ -241,6 +261,21 @@ def psk_identity(transport):
     return None if peer is None else peer.identity
 
 
+def psk_role(transport):
+    """
+    The role (L{ROLES}) its key file gives the identity the peer of a
+    TLS-PSK server connection proved, or C{None} (as L{psk_identity}).
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    if get_handle is None:
+        return None
+    try:
+        peer = _PEERS.get(get_handle())
+    except TypeError:
+        return None
+    return None if peer is None else peer.role
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class PSKServerCreator:
     """
@@ -259,9 +294,13 @@ class PSKServerCreator:
 
     log = Logger()
 
-    def __init__(self, keys, hint=None, path=None):
+    def __init__(self, keys, hint=None, path=None, roles=None, clock=None):
         """
         @param keys: a C{dict} from identity (bytes) to key (bytes).
+        @param roles: a C{dict} from identity to role (L{ROLES}); C{"any"}
+            for an identity it does not name.
+        @param clock: an C{IReactorTime} for the rate of log lines (the
+            reactor by default).
         @param hint: an identity hint sent to TLS 1.2 clients (bytes), or
             C{None}.
         @param path: the key file C{keys} came from (for L{reload}).
@@ -272,6 +311,11 @@ class PSKServerCreator:
         self._ffi = ffi
         self._lib = lib
         self._keys = dict(keys)
+        self._roles = dict(roles or {})
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self._events = EventLog(lambda: self.log)
         self._hint = hint
         self.path = path
         # The TLS protocols of the connections made, and what is known of
@@ -285,16 +329,21 @@ class PSKServerCreator:
         context = _context()
         ffi = self._ffi
         keys = self._keys
-        log = self.log
+        roles = self._roles
+        events = self._events
+        clock = self._clock
 
         def find_key(ssl, identity, out, size):
             name = ffi.string(identity) if identity != ffi.NULL else b""
             key = keys.get(name)
             if key is None or len(key) > size:
-                log.warn("TLS-PSK: refused unknown identity {identity!r}", identity=name)
+                # A peer chooses how often: at a bounded rate.
+                events.warn(clock.seconds(), "TLS-PSK: refused unknown identity {identity!r}",
+                            identity=name[:64])
                 return 0
             ffi.memmove(out, key, len(key))
             peer.identity = name
+            peer.role = roles.get(name, "any")
             return len(key)
 
         # The callback object must live as long as the context.
@@ -318,11 +367,14 @@ class PSKServerCreator:
         """
         if self.path is None:
             raise ValueError("these keys came from no file")
-        keys = load_keys(self.path)
+        roles = {}
+        keys = load_keys(self.path, roles)
         removed = set(self._keys) - set(keys)
-        # In place: the contexts' callbacks hold this very dict.
+        # In place: the contexts' callbacks hold these very dicts.
         self._keys.clear()
         self._keys.update(keys)
+        self._roles.clear()
+        self._roles.update(roles)
         self.identities = frozenset(keys)
         return removed
 
@@ -549,9 +601,10 @@ class PSKServerParser:
             raise ValueError("psk server endpoint: backlog must be a number") from None
         timeout = _seconds("handshakeTimeout", handshakeTimeout)
         try:
+            roles = {}
             creator = PSKServerCreator(
-                load_keys(keys), None if hint is None else hint.encode("ascii", "replace"),
-                path=keys)
+                load_keys(keys, roles), None if hint is None else hint.encode("ascii", "replace"),
+                path=keys, roles=roles)
         except PSKUnavailable as e:
             raise ValueError("psk server endpoint: {}".format(e)) from None
         kind = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint

@@ -82,6 +82,8 @@ class MessageStreamProtocol(Protocol):
     log = Logger()
     mapping = "tcp"
     identity = None
+    #: the role its key file gives C{identity} (rserpool.transport.psk.ROLES)
+    role = None
     #: the L{ConnectionGuard} of an accepted connection whose listener has
     #: limits (L{MessageStreamFactory}), else C{None}
     guard = None
@@ -183,9 +185,10 @@ class MessageStreamProtocol(Protocol):
         The TLS handshake is done: note the identity the peer proved, if
         it was TLS-PSK (before any of its messages is read).
         """
-        from rserpool.transport.psk import psk_identity
+        from rserpool.transport.psk import psk_identity, psk_role
 
         self.identity = psk_identity(self.transport)
+        self.role = psk_role(self.transport)
 
     def dataReceived(self, data):
         if not self.connected:
