@@ -435,7 +435,7 @@ class RegistrarService(service.Service):
         secured=False,
         reload_on_sighup=False,
         connection_limits=None,
-        peer_networks=(),
+        peer_networks=None,
         public_dump=False,
     ):
         """
@@ -479,7 +479,10 @@ class RegistrarService(service.Service):
         @param peer_networks: networks (L{ipaddress} networks or strings)
             whose registrars may become ENRP peers without being static
             peers or named by one (C{--enrp-peer-networks}; RFC 5355
-            section 2.5, doc/enrp.rst "Who is a peer").
+            section 2.5, doc/enrp.rst "Who is a peer"); C{None}, the
+            default, for the networks this host's interfaces are on
+            (L{host_networks}: a cluster on one LAN peers with
+            C{--peer} given on one side only), C{()} for none.
         @param public_dump: answer ENRP List and Handle Table Requests from
             anyone, not only from peers and this host.
         @raise ValueError: C{psk} without a key file of its own for ENRP
@@ -787,7 +790,14 @@ class RegistrarService(service.Service):
         static = set()
         for description in self.peers:
             static |= endpoint_addresses(peer_endpoint(description))
-        return PeerPolicy(static=static, networks=tuple(self.peer_networks or ()),
+        networks = self.peer_networks
+        if networks is None:
+            networks = host_networks()
+        self.log.info(
+            "ENRP admits as peers its --peer registrars, those they name{networks}",
+            networks=" and registrars in " + ", ".join(str(n) for n in networks)
+            if networks else " (no other network: --enrp-peer-networks)")
+        return PeerPolicy(static=static, networks=tuple(networks),
                           local=host_addresses(), public_dump=self.public_dump,
                           authenticated=self.psk is not None)
 
@@ -985,12 +995,17 @@ class RegistrarService(service.Service):
                         addresses.append(normalize_address(text))
                     except (ValueError, AttributeError):
                         pass
-                if any(a.is_unspecified for a in addresses):
+                try:
+                    wildcard = normalize_address(host.host).is_unspecified
+                except (ValueError, AttributeError):
+                    wildcard = False
+                if wildcard or any(a.is_unspecified for a in addresses):
                     # On the wildcard: the kernel lists every address of the
                     # host, loopback included, which means nothing to a
                     # peer elsewhere (it would try 127.0.0.1, itself).
                     wider = [a for a in addresses if not a.is_loopback]
-                    addresses = wider if any(not a.is_unspecified for a in wider) else addresses
+                    if any(not a.is_unspecified for a in wider):
+                        addresses = wider
                 if addresses:
                     return ServerInformation(server_id, SCTPTransport(number, tuple(addresses)))
             elif address is not None:
@@ -1059,6 +1074,54 @@ def _dual_stack_host():
             return f.read().strip() == "0"
     except OSError:
         return False
+
+
+def host_networks():
+    """
+    The networks this host's interfaces are on, loopback and IPv6
+    link-local excepted (Linux; an empty tuple where they cannot be read):
+    the registrars a registrar admits as ENRP peers by default.
+
+    @return: a tuple of L{ipaddress} networks.
+    """
+    out = []
+    try:
+        names = [name for _, name in socket.if_nameindex()]
+    except OSError:
+        names = []
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for name in names:
+            request = struct.pack("256s", name[:15].encode())
+            try:
+                # SIOCGIFADDR and SIOCGIFNETMASK: the (primary) IPv4
+                # address and its mask
+                address = fcntl.ioctl(probe.fileno(), 0x8915, request)[20:24]
+                mask = fcntl.ioctl(probe.fileno(), 0x891B, request)[20:24]
+            except OSError:
+                continue
+            network = ipaddress.IPv4Network(
+                (ipaddress.IPv4Address(address), bin(int.from_bytes(mask, "big")).count("1")),
+                strict=False)
+            if not network.network_address.is_loopback and network not in out:
+                out.append(network)
+    finally:
+        probe.close()
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                address = ipaddress.IPv6Address(int(fields[0], 16))
+                if address.is_loopback or address.is_link_local:
+                    continue
+                network = ipaddress.IPv6Network((address, int(fields[2], 16)), strict=False)
+                if network not in out:
+                    out.append(network)
+    except (OSError, ValueError):
+        pass
+    return tuple(out)
 
 
 def host_addresses():

@@ -117,6 +117,8 @@ def _group(value):
 def _networks(value):
     if isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)
+    if str(value).strip().lower() in ("none", "off", ""):
+        return ()
     try:
         return parse_networks(str(value))
     except ValueError as e:
@@ -201,7 +203,8 @@ SETTINGS = {
         None, _networks,
         "Networks whose registrars may become ENRP peers without being a --peer or "
         "named by one (over a connection or multicast Presence), e.g. "
-        "192.0.2.0/24,2001:db8::/64 [none].",
+        "192.0.2.0/24,2001:db8::/64, or 'none' [the networks of this host's "
+        "interfaces, loopback excepted].",
     ),
     "enrp-public-dump": (False, _flag, None),
     "enrp-multicast-group": (
@@ -405,13 +408,13 @@ class Options(usage.Options):
             settings["enrp"] = None
         settings["psk"] = psk = check_security(settings)
         if settings["enrp"] and settings["enrp-multicast"] and psk is None and \
-                not settings["enrp-peer-networks"]:
+                settings["enrp-peer-networks"] == ():
             # RFC 5355 section 2.5: Presence on the group is not
             # authenticated; say whose is followed.
             raise usage.UsageError(
-                "--enrp-multicast needs --enrp-peer-networks (the networks whose registrars "
-                "may join, e.g. 192.0.2.0/24): ENRP Presence is not authenticated; with "
-                "--psk-keys every peer proves a registrar's key instead")
+                "--enrp-multicast needs --enrp-peer-networks other than none (the networks "
+                "whose registrars may join, e.g. 192.0.2.0/24): ENRP Presence is not "
+                "authenticated; with --psk-keys every peer proves a registrar's key instead")
         listeners = [(d, False) for d in settings["asap"]]
         if settings["enrp"]:
             listeners.append((settings["enrp"], True))
@@ -682,7 +685,7 @@ def makeService(options):
         enrp_multicast_ttl=s["enrp-multicast-ttl"],
         enrp_multicast_interface=s["enrp-multicast-interface"],
         psk=s.get("psk"),
-        peer_networks=s.get("enrp-peer-networks") or (),
+        peer_networks=s.get("enrp-peer-networks"),
         public_dump=s.get("enrp-public-dump", False),
         secured=s.get("secured", False),
         reload_on_sighup=True,

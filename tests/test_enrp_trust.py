@@ -24,6 +24,7 @@ from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, parse_networks
+from rserpool.registrar import RegistrarService, host_networks, make_config
 from rserpool.wire import (
     ADD_PE,
     DEL_PE,
@@ -596,11 +597,14 @@ class OptionsTests(unittest.TestCase):
     def test_rfc5355_2_5_multicast_needs_networks(self):
         """
         Presence over multicast is not authenticated: C{--enrp-multicast}
-        needs C{--enrp-peer-networks} (or TLS-PSK).
+        follows the peer networks (by default those of this host's
+        interfaces), so it is refused with C{--enrp-peer-networks none}
+        (unless TLS-PSK).
         """
         with self.assertRaises(usage.UsageError) as caught:
-            self.parse("--enrp-multicast")
+            self.parse("--enrp-multicast", "--enrp-peer-networks", "none")
         self.assertIn("--enrp-peer-networks", str(caught.exception))
+        self.assertIsNone(self.parse("--enrp-multicast")["enrp-peer-networks"])
         s = self.parse("--enrp-multicast", "--enrp-peer-networks", "192.0.2.0/24, 2001:db8::/64")
         self.assertEqual(s["enrp-peer-networks"], parse_networks("192.0.2.0/24,2001:db8::/64"))
         with self.assertRaises(usage.UsageError):
@@ -761,3 +765,23 @@ class EndToEndTests(unittest.TestCase):
         response = yield reader.request(HandleTableRequest(0x77, 0), HandleTableResponse)
         self.assertFalse(response.reject)
         self.assertEqual(response.entries[0].pool_elements[0].identifier, 0x5)
+
+
+class DefaultNetworksTests(unittest.TestCase):
+    """
+    By default a registrar admits registrars of the networks its own
+    interfaces are on (issue #13: a cluster on one LAN peers with --peer on
+    one side only), never loopback (issue #14: any process of the host).
+    """
+
+    def test_host_networks(self):
+        networks = host_networks()
+        self.assertFalse(any(n.network_address.is_loopback for n in networks))
+        self.assertFalse(any(n.version == 6 and n.network_address.is_link_local
+                             for n in networks))
+
+    def test_default_is_the_host_networks(self):
+        service = RegistrarService(make_config())
+        self.assertEqual(service.peer_policy().networks, host_networks())
+        none = RegistrarService(make_config(), peer_networks=())
+        self.assertEqual(none.peer_policy().networks, ())

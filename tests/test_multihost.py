@@ -2,19 +2,20 @@
 RSerPool across hosts, out of the box (issue #13): registrars, pool
 elements and a pool user on different hosts of a L{tests.netbed} bed
 (network namespaces on one bridge), driven through the command line as a
-user would, over TCP, with no address options (the registrars get one
-network: since issue #14 a registrar admits as ENRP peers only its static
-peers, those they name and the networks of C{--enrp-peer-networks}, and
-shows its handlespace to other hosts only with C{--enrp-public-dump}; see
-L{ENRP}):
+user would, over TCP, with no address options and no ENRP options but
+R2's C{--peer}: a registrar admits as ENRP peers its static peers, those
+they name and the registrars of the networks its interfaces are on, so R1
+admits R2 though it lists nobody; it shows its handlespace only to peers
+and to its own host, so C{rserpool dump} runs on the registrar's host
+(issue #14):
 
     host 1  R1  twistd -n --pidfile= enrp --asap tcp:3863 --enrp tcp:9901
     host 2  PE  rserpool pe --handle EchoPool --registrar tcp:10.213.0.1:3863
                     --registrar tcp:10.213.0.5:3863 echo
     host 3  PE  the same
-    host 4  PU  rserpool resolve, rserpool terminal, rserpool dump
+    host 4  PU  rserpool resolve, rserpool terminal
     host 5  R2  twistd -n --pidfile= enrp --asap tcp:3863 --enrp tcp:9901
-                    --peer tcp:10.213.0.1:9901
+                    --peer tcp:10.213.0.1:9901; rserpool dump
 
 (a) resolution at R1 names each PE by its own host's address; (b) the
 terminal fails over to the other PE when the one it talks to is killed;
@@ -33,11 +34,6 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests import netbed
-
-#: What the registrars of the bed accept from each other (doc/enrp.rst,
-#: "Who is a peer"): host 1 lists nobody, yet its peers must be admitted,
-#: and C{rserpool dump} runs on other hosts.
-ENRP = ("--enrp-peer-networks", "%s.0/24" % netbed.SUBNET, "--enrp-public-dump")
 
 #: Registrar timers short enough for a quick test: Presence every 0.5 s,
 #: a silent peer probed after 1.5 s and declared unreachable 1 s later.
@@ -98,7 +94,7 @@ class MultiHostTests(unittest.TestCase):
 
     def registrar(self, host, *more):
         return self.bed.twistd(host, "enrp", "--asap", "tcp:3863", "--enrp", "tcp:9901",
-                               *(TIMERS + ENRP + more))
+                               *(TIMERS + more))
 
     @defer.inlineCallbacks
     def resolve(self, registrar_host, step):
@@ -254,7 +250,8 @@ class MultiHostTests(unittest.TestCase):
         yield self.r2.wait_for_match(
             re.compile(rb"ENRP (peer %s removed from the peer list|takeover of %s done)"
                        % ((self.r1_id.encode(),) * 2)), WAIT, start=start)
-        dump = bed.rserpool(4, "dump", "--registrar", "tcp:%s:9901" % bed.address(5))
+        # on R2's host: a registrar shows its handlespace to its own host
+        dump = bed.rserpool(5, "dump", "--registrar", "tcp:%s:9901" % bed.address(5))
         code = yield dump.wait_exit(WAIT)
         self.assertEqual(code, 0, "%s\n%s" % (step, dump.describe()))
         text = dump.out.decode()
@@ -293,7 +290,7 @@ class MeshTests(unittest.TestCase):
         for host, peer in ((1, None), (2, 1), (3, 2)):
             more = ("--peer", "tcp:%s:9901" % bed.address(peer)) if peer else ()
             r = registrars[host] = bed.twistd(host, "enrp", "--asap", "tcp:3863", "--enrp",
-                                              "tcp:9901", *(TIMERS + ENRP + more))
+                                              "tcp:9901", *(TIMERS + more))
             m = yield r.wait_for_match(READY, WAIT)
             ids[host] = m.group(1)
             if peer:
@@ -303,7 +300,7 @@ class MeshTests(unittest.TestCase):
         # R3 reached R1: R1 hears of R3 (its only way to learn of it).
         yield registrars[1].wait_for_match(re.compile(rb"ENRP peer %s added" % ids[3]), WAIT)
         for host, other in ((3, 1), (1, 3)):
-            dump = bed.rserpool(2, "dump", "--registrar", "tcp:%s:9901" % bed.address(host))
+            dump = bed.rserpool(host, "dump", "--registrar", "tcp:%s:9901" % bed.address(host))
             code = yield dump.wait_exit(WAIT)
             self.assertEqual(code, 0, dump.describe())
             self.assertRegex(dump.out, re.compile(

@@ -9,7 +9,7 @@ the command line as a user would, with no address options:
                     --registrar sctp:host=10.213.0.1:port=3863
                     --registrar sctp:10.213.0.5:3863 echo
     host 3  PE  the same
-    host 4  PU  rserpool resolve, rserpool terminal, rserpool dump
+    host 4  PU  rserpool resolve, rserpool terminal (rserpool dump on R2's host)
     host 5  R2  twistd -n --pidfile= enrp --asap sctp:3863 --enrp sctp:9901
                     --peer sctp:host=10.213.0.1:port=9901:ppid=12
     host 6  PE  on 10.213.0.6 and 10.214.0.6: rserpool pe --handle SctpPool
@@ -61,20 +61,6 @@ TIMERS = (
 )
 
 
-def _admission():
-    """
-    What the bed's registrars need to admit each other as ENRP peers (R1
-    lists nobody) and C{rserpool dump} from other hosts, where a registrar
-    restricts both (issue #14; L{tests.test_multihost}'s C{ENRP}); nothing
-    where it does not.
-    """
-    from rserpool.tap import SETTINGS
-
-    if "enrp-peer-networks" in SETTINGS:
-        return ("--enrp-peer-networks", "%s.0/24" % netbed.SUBNET, "--enrp-public-dump")
-    return ()
-
-
 READY = re.compile(rb"registrar ([0-9a-f]{8}) ready; accepting PE addresses of scope (\S+)")
 #: What ``rserpool pe`` prints once registered.
 REGISTERED = re.compile(rb"registered ([0-9a-f]{8}) in (\S+): (\w+) (\S+):(\d+) ")
@@ -82,11 +68,11 @@ REGISTERED = re.compile(rb"registered ([0-9a-f]{8}) in (\S+): (\w+) (\S+):(\d+) 
 PE_LINE = re.compile(r"([0-9a-f]{8}) tcp (\d+\.\d+\.\d+\.\d+):(\d+) RoundRobin")
 #: A PE line of ``rserpool dump``.
 DUMP_LINE = re.compile(
-    r"^  ([0-9a-f]{8}) (tcp|sctp) (\d+\.\d+\.\d+\.\d+):(\d+) RoundRobin home=([0-9a-f]{8}) ",
+    r"^  ([0-9a-f]{8}) (tcp|sctp) ([\d.,]+):(\d+) RoundRobin home=([0-9a-f]{8}) ",
     re.M)
 #: A pool user printing each PE of a pool with every address of its user
-#: transport, as the registrar holds it (``rserpool resolve`` prints the
-#: first address only): ``python -c ADDRESSES REGISTRAR HANDLE``.
+#: transport, as the registrar holds it, from the PoolUser API itself:
+#: ``python -c ADDRESSES REGISTRAR HANDLE``.
 ADDRESSES = """\
 import sys
 from twisted.internet import task
@@ -184,7 +170,7 @@ class MultiHostSCTPTests(unittest.TestCase):
 
     def registrar(self, host, *more):
         return self.bed.twistd(host, "enrp", "--asap", "sctp:3863", "--enrp", "sctp:9901",
-                               *(TIMERS + _admission() + more))
+                               *(TIMERS + more))
 
     @defer.inlineCallbacks
     def resolve(self, registrar_host, step):
@@ -374,7 +360,8 @@ class MultiHostSCTPTests(unittest.TestCase):
         yield self.r2.wait_for_match(
             re.compile(rb"ENRP (peer %s removed from the peer list|takeover of %s done)"
                        % ((self.r1_id.encode(),) * 2)), WAIT, start=start)
-        dump = bed.rserpool(4, "dump", "--registrar", "sctp:host=%s:port=9901:ppid=12"
+        # on R2's host: a registrar shows its handlespace to its own host
+        dump = bed.rserpool(5, "dump", "--registrar", "sctp:host=%s:port=9901:ppid=12"
                             % bed.address(5))
         code = yield dump.wait_exit(WAIT)
         self.assertEqual(code, 0, "%s\n%s" % (step, dump.describe()))
@@ -385,7 +372,9 @@ class MultiHostSCTPTests(unittest.TestCase):
             sorted(DUMP_LINE.findall(text)),
             sorted([(self.ids[survivor], "tcp", bed.address(survivor),
                      str(self.ports[survivor]), self.r2_id),
-                    (self.sctp_id, "sctp", bed.address(6), str(self.sctp_port), self.r2_id)]),
+                    # every address of the multi-homed PE
+                    (self.sctp_id, "sctp", ",".join(bed.addresses(6)), str(self.sctp_port),
+                     self.r2_id)]),
             "%s: the surviving PEs at home at R2\n%s" % (step, dump.describe()))
         self.assertNotIn(self.r1_id, re.findall(r"^peer ([0-9a-f]{8})", text, re.M),
                          "%s: R2 still lists R1\n%s" % (step, dump.describe()))

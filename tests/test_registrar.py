@@ -1382,5 +1382,8 @@ class ServerInformationTests(unittest.TestCase):
         host = SCTPAddress("0.0.0.0", 9901, ("0.0.0.0", "127.0.0.1"))
         self.assertEqual(self.information(host),
                          SCTPTransport(9901, ("0.0.0.0", "127.0.0.1")))
+        # the kernel's list of a wildcard socket need not name 0.0.0.0
+        host = SCTPAddress("0.0.0.0", 9901, ("127.0.0.1", "10.213.0.1"))
+        self.assertEqual(self.information(host), SCTPTransport(9901, ("10.213.0.1",)))
         bound = SCTPAddress("127.0.0.1", 9901, ("127.0.0.1",))
         self.assertEqual(self.information(bound), SCTPTransport(9901, ("127.0.0.1",)))
