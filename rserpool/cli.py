@@ -478,7 +478,7 @@ def _dump(args, out, err):
 
     from rserpool.asap.pool_user import PoolElementInfo
     from rserpool.asap.pu_dump import DumpError, HandleTableDump
-    from rserpool.transport.base import IMessageReceiver
+    from rserpool.interfaces import IMessageReceiver
     from rserpool.transport.tcp import MessageStreamProtocol
 
     endpoint_text = args.registrar or DEFAULT_ENRP

@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
 from rserpool.codes import ASAP_PPID
-from rserpool.transport.base import IMessageReceiver
+from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamProtocol
 from rserpool.wire import ASAPError
 

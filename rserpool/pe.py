@@ -54,7 +54,7 @@ from rserpool.asap.pool_element import (
 from rserpool.asap.scope import Scope, address_scope
 from rserpool.client import DEFAULT_REGISTRAR, MachineDriver, listen_for_registrars
 from rserpool.codes import ErrorCause, PolicyType, POLICY_NAMES, POLICY_FIELDS
-from rserpool.transport.base import normalize_address
+from rserpool.interfaces import normalize_address
 from rserpool.wire import (
     DATA_ONLY,
     DATA_PLUS_CONTROL,

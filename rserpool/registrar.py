@@ -33,7 +33,7 @@ from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope, listening_scope
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, endpoint_arguments
-from rserpool.transport.base import IMessageConnection, IMessageReceiver, normalize_address
+from rserpool.interfaces import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.limits import RefusalLog
 from rserpool.transport.guard import ConnectionBudget, ConnectionLimits
 from rserpool.transport.multicast import AnnounceSender

@@ -16,7 +16,7 @@ from zope.interface import implementer
 from rserpool.codes import PolicyType
 from rserpool.limits import principal
 from rserpool.registrar import RegistrarService, make_config
-from rserpool.transport.base import IMessageReceiver
+from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.guard import ConnectionBudget, ConnectionLimits
 from rserpool.transport.tcp import MessageStreamFactory
 from rserpool.wire import (

@@ -22,7 +22,7 @@ from rserpool.asap.scope import Scope
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.transport import sctp
 from rserpool.transport import _sctp_abi as abi
-from rserpool.transport.base import IMessageConnection, NotAvailable
+from rserpool.interfaces import IMessageConnection, NotAvailable
 from rserpool.transport.sctp_messages import SCTPMessageProtocol, split_messages
 from rserpool.transport.tcp import MessageStreamFactory, MessageStreamProtocol
 from rserpool.wire import (

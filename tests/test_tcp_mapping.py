@@ -15,7 +15,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from rserpool.transport import mux
-from rserpool.transport.base import IMessageConnection, NotAvailable, normalize_address
+from rserpool.interfaces import IMessageConnection, NotAvailable, normalize_address
 from rserpool.transport.tcp import MessageStreamFactory, MessageStreamProtocol, MultiplexProtocol
 from rserpool.wire import EndpointKeepAliveAck, ListRequest, TCPTransport, encode
 

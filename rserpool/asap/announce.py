@@ -19,7 +19,7 @@ The sockets are in L{rserpool.transport.multicast}.
 import attrs
 
 from rserpool.codes import ASAP_PORT
-from rserpool.transport.base import normalize_address
+from rserpool.interfaces import normalize_address
 from rserpool.wire import ProtocolError, SCTPTransport, ServerAnnounce, TCPTransport, decode
 
 __all__ = [

@@ -2,7 +2,7 @@
 The ASAP side of a registrar (ENRP server), RFC 5352 section 3, sans I/O.
 
 L{ASAPRegistrar} takes decoded messages together with the connection they
-came over (an L{rserpool.transport.base.IMessageConnection}) and the
+came over (an L{rserpool.interfaces.IMessageConnection}) and the
 current time, answers over that connection, and asks for a wake-up time
 through an injected C{schedule(when)} callable.  It imports no reactor and
 never learns which transport mapping (TCP, SCTP, TLS, a test's fake) it
@@ -41,7 +41,7 @@ from rserpool.asap.flood import RequestRateLimit
 from rserpool.asap.sources import SourceLimits, SourceSettings
 from rserpool.limits import EventLog, RefusalLog
 from rserpool.asap.scope import Scope, address_scope
-from rserpool.transport.base import NotAvailable
+from rserpool.interfaces import NotAvailable
 from rserpool.codes import POLICY_FIELDS, ASAPType, ErrorCause
 from rserpool.handlespace import (
     MAX_POOL_HANDLE_SIZE,

@@ -20,7 +20,7 @@ from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope
 from rserpool.enrp.server import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy
-from rserpool.transport.base import IMessageConnection, NotAvailable
+from rserpool.interfaces import IMessageConnection, NotAvailable
 from rserpool.wire import (
     ENRP,
     EndpointKeepAlive,

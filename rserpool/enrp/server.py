@@ -8,7 +8,7 @@ and decoded ENRP messages go in with the current time
 (L{ENRPServer.connection_made}, L{ENRPServer.message_received},
 L{ENRPServer.protocol_error}, L{ENRPServer.connection_lost},
 L{ENRPServer.timer_fired}); it answers through the connections
-(L{rserpool.transport.base.IMessageConnection}: it never learns whether
+(L{rserpool.interfaces.IMessageConnection}: it never learns whether
 they are TCP, SCTP or a test's fake) and asks for its next wake-up through
 an injected C{schedule(when)}.  To reach a peer it has no connection to, it
 calls an injected C{connect(server_information)}; the adapter opens a

@@ -41,7 +41,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from rserpool.session.core import CLOSE_PPID
-from rserpool.transport.base import NotAvailable
+from rserpool.interfaces import NotAvailable
 from rserpool.transport.tcp import MultiplexProtocol
 
 __all__ = ["Link", "MuxChannel", "SCTPChannel", "is_sctp"]

@@ -179,7 +179,7 @@ class SessionTransport:
         The session's smoothed RTT: from the multiplexed framing's
         heartbeat, or the SCTP association's.
 
-        @raise rserpool.transport.base.NotAvailable: before the first
+        @raise rserpool.interfaces.NotAvailable: before the first
             heartbeat answer.
         """
         return self._session.link.rtt()

@@ -2,10 +2,12 @@
 Transport mappings (draft-ietf-rserpool-service section 5): how ASAP, ENRP
 and application data travel over a transport protocol.
 
-- :mod:`rserpool.transport.base`: what a state machine sees of a
-  connection (:class:`~rserpool.transport.base.IMessageConnection`) and of
-  its owner (:class:`~rserpool.transport.base.IMessageReceiver`), whatever
-  the mapping.
+Every mapping provides the interfaces of :mod:`rserpool.interfaces` (in
+the core, since the state machines use them): what a state machine sees
+of a connection (:class:`~rserpool.interfaces.IMessageConnection`) and of
+its owner (:class:`~rserpool.interfaces.IMessageReceiver`), whatever the
+mapping.
+
 - :mod:`rserpool.transport.tcp`: the TCP mapping: plain ASAP/ENRP framed by
   their own length field, and the multiplexed control+data framing of
   Enhanced Mode (``doc/tcp-mapping.rst``).

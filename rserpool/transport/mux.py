@@ -25,7 +25,7 @@ import struct
 import attrs
 
 from rserpool.codes import ASAP_PPID, ENRP_PPID
-from rserpool.transport.base import NotAvailable
+from rserpool.interfaces import NotAvailable
 
 #: Frame types.  The first byte of a plain ASAP or ENRP message is a message
 #: type between 0x01 and 0x0e, so a plain ASAP peer that reaches a

@@ -32,7 +32,7 @@ import struct
 
 from twisted.logger import Logger
 
-from rserpool.transport.base import NotAvailable, normalize_address
+from rserpool.interfaces import NotAvailable, normalize_address
 from rserpool.transport.sctp import PPID_ASAP, PPID_ENRP
 from rserpool.transport.tcp import MessageStreamProtocol, address_of
 from rserpool.wire import ASAP, ENRP, ProtocolError, SCTPTransport, decode, encode

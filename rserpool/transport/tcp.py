@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rserpool.limits import EventLog, RefusalLog, principal
-from rserpool.transport.base import IMessageConnection, NotAvailable, normalize_address
+from rserpool.interfaces import IMessageConnection, NotAvailable, normalize_address
 from rserpool.transport.guard import ConnectionGuard
 from rserpool.transport import mux
 from rserpool.wire import ASAP, ProtocolError, StreamDecoder, TCPTransport, encode
