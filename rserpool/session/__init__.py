@@ -11,14 +11,13 @@ failover callback, business cards.
 See ``doc/session.rst``.
 """
 from rserpool.session.core import CLOSE_PPID, DATA_PPID, PESessionCore, PUSessionCore
-from rserpool.session.protocol import (
-    PESessionFactory,
-    PoolSession,
-    SessionFailed,
-    SessionTransport,
-    pool_element_infos,
-)
 from rserpool.session.sealing import CookieRejected, CookieSealer, Keyring, load_keyring
+
+#: The Twisted side (L{rserpool.session.protocol}), loaded when first
+#: named, so that the sans-IO core (L{rserpool.session.core}) loads without
+#: a reactor (issue #15: the core knows no reactor).
+_TWISTED_SIDE = ("PESessionFactory", "PoolSession", "SessionFailed", "SessionTransport",
+                 "pool_element_infos")
 
 __all__ = [
     "CLOSE_PPID",
@@ -62,6 +61,14 @@ def business_card(pool_handle, pool_elements=(), policy=None):
     return BusinessCard(pool_handle, tuple(elements), policy)
 
 
+def __getattr__(name):
+    if name in _TWISTED_SIDE:
+        from rserpool.session import protocol
+
+        return getattr(protocol, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
 def reach_business_card(reactor, card, factory, pool_user=None, **options):
     """
     Reach a PE equivalent to a peer that sent C{card} (services draft
@@ -71,6 +78,8 @@ def reach_business_card(reactor, card, factory, pool_user=None, **options):
     @return: a L{Deferred} firing with C{factory}'s protocol, connected
         through a L{PoolSession}.
     """
+    from rserpool.session.protocol import PoolSession, pool_element_infos
+
     session = PoolSession(reactor, pool_user, card.pool_handle, factory,
                           candidates=pool_element_infos(card), **options)
     return session.connect()

@@ -1,0 +1,195 @@
+"""
+The house plan, checked from the code (issue #15): the sans-IO core
+(codec, handlespace, the ASAP, ENRP and session machines) knows no
+reactor and nothing of the Twisted side, and modules import each other
+without cycles.
+
+What does not hold yet is listed by name in L{KNOWN_ARROWS} and
+L{KNOWN_CYCLES}: anything new fails, and an entry that no longer holds
+fails too, so the lists only shrink.
+"""
+import ast
+import os
+import subprocess
+import sys
+
+from twisted.trial import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "rserpool")
+
+#: The core: pure protocol logic and data, no I/O.
+CORE = (
+    "rserpool.codes",
+    "rserpool.interfaces",
+    "rserpool.limits",
+    "rserpool.wire",
+    "rserpool.handlespace",
+    "rserpool.asap",
+    "rserpool.enrp",
+    "rserpool.session",
+)
+
+#: Core modules that still live on the Twisted side (issue #15 moves them
+#: beside the other adapters), and what of it they import.
+KNOWN_ARROWS = {
+    ("rserpool.session.channel", "rserpool.transport.tcp"),
+}
+
+#: Twisted-side modules that are still in a core package (their
+#: twisted.internet imports are allowed; nothing else of the core may).
+TWISTED_IN_CORE = {"rserpool.session.protocol", "rserpool.session.channel"}
+
+#: Import cycles that issue #15 has still to break.
+KNOWN_CYCLES = {
+    frozenset({"rserpool.transport.sctp_messages", "rserpool.transport.tcp"}),
+    frozenset({"rserpool.client", "rserpool.pe", "rserpool.pu"}),
+}
+
+
+def modules():
+    """
+    Every module of the package: dotted name -> path.
+    """
+    out = {}
+    for directory, _, files in os.walk(PACKAGE):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(directory, name)
+            dotted = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+            if dotted.endswith(".__init__"):
+                dotted = dotted[: -len(".__init__")]
+            out[dotted] = path
+    return out
+
+
+def imports(found):
+    """
+    The import graph, from the code: module -> (rserpool modules it
+    imports, other top-level names it imports with their full dotted
+    names).  Imports inside functions count: they run too.
+    """
+    graph = {}
+    external = {}
+    for name, path in found.items():
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+        targets, others = set(), set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module
+                # "from package import module" names the module.
+                names = [module + "." + a.name if module + "." + a.name in found else module
+                         for a in node.names]
+            else:
+                continue
+            for target in names:
+                if target.startswith("rserpool"):
+                    while target not in found and "." in target:
+                        target = target.rsplit(".", 1)[0]
+                    if target in found and target != name:
+                        targets.add(target)
+                else:
+                    others.add(target)
+        graph[name] = targets
+        external[name] = others
+    return graph, external
+
+
+def cycles(graph):
+    """
+    The strongly connected components of more than one module (Tarjan).
+    """
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        # iterative deepening is not needed: the package is a few dozen
+        # modules deep at most
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(frozenset(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return set(out)
+
+
+def is_core(name):
+    return any(name == c or name.startswith(c + ".") for c in CORE)
+
+
+class ImportGraphTests(unittest.TestCase):
+    def setUp(self):
+        self.found = modules()
+        self.graph, self.external = imports(self.found)
+
+    def test_core_imports_only_core(self):
+        arrows = {(m, t) for m, targets in self.graph.items() if is_core(m)
+                  for t in targets if not is_core(t)}
+        self.assertEqual(arrows - KNOWN_ARROWS, set(),
+                         "the core imports the Twisted side (issue #15)")
+        self.assertEqual(KNOWN_ARROWS - arrows, set(),
+                         "gone: remove them from KNOWN_ARROWS")
+
+    def test_core_imports_no_reactor(self):
+        reactor = {(m, t) for m, names in self.external.items()
+                   if is_core(m) and m not in TWISTED_IN_CORE
+                   for t in names if t == "twisted.internet" or t.startswith("twisted.internet.")}
+        self.assertEqual(reactor, set())
+
+    def test_no_new_cycles(self):
+        found = cycles(self.graph)
+        self.assertEqual(found - KNOWN_CYCLES, set(), "new import cycles")
+        self.assertEqual(KNOWN_CYCLES - found, set(), "gone: remove them from KNOWN_CYCLES")
+
+    def test_cycles_are_found(self):
+        # the detector itself, on a graph with one cycle and a tail
+        self.assertEqual(cycles({"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}),
+                         {frozenset("abc")})
+
+
+class FreshInterpreterTests(unittest.TestCase):
+    def test_core_loads_without_a_reactor(self):
+        """
+        Importing every core module in a fresh interpreter loads no
+        C{twisted.internet}: the machines can run under anything.
+        """
+        core = sorted(m for m in modules() if is_core(m) and m not in TWISTED_IN_CORE)
+        program = ("import importlib, sys\n"
+                   "for name in sys.argv[1:]:\n"
+                   "    importlib.import_module(name)\n"
+                   "print(sorted(m for m in sys.modules if m.startswith('twisted.internet')))\n")
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        done = subprocess.run([sys.executable, "-c", program] + core, capture_output=True,
+                              text=True, cwd=ROOT, env=env, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.strip(), "[]")
+        self.assertIn("rserpool.session.core", core)
+        self.assertIn("rserpool.asap.registrar", core)
