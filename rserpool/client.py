@@ -8,9 +8,10 @@ C{sctp:} registrars all work) with the ASAP framing of
 L{rserpool.transport.tcp.MessageStreamProtocol}, feeds it messages and the
 time, and calls its timer.
 
-The public classes are in L{rserpool.pe} (L{PoolElementService}) and
-L{rserpool.pu} (L{PoolUser}, L{PoolClientEndpoint}); they are re-exported
-here.
+The public classes built on it are in L{rserpool.pe}
+(L{PoolElementService <rserpool.pe.PoolElementService>}) and L{rserpool.pu}
+(L{PoolUser <rserpool.pu.PoolUser>}, L{PoolClientEndpoint
+<rserpool.pu.PoolClientEndpoint>}).
 """
 from twisted.internet import defer, error
 from twisted.internet.endpoints import clientFromString, connectProtocol
@@ -23,8 +24,8 @@ from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamProtocol
 from rserpool.wire import ASAPError
 
-__all__ = ["MachineDriver", "DEFAULT_REGISTRAR", "PoolElementService", "PoolUser",
-           "PoolClientEndpoint"]
+__all__ = ["MachineDriver", "DEFAULT_REGISTRAR", "listen_for_registrars", "announced_endpoint",
+           "secured_announce", "connect_reason"]
 
 #: The registrar a client talks to unless told otherwise: C{twistd enrp}'s
 #: default ASAP endpoint.
@@ -353,15 +354,3 @@ class MachineDriver:
         self.machine.connection_lost(connection, self.now())
         self.flush()
 
-
-def __getattr__(name):
-    # Re-exports without an import cycle (rserpool.pe imports this module).
-    if name == "PoolElementService":
-        from rserpool.pe import PoolElementService
-
-        return PoolElementService
-    if name in ("PoolUser", "PoolClientEndpoint"):
-        from rserpool import pu
-
-        return getattr(pu, name)
-    raise AttributeError(name)

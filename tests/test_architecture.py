@@ -43,7 +43,6 @@ TWISTED_IN_CORE = {"rserpool.session.protocol", "rserpool.session.channel"}
 #: Import cycles that issue #15 has still to break.
 KNOWN_CYCLES = {
     frozenset({"rserpool.transport.sctp_messages", "rserpool.transport.tcp"}),
-    frozenset({"rserpool.client", "rserpool.pe", "rserpool.pu"}),
 }
 
 
