@@ -198,7 +198,12 @@ def listen_for_registrars(reactor, group, driver, protocols=None, interface=""):
             driver.machine.registrar_announced(entry.server_id, endpoint, driver.now())
             driver.flush()
 
-    listener = AnnounceListener(reactor, host, interface=interface, on_announce=learned)
+    def forgotten(server_id):
+        driver.machine.registrar_forgotten(server_id)
+        driver.flush()
+
+    listener = AnnounceListener(reactor, host, interface=interface, on_announce=learned,
+                                on_forget=forgotten)
     return reactor.listenMulticast(number, listener, listenMultiple=True)
 
 

@@ -12,11 +12,15 @@ from twisted.internet import task
 from twisted.trial import unittest
 
 from rserpool.asap.announce import KnownRegistrar, RegistrarTable
+from rserpool.asap.pool_element import PoolElementConfig, PoolElementMachine
+from rserpool.asap.pool_user import PoolUserMachine
 from rserpool.asap.registrar import RegistrarConfig
+from rserpool.codes import PolicyType
 from rserpool.client import announced_endpoint, listen_for_registrars
 from rserpool.registrar import AnnounceSettings, RegistrarService, presence_from
 from rserpool.transport.multicast import AnnounceListener
 from rserpool.wire import (
+    Policy,
     Presence,
     SCTPTransport,
     ServerAnnounce,
@@ -102,6 +106,41 @@ class RegistrarTableTests(unittest.TestCase):
         listener.datagramReceived(encode(ServerAnnounce(9)), ("10.0.0.2", 4000))
         self.assertEqual(learned[0].endpoints, [("sctp", ip("10.0.0.2"), 4000)])
 
+    def test_silentRegistrarForgotten(self):
+        """
+        RFC 5352 section 3.6: a registrar not heard for the table's timeout
+        is forgotten, and the PE or PU machine hears of it, even when no
+        other announcement arrives (issue #15: registrar_forgotten was never
+        called).
+        """
+        clock = task.Clock()
+        forgotten = []
+        listener = AnnounceListener(clock, on_forget=forgotten.append)
+        listener.makeConnection(FakeDatagramTransport())
+        listener.datagramReceived(encode(ServerAnnounce(9)), ("10.0.0.2", 4000))
+        clock.advance(2.5)
+        listener.datagramReceived(encode(ServerAnnounce(8)), ("10.0.0.3", 4000))
+        clock.advance(2.5)
+        self.assertEqual(forgotten, [])
+        clock.advance(2.5)
+        self.assertEqual(forgotten, [9])
+        clock.advance(5.0)
+        self.assertEqual(forgotten, [9, 8])
+        listener.doStop()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_forgottenLeavesTheHunt(self):
+        config = PoolElementConfig(b"P", Policy.make(PolicyType.ROUND_ROBIN), identifier=1)
+        pe = PoolElementMachine(config, TCPTransport(7, ("0.0.0.0",)), ["tcp:127.0.0.1:1"])
+        pe.registrar_announced(9, "tcp:10.0.0.2:3863", 0)
+        self.assertEqual(pe.candidates(), ["tcp:127.0.0.1:1", "tcp:10.0.0.2:3863"])
+        pe.registrar_forgotten(9)
+        self.assertEqual(pe.candidates(), ["tcp:127.0.0.1:1"])
+        pu = PoolUserMachine(["tcp:127.0.0.1:1"])
+        pu.registrar_announced(9, "tcp:10.0.0.2:3863", 0)
+        pu.registrar_forgotten(9)
+        self.assertEqual(pu.candidates(), ["tcp:127.0.0.1:1"])
+
     def test_transportsWin(self):
         """
         Announced transports are used as they are; the source port does
@@ -112,6 +151,14 @@ class RegistrarTableTests(unittest.TestCase):
         entry = table.datagram_received(data, ("10.0.0.9", 40000), 0.0)
         self.assertEqual(entry.endpoints, [("sctp", ip("10.0.0.9"), 13163),
                                            ("sctp", ip("10.0.1.9"), 13163)])
+
+
+class FakeDatagramTransport:
+    def joinGroup(self, group, interface=""):
+        pass
+
+    def stopListening(self):
+        pass
 
 
 class AnnouncedEndpointTests(unittest.TestCase):

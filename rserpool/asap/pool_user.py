@@ -499,6 +499,12 @@ class PoolUserMachine:
         """
         self.announced[server_id] = endpoint
 
+    def registrar_forgotten(self, server_id):
+        """
+        A registrar stopped announcing itself: no longer a candidate.
+        """
+        self.announced.pop(server_id, None)
+
     def actions(self):
         """
         Actions (L{Connect}, L{CancelConnect}, L{Send}, L{Close}) and events

@@ -11,6 +11,7 @@ tests use on loopback.
 import ipaddress
 import random
 
+from twisted.internet import task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
@@ -122,13 +123,16 @@ class AnnounceListener(DatagramProtocol):
 
     log = Logger()
 
-    def __init__(self, clock, group=None, table=None, interface="", on_announce=None):
+    def __init__(self, clock, group=None, table=None, interface="", on_announce=None,
+                 on_forget=None):
         """
         @param clock: an L{IReactorTime}.
         @param group: the multicast group's address to join, or C{None}.
         @param table: a L{RegistrarTable} (a new one by default).
         @param interface: the interface address to join on.
         @param on_announce: called with each L{KnownRegistrar} learned.
+        @param on_forget: called with the id of each registrar that stopped
+            announcing itself (not heard for the table's timeout).
         """
         self.clock = clock
         self.group = group
@@ -137,10 +141,28 @@ class AnnounceListener(DatagramProtocol):
         self.table = table if table is not None else RegistrarTable(default_port=None)
         self.interface = interface
         self.on_announce = on_announce
+        self.on_forget = on_forget
+        self._expiry = None
 
     def startProtocol(self):
+        # RFC 5352 section 3.6: a registrar that stops announcing itself is
+        # forgotten, checked twice per timeout even when nothing arrives.
+        self._expiry = task.LoopingCall(self._expire)
+        self._expiry.clock = self.clock
+        self._expiry.start(self.table.timeout / 2.0, now=False)
         if self.group is not None and _is_multicast(self.group):
             return self.transport.joinGroup(self.group, self.interface)
+
+    def stopProtocol(self):
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
+        self._expiry = None
+
+    def _expire(self):
+        for server_id in self.table.expire(self.clock.seconds()):
+            self.log.debug("registrar {id:08x} no longer announced", id=server_id)
+            if self.on_forget is not None:
+                self.on_forget(server_id)
 
     def datagramReceived(self, data, addr):
         entry = self.table.datagram_received(data, addr, self.clock.seconds())
