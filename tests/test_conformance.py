@@ -1,0 +1,237 @@
+"""
+The conformance suite's own parts, without a target (rserpool.conformance):
+the environment it reads, the requirement registry, SHOULD/MAY tests that
+report "not met" instead of failing, the statistics.
+"""
+import io
+import math
+import xml.etree.ElementTree as ElementTree
+
+from twisted.trial import unittest
+
+from rserpool.conformance import case, requirements, stats, target
+from rserpool.conformance.client import WireConnection
+from rserpool.conformance.requirements import Requirement
+from rserpool.wire import EndpointKeepAlive, EndpointKeepAliveAck, ProtocolError
+
+
+class TargetTests(unittest.SynchronousTestCase):
+    def test_defaults(self):
+        """
+        Without settings nothing is targeted and the timers are RFC 5352's
+        and RSPLIB's defaults.
+        """
+        t = target.Target.from_environ({})
+        self.assertIsNone(t.asap)
+        self.assertEqual((t.keep_alive_interval, t.keep_alive_timeout, t.max_bad_pe_report),
+                         (5.0, 5.0, 3))
+
+    def test_settings(self):
+        """
+        Every setting comes from its variable; environ() gives them back.
+        """
+        env = {
+            "RSERPOOL_TARGET_ASAP": "sctp:host=10.0.0.1:port=3863",
+            "RSERPOOL_TARGET_KEEPALIVE": "1.5",
+            "RSERPOOL_TARGET_MAX_BAD_PE_REPORT": "4",
+            "RSERPOOL_TARGET_SOURCES": "10.0.0.2, 10.0.0.3",
+            "RSERPOOL_TARGET_ANNOUNCE": "239.0.0.50:3863:10.0.0.1",
+            "RSERPOOL_TARGET_PEER_ID": "0x1234",
+        }
+        t = target.Target.from_environ(env)
+        self.assertEqual(t.asap, "sctp:host=10.0.0.1:port=3863")
+        self.assertEqual(t.keep_alive_interval, 1.5)
+        self.assertEqual(t.max_bad_pe_report, 4)
+        self.assertEqual(t.sources, ("10.0.0.2", "10.0.0.3"))
+        self.assertEqual(t.announce, ("239.0.0.50", 3863, "10.0.0.1"))
+        self.assertEqual(t.peer_id, 0x1234)
+        self.assertEqual(target.Target.from_environ(t.environ()), t)
+
+    def test_bad(self):
+        """
+        A malformed setting is a L{TargetError} naming the variable.
+        """
+        for name, value in (("RSERPOOL_TARGET_ASAP", "http://x"),
+                            ("RSERPOOL_TARGET_KEEPALIVE", "soon"),
+                            ("RSERPOOL_TARGET_SOURCES", "10.0.0.300"),
+                            ("RSERPOOL_TARGET_ANNOUNCE", "239.0.0.50")):
+            e = self.assertRaises(target.TargetError, target.Target.from_environ, {name: value})
+            self.assertIn(name, str(e))
+
+    def test_sources(self):
+        """
+        Distinct sources: the configured ones, else 127.0.0.2... for a
+        loopback target, else none.
+        """
+        loopback = target.Target(asap="tcp:host=127.0.0.1:port=3863")
+        self.assertEqual(loopback.source_addresses(3), ("127.0.0.2", "127.0.0.3", "127.0.0.4"))
+        remote = target.Target(asap="sctp:host=10.255.1.1:port=3863")
+        self.assertIsNone(remote.source_addresses(1))
+        given = target.Target(asap="tcp:10.0.0.1:3863", sources=("10.0.0.2",))
+        self.assertEqual(given.source_addresses(1), ("10.0.0.2",))
+        self.assertIsNone(given.source_addresses(2))
+
+    def test_endpointHost(self):
+        self.assertEqual(str(target.endpoint_host("tcp:host=127.0.0.1:port=1")), "127.0.0.1")
+        self.assertEqual(str(target.endpoint_host("tcp:10.1.2.3:3863")), "10.1.2.3")
+        self.assertEqual(str(target.endpoint_host("sctp:host=10.0.0.1,10.0.0.2:port=1")),
+                         "10.0.0.1")
+        self.assertIsNone(target.endpoint_host("tcp:host=example.org:port=1"))
+
+
+class RequirementTests(unittest.SynchronousTestCase):
+    def test_parse(self):
+        """
+        The first paragraph of a docstring names the requirement; the rest
+        is free.
+        """
+        r = requirements.parse("""
+            RFC 5352 §3.1 MUST NOT: a registrar
+            registers nothing twice.
+
+            How: ...
+            """)
+        self.assertEqual(r, Requirement("RFC 5352", "3.1", "MUST NOT",
+                                        "a registrar registers nothing twice."))
+        self.assertEqual(r.citation, "RFC 5352 §3.1")
+        self.assertTrue(r.mandatory)
+        self.assertFalse(requirements.parse("RFC 5354 §3 MAY: x").mandatory)
+
+    def test_unparsable(self):
+        for doc in (None, "", "Registration works.", "RFC 5352 3.1 MUST: x",
+                    "RFC 5352 §3.1 MIGHT: x"):
+            self.assertRaises(requirements.RequirementError, requirements.parse, doc)
+
+    def test_everyTestNamesOne(self):
+        """
+        Every test of the suite names a requirement (L{collect} raises
+        otherwise), and the list prints.
+        """
+        from twisted.trial.runner import TestLoader
+
+        pairs = requirements.collect(TestLoader().loadByName("rserpool.conformance.test_asap"))
+        self.assertTrue(len(pairs) > 40)
+        levels = {r.level for _, r in pairs}
+        self.assertTrue({"MUST", "SHOULD", "MAY"} <= levels, levels)
+        text = requirements.format_list(pairs)
+        self.assertIn("RFC 5352 §3.1    MUST", text)
+        table = requirements.format_list(pairs, markdown=True)
+        self.assertTrue(table.startswith("| Requirement | Level |"))
+
+    def test_classWithoutRequirement(self):
+        """
+        A test without a requirement cannot even be defined.
+        """
+        def define():
+            class Bad(case.ConformanceCase):
+                def test_x(self):
+                    "Works."
+        self.assertRaises(requirements.RequirementError, define)
+
+
+def optional_case():
+    """
+    A conformance case (not collected by trial here) whose tests of each
+    level fail, to see what becomes of them.
+    """
+
+    class Optional(case.ConformanceCase):
+        """
+        Tests of each level that fail, to see what becomes of them.
+        """
+
+        def test_should(self):
+            """
+            RFC 5352 §3.1 SHOULD: something optional.
+            """
+            self.fail("not there")
+
+        def test_must(self):
+            """
+            RFC 5352 §3.1 MUST: something required.
+            """
+            self.fail("not there")
+
+        def test_wire(self):
+            """
+            RFC 5352 §3.1 MAY: something optional, but the target sent garbage.
+            """
+
+        def test_prerequisite(self):
+            """
+            RFC 5352 §3.1 MAY: something optional whose set-up failed.
+            """
+            raise case.Prerequisite("could not register")
+
+    return Optional
+
+
+class OutcomeTests(unittest.SynchronousTestCase):
+    def run_one(self, name, bad=()):
+        test = optional_case()(name)
+        test.connections = []
+        if bad:
+            conn = WireConnection(None)
+            conn.bad.extend(bad)
+            test.connections.append(conn)
+        d = getattr(test, name)()
+        return self.failureResultOf(d)
+
+    def test_shouldNotMet(self):
+        """
+        A SHOULD test that fails is reported as skipped, "not met (SHOULD)".
+        """
+        f = self.run_one("test_should")
+        f.trap(unittest.SkipTest)
+        self.assertEqual(str(f.value), "not met (SHOULD): not there")
+
+    def test_mustFails(self):
+        f = self.run_one("test_must")
+        f.trap(AssertionError)
+
+    def test_wireViolationFails(self):
+        """
+        Whatever the level, an undecodable message from the target fails.
+        """
+        f = self.run_one("test_wire", bad=[ProtocolError(3, "junk")])
+        f.trap(case.WireViolation)
+
+    def test_prerequisiteErrs(self):
+        f = self.run_one("test_prerequisite")
+        f.trap(case.Prerequisite)
+
+
+class ClientTests(unittest.SynchronousTestCase):
+    def test_acksKeepAlive(self):
+        """
+        The wire client answers Endpoint Keep Alives for the PEs it acks,
+        with or without an identifier in them, and no others.
+        """
+        sent = []
+        conn = WireConnection(None)
+        conn.send = sent.append
+        conn.reactor = type("R", (), {"seconds": staticmethod(lambda: 0.0)})()
+        conn.ack(b"P", 7)
+        conn.ack(b"P", 8)
+        conn.ack(b"P", 8, on=False)
+        conn.message_received(None, EndpointKeepAlive(1, b"P", 7))
+        conn.message_received(None, EndpointKeepAlive(1, b"P", 8))
+        conn.message_received(None, EndpointKeepAlive(1, b"P"))
+        self.assertEqual(sent, [EndpointKeepAliveAck(b"P", 7)] * 2)
+        self.assertEqual(len(conn.keep_alives), 3)
+
+
+class StatsTests(unittest.SynchronousTestCase):
+    def test_criticalValues(self):
+        """
+        The table's values are the chi-square quantiles at p = 0.0001: for
+        one degree of freedom P = erfc(sqrt(x/2)), for two exp(-x/2).
+        """
+        self.assertAlmostEqual(math.erfc(math.sqrt(stats.CRITICAL[1] / 2)), 1e-4, delta=1e-6)
+        self.assertAlmostEqual(math.exp(-stats.CRITICAL[2] / 2), 1e-4, delta=1e-6)
+
+    def test_fits(self):
+        self.assertTrue(stats.fits([100, 98, 102], [1, 1, 1])[0])
+        self.assertFalse(stats.fits([300, 0, 0], [1, 1, 1])[0])
+        self.assertTrue(stats.fits([100, 300], [1, 3])[0])
+        self.assertFalse(stats.fits([200, 200], [1, 3])[0])
