@@ -14,6 +14,7 @@ import random
 import sys
 
 from rserpool import __version__
+from rserpool.codes import DEFAULT_REGISTRAR, DEFAULT_REGISTRAR_ENRP
 
 
 def _hex_lines(stream):
@@ -135,15 +136,6 @@ def _examples(args, out, err):
     for line in lines():
         out.write(line + "\n")
     return 0
-
-
-#: Where ``rserpool dump`` asks unless told otherwise (ENRP's port 9901).
-DEFAULT_ENRP = "tcp:127.0.0.1:9901"
-
-
-#: Where the pool commands ask unless told otherwise (C{twistd enrp}'s
-#: default ASAP endpoint).
-DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
 
 
 def transport_text(transport, wildcard=None):
@@ -481,7 +473,7 @@ def _dump(args, out, err):
     from rserpool.interfaces import IMessageReceiver
     from rserpool.transport.tcp import MessageStreamProtocol
 
-    endpoint_text = args.registrar or DEFAULT_ENRP
+    endpoint_text = args.registrar or DEFAULT_REGISTRAR_ENRP
 
     def main(reactor):
         own = random.SystemRandom().getrandbits(32) or 1
@@ -569,7 +561,7 @@ def add_pool_parsers(sub):
         p.add_argument(
             "--registrar", action="append", metavar="ENDPOINT",
             help="a Twisted client endpoint of a registrar's %s side; repeat for a list "
-                 "(default %s)" % (what, DEFAULT_REGISTRAR if what == "ASAP" else DEFAULT_ENRP))
+                 "(default %s)" % (what, DEFAULT_REGISTRAR if what == "ASAP" else DEFAULT_REGISTRAR_ENRP))
 
     r = sub.add_parser("resolve", help="list the pool elements of a pool",
                        description="Resolve HANDLE at a registrar; print one line per PE: "
@@ -650,7 +642,7 @@ def add_pool_parsers(sub):
                                     "a peer (List Request, Handle Table Request with paging).")
     dp.add_argument("--registrar", metavar="ENDPOINT",
                     help="a client endpoint of the registrar's ENRP side (default %s)"
-                         % DEFAULT_ENRP)
+                         % DEFAULT_REGISTRAR_ENRP)
     dp.add_argument("--timeout", type=float, default=5.0)
     dp.set_defaults(func=_dump)
 

@@ -19,17 +19,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
-from rserpool.codes import ASAP_PPID
+from rserpool.codes import ASAP_PPID, DEFAULT_REGISTRAR
 from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamProtocol
 from rserpool.wire import ASAPError
 
-__all__ = ["MachineDriver", "DEFAULT_REGISTRAR", "listen_for_registrars", "announced_endpoint",
+__all__ = ["MachineDriver", "listen_for_registrars", "announced_endpoint",
            "secured_announce", "connect_reason"]
 
-#: The registrar a client talks to unless told otherwise: C{twistd enrp}'s
-#: default ASAP endpoint.
-DEFAULT_REGISTRAR = "tcp:127.0.0.1:3863"
 
 
 def connect_reason(failure):

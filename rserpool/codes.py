@@ -18,6 +18,13 @@ ASAP_PPID = 11
 #: SCTP payload protocol identifier of ENRP.
 ENRP_PPID = 12
 
+#: Where pool elements, pool users and tools reach a registrar's ASAP side
+#: unless told otherwise: C{twistd enrp}'s default ASAP endpoint.
+DEFAULT_REGISTRAR = "tcp:127.0.0.1:%d" % ASAP_PORT
+#: Where tools (C{rserpool dump}) reach a registrar's ENRP side unless told
+#: otherwise: C{twistd enrp}'s default ENRP endpoint.
+DEFAULT_REGISTRAR_ENRP = "tcp:127.0.0.1:%d" % ENRP_PORT
+
 #: RSPLIB's default multicast group for ASAP Server Announce.
 ASAP_ANNOUNCE_GROUP = ("239.0.0.50", 3863)
 #: RSPLIB's default multicast group for ENRP Presence.

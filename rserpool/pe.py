@@ -52,8 +52,8 @@ from rserpool.asap.pool_element import (
     new_identifier,
 )
 from rserpool.asap.scope import Scope, address_scope
-from rserpool.client import DEFAULT_REGISTRAR, MachineDriver, listen_for_registrars
-from rserpool.codes import ErrorCause, PolicyType, POLICY_NAMES, POLICY_FIELDS
+from rserpool.client import MachineDriver, listen_for_registrars
+from rserpool.codes import DEFAULT_REGISTRAR, POLICY_FIELDS, POLICY_NAMES, ErrorCause, PolicyType
 from rserpool.interfaces import normalize_address
 from rserpool.wire import (
     DATA_ONLY,

@@ -35,7 +35,8 @@ from rserpool.asap.pool_user import (
     UnknownPoolHandle,
     UnreachableLimiter,
 )
-from rserpool.client import DEFAULT_REGISTRAR, MachineDriver, listen_for_registrars
+from rserpool.client import MachineDriver, listen_for_registrars
+from rserpool.codes import DEFAULT_REGISTRAR
 
 __all__ = [
     "PoolUser",

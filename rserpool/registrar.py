@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope, listening_scope
+from rserpool.codes import ASAP_PPID, ENRP_PPID
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, endpoint_arguments
 from rserpool.interfaces import IMessageConnection, IMessageReceiver, normalize_address
@@ -50,10 +51,6 @@ from rserpool.wire import (
     decode,
 )
 
-#: SCTP payload protocol identifiers of ASAP (RFC 5352 section 5) and ENRP
-#: (RFC 5353 section 1.3).
-PPID_ASAP = 11
-PPID_ENRP = 12
 #: Seconds to wait for an association to an adopted PE's ASAP endpoint.
 PE_CONNECT_TIMEOUT = 5.0
 
@@ -289,7 +286,7 @@ def transport_endpoint(transport):
     if isinstance(transport, SCTPTransport):
         return "sctp:host=%s:port=%d:ppid=%d" % (
             ",".join(str(a) for a in transport.addresses).replace(":", "\\:"),
-            transport.port, PPID_ENRP)
+            transport.port, ENRP_PPID)
     if address.version == 6:
         return "tcp:host=%s:port=%d" % (str(address).replace(":", "\\:"), transport.port)
     return "tcp:host=%s:port=%d" % (address, transport.port)
@@ -339,7 +336,7 @@ def asap_endpoint(transport, bind=()):
     if not isinstance(transport, SCTPTransport) or not transport.addresses or not transport.port:
         return None
     description = "sctp:host=%s:port=%d:ppid=%d:timeout=%g" % (
-        _host_list(transport.addresses), transport.port, PPID_ASAP, PE_CONNECT_TIMEOUT)
+        _host_list(transport.addresses), transport.port, ASAP_PPID, PE_CONNECT_TIMEOUT)
     if bind:
         description += ":bindAddress=" + _host_list(bind)
     return description

@@ -30,7 +30,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.trial import unittest
 
-from rserpool.codes import PolicyType
+from rserpool.codes import ASAP_PPID, ENRP_PPID, PolicyType
 from rserpool.transport import _sctp_abi as abi
 from rserpool.transport import sctp
 from rserpool.wire import (
@@ -99,8 +99,8 @@ class ABITests(unittest.SynchronousTestCase):
              abi.SCTP_CANT_STR_ASSOC),
             (0, 1, 2, 3, 4),
         )
-        self.assertEqual(sctp.PPID_ASAP, 11)
-        self.assertEqual(sctp.PPID_ENRP, 12)
+        self.assertEqual(ASAP_PPID, 11)
+        self.assertEqual(ENRP_PPID, 12)
 
     def test_sizes(self):
         """
@@ -836,8 +836,8 @@ class OneToOneTests(KernelTestsMixin, unittest.TestCase):
         """
         port = yield self.listen("sctp:0:interface=127.0.0.1", PeerFactory(echo=True))
         client = yield self.connect("sctp:host=127.0.0.1:port=%d" % port.getHost().port)
-        client.transport.writeMessage(b"asap", sctp.PPID_ASAP)
-        client.transport.writeMessage(b"enrp" * 3, sctp.PPID_ENRP, stream=2)
+        client.transport.writeMessage(b"asap", ASAP_PPID)
+        client.transport.writeMessage(b"enrp" * 3, ENRP_PPID, stream=2)
         client.transport.writeMessage(b"x", 0xDEADBEEF, stream=1, unordered=True)
         got = yield client.expect(3)
         self.assertEqual(
@@ -881,10 +881,10 @@ class OneToOneTests(KernelTestsMixin, unittest.TestCase):
                 Policy(PolicyType.ROUND_ROBIN),
             ),
         )
-        client.transport.writeMessage(encode(registration), sctp.PPID_ASAP)
+        client.transport.writeMessage(encode(registration), ASAP_PPID)
         server = yield factory.peer(0)
         [data, ppid, stream] = (yield server.expect(1))[0]
-        self.assertEqual(ppid, sctp.PPID_ASAP)
+        self.assertEqual(ppid, ASAP_PPID)
         self.assertEqual(decode(data, "asap"), registration)
 
     @defer.inlineCallbacks
@@ -923,7 +923,7 @@ class OneToOneTests(KernelTestsMixin, unittest.TestCase):
         self.assertEqual(got, message)
         self.assertEqual(str(connection.peer[0]), "127.0.0.1")
         [(data, ppid, stream)] = yield client.expect(1)
-        self.assertEqual((decode(data, "asap"), ppid), (message, sctp.PPID_ASAP))
+        self.assertEqual((decode(data, "asap"), ppid), (message, ASAP_PPID))
 
     @defer.inlineCallbacks
     def test_ppidOnTheWire(self):
@@ -940,7 +940,7 @@ class OneToOneTests(KernelTestsMixin, unittest.TestCase):
         port = yield self.listen("sctp:0:interface=127.0.0.1", PeerFactory(echo=True))
         client = yield self.connect("sctp:host=127.0.0.1:port=%d" % port.getHost().port)
         payload = b"ppid-on-the-wire"
-        client.transport.writeMessage(payload, sctp.PPID_ASAP)
+        client.transport.writeMessage(payload, ASAP_PPID)
         yield client.expect(1)
         ppids = []
         for _ in range(1000):

@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope
-from rserpool.codes import ErrorCause, PolicyType
+from rserpool.codes import ASAP_PPID, ENRP_PPID, ErrorCause, PolicyType
 from rserpool.transport import sctp
 from rserpool.transport import _sctp_abi as abi
 from rserpool.interfaces import IMessageConnection, NotAvailable
@@ -202,7 +202,7 @@ class ConnectionTests(unittest.SynchronousTestCase):
         self.assertEqual(p.mapping, "sctp")
         self.assertEqual(len(p.peer_addresses), 2)
         p.send(HandleTableRequest(1, 0))
-        self.assertEqual(transport.written[0][1], sctp.PPID_ENRP)
+        self.assertEqual(transport.written[0][1], ENRP_PPID)
 
         t = MessageStreamProtocol(Recorder())
         t.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.5", 4000)))
@@ -213,7 +213,7 @@ class ConnectionTests(unittest.SynchronousTestCase):
         p, transport, _ = connected()
         message = EndpointKeepAliveAck(b"pool", 1)
         p.send(message)
-        self.assertEqual(transport.written, [(encode(message), sctp.PPID_ASAP)])
+        self.assertEqual(transport.written, [(encode(message), ASAP_PPID)])
 
     def test_sendEncodedOnePerMessage(self):
         """
@@ -224,7 +224,7 @@ class ConnectionTests(unittest.SynchronousTestCase):
         a = encode(EndpointKeepAliveAck(b"pool", 1))
         b = encode(EndpointKeepAliveAck(b"pool two", 2))
         p.send_encoded(a + b)
-        self.assertEqual(transport.written, [(a, sctp.PPID_ASAP), (b, sctp.PPID_ASAP)])
+        self.assertEqual(transport.written, [(a, ASAP_PPID), (b, ASAP_PPID)])
 
     def test_receive(self):
         """
@@ -234,12 +234,12 @@ class ConnectionTests(unittest.SynchronousTestCase):
         """
         p, transport, receiver = connected()
         message = EndpointKeepAliveAck(b"pool", 1)
-        p.messageReceived(encode(message), sctp.PPID_ASAP, 0)
+        p.messageReceived(encode(message), ASAP_PPID, 0)
         p.messageReceived(encode(message), 0, 3)
-        p.messageReceived(encode(message), sctp.PPID_ENRP, 0)
-        p.messageReceived(b"\x08\x00\x00\x03", sctp.PPID_ASAP, 0)
-        p.messageReceived(encode(message) + b"\0" * 8, sctp.PPID_ASAP, 0)
-        p.messageReceived(encode(message), sctp.PPID_ASAP, 0)
+        p.messageReceived(encode(message), ENRP_PPID, 0)
+        p.messageReceived(b"\x08\x00\x00\x03", ASAP_PPID, 0)
+        p.messageReceived(encode(message) + b"\0" * 8, ASAP_PPID, 0)
+        p.messageReceived(encode(message), ASAP_PPID, 0)
         self.assertEqual(
             receiver.events[1:],
             [("message", message), ("message", message),

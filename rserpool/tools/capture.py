@@ -33,11 +33,9 @@ import struct
 
 import attrs
 
+from rserpool.codes import ASAP_PORT, ASAP_PPID, ENRP_PORT, ENRP_PPID
+
 __all__ = [
-    "ASAP_PORT",
-    "ENRP_PORT",
-    "ASAP_PPID",
-    "ENRP_PPID",
     "MAX_STREAM_BUFFER",
     "MAX_PENDING_BYTES",
     "CaptureError",
@@ -47,14 +45,6 @@ __all__ = [
     "iter_messages",
 ]
 
-#: IANA port of ASAP (RFC 5352 section 5.1), for SCTP, TCP and UDP.
-ASAP_PORT = 3863
-#: IANA port of ENRP (RFC 5353 section 4), for SCTP, TCP and UDP.
-ENRP_PORT = 9901
-#: SCTP payload protocol identifier of ASAP (RFC 5352 section 5.1).
-ASAP_PPID = 11
-#: SCTP payload protocol identifier of ENRP (RFC 5353 section 4).
-ENRP_PPID = 12
 
 #: Most bytes held for one reassembly: one TCP direction's out-of-order
 #: segments, or one SCTP stream's fragments.  Beyond it the stream is given

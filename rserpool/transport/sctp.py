@@ -26,7 +26,7 @@ C{messageReceived(data, ppid, stream)} method (see L{ISCTPProtocol}) gets
 them; any other Twisted protocol gets C{dataReceived(data)} once per
 message, and its C{transport.write(data)} sends one message with the
 transport's L{defaultPPID <ISCTPTransport.defaultPPID>}.  The RSerPool PPIDs
-are L{PPID_ASAP} (11) and L{PPID_ENRP} (12).
+are L{rserpool.codes.ASAP_PPID} (11) and L{rserpool.codes.ENRP_PPID} (12).
 
 Endpoint strings (plugins in C{twisted/plugins/rserpool_endpoints.py})::
 
@@ -66,8 +66,6 @@ from zope.interface import Attribute, Interface, implementer
 from rserpool.transport import _sctp_abi as abi
 
 __all__ = [
-    "PPID_ASAP",
-    "PPID_ENRP",
     "SCTPUnavailable",
     "SCTPAddress",
     "SCTPStatus",
@@ -85,10 +83,6 @@ __all__ = [
     "sctpAvailable",
 ]
 
-#: SCTP payload protocol identifier of ASAP (RFC 5352 section 5, IANA).
-PPID_ASAP = 11
-#: SCTP payload protocol identifier of ENRP (RFC 5353 section 7, IANA).
-PPID_ENRP = 12
 
 STREAM = "stream"
 SEQPACKET = "seqpacket"

@@ -32,15 +32,15 @@ import struct
 
 from twisted.logger import Logger
 
+from rserpool.codes import ASAP_PPID, ENRP_PPID
 from rserpool.interfaces import NotAvailable, normalize_address
-from rserpool.transport.sctp import PPID_ASAP, PPID_ENRP
 from rserpool.transport.tcp import MessageStreamProtocol, address_of
 from rserpool.wire import ASAP, ENRP, ProtocolError, SCTPTransport, decode, encode
 
 __all__ = ["SCTPMessageProtocol", "PPIDS", "split_messages"]
 
 #: The PPID of each protocol (RFC 5352 section 5, RFC 5353 section 7).
-PPIDS = {ASAP: PPID_ASAP, ENRP: PPID_ENRP}
+PPIDS = {ASAP: ASAP_PPID, ENRP: ENRP_PPID}
 
 _H = struct.Struct("!H")
 
