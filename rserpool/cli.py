@@ -8,6 +8,8 @@ The ``rserpool`` command: operator tools for RSerPool.
 ``rserpool terminal`` talks to a pool from stdin, failing over as needed.
 ``rserpool pingpong`` RSPLIB's PingPong pool user (Enhanced Mode, cookies).
 ``rserpool dump``     prints a registrar's handlespace, fetched over ENRP.
+``rserpool conformance`` tests a registrar or a PE over the wire
+(:mod:`rserpool.conformance`).
 """
 import argparse
 import random
@@ -674,6 +676,9 @@ def build_parser():
     e = sub.add_parser("examples", help="print an example of every message type, in hex")
     e.set_defaults(func=_examples)
     add_pool_parsers(sub)
+    from rserpool.conformance.runner import add_parser as add_conformance_parser
+
+    add_conformance_parser(sub)
     return parser
 
 

@@ -1,7 +1,7 @@
 """
 The conformance suite's own parts, without a target (rserpool.conformance):
 the environment it reads, the requirement registry, SHOULD/MAY tests that
-report "not met" instead of failing, the statistics.
+report "not met" instead of failing, the statistics, the reports.
 """
 import io
 import math
@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ElementTree
 
 from twisted.trial import unittest
 
-from rserpool.conformance import case, requirements, stats, target
+from rserpool.conformance import case, report, requirements, runner, stats, target
 from rserpool.conformance.client import WireConnection
 from rserpool.conformance.requirements import Requirement
 from rserpool.wire import EndpointKeepAlive, EndpointKeepAliveAck, ProtocolError
@@ -107,9 +107,7 @@ class RequirementTests(unittest.SynchronousTestCase):
         Every test of the suite names a requirement (L{collect} raises
         otherwise), and the list prints.
         """
-        from twisted.trial.runner import TestLoader
-
-        pairs = requirements.collect(TestLoader().loadByName("rserpool.conformance.test_asap"))
+        pairs = requirements.collect(runner.load(list(runner.available().values())))
         self.assertTrue(len(pairs) > 40)
         levels = {r.level for _, r in pairs}
         self.assertTrue({"MUST", "SHOULD", "MAY"} <= levels, levels)
@@ -184,6 +182,7 @@ class OutcomeTests(unittest.SynchronousTestCase):
         f = self.run_one("test_should")
         f.trap(unittest.SkipTest)
         self.assertEqual(str(f.value), "not met (SHOULD): not there")
+        self.assertEqual(report.classify_skip(f.value), "not-met")
 
     def test_mustFails(self):
         f = self.run_one("test_must")
@@ -235,3 +234,71 @@ class StatsTests(unittest.SynchronousTestCase):
         self.assertFalse(stats.fits([300, 0, 0], [1, 1, 1])[0])
         self.assertTrue(stats.fits([100, 300], [1, 3])[0])
         self.assertFalse(stats.fits([200, 200], [1, 3])[0])
+
+
+class ReportTests(unittest.SynchronousTestCase):
+    def results(self):
+        must = Requirement("RFC 5352", "3.1", "MUST", "registers")
+        should = Requirement("RFC 5352", "2.2.14", "SHOULD", "answers | errors")
+        return [
+            report.Result("rserpool.conformance.test_asap.A.test_a", must, "pass"),
+            report.Result("rserpool.conformance.test_asap.A.test_b", must, "fail", "no\nanswer"),
+            report.Result("rserpool.conformance.test_asap.A.test_c", should, "not-met", "x"),
+        ]
+
+    def test_markdown(self):
+        text = report.markdown(self.results(), "Ours", [("RSERPOOL_TARGET_ASAP", "tcp:x")])
+        self.assertIn("1 pass, 1 fail, 0 error, 1 not-met, 0 skipped", text)
+        self.assertIn("| RFC 5352 §3.1 | MUST | registers | `test_asap.A.test_b` | FAIL | no answer |",
+                      text)
+        self.assertIn("answers \\| errors", text)
+        self.assertIn("not met (SHOULD)", text)
+        # sorted by section: 2.2.14 before 3.1
+        self.assertLess(text.index("§2.2.14"), text.index("§3.1 |"))
+
+    def test_junit(self):
+        root = ElementTree.fromstring(report.junit_xml(self.results()))
+        self.assertEqual((root.get("tests"), root.get("failures"), root.get("skipped")),
+                         ("3", "1", "1"))
+        cases = root.findall("testcase")
+        self.assertEqual(cases[1].find("failure").get("message"), "no answer")
+        props = {p.get("name"): p.get("value") for p in cases[0].find("properties")}
+        self.assertEqual(props["requirement"], "RFC 5352 §3.1")
+
+    def test_knownOutcomes(self):
+        results = self.results()
+        text = report.outcomes_text(results)
+        self.assertEqual(text.splitlines()[0], "test_asap.A.test_a pass")
+        known = report.parse_outcomes("# ours\n" + text)
+        self.assertEqual(report.compare(results, known), [])
+        known["test_asap.A.test_b"] = "pass"
+        del known["test_asap.A.test_c"]
+        known["test_asap.A.test_gone"] = "pass"
+        self.assertEqual(report.compare(results, known), [
+            "test_asap.A.test_b: was pass, now fail (no answer)",
+            "test_asap.A.test_c: new, not-met (x)",
+            "test_asap.A.test_gone: was pass, not run now",
+        ])
+        self.assertRaises(ValueError, report.parse_outcomes, "test_x maybe")
+
+
+class CommandTests(unittest.SynchronousTestCase):
+    def test_list(self):
+        """
+        C{rserpool conformance --list} prints the requirements.
+        """
+        from rserpool.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(main(["conformance", "--list"], out, err), 0)
+        self.assertIn("RFC 5352 §3.3", out.getvalue())
+
+    def test_nothing(self):
+        from rserpool.cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(main(["conformance", "--set", "KEEPALIVE=1"], out, err), 2)
+        self.assertIn("nothing to test", err.getvalue())
+        self.assertEqual(main(["conformance", "--asap", "tcp:1:2", "--set", "BOGUS=1"], out, err),
+                         2)
+        self.assertIn("not a setting", err.getvalue())
