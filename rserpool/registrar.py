@@ -41,6 +41,7 @@ from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.psk import KeyFileError, PSKServerEndpoint, is_secure
 from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
 from rserpool.transport.tcp import MessageStreamFactory, address_of
+from rserpool.web.monitor import RegistrarMonitor
 from rserpool.wire import (
     ENRP,
     Presence,
@@ -434,6 +435,9 @@ class RegistrarService(service.Service):
         connection_limits=None,
         peer_networks=None,
         public_dump=False,
+        http=None,
+        http_limits=None,
+        metrics_cache=1.0,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -488,6 +492,11 @@ class RegistrarService(service.Service):
             ASAP and ENRP connection and of the listeners together
             (deadlines, write buffer, connections per source); the
             defaults of L{ConnectionLimits} unless given.
+        @param http: a server endpoint string for the HTTP listener
+            (metrics, the handlespace page, health checks:
+            L{rserpool.web.monitor}), or C{None} (off, the default).
+        @param http_limits: its L{rserpool.web.http.HTTPLimits}.
+        @param metrics_cache: seconds a rendered C{/metrics} is reused.
         """
         if enrp_endpoint and psk is not None and (
                 psk.peer_keys is None or os.path.realpath(psk.peer_keys) ==
@@ -542,6 +551,10 @@ class RegistrarService(service.Service):
             else ConnectionLimits()
         self.connection_budget = ConnectionBudget(self.connection_limits)
         self.refusals = RefusalLog()
+        self.http = http
+        #: counters, recent events and the HTTP side (rserpool.web.monitor)
+        self.monitor = RegistrarMonitor(self, reactor, limits=http_limits,
+                                        metrics_cache=metrics_cache)
         self._enrp = None
         self._sender = None
         self._listen_scopes = []
@@ -553,7 +566,7 @@ class RegistrarService(service.Service):
         self.wakeup.stopped = False
         server_id = self.registrar.server_id
         self.log.info("registrar {id:08x} starting", id=server_id)
-        receiver = ASAPReceiver(self.registrar, self.reactor)
+        receiver = self.monitor.asap_receiver(self.registrar, self.reactor)
         factory = self._asap_factory = MessageStreamFactory(
             receiver, "asap", limits=self.connection_limits, clock=self.reactor,
             budget=self.connection_budget, refusals=self.refusals)
@@ -562,8 +575,9 @@ class RegistrarService(service.Service):
             listens.append(self._listen(description, factory, "ASAP"))
         if self.enrp_endpoint:
             listens.append(self._start_enrp())
-        d = defer.gatherResults(listens, consumeErrors=True)
-        d.addCallback(self._listening)
+        http = self.monitor.start(self.http).addErrback(self._http_failed)
+        d = defer.gatherResults(listens + [http], consumeErrors=True)
+        d.addCallback(lambda ports: self._listening(ports[:-1]))
         d.addErrback(self._listen_failed)
         self.ready = d
         # An endpoint such as TCP listens at once: report a failure now, as
@@ -610,6 +624,12 @@ class RegistrarService(service.Service):
 
         return endpoint.listen(factory).addCallbacks(listening, failed)
 
+    def _http_failed(self, f):
+        reason = f.value
+        if isinstance(reason, CannotListenError):
+            reason = reason.socketError
+        raise ListenFailed("cannot listen for HTTP on {!r}: {}".format(self.http, _strerror(reason)))
+
     def _listening(self, ports):
         if self.reload_on_sighup and self._psk_creators and hasattr(signal, "SIGHUP"):
             self._previous_sighup = signal.signal(
@@ -636,6 +656,7 @@ class RegistrarService(service.Service):
         for port in self.ports:
             port.stopListening()
         self.ports = []
+        self.monitor.stop()
         if not self.exit_on_listen_failure:
             return failure
         if self.reactor.running:
@@ -772,7 +793,7 @@ class RegistrarService(service.Service):
         )
         self._enrp_wakeup.callback = self.enrp.timer_fired
         self._enrp_factory = MessageStreamFactory(
-            ENRPReceiver(self.enrp, clock), ENRP, limits=self.connection_limits,
+            self.monitor.enrp_receiver(self.enrp, clock), ENRP, limits=self.connection_limits,
             clock=self.reactor, budget=self.connection_budget, reserved=True,
             refusals=self.refusals)
         return self._listen(self.enrp_endpoint, self._enrp_factory, "ENRP")
@@ -824,7 +845,8 @@ class RegistrarService(service.Service):
         except (ValueError, KeyError, TypeError) as e:
             self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
             return
-        factory = MessageStreamFactory(ENRPReceiver(self.enrp, self.reactor, outgoing=True), ENRP)
+        factory = MessageStreamFactory(
+            self.monitor.enrp_receiver(self.enrp, self.reactor, outgoing=True), ENRP)
         if static:
             client = ClientService(endpoint, factory, retryPolicy=backoffPolicy(
                 initialDelay=0.5, maxDelay=self.enrp_config.max_time_last_heard / 2.0),
@@ -1042,6 +1064,7 @@ class RegistrarService(service.Service):
             self._enrp_wakeup.cancel()
         self.enrp_ports = []
         self.wakeup.cancel()
+        stops.append(self.monitor.stop())
         return defer.gatherResults(stops)
 
 
@@ -1073,13 +1096,15 @@ def _dual_stack_host():
         return False
 
 
-def host_networks():
+def _host_interfaces():
     """
-    The networks this host's interfaces are on, loopback and IPv6
-    link-local excepted (Linux; an empty tuple where they cannot be read):
-    the registrars a registrar admits as ENRP peers by default.
+    This host's interface addresses with their prefix lengths (Linux; an
+    empty list where they cannot be read): the primary IPv4 address of
+    each interface (SIOCGIFADDR, SIOCGIFNETMASK) and every IPv6 address
+    (/proc/net/if_inet6).
 
-    @return: a tuple of L{ipaddress} networks.
+    @return: a list of L{ipaddress} interfaces (C{IPv4Interface},
+        C{IPv6Interface}).
     """
     out = []
     try:
@@ -1091,33 +1116,40 @@ def host_networks():
         for name in names:
             request = struct.pack("256s", name[:15].encode())
             try:
-                # SIOCGIFADDR and SIOCGIFNETMASK: the (primary) IPv4
-                # address and its mask
                 address = fcntl.ioctl(probe.fileno(), 0x8915, request)[20:24]
                 mask = fcntl.ioctl(probe.fileno(), 0x891B, request)[20:24]
             except OSError:
                 continue
-            network = ipaddress.IPv4Network(
-                (ipaddress.IPv4Address(address), bin(int.from_bytes(mask, "big")).count("1")),
-                strict=False)
-            if not network.network_address.is_loopback and network not in out:
-                out.append(network)
+            prefix = bin(int.from_bytes(mask, "big")).count("1")
+            out.append(ipaddress.IPv4Interface((ipaddress.IPv4Address(address), prefix)))
     finally:
         probe.close()
     try:
         with open("/proc/net/if_inet6") as f:
             for line in f:
                 fields = line.split()
-                if len(fields) < 3:
-                    continue
-                address = ipaddress.IPv6Address(int(fields[0], 16))
-                if address.is_loopback or address.is_link_local:
-                    continue
-                network = ipaddress.IPv6Network((address, int(fields[2], 16)), strict=False)
-                if network not in out:
-                    out.append(network)
+                if len(fields) >= 3:
+                    out.append(ipaddress.IPv6Interface(
+                        (ipaddress.IPv6Address(int(fields[0], 16)), int(fields[2], 16))))
     except (OSError, ValueError):
         pass
+    return out
+
+
+def host_networks():
+    """
+    The networks this host's interfaces are on, loopback and IPv6
+    link-local excepted (Linux; an empty tuple where they cannot be read):
+    the registrars a registrar admits as ENRP peers by default.
+
+    @return: a tuple of L{ipaddress} networks.
+    """
+    out = []
+    for interface in _host_interfaces():
+        if interface.ip.is_loopback or (interface.version == 6 and interface.ip.is_link_local):
+            continue
+        if interface.network not in out:
+            out.append(interface.network)
     return tuple(out)
 
 
@@ -1129,30 +1161,7 @@ def host_addresses():
 
     @return: a list of L{ipaddress} addresses.
     """
-    out = []
-    try:
-        names = [name for _, name in socket.if_nameindex()]
-    except OSError:
-        names = []
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for name in names:
-            try:
-                # SIOCGIFADDR: the interface's (primary) IPv4 address
-                data = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
-            except OSError:
-                continue
-            out.append(ipaddress.IPv4Address(data[20:24]))
-    finally:
-        probe.close()
-    try:
-        with open("/proc/net/if_inet6") as f:
-            for line in f:
-                fields = line.split()
-                if fields:
-                    out.append(ipaddress.IPv6Address(int(fields[0], 16)))
-    except (OSError, ValueError):
-        pass
+    out = [interface.ip for interface in _host_interfaces()]
     out.sort(key=lambda a: (a.version, not a.is_loopback))
     return out
 
