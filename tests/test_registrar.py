@@ -729,12 +729,21 @@ class UnreachableTests(unittest.TestCase):
         self.pe.send(EndpointKeepAliveAck(b"P", 1))
         self.h.clock.advance(4)
         self.assertIsNotNone(self.h.hs.get(b"P", 1))
-        # The reports were cleared: three sources are needed again.
+        # The reports were cleared: three sources are needed again, and
+        # within a keep-alive interval of the last question they ask
+        # nothing more (RFC 5355 section 2.14): the periodic keep-alive,
+        # 5 s after the answer, asks.
         self.assertEqual(self.pe.received(), [])
-        self.pus[0].send(EndpointUnreachable(b"P", 1))
-        self.pus[1].send(EndpointUnreachable(b"P", 1))
+        for pu in self.pus:
+            pu.send(EndpointUnreachable(b"P", 1))
         self.assertEqual(self.pe.received(), [])
-        self.pus[2].send(EndpointUnreachable(b"P", 1))
+        self.h.clock.advance(1)
+        self.assertIsInstance(self.pe.one(), EndpointKeepAlive)
+        self.pe.send(EndpointKeepAliveAck(b"P", 1))
+        # Past the interval, three sources make it ask at once again.
+        self.h.clock.advance(1)
+        for pu in self.pus:
+            pu.send(EndpointUnreachable(b"P", 1))
         self.assertIsInstance(self.pe.one(), EndpointKeepAlive)
 
     def test_reports_expire(self):

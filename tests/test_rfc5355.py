@@ -895,6 +895,33 @@ class KeepAliveFrequencyTests(unittest.TestCase):
         self.assertIsNone(h.hs.get(b"P", 2))
         self.assertIn((2, "keep-alive timeout"), h.removed)
 
+    def test_rfc5355_2_14_reports_do_not_set_the_pace(self):
+        """
+        Thirty sources report a PE that answers at once, for 20 s, as fast
+        as their rate allows: the reports make the registrar ask it at most
+        once per keep-alive interval, besides the periodic keep-alive (two
+        an interval at most, not one per round of reports).
+        """
+        h = Harness()
+        pe = h.client(port=40000)
+        pe.register(b"P", pe_param(1))
+        reporters = [h.client("127.0.%d.%d" % (n // 200, 2 + n % 200), 50000)
+                     for n in range(30)]
+        sent = []
+        for step in range(1, 401):
+            now = step * 0.05
+            h.clock.advance(0.05)
+            for reporter in reporters:
+                reporter.send(EndpointUnreachable(b"P", 1))
+            for _ in self.keep_alives(pe.received(), now, sent):
+                pe.send(EndpointKeepAliveAck(b"P", 1))
+        interval = h.config.keep_alive_interval
+        self.assertLessEqual(len(sent), 2 * 20 / interval + 1, sent)
+        for start in range(20):
+            window = [t for t in sent if start <= t < start + interval]
+            self.assertLessEqual(len(window), 2, sent)
+        self.assertIsNotNone(h.hs.get(b"P", 1))
+
     def test_rfc5355_2_14_periodic_keep_alives_one_per_interval(self):
         """
         A PE that answers at once gets one keep-alive per interval after

@@ -850,7 +850,12 @@ class ASAPRegistrar:
         if pe.home_registrar == self.server_id and pe.connection is not None:
             # We can ask the PE: an Endpoint Keep Alive now; no ack within
             # the keep-alive timeout removes it, an ack clears the reports.
-            if pe.timer_code != TimerCode.KEEP_ALIVE_TIMEOUT:
+            # Not while one is unanswered, and at most once per keep-alive
+            # interval (RFC 5355 section 2.14): otherwise the reports would
+            # set the pace of keep-alives to a PE that answers at once; the
+            # periodic keep-alive asks it within the interval anyway.
+            if pe.timer_code != TimerCode.KEEP_ALIVE_TIMEOUT and sources.probe_due(
+                    pe.handle, pe.pe_id, now, self.config.keep_alive_interval):
                 self._send_keep_alive(pe, now)
                 self._reschedule()
             return

@@ -75,6 +75,7 @@ class SourceLimits:
         self._connections = {}
         self._pools = {}
         self._reports = {}
+        self._probed = {}
         self._hr = KeyedBuckets(s.hr_rate) if s.hr_rate is not None else None
         self._eu = KeyedBuckets(s.eu_rate) if s.eu_rate is not None else None
 
@@ -190,6 +191,26 @@ class SourceLimits:
         if key in reports or len(reports) < _MAX_REPORTERS:
             reports[key] = now
         return len(reports)
+
+    def probe_due(self, handle, pe_id, now, interval):
+        """
+        Whether the registrar may ask PE C{pe_id} of C{handle} now, with an
+        Endpoint Keep Alive, whether it is alive, because sources report it
+        unreachable: at most once per C{interval} seconds (RFC 5355
+        section 2.14: the registrar limits the keep-alives a PE gets, so
+        that reports cannot make it flood the PE).  Counted when it is.
+        """
+        probed = self._probed
+        # Oldest first: drop the probes that no longer count.
+        while probed:
+            first = next(iter(probed))
+            if now - probed[first] < interval:
+                break
+            del probed[first]
+        if (handle, pe_id) in probed:
+            return False
+        probed[(handle, pe_id)] = now
+        return True
 
     def forget_reports(self, handle, pe_id):
         """
