@@ -41,6 +41,7 @@ from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.psk import KeyFileError, PSKServerEndpoint, is_secure
 from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
 from rserpool.transport.tcp import MessageStreamFactory, address_of
+from rserpool.web.monitor import RegistrarMonitor
 from rserpool.wire import (
     ENRP,
     Presence,
@@ -434,6 +435,9 @@ class RegistrarService(service.Service):
         connection_limits=None,
         peer_networks=None,
         public_dump=False,
+        http=None,
+        http_limits=None,
+        metrics_cache=1.0,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -488,6 +492,11 @@ class RegistrarService(service.Service):
             ASAP and ENRP connection and of the listeners together
             (deadlines, write buffer, connections per source); the
             defaults of L{ConnectionLimits} unless given.
+        @param http: a server endpoint string for the HTTP listener
+            (metrics, the handlespace page, health checks:
+            L{rserpool.web.monitor}), or C{None} (off, the default).
+        @param http_limits: its L{rserpool.web.http.HTTPLimits}.
+        @param metrics_cache: seconds a rendered C{/metrics} is reused.
         """
         if enrp_endpoint and psk is not None and (
                 psk.peer_keys is None or os.path.realpath(psk.peer_keys) ==
@@ -542,6 +551,10 @@ class RegistrarService(service.Service):
             else ConnectionLimits()
         self.connection_budget = ConnectionBudget(self.connection_limits)
         self.refusals = RefusalLog()
+        self.http = http
+        #: counters, recent events and the HTTP side (rserpool.web.monitor)
+        self.monitor = RegistrarMonitor(self, reactor, limits=http_limits,
+                                        metrics_cache=metrics_cache)
         self._enrp = None
         self._sender = None
         self._listen_scopes = []
@@ -553,7 +566,7 @@ class RegistrarService(service.Service):
         self.wakeup.stopped = False
         server_id = self.registrar.server_id
         self.log.info("registrar {id:08x} starting", id=server_id)
-        receiver = ASAPReceiver(self.registrar, self.reactor)
+        receiver = self.monitor.asap_receiver(self.registrar, self.reactor)
         factory = self._asap_factory = MessageStreamFactory(
             receiver, "asap", limits=self.connection_limits, clock=self.reactor,
             budget=self.connection_budget, refusals=self.refusals)
@@ -562,8 +575,9 @@ class RegistrarService(service.Service):
             listens.append(self._listen(description, factory, "ASAP"))
         if self.enrp_endpoint:
             listens.append(self._start_enrp())
-        d = defer.gatherResults(listens, consumeErrors=True)
-        d.addCallback(self._listening)
+        http = self.monitor.start(self.http).addErrback(self._http_failed)
+        d = defer.gatherResults(listens + [http], consumeErrors=True)
+        d.addCallback(lambda ports: self._listening(ports[:-1]))
         d.addErrback(self._listen_failed)
         self.ready = d
         # An endpoint such as TCP listens at once: report a failure now, as
@@ -610,6 +624,12 @@ class RegistrarService(service.Service):
 
         return endpoint.listen(factory).addCallbacks(listening, failed)
 
+    def _http_failed(self, f):
+        reason = f.value
+        if isinstance(reason, CannotListenError):
+            reason = reason.socketError
+        raise ListenFailed("cannot listen for HTTP on {!r}: {}".format(self.http, _strerror(reason)))
+
     def _listening(self, ports):
         if self.reload_on_sighup and self._psk_creators and hasattr(signal, "SIGHUP"):
             self._previous_sighup = signal.signal(
@@ -636,6 +656,7 @@ class RegistrarService(service.Service):
         for port in self.ports:
             port.stopListening()
         self.ports = []
+        self.monitor.stop()
         if not self.exit_on_listen_failure:
             return failure
         if self.reactor.running:
@@ -772,7 +793,7 @@ class RegistrarService(service.Service):
         )
         self._enrp_wakeup.callback = self.enrp.timer_fired
         self._enrp_factory = MessageStreamFactory(
-            ENRPReceiver(self.enrp, clock), ENRP, limits=self.connection_limits,
+            self.monitor.enrp_receiver(self.enrp, clock), ENRP, limits=self.connection_limits,
             clock=self.reactor, budget=self.connection_budget, reserved=True,
             refusals=self.refusals)
         return self._listen(self.enrp_endpoint, self._enrp_factory, "ENRP")
@@ -824,7 +845,8 @@ class RegistrarService(service.Service):
         except (ValueError, KeyError, TypeError) as e:
             self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
             return
-        factory = MessageStreamFactory(ENRPReceiver(self.enrp, self.reactor, outgoing=True), ENRP)
+        factory = MessageStreamFactory(
+            self.monitor.enrp_receiver(self.enrp, self.reactor, outgoing=True), ENRP)
         if static:
             client = ClientService(endpoint, factory, retryPolicy=backoffPolicy(
                 initialDelay=0.5, maxDelay=self.enrp_config.max_time_last_heard / 2.0),
@@ -1042,6 +1064,7 @@ class RegistrarService(service.Service):
             self._enrp_wakeup.cancel()
         self.enrp_ports = []
         self.wakeup.cancel()
+        stops.append(self.monitor.stop())
         return defer.gatherResults(stops)
 
 

@@ -199,6 +199,12 @@ SETTINGS = {
         "ENRP endpoint to listen on for peers and `rserpool dump`; 'none' for no ENRP.",
     ),
     "enrp-multicast": (False, _flag, None),
+    "http": (
+        None, str,
+        "Serve Prometheus metrics (/metrics), the handlespace page (/), JSON (/api/v1/) and "
+        "health checks (/healthz, /readyz) over HTTP on this server endpoint, e.g. "
+        "tcp:8080:interface=127.0.0.1 (psk: and ssl: too) [off].",
+    ),
     "enrp-peer-networks": (
         None, _networks,
         "Networks whose registrars may become ENRP peers without being a --peer or "
@@ -428,6 +434,10 @@ class Options(usage.Options):
                 except ValueError as e:
                     raise usage.UsageError(str(e)) from None
             check_endpoint(description)
+        if settings["http"] is not None and settings["http"].strip().lower() in ("", "none", "off"):
+            settings["http"] = None
+        if settings["http"]:
+            check_endpoint(settings["http"])
         # A PE's connection carries a keep-alive and its ack every interval,
         # a peer's a Presence every heartbeat cycle: neither may look idle.
         busiest = max(settings["keep-alive-interval"] + settings["keep-alive-timeout"],
@@ -692,4 +702,5 @@ def makeService(options):
         rng=random.Random(rng.getrandbits(64)),
         exit_on_listen_failure=True,
         connection_limits=connection_limits,
+        http=s.get("http"),
     )

@@ -30,6 +30,7 @@ Procedures (RFC 5352 unless said otherwise):
 
 Where we differ from RSPLIB is written down in ``doc/registrar.rst``.
 """
+import collections
 import heapq
 import itertools
 import random
@@ -294,6 +295,10 @@ class ASAPRegistrar:
         self.refusals = RefusalLog(log=lambda: self.log)
         #: lines about events a peer causes at will, at a bounded rate
         self.events = EventLog(lambda: self.log)
+        #: messages received, by class; registrations rejected, by cause
+        #: (for metrics: one increment each, read by rserpool.web)
+        self.received = collections.Counter()
+        self.rejected = collections.Counter()
         self._now = 0.0
         self._handlers = {
             Registration: self._registration,
@@ -334,6 +339,7 @@ class ASAPRegistrar:
         """
         self._now = now
         self.refusals.flush(now)
+        self.received[type(message)] += 1
         handler = self._handlers.get(type(message))
         if handler is None:
             self._unexpected(conn, message)
@@ -417,6 +423,7 @@ class ASAPRegistrar:
     # -- registration -----------------------------------------------------
 
     def _reject(self, conn, handle, pe_id, cause, info=b"", reason=""):
+        self.rejected[cause] += 1
         self.events.info(
             self._now,
             "rejected registration of {pe_id:08x} in {handle} from {peer}: "
@@ -462,6 +469,7 @@ class ASAPRegistrar:
 
         if getattr(conn, "role", None) == "pu":
             # RFC 5355 section 2.3: a pool user's key does not make a PE.
+            self.rejected[ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS] += 1
             self.refusals.refused(
                 "registration", self.sources.key(conn), now,
                 "its TLS-PSK identity is a pool user's (role pu in the key file)")
@@ -522,6 +530,7 @@ class ASAPRegistrar:
             # handlespace, however many connections it opens.
             refused = self.sources.may_register(conn, handle, hs)
             if refused is not None:
+                self.rejected[ErrorCause.LACK_OF_RESOURCES] += 1
                 self.refusals.refused("registration", self.sources.key(conn), now, refused)
                 conn.send(RegistrationResponse(
                     handle, pe_id, reject=True,
@@ -645,6 +654,7 @@ class ASAPRegistrar:
             # Too many resolutions of this handle from this pool user: RSPLIB
             # answers as for an unknown pool (its RSPERR_NOT_FOUND, cause
             # 0x9), so that a flooding PU learns nothing.
+            self.refusals.totals["handle resolution"] += 1
             self.events.warn(
                 self._now,
                 "refusing handle resolution of {handle} from {peer}: more than"

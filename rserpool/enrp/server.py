@@ -380,6 +380,10 @@ class ENRPServer:
         self._reach_pe = reach_pe
         self.policy = policy if policy is not None else PeerPolicy()
         self.refused = collections.Counter()
+        #: messages received (over connections and multicast), by class;
+        #: takeovers, by outcome (for metrics, read by rserpool.web)
+        self.received = collections.Counter()
+        self.takeovers = collections.Counter()
         self._refusal_window = None
         self._refusal_lines = 0
         self._refusal_hidden = 0
@@ -484,6 +488,7 @@ class ENRPServer:
         """
         A decoded ENRP message arrived over C{conn}.
         """
+        self.received[type(message)] += 1
         if message.sender_id == self.server_id:
             return  # our own (multicast loopback)
         handler = self._handlers.get(type(message))
@@ -536,6 +541,7 @@ class ENRPServer:
         """
         if not isinstance(message, Presence) or message.sender_id in (0, self.server_id):
             return
+        self.received[Presence] += 1
         peer = self.peers.get(message.sender_id)
         if peer is not None:
             # A datagram proves nothing (its source is easily forged): a
@@ -766,6 +772,7 @@ class ENRPServer:
         peer.last_heard = now
         if peer.takeover is not None:
             self.log.info("ENRP peer {id:08x} is alive: takeover abandoned", id=peer.server_id)
+            self.takeovers["abandoned"] += 1
             peer.takeover = None
         peer.takeover_by = 0
         peer.timer = PeerTimer.LAST_HEARD
@@ -1202,6 +1209,7 @@ class ENRPServer:
             return
         # RFC 5353 section 3.9.1: Init Takeover to all peers.
         outstanding = {p for p in self.peers if p != peer.server_id}
+        self.takeovers["started"] += 1
         self.log.warn("ENRP peer {id:08x} unreachable: taking over its {n} PEs, "
                       "{k} acks to collect", id=peer.server_id, n=owned, k=len(outstanding))
         peer.takeover = _Takeover(peer.server_id, outstanding)
@@ -1227,6 +1235,7 @@ class ENRPServer:
         if not live:
             self._finish_takeover(peer, now)
             return
+        self.takeovers["expired"] += 1
         self.log.warn("ENRP takeover of {id:08x} expired without acks from {missing}",
                       id=peer.server_id, missing=", ".join("%08x" % p for p in sorted(live)))
         peer.takeover = None
@@ -1250,6 +1259,7 @@ class ENRPServer:
                 # competing takeovers the lower server id wins.
                 self.log.info("ENRP takeover of {t:08x}: {s:08x} has the lower id, we yield",
                               t=target, s=sender)
+                self.takeovers["yielded"] += 1
                 peer.takeover = None
                 peer.takeover_by = peer.acked_takeover = sender
                 peer.timer = PeerTimer.NO_RESPONSE
@@ -1276,6 +1286,7 @@ class ENRPServer:
         # RFC 5353 section 3.9.2: tell everyone, then adopt the PEs.
         self._send_all(TakeoverServer(self.server_id, 0, target), exclude=(target,))
         moved = self.handlespace.takeover(target, self.server_id)
+        self.takeovers["done"] += 1
         reached = 0
         for pe in moved:
             conn = self._reach_pe(pe) if self._reach_pe is not None else None
@@ -1309,6 +1320,7 @@ class ENRPServer:
                          "we did not acknowledge" % target, now)
             return
         moved = self.handlespace.takeover(target, message.sender_id)
+        self.takeovers["by peer"] += 1
         self.registrar.reschedule()
         self.log.info("ENRP peer {new:08x} took over {old:08x} ({n} PEs)",
                       new=message.sender_id, old=target, n=len(moved))

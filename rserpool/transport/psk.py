@@ -42,6 +42,7 @@ pyOpenSSL has no PSK interface; the callbacks are set through the OpenSSL
 bindings of the C{cryptography} package that pyOpenSSL itself is built on.
 Where they lack PSK, making an endpoint raises L{PSKUnavailable}.
 """
+import collections
 import os
 import stat
 import weakref
@@ -318,6 +319,9 @@ class PSKServerCreator:
         self._events = EventLog(lambda: self.log)
         self._hint = hint
         self.path = path
+        #: handshakes that failed on listeners of this creator, by reason
+        #: (L{handshake_failure}; for metrics)
+        self.handshake_failures = collections.Counter()
         # The TLS protocols of the connections made, and what is known of
         # their peers.
         self._connections = weakref.WeakKeyDictionary()
@@ -451,6 +455,7 @@ class _HandshakeDeadline(ProtocolWrapper):
     # never authenticate cannot pile up.
 
     _deadline = None
+    _done = False
 
     def makeConnection(self, transport):
         timeout = self.factory.timeout
@@ -460,11 +465,14 @@ class _HandshakeDeadline(ProtocolWrapper):
 
     def _expired(self):
         self._deadline = None
+        self._done = True
+        self.factory.failures["timeout"] += 1
         self.factory.log.info("TLS-PSK: no handshake from {peer} in {timeout} s; closing",
                               peer=self.transport.getPeer(), timeout=self.factory.timeout)
         self.transport.abortConnection()
 
     def handshakeCompleted(self):
+        self._done = True
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -476,7 +484,31 @@ class _HandshakeDeadline(ProtocolWrapper):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        if not self._done:
+            self._done = True
+            self.factory.failures[handshake_failure(reason)] += 1
         ProtocolWrapper.connectionLost(self, reason)
+
+
+def handshake_failure(reason):
+    """
+    Why a TLS handshake failed, in a word, from the L{Failure} its
+    connection was lost with: C{unknown identity}, C{bad key} (the PSK did
+    not match: the peer's Finished did not verify), C{tls error} (another
+    TLS alert or error) or C{closed} (the peer went away before finishing).
+    """
+    if reason is not None and reason.check(SSL.Error):
+        text = str(reason.value).lower()
+        # TLS 1.2 says so; in TLS 1.3 a server that finds no key for the
+        # client's identity falls back to certificates, which it has none of.
+        if "psk identity" in text or "unknown psk" in text or \
+                "no suitable signature algorithm" in text:
+            return "unknown identity"
+        if "decrypt" in text or "bad record mac" in text or "bad_record_mac" in text or \
+                "digest check failed" in text or "binder" in text:
+            return "bad key"
+        return "tls error"
+    return "closed"
 
 
 class _HandshakeDeadlineFactory(WrappingFactory):
@@ -485,10 +517,11 @@ class _HandshakeDeadlineFactory(WrappingFactory):
     # The application's factory logs its own start and stop.
     noisy = False
 
-    def __init__(self, wrappedFactory, timeout, clock):
+    def __init__(self, wrappedFactory, timeout, clock, failures=None):
         WrappingFactory.__init__(self, wrappedFactory)
         self.timeout = timeout
         self.clock = clock
+        self.failures = failures if failures is not None else collections.Counter()
 
 
 @implementer(IStreamServerEndpoint)
@@ -522,7 +555,8 @@ class PSKServerEndpoint:
         """
         # Inside TLS, where the handshake's end is reported.
         deadline = _HandshakeDeadlineFactory(
-            protocolFactory, self._handshake_timeout, self._reactor)
+            protocolFactory, self._handshake_timeout, self._reactor,
+            getattr(self.creator, "handshake_failures", None))
         return self._endpoint.listen(TLSMemoryBIOFactory(self.creator, False, deadline))
 
 
