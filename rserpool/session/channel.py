@@ -37,8 +37,10 @@ gracefully.  So:
    would see that byte as data with PPID 0xffffffff, then fail over, as
    they do whenever their association ends.
 """
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from rserpool.session.core import CLOSE_PPID
 from rserpool.interfaces import NotAvailable
@@ -188,12 +190,20 @@ class SCTPChannel:
             raise NotAvailable("rtt", self.mapping)
 
 
+@implementer(IHandshakeListener)
 class Link(Protocol):
     """
     One session connection, whatever its mapping, reporting to its owner
     (a L{rserpool.session.PoolSession} or a PE's session): C{link_made(link)},
     C{link_message(link, payload, ppid, stream)}, C{link_closing(link)} (the
     peer closes on purpose) and C{link_lost(link, reason)}.
+
+    Over TLS the link is made only once the handshake is done: a
+    connection whose handshake fails never carried a byte of the session,
+    and its owner hears C{link_failed(link, reason)} (when it has that
+    method) instead of C{link_lost}, as for a PE it could not reach (RFC
+    5355 section 2.9: a failover never goes on in clear or into a
+    connection that is not secured yet).
 
     @ivar channel: the L{MuxChannel} or L{SCTPChannel}, once connected.
     @ivar up: whether frames can be sent.
@@ -217,6 +227,8 @@ class Link(Protocol):
         self.close_marker = close_marker
         self.channel = None
         self.up = False
+        self._handshaking = False
+        self._handshake_done = False
 
     def makeConnection(self, transport):
         if is_sctp(transport):
@@ -234,6 +246,21 @@ class Link(Protocol):
         return None if self.channel is None else self.channel.mapping
 
     def connectionMade(self):
+        if ISSLTransport.providedBy(self.transport) and not self._handshake_done:
+            self._handshaking = True
+            return
+        self._start()
+
+    def handshakeCompleted(self):
+        """
+        The TLS handshake is done: the link is up.
+        """
+        self._handshake_done = True
+        if self._handshaking:
+            self._handshaking = False
+            self._start()
+
+    def _start(self):
         self.channel.start(self.transport)
         self.up = True
         self.owner.link_made(self)
@@ -277,6 +304,13 @@ class Link(Protocol):
         return self.channel.rtt()
 
     def connectionLost(self, reason):
+        if self._handshaking:
+            # Never up: the TLS handshake failed (or the peer left first).
+            self._handshaking = False
+            failed = getattr(self.owner, "link_failed", None)
+            if failed is not None:
+                failed(self, reason)
+            return
         if self.channel is not None:
             self.channel.stop(reason)
         self.up = False

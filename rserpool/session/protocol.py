@@ -395,6 +395,14 @@ class PoolSession:
                 self.log.warn("session to {handle!r}: {reason}",
                               handle=self.pool_handle, reason=event.reason)
 
+    def link_failed(self, link, reason):
+        """
+        The connection to the PE came up but never carried the session:
+        its TLS handshake failed.  The PE counts as unreachable, as if the
+        connection had failed.
+        """
+        self._connect_failed(reason, self.pe)
+
     def link_closing(self, link):
         if link is not self.link:
             return
