@@ -266,6 +266,7 @@ def _pe(args, out, err):
             enhanced=args.mode == "enhanced",
             session_options={"heartbeat_interval": args.heartbeat,
                              "max_missed": args.max_missed},
+            http=args.http,
         )
         result = defer.Deferred()
         state = {"registered": False}
@@ -360,6 +361,15 @@ def _terminal(args, out, err):
         pu = PoolUser(reactor, registrars=_registrars(args))
         finished = defer.Deferred()
         state = {"protocol": None, "eof": False, "quiet": None, "lines": []}
+        http = None
+        if args.http:
+            from rserpool.web.nodes import NodeHTTP, PoolUserCollector
+
+            http = NodeHTTP(reactor, [PoolUserCollector(pu)])
+            http.listen(args.http).addErrback(lambda f: (
+                err.write("rserpool terminal: cannot serve HTTP on %s: %s\n" % (
+                    args.http, f.getErrorMessage())),
+                finished.callback(2) if not finished.called else None))
 
         class Remote(Protocol):
             def connectionMade(self):
@@ -432,6 +442,8 @@ def _terminal(args, out, err):
 
         def done(status):
             pu.close()
+            if http is not None:
+                return http.stop().addCallback(lambda _: status)
             return status
 
         return finished.addCallback(done)
@@ -606,6 +618,9 @@ def add_pool_parsers(sub):
     p.add_argument("--chunk-size", type=int, default=4096, help="transfer: bytes per chunk")
     p.add_argument("--chunk-delay", type=float, default=0.0,
                    help="transfer: seconds between bursts of chunks")
+    p.add_argument("--http", metavar="ENDPOINT",
+                   help="serve this PE's metrics (/metrics, /healthz) on a server endpoint, "
+                        "e.g. tcp:9100:interface=127.0.0.1")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     p.set_defaults(func=_pe)
 
@@ -622,6 +637,8 @@ def add_pool_parsers(sub):
                    help="TLS-PSK key file: reach the PEs (served on psk: endpoints) over TLS-PSK")
     t.add_argument("--identity", metavar="ID",
                    help="with --keys, the identity to present [the file's only one]")
+    t.add_argument("--http", metavar="ENDPOINT",
+                   help="serve this pool user's metrics (/metrics) on a server endpoint")
     t.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     t.set_defaults(func=_terminal)
 

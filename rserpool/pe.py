@@ -55,6 +55,7 @@ from rserpool.asap.scope import Scope, address_scope
 from rserpool.client import MachineDriver, listen_for_registrars
 from rserpool.codes import DEFAULT_REGISTRAR, POLICY_FIELDS, POLICY_NAMES, ErrorCause, PolicyType
 from rserpool.interfaces import normalize_address
+from rserpool.web.nodes import NodeHTTP, PoolElementCollector, PoolElementMonitor
 from rserpool.wire import (
     DATA_ONLY,
     DATA_PLUS_CONTROL,
@@ -277,7 +278,7 @@ class PoolElementService(service.Service):
                  identifier=None, reregistration_interval=30.0, registration_life=None,
                  response_timeout=3.0, connect_timeout=7.5, hunt_retry_delay=1.0,
                  enhanced=False, port=None, protocol=None, announce=None,
-                 session_options=None):
+                 session_options=None, http=None):
         """
         @param pool_handle: the pool handle (C{bytes}, or C{str} in UTF-8).
         @param factory: the application's server factory (not needed with
@@ -312,6 +313,9 @@ class PoolElementService(service.Service):
             Server Announce, or C{None}.
         @param session_options: keyword arguments for
             L{rserpool.session.PESessionFactory} (heartbeat settings).
+        @param http: a server endpoint string to serve this PE's metrics
+            on (C{/metrics}, C{/healthz}: L{rserpool.web.nodes}), or
+            C{None}.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -349,6 +353,10 @@ class PoolElementService(service.Service):
         self._announce_port = None
         self.home_registrar = 0
         self._told = set()
+        self.http = http
+        #: failovers and registrar problems, for metrics
+        self.monitor = PoolElementMonitor(reactor)
+        self._http = None
 
     @property
     def identifier(self):
@@ -369,10 +377,18 @@ class PoolElementService(service.Service):
 
     def startService(self):
         service.Service.startService(self)
-        d = defer.succeed(self.port) if self.port is not None else self._listen()
+        d = self._start_http()
+        d.addCallback(lambda _: self.port if self.port is not None else self._listen())
         d.addCallback(self._listening)
         d.addErrback(self._start_failed)
         return d
+
+    def _start_http(self):
+        if not self.http:
+            return defer.succeed(None)
+        self._http = NodeHTTP(self.reactor, [PoolElementCollector(self)],
+                              healthy=lambda: self.is_registered)
+        return self._http.listen(self.http)
 
     def _listen(self):
         factory = self.factory
@@ -415,6 +431,7 @@ class PoolElementService(service.Service):
 
     def _event(self, event):
         if isinstance(event, RegistrarProblem):
+            self.monitor.problem(event.what.replace(" ", "_"))
             self._problem(event)
         elif isinstance(event, IdentifierChanged):
             # RFC 5355 section 2.3: someone holds our identifier (a PE
@@ -425,6 +442,7 @@ class PoolElementService(service.Service):
                 "Identifier); registering as {new:08x}", old=event.old, new=event.new,
                 handle=self.pool_handle, pe_id=event.new)
         elif isinstance(event, Registered):
+            self.monitor.home()
             self._told.clear()
             self.log.info(
                 "pool element {pe_id:08x} {what} in {handle!r} at {registrar}",
@@ -444,6 +462,7 @@ class PoolElementService(service.Service):
             for d in waiters:
                 d.errback(error)
         elif isinstance(event, HomeChanged):
+            self.monitor.home()
             self.home_registrar = event.server_id
             self.log.info("pool element {pe_id:08x}: home registrar is {id:08x}",
                           pe_id=self.identifier, id=event.server_id)
@@ -542,6 +561,8 @@ class PoolElementService(service.Service):
             self._announce_port = None
         if self.port is not None and self._own_port:
             stops.append(defer.maybeDeferred(self.port.stopListening))
+        if self._http is not None:
+            stops.append(self._http.stop())
         return defer.gatherResults(stops).addCallback(lambda _: result)
 
 

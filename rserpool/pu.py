@@ -15,6 +15,7 @@ C{clientFromString(reactor, "rserpool:EchoPool")}.
 The ASAP procedures are in L{rserpool.asap.pool_user}; this module only
 connects and keeps time.
 """
+import collections
 import random
 
 from twisted.internet import defer, error
@@ -37,6 +38,7 @@ from rserpool.asap.pool_user import (
 )
 from rserpool.client import MachineDriver, listen_for_registrars
 from rserpool.codes import DEFAULT_REGISTRAR
+from rserpool.web.histogram import FAILOVER_BUCKETS, Histogram
 
 __all__ = [
     "PoolUser",
@@ -66,6 +68,11 @@ class PoolUser:
 
     @ivar cache: the L{ResolutionCache}.
     @ivar machine: the L{PoolUserMachine}.
+    @ivar counts: what it did, for metrics (L{rserpool.web.nodes}):
+        C{resolutions}, C{resolution failures}, C{unreachable reports}
+        (sent), C{failovers} (sessions moved to another PE).
+    @ivar failover_time: a L{Histogram} of the seconds from losing a PE to
+        the session going on with the next.
     """
 
     log = Logger()
@@ -100,6 +107,8 @@ class PoolUser:
             registrars, response_timeout, connect_timeout, self.cache,
             limiter if limiter is not None else UnreachableLimiter())
         self.driver = MachineDriver(reactor, self.machine, self._event)
+        self.counts = collections.Counter()
+        self.failover_time = Histogram(FAILOVER_BUCKETS)
         self._waiting = {}
         self._announce_port = None
         if announce is not None:
@@ -109,6 +118,10 @@ class PoolUser:
         return self.reactor.seconds()
 
     def _event(self, event):
+        if isinstance(event, Resolved):
+            self.counts["resolutions"] += 1
+        elif isinstance(event, ResolutionFailed):
+            self.counts["resolution failures"] += 1
         d = self._waiting.pop(event.request, None)
         if d is None:
             return
@@ -195,9 +208,18 @@ class PoolUser:
         sent = self.machine.report_unreachable(handle, pe_id, now)
         self.driver.flush()
         if sent:
+            self.counts["unreachable reports"] += 1
             self.log.info("reported {pe_id:08x} of {handle!r} unreachable",
                           pe_id=pe_id, handle=handle)
         return sent
+
+    def note_failover(self, seconds):
+        """
+        A session of this pool user went on with another PE, C{seconds}
+        after losing the last (the session layer tells).
+        """
+        self.counts["failovers"] += 1
+        self.failover_time.observe(seconds)
 
     def close(self):
         """

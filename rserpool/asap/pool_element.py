@@ -380,6 +380,10 @@ class PoolElementMachine:
         self._deadline_kind = None
         self._ever_registered = False
         self._registered_here = False
+        #: registrations a registrar accepted: the first at a registrar
+        #: (after start or a hunt), and renewals (for metrics)
+        self.registrations = 0
+        self.reregistrations = 0
         self._rng = rng
         self._renewals = 0
 
@@ -700,6 +704,10 @@ class PoolElementMachine:
         self._registered_here = True
         self.state = REGISTERED
         self._arm(now + self.config.reregistration_interval, "reregister")
+        if first_here or not again:
+            self.registrations += 1
+        else:
+            self.reregistrations += 1
         if first_here or not again:
             self._out.append(Registered(self.endpoint, again))
 

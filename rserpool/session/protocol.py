@@ -352,6 +352,11 @@ class PoolSession:
                 self.log.info("session to {handle!r} failed over to {pe_id:08x} ({n})",
                               handle=self.pool_handle, pe_id=self.pe.identifier,
                               n=action.failovers)
+                # Time to failover, for the pool user's metrics.
+                note = getattr(self.pool_user, "note_failover", None)
+                lost, self._lost_at = getattr(self, "_lost_at", None), None
+                if note is not None and lost is not None:
+                    note(self.reactor.seconds() - lost)
                 self._call_failover()
         if self.protocol is None:
             self.protocol = self.factory.buildProtocol(link.transport.getPeer())
@@ -414,6 +419,7 @@ class PoolSession:
             return
         self.link = None
         if self.core.lost():
+            self._lost_at = self.reactor.seconds()
             self.log.info("session to {handle!r}: lost PE {pe_id:08x} ({why}); failing over",
                           handle=self.pool_handle, pe_id=self.pe.identifier,
                           why=reason.getErrorMessage())
