@@ -36,7 +36,7 @@ from rserpool.wire import (
     SCTPTransport,
     TCPTransport,
 )
-from rserpool.codes import ErrorCause, PolicyType
+from rserpool.codes import PolicyType, cause_name
 
 __all__ = [
     "ConformanceCase",
@@ -316,10 +316,4 @@ def cause_text(codes):
     """
     Cause codes as names, for failure texts.
     """
-    out = []
-    for code in codes:
-        try:
-            out.append(ErrorCause(code).name)
-        except ValueError:
-            out.append("0x%04x" % code)
-    return ", ".join(out) or "none"
+    return ", ".join(cause_name(code) for code in codes) or "none"

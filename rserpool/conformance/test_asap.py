@@ -808,6 +808,13 @@ class ErrorTests(ASAPCase):
 
     @defer.inlineCallbacks
     def parameter(self, action):
+        """
+        A Handle Resolution of a pool with a PE, with an unknown parameter
+        of the given action bits after its Pool Handle.
+
+        @return: C{(the responses for that pool, the cause codes reported,
+            a description of everything that came back)}.
+        """
         handle, _, (element,) = yield self.pool(1)
         pu = yield self.connect("pu")
         pu.send_raw(with_parameter(HandleResolution(handle), unknown_parameter(action)))
@@ -816,7 +823,8 @@ class ErrorTests(ASAPCase):
         answers = [m for m in messages if isinstance(m, HandleResolutionResponse)
                    and m.pool_handle == handle]
         reported = error_causes(messages) + [c for m in answers for c in cause_codes(m)]
-        return answers, reported
+        seen = "; got: %s" % (", ".join(describe(m) for m in messages) or "nothing")
+        return answers, reported, seen
 
     @defer.inlineCallbacks
     def test_unknownParameterStop(self):
@@ -825,9 +833,9 @@ class ErrorTests(ASAPCase):
         bits 00 makes the receiver discard the whole message and report
         nothing.
         """
-        answers, reported = yield self.parameter(0)
-        self.assertEqual(answers, [], "the message was processed")
-        self.assertEqual(reported, [], "reported: %s" % cause_text(reported))
+        answers, reported, seen = yield self.parameter(0)
+        self.assertEqual(answers, [], "the message was processed" + seen)
+        self.assertEqual(reported, [], "reported" + seen)
 
     @defer.inlineCallbacks
     def test_unknownParameterStopReport(self):
@@ -836,9 +844,9 @@ class ErrorTests(ASAPCase):
         bits 01 makes the receiver discard the message and report the
         parameter (Unrecognized Parameter).
         """
-        answers, reported = yield self.parameter(1)
-        self.assertEqual(answers, [], "the message was processed")
-        self.assertIn(ErrorCause.UNRECOGNIZED_PARAMETER, reported, "not reported")
+        answers, reported, seen = yield self.parameter(1)
+        self.assertEqual(answers, [], "the message was processed" + seen)
+        self.assertIn(ErrorCause.UNRECOGNIZED_PARAMETER, reported, "not reported" + seen)
 
     @defer.inlineCallbacks
     def test_unknownParameterSkip(self):
@@ -846,10 +854,10 @@ class ErrorTests(ASAPCase):
         RFC 5354 §3 MUST: an unknown parameter whose type starts with the
         bits 10 is skipped: the message is processed and nothing reported.
         """
-        answers, reported = yield self.parameter(2)
-        self.assertEqual(len(answers), 1, "the message was not processed")
-        self.assertTrue(answers[0].pool_elements, "processed without its PE")
-        self.assertEqual(reported, [], "reported: %s" % cause_text(reported))
+        answers, reported, seen = yield self.parameter(2)
+        self.assertEqual(len(answers), 1, "the message was not processed" + seen)
+        self.assertTrue(answers[0].pool_elements, "processed without its PE" + seen)
+        self.assertEqual(reported, [], "reported" + seen)
 
     @defer.inlineCallbacks
     def test_unknownParameterSkipReport(self):
@@ -858,10 +866,10 @@ class ErrorTests(ASAPCase):
         bits 11 is skipped and reported: the message is processed, and an
         Unrecognized Parameter cause comes back.
         """
-        answers, reported = yield self.parameter(3)
-        self.assertEqual(len(answers), 1, "the message was not processed")
-        self.assertTrue(answers[0].pool_elements, "processed without its PE")
-        self.assertIn(ErrorCause.UNRECOGNIZED_PARAMETER, reported, "not reported")
+        answers, reported, seen = yield self.parameter(3)
+        self.assertEqual(len(answers), 1, "the message was not processed" + seen)
+        self.assertTrue(answers[0].pool_elements, "processed without its PE" + seen)
+        self.assertIn(ErrorCause.UNRECOGNIZED_PARAMETER, reported, "not reported" + seen)
 
     @defer.inlineCallbacks
     def refused(self, pe, data, handle):
@@ -920,13 +928,14 @@ class ErrorTests(ASAPCase):
     def test_unknownPolicy(self):
         """
         RFC 5354 §3.8 SHOULD: a registration with a policy type the
-        registrar does not know is refused, not registered with some other policy.
+        registrar does not know is refused (a rejecting Registration
+        Response or an ASAP Error), not registered with some other policy.
         """
         pe = yield self.connect("pe")
         handle = self.handle()
         element = self.element(pe, policy=Policy(0x00003E7E, (), b"\0\0\0\0"))
-        response = yield self.registration(pe, handle, element)
-        self.assertTrue(response.reject, "a PE with an unknown policy type was registered")
+        data = encode(Registration(handle, element))
+        yield self.refused(pe, data, handle)
 
     @defer.inlineCallbacks
     def test_businessCard(self):
