@@ -1,0 +1,157 @@
+"""
+Our registrar against the conformance suite (issue #17): C{twistd enrp}
+on loopback over TCP, short timers, Server Announce on a multicast group
+kept on the loopback interface, and C{rserpool conformance} run against
+it as another process, as any implementer would run it.
+
+Every MUST requirement must pass, and every outcome must be the one
+``tests/data/conformance/ours-tcp.txt`` records, so that a change in our
+registrar, or in the suite, shows up.  To record new outcomes after a
+deliberate change::
+
+    rserpool conformance ... --outcomes tests/data/conformance/ours-tcp.txt
+
+(the command line is in the failure message).
+"""
+import os
+import re
+import socket
+import xml.etree.ElementTree as ElementTree
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from rserpool.conformance.report import parse_outcomes
+from rserpool.conformance.requirements import MANDATORY
+from tests.helpers import ROOT, TWISTD, spawn
+
+DATA = os.path.join(ROOT, "tests", "data", "conformance")
+KEEP_ALIVE = "2"
+KEEP_ALIVE_TIMEOUT = "1"
+ANNOUNCE_INTERVAL = "0.5"
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def mandatory_failures(junit):
+    """
+    The MUST tests of a JUnit file of the suite that did not pass (nor
+    were skipped as not applicable), as C{(name, outcome)}.
+    """
+    root = ElementTree.fromstring(junit)
+    out = []
+    for case in root.findall("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.find("properties")}
+        if props["level"] in MANDATORY and props["outcome"] not in ("pass", "skipped"):
+            out.append((case.get("classname") + "." + case.get("name"), props["outcome"]))
+    return out
+
+
+def start_registrar(test, *extra, asap="tcp:0:interface=127.0.0.1",
+                    enrp="tcp:0:interface=127.0.0.1", address="127.0.0.1"):
+    """
+    Our registrar on loopback (ASAP and ENRP over TCP on free ports, unless
+    told otherwise), with the suite's short keep-alive timers.
+
+    @return: a L{Deferred} firing with C{(process, asap port, enrp port)}.
+    """
+    registrar = spawn(
+        test, "-c", TWISTD, "-n", "--pidfile=", "enrp", "--asap", asap, "--enrp", enrp,
+        "--keep-alive-interval", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
+        *extra, module=None, name="our registrar")
+    where = re.escape(address.encode())
+    asap = registrar.wait_for_match(
+        re.compile(rb"ASAP listening on \S+ \(" + where + rb":(\d+)\)"), timeout=20)
+    enrp = registrar.wait_for_match(
+        re.compile(rb"ENRP listening on \S+ \(" + where + rb":(\d+)\)"), timeout=20)
+    ready = registrar.wait_for(b"ready", timeout=20)
+    d = defer.gatherResults([asap, enrp, ready], consumeErrors=True)
+    d.addCallback(lambda r: (registrar, int(r[0].group(1)), int(r[1].group(1))))
+    return d
+
+
+@defer.inlineCallbacks
+def run_suite(test, *args):
+    """
+    C{rserpool conformance ARGS} in another process, with its JUnit file,
+    report and outcomes written to a directory of the test.
+
+    @return: a L{Deferred} firing with C{(exit code, junit bytes, outcomes
+        text, report text, the process)}.
+    """
+    where = os.path.abspath(test.mktemp())
+    os.makedirs(where)
+    files = {k: os.path.join(where, k) for k in ("junit.xml", "report.md", "outcomes.txt")}
+    suite = spawn(test, "conformance", *args, "--junit", files["junit.xml"],
+                  "--report", files["report.md"], "--outcomes", files["outcomes.txt"],
+                  name="rserpool conformance")
+    code = yield suite.wait_exit(110)
+    texts = {}
+    for key, path in files.items():
+        with open(path, "rb") as f:
+            texts[key] = f.read()
+    return (code, texts["junit.xml"], texts["outcomes.txt"].decode(),
+            texts["report.md"].decode(), suite)
+
+
+class OurRegistrarTCPTests(unittest.TestCase):
+    """
+    The suite against our registrar over TCP.
+    """
+
+    timeout = 150
+
+    @defer.inlineCallbacks
+    def test_suite(self):
+        """
+        Every MUST requirement passes; the outcomes are the recorded ones.
+        """
+        udp = free_udp_port()
+        group = "239.0.0.50:%d" % udp
+        registrar, asap, enrp = yield start_registrar(
+            self, "--enrp-peer-networks", "127.0.0.0/8",
+            "--announce", "--announce-group", group, "--announce-interface", "127.0.0.1",
+            "--announce-ttl", "1", "--announce-interval", ANNOUNCE_INTERVAL)
+        args = ["--asap", "tcp:host=127.0.0.1:port=%d" % asap,
+                "--enrp", "tcp:host=127.0.0.1:port=%d" % enrp,
+                "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
+                "--set", "ANNOUNCE=%s:127.0.0.1" % group,
+                "--set", "ANNOUNCE_INTERVAL=%s" % ANNOUNCE_INTERVAL]
+        code, junit, outcomes, report, suite = yield run_suite(self, *args)
+        failed = mandatory_failures(junit)
+        self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
+            report, suite.describe()))
+        changed = differences(outcomes, known_outcomes("ours-tcp.txt"))
+        self.assertEqual(changed, [], "outcomes differ from tests/data/conformance/"
+                         "ours-tcp.txt (record them with: rserpool conformance %s "
+                         "--outcomes tests/data/conformance/ours-tcp.txt):\n%s"
+                         % (" ".join(args), report))
+        self.assertEqual(code, 0, suite.describe())
+
+
+def known_outcomes(name):
+    """
+    The recorded outcomes C{tests/data/conformance/NAME}.
+    """
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+        return parse_outcomes(f.read())
+
+
+def differences(outcomes, known):
+    """
+    Differences between an outcomes file and known outcomes.
+    """
+    now = parse_outcomes(outcomes)
+    lines = []
+    for test in sorted(set(now) | set(known)):
+        if now.get(test) != known.get(test):
+            lines.append("%s: recorded %s, now %s" % (test, known.get(test), now.get(test)))
+    return lines
+

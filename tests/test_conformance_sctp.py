@@ -1,0 +1,187 @@
+"""
+The conformance suite over SCTP, in the SCTP guest (issue #17): against our
+registrar (every MUST passes) and against RSPLIB 3.4's ``rspregistrar``,
+each compared with the outcomes recorded in
+``tests/data/conformance/`` (``ours-sctp.txt``, ``rsplib-3.4.txt``) so that
+a change on either side shows up.  ``doc/conformance.rst`` shows the two
+side by side.
+
+Run with the other SCTP tests by ``.ci/sctp-tests``, or alone::
+
+    ../shared/tools/sctp-vm .venv/bin/python -m twisted.trial tests.test_conformance_sctp
+
+Outside a guest whose kernel has SCTP, as a non-root user, or without
+RSPLIB, the tests skip and say why.
+
+Each registrar serves a dummy interface with site-local addresses
+10.255.N.1 to .5 (RSPLIB's message parser drops loopback addresses from a
+transport parameter, so its registrar cannot register a PE on loopback,
+whatever its ``-minaddressscope``): the registrar on .1, the suite's PEs
+and pool users on .2, and .3 to .5 as other hosts (RSERPOOL_TARGET_BIND,
+RSERPOOL_TARGET_SOURCES).  Both run with the suite's short keep-alive
+timers (RSPLIB's in milliseconds); multicast announcements are off.
+"""
+import itertools
+import os
+import shutil
+
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from rserpool.conformance.client import connect, sleep
+from rserpool.transport import sctp
+from tests.helpers import start
+from tests.test_interop_rsplib import Network
+from tests.test_conformance_registrar import (
+    KEEP_ALIVE,
+    KEEP_ALIVE_TIMEOUT,
+    differences,
+    known_outcomes,
+    mandatory_failures,
+    run_suite,
+    start_registrar,
+)
+
+#: Ports of RSPLIB's registrar (on an address of its own).
+RSPLIB_ASAP = 16863
+RSPLIB_ENRP = 16901
+
+_subnets = itertools.count(220)
+
+
+def _no_sctp():
+    reason = sctp.sctpAvailable()
+    if reason is not None:
+        return "kernel has no SCTP (run under ../shared/tools/sctp-vm): %s" % (reason,)
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return "needs root and iproute2's ip to add a dummy interface (the guest has both)"
+    return None
+
+
+NO_SCTP = _no_sctp()
+
+
+@defer.inlineCallbacks
+def wait_listening(test, endpoint, process, timeout=10.0):
+    """
+    Poll until an ASAP association to C{endpoint} comes up (reactor
+    timers, at most C{timeout} seconds).
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        try:
+            conn = yield connect(reactor, endpoint, timeout=1.0, name="probe")
+        except Exception:
+            if reactor.seconds() >= deadline or process.done:
+                test.fail("%s does not answer within %g s\n%s" % (
+                    endpoint, timeout, process.describe()))
+            yield sleep(reactor, 0.2)
+            continue
+        yield conn.close()
+        return
+
+
+class _Suite(unittest.TestCase):
+    timeout = 200
+
+    def network(self):
+        """
+        A dummy interface with 10.255.N.1 to .5, removed after the test.
+
+        @return: the addresses.
+        """
+        n = next(_subnets)
+        net = Network("rscf%d" % n, n, count=5)
+        net.up()
+        self.addCleanup(net.down)
+        return net.addresses
+
+    def placement(self, addresses):
+        """
+        The suite's options for PEs and pool users on .2 and other hosts
+        on .3 to .5.
+        """
+        return ["--set", "BIND=%s" % addresses[1],
+                "--set", "SOURCES=%s" % ",".join(addresses[2:])]
+
+    @defer.inlineCallbacks
+    def check(self, args, known, must_pass):
+        code, junit, outcomes, report, suite = yield run_suite(self, *args)
+        # RSERPOOL_CONFORMANCE_REPORTS=DIR keeps the reports (and outcomes)
+        # for doc/conformance.rst's side-by-side table.
+        keep = os.environ.get("RSERPOOL_CONFORMANCE_REPORTS")
+        if keep:
+            base = os.path.join(keep, known[: -len(".txt")])
+            with open(base + ".md", "w", encoding="utf-8") as f:
+                f.write(report)
+            with open(base + ".txt", "w", encoding="utf-8") as f:
+                f.write(outcomes)
+        if must_pass:
+            failed = mandatory_failures(junit)
+            self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
+                report, suite.describe()))
+        changed = differences(outcomes, known_outcomes(known))
+        self.assertEqual(changed, [], "outcomes differ from tests/data/conformance/%s "
+                         "(record them with: rserpool conformance %s --outcomes "
+                         "tests/data/conformance/%s):\n%s" % (known, " ".join(args), known, report))
+        return report
+
+
+class OurRegistrarSCTPTests(_Suite):
+    """
+    The suite against our registrar, ASAP and ENRP over SCTP.
+    """
+
+    if NO_SCTP is not None:
+        skip = NO_SCTP
+
+    @defer.inlineCallbacks
+    def test_suite(self):
+        """
+        Every MUST requirement passes over SCTP too; the outcomes are the
+        recorded ones.
+        """
+        addresses = self.network()
+        here = addresses[0]
+        registrar, asap, enrp = yield start_registrar(
+            self, "--enrp-peer-networks", "%s/24" % here,
+            asap="sctp:0:interface=%s:mode=seqpacket" % here,
+            enrp="sctp:0:interface=%s:ppid=12" % here, address=here)
+        args = ["--asap", "sctp:host=%s:port=%d" % (here, asap),
+                "--enrp", "sctp:host=%s:port=%d:ppid=12" % (here, enrp),
+                "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
+                "--title", "rserpool (twistd enrp) over SCTP"] + self.placement(addresses)
+        yield self.check(args, "ours-sctp.txt", must_pass=True)
+
+
+class RSPLIBRegistrarTests(_Suite):
+    """
+    The suite against RSPLIB's ``rspregistrar``.
+    """
+
+    if NO_SCTP is not None:
+        skip = NO_SCTP
+    elif shutil.which("rspregistrar") is None:
+        skip = ("RSPLIB is not installed: apt-get install -y --no-install-recommends "
+                "rsplib-registrar rsplib-tools rsplib-services")
+
+    @defer.inlineCallbacks
+    def test_suite(self):
+        """
+        RSPLIB's outcomes are the recorded ones (doc/conformance.rst lists
+        where it deviates).
+        """
+        addresses = self.network()
+        here = addresses[0]
+        asap = "sctp:host=%s:port=%d" % (here, RSPLIB_ASAP)
+        process = start(self, [
+            "rspregistrar", "-asap=%s:%d" % (here, RSPLIB_ASAP),
+            "-enrp=%s:%d" % (here, RSPLIB_ENRP), "-asapannounce=off", "-enrpannounce=off",
+            "-endpointkeepalivetransmissioninterval=%d" % (float(KEEP_ALIVE) * 1000),
+            "-endpointkeepalivetimeoutinterval=%d" % (float(KEEP_ALIVE_TIMEOUT) * 1000),
+            "-logcolor=off"], name="rspregistrar")
+        yield wait_listening(self, asap, process)
+        args = ["--asap", asap,
+                "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
+                "--title", "RSPLIB 3.4 (rspregistrar) over SCTP"] + self.placement(addresses)
+        yield self.check(args, "rsplib-3.4.txt", must_pass=False)
