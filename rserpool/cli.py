@@ -267,6 +267,8 @@ def _pe(args, out, err):
             session_options={"heartbeat_interval": args.heartbeat,
                              "max_missed": args.max_missed},
             http=args.http,
+            csp=args.csp,
+            csp_interval=args.csp_interval,
         )
         result = defer.Deferred()
         state = {"registered": False}
@@ -362,6 +364,18 @@ def _terminal(args, out, err):
         finished = defer.Deferred()
         state = {"protocol": None, "eof": False, "quiet": None, "lines": []}
         http = None
+        csp = None
+        if args.csp is not None:
+            from rserpool.transport.csp import CSPReporter, pool_user_id, pool_user_report
+
+            number = random.SystemRandom().getrandbits(56) or 1
+            csp = CSPReporter(reactor, args.csp, lambda: pool_user_id(number),
+                              lambda: pool_user_report(args.handle, lambda: (
+                                  state["pe"], None if state["since"] is None
+                                  else reactor.seconds() - state["since"], state["failovers"])),
+                              args.csp_interval)
+            csp.start()
+        state.update(pe=None, since=None, failovers=0)
         if args.http:
             from rserpool.web.nodes import NodeHTTP, PoolUserCollector
 
@@ -375,6 +389,7 @@ def _terminal(args, out, err):
             def connectionMade(self):
                 state["protocol"] = self
                 pe = getattr(self, "pool_element", None)
+                state.update(pe=pe, since=reactor.seconds())
                 if pe is not None:
                     err.write("rserpool terminal: connected to %s\n" % (pe,))
                     err.flush()
@@ -383,6 +398,7 @@ def _terminal(args, out, err):
                 state["lines"] = []
 
             def sessionFailover(self, pe):
+                state.update(pe=pe, since=reactor.seconds(), failovers=state["failovers"] + 1)
                 err.write("rserpool terminal: failed over to %s\n" % pe)
                 err.flush()
 
@@ -393,7 +409,7 @@ def _terminal(args, out, err):
                     _arm_quiet()
 
             def connectionLost(self, reason):
-                state["protocol"] = None
+                state.update(protocol=None, pe=None, since=None)
                 if not finished.called:
                     if not reason.check(error.ConnectionDone):
                         err.write("rserpool terminal: %s\n" % reason.getErrorMessage())
@@ -442,6 +458,8 @@ def _terminal(args, out, err):
 
         def done(status):
             pu.close()
+            if csp is not None:
+                csp.stop()
             if http is not None:
                 return http.stop().addCallback(lambda _: status)
             return status
@@ -564,6 +582,27 @@ def _dump(args, out, err):
     return _run(main)
 
 
+def _csp_address(text):
+    from rserpool.transport.csp import parse_csp_address
+
+    try:
+        return parse_csp_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def csp_options(p):
+    """
+    C{--csp HOST[:PORT]} and C{--csp-interval SECONDS}: report to RSPLIB's
+    C{cspmonitor} (Component Status Protocol).
+    """
+    p.add_argument("--csp", metavar="HOST[:PORT]", type=_csp_address,
+                   help="report status to RSPLIB's cspmonitor (Component Status Protocol, "
+                        "UDP; port 2960 unless given)")
+    p.add_argument("--csp-interval", type=float, default=0.25, metavar="SECONDS",
+                   help="seconds between status reports (default 0.25, RSPLIB's)")
+
+
 def add_pool_parsers(sub):
     """
     Add C{resolve}, C{pe}, C{terminal} and C{dump} to the subparsers
@@ -621,6 +660,7 @@ def add_pool_parsers(sub):
     p.add_argument("--http", metavar="ENDPOINT",
                    help="serve this PE's metrics (/metrics, /healthz) on a server endpoint, "
                         "e.g. tcp:9100:interface=127.0.0.1")
+    csp_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     p.set_defaults(func=_pe)
 
@@ -639,6 +679,7 @@ def add_pool_parsers(sub):
                    help="with --keys, the identity to present [the file's only one]")
     t.add_argument("--http", metavar="ENDPOINT",
                    help="serve this pool user's metrics (/metrics) on a server endpoint")
+    csp_options(t)
     t.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     t.set_defaults(func=_terminal)
 

@@ -278,7 +278,7 @@ class PoolElementService(service.Service):
                  identifier=None, reregistration_interval=30.0, registration_life=None,
                  response_timeout=3.0, connect_timeout=7.5, hunt_retry_delay=1.0,
                  enhanced=False, port=None, protocol=None, announce=None,
-                 session_options=None, http=None):
+                 session_options=None, http=None, csp=None, csp_interval=0.25):
         """
         @param pool_handle: the pool handle (C{bytes}, or C{str} in UTF-8).
         @param factory: the application's server factory (not needed with
@@ -316,6 +316,9 @@ class PoolElementService(service.Service):
         @param http: a server endpoint string to serve this PE's metrics
             on (C{/metrics}, C{/healthz}: L{rserpool.web.nodes}), or
             C{None}.
+        @param csp: C{(host, port)} of RSPLIB's C{cspmonitor} to report
+            this PE's status to (L{rserpool.transport.csp}), or C{None}.
+        @param csp_interval: seconds between those reports.
         """
         if reactor is None:
             from twisted.internet import reactor
@@ -357,6 +360,10 @@ class PoolElementService(service.Service):
         #: failovers and registrar problems, for metrics
         self.monitor = PoolElementMonitor(reactor)
         self._http = None
+        self.csp = csp
+        self.csp_interval = csp_interval
+        self._csp = None
+        self._home_since = None
 
     @property
     def identifier(self):
@@ -417,6 +424,13 @@ class PoolElementService(service.Service):
             registrars=self.machine.candidates())
         if self.announce is not None:
             self._start_announce()
+        if self.csp is not None:
+            from rserpool.transport.csp import CSPReporter, pool_element_id, pool_element_report
+
+            self._csp = CSPReporter(
+                self.reactor, self.csp, lambda: pool_element_id(self),
+                lambda: pool_element_report(self, self._registered_for), self.csp_interval)
+            self._csp.start()
         self.machine.start(self.reactor.seconds())
         self.driver.flush()
 
@@ -443,6 +457,7 @@ class PoolElementService(service.Service):
                 handle=self.pool_handle, pe_id=event.new)
         elif isinstance(event, Registered):
             self.monitor.home()
+            self._home_since = self.reactor.seconds()
             self._told.clear()
             self.log.info(
                 "pool element {pe_id:08x} {what} in {handle!r} at {registrar}",
@@ -491,6 +506,11 @@ class PoolElementService(service.Service):
             reason=event.reason or event.what, pe_id=self.identifier, handle=self.pool_handle,
             others="the other registrars" if others else "again every %g s" % (
                 self.config.hunt_retry_delay,))
+
+    def _registered_for(self):
+        if self._home_since is None:
+            return None
+        return self.reactor.seconds() - self._home_since
 
     def when_registered(self):
         """
@@ -563,6 +583,9 @@ class PoolElementService(service.Service):
             stops.append(defer.maybeDeferred(self.port.stopListening))
         if self._http is not None:
             stops.append(self._http.stop())
+        if self._csp is not None:
+            stops.append(self._csp.stop())
+            self._csp = None
         return defer.gatherResults(stops).addCallback(lambda _: result)
 
 

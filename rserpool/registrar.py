@@ -438,6 +438,8 @@ class RegistrarService(service.Service):
         http=None,
         http_limits=None,
         metrics_cache=1.0,
+        csp=None,
+        csp_interval=0.25,
     ):
         """
         @param config: a L{RegistrarConfig}; its C{min_address_scope} is
@@ -497,6 +499,10 @@ class RegistrarService(service.Service):
             L{rserpool.web.monitor}), or C{None} (off, the default).
         @param http_limits: its L{rserpool.web.http.HTTPLimits}.
         @param metrics_cache: seconds a rendered C{/metrics} is reused.
+        @param csp: C{(host, port)} of RSPLIB's C{cspmonitor} to report to
+            (Component Status Protocol, L{rserpool.transport.csp}), or
+            C{None}.
+        @param csp_interval: seconds between those reports.
         """
         if enrp_endpoint and psk is not None and (
                 psk.peer_keys is None or os.path.realpath(psk.peer_keys) ==
@@ -552,6 +558,8 @@ class RegistrarService(service.Service):
         self.connection_budget = ConnectionBudget(self.connection_limits)
         self.refusals = RefusalLog()
         self.http = http
+        self.csp = csp
+        self.csp_interval = csp_interval
         #: counters, recent events and the HTTP side (rserpool.web.monitor)
         self.monitor = RegistrarMonitor(self, reactor, limits=http_limits,
                                         metrics_cache=metrics_cache)
@@ -576,6 +584,8 @@ class RegistrarService(service.Service):
         if self.enrp_endpoint:
             listens.append(self._start_enrp())
         http = self.monitor.start(self.http).addErrback(self._http_failed)
+        if self.csp is not None:
+            self.monitor.start_csp(self.csp, self.csp_interval)
         d = defer.gatherResults(listens + [http], consumeErrors=True)
         d.addCallback(lambda ports: self._listening(ports[:-1]))
         d.addErrback(self._listen_failed)

@@ -125,6 +125,15 @@ def _networks(value):
         raise usage.UsageError("--enrp-peer-networks: {}".format(e)) from None
 
 
+def _csp(value):
+    from rserpool.transport.csp import parse_csp_address
+
+    try:
+        return parse_csp_address(value)
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+
+
 def _flag(value):
     if isinstance(value, bool):
         return value
@@ -199,6 +208,15 @@ SETTINGS = {
         "ENRP endpoint to listen on for peers and `rserpool dump`; 'none' for no ENRP.",
     ),
     "enrp-multicast": (False, _flag, None),
+    "csp": (
+        None, _csp,
+        "Report this registrar's status to RSPLIB's cspmonitor (Component Status "
+        "Protocol, UDP) at HOST[:PORT] (port 2960 unless given) [off].",
+    ),
+    "csp-interval": (
+        0.25, _seconds("csp-interval", 0.05, 60.0),
+        "Seconds between Component Status reports (RSPLIB's -cspinterval).",
+    ),
     "http": (
         None, str,
         "Serve Prometheus metrics (/metrics), the handlespace page (/), JSON (/api/v1/) and "
@@ -703,4 +721,6 @@ def makeService(options):
         exit_on_listen_failure=True,
         connection_limits=connection_limits,
         http=s.get("http"),
+        csp=s.get("csp"),
+        csp_interval=s.get("csp-interval", 0.25),
     )

@@ -594,6 +594,8 @@ class RegistrarMonitor:
         self.started = None
         self.http_port = None
         self.site = None
+        #: the L{rserpool.transport.csp.CSPReporter}, when reporting
+        self.csp = None
         self._watched = None
         self.hub = ChangeHub(clock, self.fingerprint, self.limits)
         self.events.observers.append(self.hub.event)
@@ -815,13 +817,28 @@ class RegistrarMonitor:
         return listen_http(self.service.reactor, description, self.resource(),
                            self.limits).addCallback(listening)
 
+    def start_csp(self, address, interval):
+        """
+        Report to RSPLIB's C{cspmonitor} at C{address} (C{(host, port)})
+        every C{interval} seconds (L{rserpool.transport.csp}).
+        """
+        from rserpool.transport.csp import CSPReporter, registrar_id, registrar_report
+
+        service = self.service
+        self.csp = CSPReporter(service.reactor, address, lambda: registrar_id(service),
+                               lambda: registrar_report(service), interval)
+        return self.csp.start()
+
     def stop(self):
         """
-        Stop listening and end the live streams.
+        Stop listening and reporting, and end the live streams.
 
         @return: a L{Deferred}.
         """
         self.hub.stop()
+        csp, self.csp = self.csp, None
+        if csp is not None:
+            csp.stop()
         port, self.http_port = self.http_port, None
         if port is None:
             return defer.succeed(None)
