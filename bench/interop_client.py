@@ -17,11 +17,10 @@ import selectors
 import socket
 import time
 
-from rserpool.codes import PolicyType
+from rserpool.codes import ASAP_PPID, PolicyType
 from rserpool.transport import _sctp_abi as abi
 from rserpool.wire import HandleResolution, Policy, PoolElement, Registration, TCPTransport, encode
 
-PPID_ASAP = 11
 REGISTRATION_RESPONSE = 0x03
 HANDLE_RESOLUTION_RESPONSE = 0x06
 KEEP_ALIVE = 0x07
@@ -55,7 +54,7 @@ class Association:
         # no notifications: every message read is an ASAP message
         s.setsockopt(abi.SOL_SCTP, abi.SCTP_EVENTS, abi.pack_events())
         # send() carries PPID 11 without ancillary data
-        s.setsockopt(abi.SOL_SCTP, abi.SCTP_DEFAULT_SNDINFO, abi.pack_sndinfo(PPID_ASAP))
+        s.setsockopt(abi.SOL_SCTP, abi.SCTP_DEFAULT_SNDINFO, abi.pack_sndinfo(ASAP_PPID))
         s.bind((local, 0))
         s.settimeout(10)
         s.connect(registrar)

@@ -25,6 +25,7 @@ import time
 
 from twisted.trial import unittest
 
+from rserpool.codes import ASAP_PPID
 from rserpool.transport import _sctp_abi as abi
 from rserpool.transport import sctp
 from rserpool.wire import HandleResolution, HandleResolutionResponse, decode, encode
@@ -170,7 +171,7 @@ def resolve(registrar, handle, timeout=3.0):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, abi.IPPROTO_SCTP)
     s.settimeout(timeout)
     try:
-        s.setsockopt(abi.SOL_SCTP, abi.SCTP_DEFAULT_SNDINFO, abi.pack_sndinfo(sctp.PPID_ASAP))
+        s.setsockopt(abi.SOL_SCTP, abi.SCTP_DEFAULT_SNDINFO, abi.pack_sndinfo(ASAP_PPID))
         s.setsockopt(abi.SOL_SCTP, abi.SCTP_EVENTS, abi.pack_events())
         s.connect(registrar)
         s.send(encode(HandleResolution(handle, 0xFFFFFFFF)))
