@@ -462,7 +462,9 @@ class PoolElementService(service.Service):
             self.log.info(
                 "pool element {pe_id:08x} {what} in {handle!r} at {registrar}",
                 pe_id=self.identifier, handle=self.pool_handle, registrar=event.endpoint,
-                what="re-registered" if event.reregistration else "registered")
+                what="re-registered" if event.reregistration else "registered",
+                pool=self.pool_handle.decode("utf-8", "backslashreplace"),
+                pe="%08x" % self.identifier)
             if not self.registered.called:
                 self.registered.callback(self)
             waiters, self._waiters = self._waiters, []
@@ -504,6 +506,8 @@ class PoolElementService(service.Service):
         self.log.warn(
             text, registrar=event.endpoint, problem=event.what,
             reason=event.reason or event.what, pe_id=self.identifier, handle=self.pool_handle,
+            pool=self.pool_handle.decode("utf-8", "backslashreplace"), pe="%08x" % self.identifier,
+            cause=event.what,
             others="the other registrars" if others else "again every %g s" % (
                 self.config.hunt_retry_delay,))
 

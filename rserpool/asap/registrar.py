@@ -394,6 +394,7 @@ class ASAPRegistrar:
                     "registration life of {pe_id:08x} in {handle!r} expired",
                     pe_id=pe_id,
                     handle=handle,
+                    pool=_pool(handle), pe="%08x" % pe_id, cause="registration life expired",
                 )
                 hs.remove(pe)
                 self._removed(pe, "registration life expired")
@@ -433,6 +434,7 @@ class ASAPRegistrar:
             peer=_peer(conn),
             cause=ErrorCause(cause).name,
             reason=reason,
+            pool=_pool(handle), pe="%08x" % pe_id,
         )
         # fit: the response echoes the pool handle, and an overlong one
         # again as the cause's information, which then is cut (issue #14).
@@ -572,6 +574,7 @@ class ASAPRegistrar:
                 handle=handle,
                 peer=_peer(conn),
                 policy=settings.name,
+                pool=_pool(handle), pe="%08x" % pe_id,
             )
         conn.send(RegistrationResponse(handle, pe_id))
         for observer in self.on_registered:
@@ -604,6 +607,7 @@ class ASAPRegistrar:
                 pe_id=pe_id,
                 handle=handle,
                 peer=_peer(conn),
+                pool=_pool(handle), pe="%08x" % pe_id, cause="not the PE's own connection",
             )
             conn.send(
                 DeregistrationResponse(
@@ -724,6 +728,7 @@ class ASAPRegistrar:
             "keep-alive timeout for {pe_id:08x} in {handle!r}: removing it",
             pe_id=pe.pe_id,
             handle=pe.handle,
+            pool=_pool(pe.handle), pe="%08x" % pe.pe_id, cause="keep-alive timeout",
         )
         conn = pe.connection
         self.handlespace.remove(pe)
@@ -854,7 +859,8 @@ class ASAPRegistrar:
         count = sources.report(pe.handle, pe.pe_id, conn, now)
         self.events.info(
             now, "{count} source(s) report {pe_id:08x} in {handle!r} unreachable",
-            count=count, pe_id=pe.pe_id, handle=pe.handle)
+            count=count, pe_id=pe.pe_id, handle=pe.handle,
+            pool=_pool(pe.handle), pe="%08x" % pe.pe_id, cause="unreachable")
         if count < self.config.max_bad_pe_reports:
             return
         if pe.home_registrar == self.server_id and pe.connection is not None:
@@ -908,6 +914,7 @@ class ASAPRegistrar:
                 pe_id=pe.pe_id,
                 handle=pe.handle,
                 reason=reason,
+                pool=_pool(pe.handle), pe="%08x" % pe.pe_id, cause=reason,
             )
         for observer in self.on_removed:
             observer(pe, reason)
@@ -916,6 +923,12 @@ class ASAPRegistrar:
         when = self.next_deadline
         if when is not None:
             self._schedule(when)
+
+
+def _pool(handle):
+    # A pool handle as a log field (JSON logs, issue #16): text, cut like
+    # brief() (a peer's handle may be 64 KiB).
+    return bytes(handle[:64]).decode("utf-8", "backslashreplace")
 
 
 def _peer(conn):

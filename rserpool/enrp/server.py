@@ -1211,7 +1211,8 @@ class ENRPServer:
         outstanding = {p for p in self.peers if p != peer.server_id}
         self.takeovers["started"] += 1
         self.log.warn("ENRP peer {id:08x} unreachable: taking over its {n} PEs, "
-                      "{k} acks to collect", id=peer.server_id, n=owned, k=len(outstanding))
+                      "{k} acks to collect", id=peer.server_id, n=owned, k=len(outstanding),
+                      registrar="%08x" % peer.server_id, cause="peer unreachable")
         peer.takeover = _Takeover(peer.server_id, outstanding)
         peer.timer = PeerTimer.TAKEOVER_EXPIRY
         peer.deadline = now + self.config.takeover_expiry
@@ -1237,7 +1238,8 @@ class ENRPServer:
             return
         self.takeovers["expired"] += 1
         self.log.warn("ENRP takeover of {id:08x} expired without acks from {missing}",
-                      id=peer.server_id, missing=", ".join("%08x" % p for p in sorted(live)))
+                      id=peer.server_id, missing=", ".join("%08x" % p for p in sorted(live)),
+                      registrar="%08x" % peer.server_id, cause="takeover expired")
         peer.takeover = None
         peer.timer = PeerTimer.NO_RESPONSE
         peer.deadline = now + self.config.max_time_no_response
@@ -1294,7 +1296,8 @@ class ENRPServer:
                 reached += 1
         self.registrar.reschedule()
         self.log.warn("ENRP takeover of {id:08x} done: {n} PEs adopted, {k} told by "
-                      "Endpoint Keep Alive with H", id=target, n=len(moved), k=reached)
+                      "Endpoint Keep Alive with H", id=target, n=len(moved), k=reached,
+                      registrar="%08x" % target, cause="takeover done")
         self._drop_peer(peer, "taken over")
         for observer in self.on_takeover:
             observer(target, self.server_id, moved)
@@ -1323,7 +1326,8 @@ class ENRPServer:
         self.takeovers["by peer"] += 1
         self.registrar.reschedule()
         self.log.info("ENRP peer {new:08x} took over {old:08x} ({n} PEs)",
-                      new=message.sender_id, old=target, n=len(moved))
+                      new=message.sender_id, old=target, n=len(moved),
+                      registrar="%08x" % target, cause="taken over by %08x" % message.sender_id)
         if peer is not None:
             self._drop_peer(peer, "taken over by %08x" % message.sender_id)
         for observer in self.on_takeover:
