@@ -22,14 +22,31 @@ every peer").
    in all, with a reserve that only registrar peers (the ENRP listener)
    may use, so a flood of pool-user connections cannot lock the
    registrars out of each other.
+ - L{MemoryReturn}: what connections that did not read held in buffers
+   goes back to the system once they are gone (glibc keeps freed memory
+   in the process otherwise, and a slow-reader flood would leave the
+   registrar tens of MB larger for good).
+ - L{TurnScheduler}: the registrar's time, shared out by source.  A
+   connection handles at most a few messages when they arrive; what else
+   one read brought waits, undecoded, while the connection is not read
+   from, and is handled a few messages at a time in turns, source after
+   source, for at most a millisecond or so between two looks at the
+   sockets.  A pool user with one request is then served at once, however
+   many connections another source keeps busy, and what a flood sends
+   beyond the registrar's time stays in its own socket buffers.
 """
+import collections
+import ctypes
+import gc
 import resource
+import time
 
 import attrs
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-__all__ = ["ConnectionLimits", "ConnectionGuard", "ConnectionBudget", "descriptor_budget"]
+__all__ = ["ConnectionLimits", "ConnectionGuard", "ConnectionBudget", "TurnScheduler",
+           "MemoryReturn", "descriptor_budget"]
 
 
 def _positive(instance, attribute, value):
@@ -227,6 +244,16 @@ class ConnectionGuard:
         if limit is not None and self.queued > limit:
             self._close("%d bytes wait for it to read" % self.queued, abort=True)
 
+    def release(self):
+        """
+        The connection is gone for good: let go of the protocol, so that
+        it and what its transport held (a peer's unread answers) are freed
+        at once, not when the garbage collector finds the cycle.
+        """
+        self.stop()
+        self.protocol = None
+        self.on_resume = None
+
     def stop(self):
         """
         The connection is gone.
@@ -324,3 +351,166 @@ class ConnectionGuard:
         self.closed = reason
         self.stop()
         self.protocol.guard_closed(reason, abort or self.paused)
+
+
+class TurnScheduler:
+    """
+    Gives connections with waiting messages turns, source after source
+    (see the module's description).
+
+    A worker (a connection) that has more messages than it may handle at
+    once calls L{wait} with its source; the scheduler then calls its
+    C{take_turn(quantum)} from the reactor, round robin over the sources
+    and over each source's workers, until a time slice is used up, and
+    again after the reactor has looked at its sockets.  A worker that
+    still has messages after its turn calls L{wait} again; one that is
+    gone simply does not.
+
+    @ivar quantum: messages a worker handles per turn (and at once, when
+        they arrive).
+    @ivar slice: seconds of turns between two looks at the sockets.
+    """
+
+    #: Turns per slice at most, whatever the timer says.
+    max_turns = 4096
+
+    def __init__(self, clock, quantum=16, slice=0.00025, timer=time.perf_counter):
+        """
+        @param clock: an C{IReactorTime} (C{callLater(0, ...)} runs after
+            the reactor's next look at its sockets).
+        @param quantum: messages per turn.
+        @param slice: seconds of turns per reactor iteration.
+        @param timer: what measures the slice (a monotonic clock).
+        """
+        self.clock = clock
+        self.quantum = quantum
+        self.slice = slice
+        self.timer = timer
+        self._sources = collections.OrderedDict()
+        self._call = None
+
+    def wait(self, key, worker):
+        """
+        C{worker}, of source C{key}, has messages waiting: give it a turn.
+        """
+        workers = self._sources.get(key)
+        if workers is None:
+            workers = self._sources[key] = collections.OrderedDict()
+        workers[worker] = None
+        if self._call is None:
+            self._call = self.clock.callLater(0, self._run)
+
+    def forget(self, key, worker):
+        """
+        C{worker} is gone: no more turns.
+        """
+        workers = self._sources.get(key)
+        if workers is not None:
+            workers.pop(worker, None)
+            if not workers:
+                del self._sources[key]
+
+    def __len__(self):
+        """
+        How many workers wait for a turn.
+        """
+        return sum(len(w) for w in self._sources.values())
+
+    def _run(self):
+        self._call = None
+        sources = self._sources
+        deadline = self.timer() + self.slice
+        for _ in range(self.max_turns):
+            if not sources:
+                break
+            key = next(iter(sources))
+            workers = sources[key]
+            worker = next(iter(workers))
+            del workers[worker]
+            if workers:
+                sources.move_to_end(key)
+            else:
+                del sources[key]
+            worker.take_turn(self.quantum)
+            if self.timer() >= deadline:
+                break
+        if sources and self._call is None:
+            self._call = self.clock.callLater(0, self._run)
+
+
+def malloc_trim():
+    """
+    glibc's C{malloc_trim(0)} as a callable, or C{None} elsewhere.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+class MemoryReturn:
+    """
+    Gives memory back to the system after connections are gone, above all
+    those that held buffers (answers their peer did not read, requests
+    that waited for their turn) or failed a TLS handshake.
+
+    Two things keep it in the process.  Twisted's TLS leaves a connection
+    whose peer vanished mid-handshake in a reference cycle (a Failure made
+    in a frame that its own traceback holds, with the connection's OpenSSL
+    state, about 70 KB, hanging from it) that only the garbage collector
+    frees, and the registrar's collector runs the older generations
+    seldom (L{rserpool.tap.GC_THRESHOLD_0}).  And the allocator keeps the
+    blocks it is given back for reuse, where a few live objects keep a
+    whole region: after 500 connections that did not read are gone, the
+    registrar stayed about 60 MB larger; after a TLS handshake flood,
+    200 MB.  Once C{threshold} bytes were let go, the young generations
+    are collected (the new cycles are there; well under a millisecond)
+    and glibc's C{malloc_trim} returns what is free (a millisecond or so),
+    at most once every C{interval} seconds.
+
+    @ivar trims: how many times memory was given back.
+    """
+
+    def __init__(self, clock, trim=None, threshold=4 << 20, interval=5.0, collect=None):
+        """
+        @param clock: an C{IReactorTime}.
+        @param trim: what gives the memory back (L{malloc_trim} by
+            default; nothing happens without it).
+        @param threshold: bytes let go before it is worth it.
+        @param interval: seconds between two trims at least.
+        @param collect: what frees the cycles first (the collector's young
+            generations by default).
+        """
+        self.clock = clock
+        self.collect = collect if collect is not None else (lambda: gc.collect(1))
+        self.trim = trim if trim is not None else malloc_trim()
+        self.threshold = threshold
+        self.interval = interval
+        self.trims = 0
+        self._freed = 0
+        self._last = None
+        self._call = None
+
+    def released(self, count):
+        """
+        A connection that held C{count} bytes of buffers is gone.
+        """
+        if self.trim is None or count <= 0:
+            return
+        self._freed += count
+        if self._freed < self.threshold or self._call is not None:
+            return
+        now = self.clock.seconds()
+        delay = 0.0 if self._last is None else max(0.0, self._last + self.interval - now)
+        self._call = self.clock.callLater(delay, self._give_back)
+
+    def _give_back(self):
+        self._call = None
+        self._freed = 0
+        self._last = self.clock.seconds()
+        self.trims += 1
+        self.collect()
+        self.trim()

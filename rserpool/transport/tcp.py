@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from rserpool.limits import EventLog, RefusalLog, principal
 from rserpool.interfaces import IMessageConnection, NotAvailable, normalize_address
-from rserpool.transport.guard import ConnectionGuard
+from rserpool.transport.guard import ConnectionGuard, MemoryReturn, TurnScheduler
 from rserpool.transport import mux
 from rserpool.wire import ASAP, ProtocolError, StreamDecoder, TCPTransport, encode
 
@@ -34,6 +34,17 @@ __all__ = [
     "MultiplexProtocol",
     "address_of",
 ]
+
+
+def _whole_message_first(raw):
+    """
+    Whether C{raw} starts with a whole message (padding included), or
+    with a header that breaks the framing (which must be handled too).
+    """
+    if len(raw) < 4:
+        return False
+    length = (raw[2] << 8) | raw[3]
+    return length < 4 or len(raw) >= (length + 3) & ~3
 
 
 def address_of(address):
@@ -193,13 +204,13 @@ class MessageStreamProtocol(Protocol):
     def dataReceived(self, data):
         if not self.connected:
             return
+        if self.guard is not None and getattr(self.factory, "turns", None) is not None:
+            self._received(data)
+            return
         try:
             items = self._decoder.feed(data)
         except ProtocolError as e:
-            self._note("closing {protocol} connection from {peer}: {reason}",
-                       protocol=self.protocol, peer=self.describe(), reason=e.reason)
-            self.receiver.protocol_error(self, e)
-            self.close()
+            self._lost_framing(e)
             return
         guard = self.guard
         if guard is not None:
@@ -212,6 +223,157 @@ class MessageStreamProtocol(Protocol):
                 self._keep(items)
                 return
         self._handle(items)
+
+    def _lost_framing(self, error):
+        self._note("closing {protocol} connection from {peer}: {reason}",
+                   protocol=self.protocol, peer=self.describe(), reason=error.reason)
+        self.receiver.protocol_error(self, error)
+        self.close()
+
+    # -- an accepted connection's share of the registrar's time -------------
+    #
+    # (rserpool.transport.guard.TurnScheduler.)  What a read brings stays
+    # in _raw, undecoded; at most a quantum of messages is decoded and
+    # handled at once, and the rest in turns, while the connection is not
+    # read from (_held): one 64 KiB read of 16-byte requests is 4,096
+    # messages, 100 ms of the registrar's time at once, and 4,096 decoded
+    # messages kept while the peer does not read (issue #14).
+
+    _raw = None
+    _held = False
+
+    def _received(self, data):
+        guard = self.guard
+        quantum = self.factory.turns.quantum
+        if not self._raw and not self._pending and not self._held and not guard.paused:
+            # Nothing waits, and the read is at most a quantum of whole
+            # messages (a request, a keep-alive ack): handle them as they are.
+            n = len(data)
+            pos = 0
+            count = 0
+            while n - pos >= 4 and count <= quantum:
+                length = (data[pos + 2] << 8) | data[pos + 3]
+                if length < 4:
+                    break
+                pos += (length + 3) & ~3
+                count += 1
+            if pos == n and 0 < count <= quantum:
+                try:
+                    items = self._decoder.feed(data)
+                except ProtocolError as e:
+                    self._lost_framing(e)
+                    return
+                guard.received()
+                self._keep(items)
+                self._turn(quantum)
+                return
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = bytearray()
+        raw += data
+        if _whole_message_first(raw):
+            guard.received()
+        if self._pending or guard.paused or self._held:
+            # Its turn comes (or the peer reads again); not read meanwhile.
+            self._settle()
+            return
+        self._turn(self.factory.turns.quantum)
+
+    def take_turn(self, quantum):
+        """
+        The L{TurnScheduler <rserpool.transport.guard.TurnScheduler>}'s
+        call: handle up to C{quantum} waiting messages.
+        """
+        if self.connected:
+            self._turn(quantum)
+
+    def _turn(self, limit):
+        guard = self.guard
+        receiver = self.receiver
+        handled = 0
+        while handled < limit and self.connected and not guard.paused:
+            pending = self._pending
+            if not pending:
+                if not self._decode(limit - handled):
+                    break
+                continue
+            item = pending.popleft()
+            handled += 1
+            if type(item) is ProtocolError:
+                receiver.protocol_error(self, item)
+            else:
+                receiver.message_received(self, item)
+        self._settle()
+
+    def _decode(self, count):
+        # Decode up to `count` whole messages of _raw into _pending.
+        raw = self._raw
+        if not raw:
+            return False
+        n = len(raw)
+        pos = 0
+        taken = 0
+        while taken < count and n - pos >= 4:
+            length = (raw[pos + 2] << 8) | raw[pos + 3]
+            if length < 4:
+                if pos == 0:
+                    pos = 4  # the decoder says why the framing is lost
+                break
+            total = (length + 3) & ~3
+            if n - pos < total:
+                break
+            pos += total
+            taken += 1
+        if not pos:
+            return False
+        chunk = bytes(raw[:pos])
+        del raw[:pos]
+        try:
+            items = self._decoder.feed(chunk)
+        except ProtocolError as e:
+            self._lost_framing(e)
+            return False
+        self._keep(items)
+        return True
+
+    #: What a connection costs the registrar's process, buffers aside
+    #: (its objects; over TLS its OpenSSL state, about 70 KB): what
+    #: MemoryReturn counts for each that is gone.
+    _FOOTPRINT = 16384
+
+    def _give_back_memory(self):
+        # What this connection held (its objects, requests waiting for
+        # their turn, answers its peer did not read, up to the transport's
+        # buffer) goes back to the system (MemoryReturn).
+        memory = getattr(getattr(self, "factory", None), "memory", None)
+        if memory is None or self.guard is None:
+            return
+        held = self._FOOTPRINT + (len(self._raw) if self._raw is not None else 0)
+        if self.guard.paused:
+            held += getattr(self.transport, "bufferSize", 65536)
+        memory.released(held)
+
+    def _settle(self):
+        # After a read or a turn: wait for another turn, unread, while
+        # whole messages wait; else read again.
+        if not self.connected:
+            return
+        guard = self.guard
+        raw = self._raw
+        waiting = bool(self._pending) or (raw is not None and _whole_message_first(raw))
+        if waiting:
+            guard.partial(0)
+            if not guard.paused:
+                self.factory.turns.wait(self._budget_key or self, self)
+            if not self._held:
+                self._held = True
+                self.transport.pauseProducing()
+            return
+        guard.partial(len(raw) if raw is not None else 0)
+        if self._held:
+            self._held = False
+            if not guard.paused:
+                self.transport.resumeProducing()
 
     def _handle(self, items):
         receiver = self.receiver
@@ -234,6 +396,13 @@ class MessageStreamProtocol(Protocol):
 
     def _resume(self):
         # The peer reads again: handle what was kept, until it stops again.
+        if self._raw is not None:
+            if self._held:
+                # Reading stays off until the messages that wait are
+                # handled (the guard turned it on).
+                self.transport.pauseProducing()
+            self._turn(self.factory.turns.quantum)
+            return
         pending = self._pending
         guard = self.guard
         while pending and self.connected and not (guard is not None and guard.paused):
@@ -253,8 +422,14 @@ class MessageStreamProtocol(Protocol):
 
     def _end_guard(self):
         self._pending = None
+        factory = getattr(self, "factory", None)
+        turns = getattr(factory, "turns", None)
+        if turns is not None:
+            turns.forget(self._budget_key or self, self)
+            self._give_back_memory()
+        self._raw = None
         if self.guard is not None:
-            self.guard.stop()
+            self.guard.release()
         key, self._budget_key = self._budget_key, None
         if key is not None:
             self.factory.budget.release(key)
@@ -356,6 +531,10 @@ class MessageStreamFactory(Factory):
         self.refusals = refusals if refusals is not None else RefusalLog()
         self.events = EventLog(Logger(namespace="rserpool.transport.guard")) \
             if limits is not None else None
+        #: the accepted connections' turns (with limits), or C{None}
+        self.turns = TurnScheduler(clock) if limits is not None and clock is not None else None
+        #: memory given back after connections that held buffers
+        self.memory = MemoryReturn(clock) if self.turns is not None else None
 
     def buildProtocol(self, addr):
         key = None
