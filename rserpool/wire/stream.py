@@ -86,7 +86,11 @@ class StreamDecoder:
             try:
                 out.append(self._decode(frame, self.protocol))
             except ProtocolError as e:
-                out.append(e)
+                # Without its traceback: the traceback holds this frame,
+                # whose `out` holds the error, a cycle that only the
+                # garbage collector frees (a flood of bad messages kept
+                # every read's errors, frames and bytes for minutes).
+                out.append(e.with_traceback(None))
         if pos:
             del buf[:pos]
         return out
