@@ -134,6 +134,18 @@ def _counting_send(connection, counts):
         pass
 
 
+def _stop_counting(connection):
+    # The counting functions hold the connection's own bound methods: a
+    # cycle that would keep a closed connection, its transport and what
+    # its peer did not read until the garbage collector runs (issue #14,
+    # a slow-reader flood).
+    for name in ("send", "send_encoded"):
+        try:
+            delattr(connection, name)
+        except AttributeError:
+            pass
+
+
 @implementer(IMessageReceiver)
 class MeteredASAPReceiver:
     """
@@ -163,6 +175,7 @@ class MeteredASAPReceiver:
 
     def connection_lost(self, connection):
         self.registrar.connection_lost(connection, self.clock.seconds())
+        _stop_counting(connection)
 
 
 @implementer(IMessageReceiver)
@@ -189,6 +202,7 @@ class MeteredENRPReceiver:
 
     def connection_lost(self, connection):
         self.server.connection_lost(connection, self.clock.seconds())
+        _stop_counting(connection)
 
 
 def _listener(port, what):
