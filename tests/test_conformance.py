@@ -302,3 +302,20 @@ class CommandTests(unittest.SynchronousTestCase):
         self.assertEqual(main(["conformance", "--asap", "tcp:1:2", "--set", "BOGUS=1"], out, err),
                          2)
         self.assertIn("not a setting", err.getvalue())
+
+
+class ChecksumTests(unittest.SynchronousTestCase):
+    def test_agreesWithHandlespace(self):
+        """
+        The suite's own PE checksum (RFC 1071 over each PE's handle, padded,
+        and identifier) is the one our handlespace keeps, which RSPLIB's
+        registrars agree with; an empty set gives 0xffff.
+        """
+        from rserpool.conformance.peer import checksum
+        from rserpool.handlespace.checksum import finish_checksum, pe_contribution
+
+        pes = [(b"EchoPool", 0x12345678), (b"odd", 0xFFFFFFFF), (b"", 1), (b"x" * 31, 7)]
+        for n in range(len(pes) + 1):
+            total = sum(pe_contribution(h, i) for h, i in pes[:n])
+            self.assertEqual(checksum(pes[:n]), finish_checksum(total), pes[:n])
+        self.assertEqual(checksum([]), 0xFFFF)

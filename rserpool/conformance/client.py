@@ -28,7 +28,9 @@ from rserpool.wire import (
     decode,
 )
 
-__all__ = ["NoAnswer", "WireConnection", "connect", "AnnounceHearer", "describe", "sleep"]
+__all__ = [
+    "NoAnswer", "Inbox", "WireConnection", "connect", "AnnounceHearer", "describe", "sleep",
+]
 
 
 class NoAnswer(AssertionError):
@@ -70,37 +72,161 @@ def _matcher(match):
     return match
 
 
+class Inbox:
+    """
+    Messages received and not yet read, and those waiting for them: one per
+    connection, or one shared by the connections of an ENRP peer (the
+    target may answer over either).
+
+    @ivar name: what the failures call it.
+    @ivar received: every message received, in order (the log).
+    """
+
+    def __init__(self, reactor, name="client"):
+        self.reactor = reactor
+        self.name = name
+        self.received = []
+        self.open = True
+        self._unread = []
+        self._waiters = []
+
+    def put(self, message):
+        """
+        A message (or a L{ProtocolError}) arrived.
+        """
+        if not isinstance(message, ProtocolError):
+            self.received.append(message)
+        self._unread.append(message)
+        self._check()
+
+    def closed(self, why):
+        """
+        Nothing more can arrive: fail every waiter at once.
+        """
+        self.open = False
+        waiters, self._waiters = self._waiters, []
+        for _, what, d, call in waiters:
+            if call.active():
+                call.cancel()
+            d.errback(NoAnswer("%s: %s before %s%s" % (self.name, why, what, self.seen())))
+
+    def seen(self):
+        if not self.received and not self._unread:
+            return " (nothing received)"
+        shown = [describe(m) for m in self.received[-6:]]
+        return " (last received: %s)" % (", ".join(shown) or "nothing decodable")
+
+    def _check(self):
+        for entry in list(self._waiters):
+            predicate, what, d, call = entry
+            for i, m in enumerate(self._unread):
+                if predicate(m):
+                    del self._unread[i]
+                    self._waiters.remove(entry)
+                    call.cancel()
+                    d.callback(m)
+                    break
+
+    def expect(self, match, timeout, what=None):
+        """
+        Wait for a message.
+
+        @param match: a message class, a tuple of classes, or a predicate.
+        @param timeout: seconds to wait at most.
+        @param what: the awaited message in words, for the failure.
+        @return: a L{Deferred} firing with the first unread matching
+            message (which is then read), or failing with L{NoAnswer}.
+        """
+        predicate = _matcher(match)
+        if what is None:
+            what = getattr(match, "__name__", "the expected message")
+        for i, m in enumerate(self._unread):
+            if predicate(m):
+                del self._unread[i]
+                return defer.succeed(m)
+        if not self.open:
+            return defer.fail(NoAnswer("%s: connection closed; no %s%s" % (
+                self.name, what, self.seen())))
+        d = defer.Deferred()
+        entry = [predicate, what, d, None]
+
+        def expired():
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+            d.errback(NoAnswer("%s: no %s within %g s%s" % (self.name, what, timeout,
+                                                           self.seen())))
+
+        entry[3] = self.reactor.callLater(timeout, expired)
+        self._waiters.append(entry)
+        return d
+
+    def unread(self, match=None):
+        """
+        Take every unread message (matching C{match}) and return them.
+        """
+        predicate = _matcher(match) if match is not None else (lambda m: True)
+        taken = [m for m in self._unread if predicate(m)]
+        self._unread = [m for m in self._unread if not predicate(m)]
+        return taken
+
+    def quiet(self, match, seconds):
+        """
+        Wait C{seconds}; the L{Deferred} fails with L{NoAnswer} if a
+        matching message arrives meanwhile (or is unread already), else
+        fires with C{None}.
+        """
+        predicate = _matcher(match)
+        d = sleep(self.reactor, seconds)
+
+        def check(_):
+            found = [m for m in self._unread if predicate(m)]
+            if found:
+                raise NoAnswer("%s: unexpected %s" % (
+                    self.name, ", ".join(describe(m) for m in found)))
+
+        return d.addCallback(check)
+
+
 @implementer(IMessageReceiver)
 class WireConnection:
     """
     One ASAP or ENRP connection to the implementation under test.
 
     @ivar stream: the L{MessageStreamProtocol} (or SCTP mapping) it runs.
-    @ivar received: every message received, in order (the log).
+    @ivar inbox: the L{Inbox} its messages go to (its own unless shared).
     @ivar bad: every L{ProtocolError} for what the target sent that did
         not decode: a conforming implementation sends none.
     @ivar keep_alives: every Endpoint Keep Alive received.
     @ivar acking: for each pool handle, the PE identifiers whose Endpoint
         Keep Alives are acknowledged at once (a live PE).
+    @ivar on_message: called with each message before it goes to the
+        inbox (an ENRP peer's automatic answers), or C{None}.
     @ivar lost: a L{Deferred} that fires when the connection is gone.
     """
 
-    def __init__(self, reactor, protocol=ASAP, name="client"):
+    def __init__(self, reactor, protocol=ASAP, name="client", inbox=None):
         self.reactor = reactor
         self.protocol = protocol
         self.name = name
         self.stream = MessageStreamProtocol(self, protocol)
-        self.received = []
+        self.inbox = inbox if inbox is not None else Inbox(reactor, name)
+        self._own_inbox = inbox is None
         self.bad = []
         self.keep_alives = []
         self.acking = {}
+        self.on_message = None
         self.lost = defer.Deferred()
         self.open = False
-        self._unread = []
-        self._waiters = []
 
     def __repr__(self):
         return "<WireConnection %s %s>" % (self.name, self.protocol)
+
+    @property
+    def received(self):
+        """
+        Every message received (by the inbox).
+        """
+        return self.inbox.received
 
     # -- what the transport tells -----------------------------------------
 
@@ -108,28 +234,23 @@ class WireConnection:
         self.open = True
 
     def message_received(self, connection, message):
-        self.received.append(message)
         if isinstance(message, EndpointKeepAlive):
             self.keep_alives.append((self.reactor.seconds(), message))
             self._answer_keep_alive(message)
-        self._unread.append(message)
-        self._check()
+        if self.on_message is not None:
+            self.on_message(self, message)
+        self.inbox.put(message)
 
     def protocol_error(self, connection, error):
         self.bad.append(error)
-        self._unread.append(error)
-        self._check()
+        self.inbox.put(error)
 
     def connection_lost(self, connection):
         if not self.open and self.lost.called:
             return
         self.open = False
-        waiters, self._waiters = self._waiters, []
-        for _, what, d, call in waiters:
-            if call.active():
-                call.cancel()
-            d.errback(NoAnswer("%s: the target closed the connection before %s%s" % (
-                self.name, what, self._seen())))
+        if self._own_inbox:
+            self.inbox.closed("the target closed the connection")
         if not self.lost.called:
             self.lost.callback(None)
 
@@ -183,19 +304,6 @@ class WireConnection:
         d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
         return d
 
-    def abort(self):
-        """
-        Drop the connection at once (TCP RST or SCTP ABORT where the
-        transport can).
-        """
-        transport = getattr(self.stream, "transport", None)
-        if self.open and transport is not None:
-            abort = getattr(transport, "abortConnection", None)
-            if abort is not None:
-                abort()
-            else:
-                transport.loseConnection()
-
     # -- what the transport knows ------------------------------------------
 
     @property
@@ -219,94 +327,37 @@ class WireConnection:
         """
         return self.stream.local_addresses or (self.stream.local[0],)
 
-    # -- waiting --------------------------------------------------------------
-
-    def _seen(self):
-        if not self.received and not self.bad:
-            return " (nothing received)"
-        shown = [describe(m) for m in self.received[-6:]]
-        return " (last received: %s)" % ", ".join(shown)
-
-    def _check(self):
-        for entry in list(self._waiters):
-            predicate, what, d, call = entry
-            for i, m in enumerate(self._unread):
-                if predicate(m):
-                    del self._unread[i]
-                    self._waiters.remove(entry)
-                    call.cancel()
-                    d.callback(m)
-                    break
+    # -- waiting (the inbox's) ------------------------------------------------
 
     def expect(self, match, timeout, what=None):
         """
-        Wait for a message.
-
-        @param match: a message class, a tuple of classes, or a predicate.
-        @param timeout: seconds to wait at most.
-        @param what: the awaited message in words, for the failure.
-        @return: a L{Deferred} firing with the first unread matching
-            message (which is then read), or failing with L{NoAnswer}.
+        Wait for a message (L{Inbox.expect}).
         """
-        predicate = _matcher(match)
-        if what is None:
-            what = getattr(match, "__name__", "the expected message")
-        for i, m in enumerate(self._unread):
-            if predicate(m):
-                del self._unread[i]
-                return defer.succeed(m)
-        if not self.open:
-            return defer.fail(NoAnswer("%s: connection closed; no %s%s" % (
-                self.name, what, self._seen())))
-        d = defer.Deferred()
-        entry = [predicate, what, d, None]
-
-        def expired():
-            if entry in self._waiters:
-                self._waiters.remove(entry)
-            d.errback(NoAnswer("%s: no %s within %g s%s" % (self.name, what, timeout,
-                                                           self._seen())))
-
-        entry[3] = self.reactor.callLater(timeout, expired)
-        self._waiters.append(entry)
-        return d
+        return self.inbox.expect(match, timeout, what)
 
     def request(self, message, match, timeout, what=None):
         """
-        Send C{message} and wait for an answer (see L{expect}).
+        Send C{message} and wait for an answer (see L{Inbox.expect}).
         """
-        d = self.expect(match, timeout, what)
+        d = self.inbox.expect(match, timeout, what)
         self.send(message)
         return d
 
     def unread(self, match=None):
         """
-        Take every unread message (matching C{match}) and return them.
+        Take every unread message (L{Inbox.unread}).
         """
-        predicate = _matcher(match) if match is not None else (lambda m: True)
-        taken = [m for m in self._unread if predicate(m)]
-        self._unread = [m for m in self._unread if not predicate(m)]
-        return taken
+        return self.inbox.unread(match)
 
     def quiet(self, match, seconds):
         """
-        Wait C{seconds}; the L{Deferred} fails with L{NoAnswer} if a
-        matching message arrives meanwhile (or is unread already), else
-        fires with C{None}.
+        L{Inbox.quiet}.
         """
-        predicate = _matcher(match)
-        d = sleep(self.reactor, seconds)
-
-        def check(_):
-            found = [m for m in self._unread if predicate(m)]
-            if found:
-                raise NoAnswer("%s: unexpected %s" % (
-                    self.name, ", ".join(describe(m) for m in found)))
-
-        return d.addCallback(check)
+        return self.inbox.quiet(match, seconds)
 
 
-def connect(reactor, description, protocol=ASAP, bind=None, timeout=5.0, name="client"):
+def connect(reactor, description, protocol=ASAP, bind=None, timeout=5.0, name="client",
+            inbox=None):
     """
     Connect to the implementation under test.
 
@@ -315,6 +366,7 @@ def connect(reactor, description, protocol=ASAP, bind=None, timeout=5.0, name="c
     @param protocol: C{"asap"} or C{"enrp"}.
     @param bind: a local address to send from, or C{None}.
     @param timeout: seconds for the connection to come up.
+    @param inbox: an L{Inbox} to share, or C{None} for one of its own.
     @return: a L{Deferred} firing with a connected L{WireConnection}.
     """
     if bind:
@@ -323,7 +375,7 @@ def connect(reactor, description, protocol=ASAP, bind=None, timeout=5.0, name="c
         endpoint = clientFromString(reactor, description)
     except Exception as e:
         return defer.fail(ValueError("bad endpoint %r: %s" % (description, e)))
-    wire = WireConnection(reactor, protocol, name)
+    wire = WireConnection(reactor, protocol, name, inbox)
     d = connectProtocol(endpoint, wire.stream)
     d.addTimeout(timeout, reactor)
     d.addCallback(lambda _: wire)

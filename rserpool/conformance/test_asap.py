@@ -54,17 +54,21 @@ def load(fraction):
     return int(round(fraction * FULL))
 
 
-def with_parameter(message, tlv, after=1):
+def with_parameter(message, tlv, after=None):
     """
     The encoding of C{message} with the parameter bytes C{tlv} inserted
-    after its first C{after} parameters (its length field fixed): how an
-    implementation that knows more parameters than the target would send.
+    after its first C{after} parameters, or at its end (its length field
+    fixed): how an implementation that knows more parameters than the
+    target would send.
     """
     data = bytearray(encode(message))
-    pos = 4
-    for _ in range(after):
-        (length,) = struct.unpack_from("!H", data, pos + 2)
-        pos += (length + 3) & ~3
+    if after is None:
+        pos = len(data)
+    else:
+        pos = 4
+        for _ in range(after):
+            (length,) = struct.unpack_from("!H", data, pos + 2)
+            pos += (length + 3) & ~3
     data[pos:pos] = tlv
     struct.pack_into("!H", data, 2, len(data))
     return bytes(data)
