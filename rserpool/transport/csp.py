@@ -18,6 +18,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from rserpool.codes import ASAP_PPID, ENRP_PPID
 from rserpool.wire.csp import (
     GROUP_POOL_ELEMENT,
     GROUP_POOL_USER,
@@ -37,9 +38,6 @@ __all__ = ["CSPReporter", "parse_csp_address", "DEFAULT_CSP_PORT", "DEFAULT_CSP_
 DEFAULT_CSP_PORT = 2960
 #: Seconds between reports: RSPLIB's registrar default (-cspinterval=250).
 DEFAULT_CSP_INTERVAL = 0.25
-
-PPID_ASAP = 11
-PPID_ENRP = 12
 
 
 def parse_csp_address(text):
@@ -196,7 +194,7 @@ def registrar_report(service):
         text = getattr(host, "host", "?")
         addresses.append(("[%s]" % text if ":" in text else text) + ":%s" % host.port)
     associations = [Association(component_id(GROUP_REGISTRAR, peer), protocol=IPPROTO_TCP,
-                                ppid=PPID_ENRP) for peer in peers]
+                                ppid=ENRP_PPID) for peer in peers]
     return status, _location(addresses), -1.0, associations
 
 
@@ -227,7 +225,7 @@ def pool_element_report(pe, registered_since):
                 component_id(GROUP_REGISTRAR, pe.home_registrar),
                 _micro(since) if since is not None else 0xFFFFFFFFFFFFFFFF,
                 protocol=IPPROTO_SCTP if getattr(machine, "mapping", "tcp") == "sctp"
-                else IPPROTO_TCP, ppid=PPID_ASAP))
+                else IPPROTO_TCP, ppid=ASAP_PPID))
     else:
         # RSPLIB's words while it hunts.
         status = "Looking for Registrar ..."
