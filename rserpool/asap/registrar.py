@@ -788,8 +788,10 @@ class ASAPRegistrar:
     def _keep_alive_ack(self, conn, message, now):
         pe = self.handlespace.get(message.pool_handle, message.identifier)
         if pe is None:
-            self.log.debug(
-                "keep-alive ack for unknown {pe_id:08x} in {handle}",
+            # A peer sends as many as it likes: at a bounded rate (twistd
+            # writes debug lines too).
+            self.events.info(
+                now, "keep-alive ack for unknown {pe_id:08x} in {handle}",
                 pe_id=message.identifier,
                 handle=brief(message.pool_handle),
             )
