@@ -319,3 +319,22 @@ class ChecksumTests(unittest.SynchronousTestCase):
             total = sum(pe_contribution(h, i) for h, i in pes[:n])
             self.assertEqual(checksum(pes[:n]), finish_checksum(total), pes[:n])
         self.assertEqual(checksum([]), 0xFFFF)
+
+
+class HarnessTests(unittest.SynchronousTestCase):
+    def test_fill(self):
+        """
+        The PE's command line gets the pool handle and the harness's
+        registrars, as endpoint strings and as ADDRESS:PORT.
+        """
+        from rserpool.conformance.harness import fill
+
+        class R:
+            def __init__(self, port):
+                self.endpoint = "tcp:host=127.0.0.1:port=%d" % port
+                self.hostport = "127.0.0.1:%d" % port
+
+        argv = fill("pe --handle {handle} --registrar {registrar} -registrar={registrar2_hostport} "
+                    "'a b'", b"cf-x", [R(1), R(2)])
+        self.assertEqual(argv, ["pe", "--handle", "cf-x", "--registrar",
+                                "tcp:host=127.0.0.1:port=1", "-registrar=127.0.0.1:2", "a b"])

@@ -63,7 +63,7 @@ class Prerequisite(Exception):
     """
 
 
-class WireViolation(AssertionError):
+class WireViolation(unittest.FailTest):
     """
     The target sent something that is no valid ASAP or ENRP message.
     """

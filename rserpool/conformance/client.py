@@ -15,6 +15,7 @@ arrives in time, or at once when the connection is gone.
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.protocol import DatagramProtocol
+from twisted.trial.unittest import FailTest
 from zope.interface import implementer
 
 from rserpool.interfaces import IMessageReceiver
@@ -33,10 +34,11 @@ __all__ = [
 ]
 
 
-class NoAnswer(AssertionError):
+class NoAnswer(FailTest):
     """
     The implementation under test did not send what a test waited for
-    (in time, or before it closed the connection).
+    (in time, or before it closed the connection): a failure of the test
+    (trial's C{FailTest}, an C{AssertionError}), not an error.
     """
 
 

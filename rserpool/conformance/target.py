@@ -131,6 +131,16 @@ def _command(name):
     return convert
 
 
+def _choice(name, choices):
+    def convert(text):
+        text = text.strip().lower()
+        if text not in choices:
+            raise TargetError("%s is one of %s, not %r" % (name, ", ".join(choices), text))
+        return text
+
+    return convert
+
+
 def _server_id(name):
     def convert(text):
         try:
@@ -201,6 +211,9 @@ SETTINGS = {
     "RSERPOOL_TARGET_PEER_ID": (
         "peer_id", _server_id("RSERPOOL_TARGET_PEER_ID"), None,
         "The server id the suite uses as an ENRP peer [random]."),
+    "RSERPOOL_TARGET_PE_MAPPING": (
+        "pe_mapping", _choice("RSERPOOL_TARGET_PE_MAPPING", ("tcp", "sctp")), "tcp",
+        "The transport the harness's registrars listen on for the PE under test."),
     "RSERPOOL_TARGET_PE_WAIT": (
         "pe_wait", _seconds("RSERPOOL_TARGET_PE_WAIT"), 30.0,
         "Seconds the pool element harness waits for the PE under test to register, "
@@ -237,6 +250,7 @@ class Target:
     peer_max_time_last_heard: float = 5.0
     peer_max_time_no_response: float = 5.0
     peer_id: object = None
+    pe_mapping: str = "tcp"
     pe_wait: float = 30.0
 
     @classmethod
