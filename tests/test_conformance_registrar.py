@@ -59,15 +59,17 @@ def mandatory_failures(junit):
 
 
 def start_registrar(test, *extra, asap="tcp:0:interface=127.0.0.1",
-                    enrp="tcp:0:interface=127.0.0.1", address="127.0.0.1"):
+                    enrp="tcp:0:interface=127.0.0.1", address="127.0.0.1",
+                    launcher=("-c", TWISTD)):
     """
     Our registrar on loopback (ASAP and ENRP over TCP on free ports, unless
     told otherwise), with the suite's short keep-alive timers.
 
+    @param launcher: the Python arguments that run C{twistd}.
     @return: a L{Deferred} firing with C{(process, asap port, enrp port)}.
     """
     registrar = spawn(
-        test, "-c", TWISTD, "-n", "--pidfile=", "enrp", "--asap", asap, "--enrp", enrp,
+        test, *launcher, "-n", "--pidfile=", "enrp", "--asap", asap, "--enrp", enrp,
         "--keep-alive-interval", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
         "--peer-heartbeat-cycle", HEARTBEAT, *extra, module=None, name="our registrar")
     where = re.escape(address.encode())
