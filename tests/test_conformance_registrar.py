@@ -32,6 +32,15 @@ KEEP_ALIVE = "2"
 KEEP_ALIVE_TIMEOUT = "1"
 #: PEER-HEARTBEAT-CYCLE (seconds; RSPLIB's smallest is 1 s)
 HEARTBEAT = "1"
+#: MAX-TIME-LAST-HEARD, MAX-TIME-NO-RESPONSE and the takeover expiry
+LAST_HEARD = "2"
+NO_RESPONSE = "1"
+TAKEOVER_EXPIRY = "1"
+#: The ENRP timers as the suite's options
+ENRP_TIMERS = ["--set", "PEER_HEARTBEAT=" + HEARTBEAT,
+               "--set", "PEER_MAX_TIME_LAST_HEARD=" + LAST_HEARD,
+               "--set", "PEER_MAX_TIME_NO_RESPONSE=" + NO_RESPONSE,
+               "--set", "TAKEOVER_EXPIRY=" + TAKEOVER_EXPIRY]
 ANNOUNCE_INTERVAL = "0.5"
 
 
@@ -71,7 +80,9 @@ def start_registrar(test, *extra, asap="tcp:0:interface=127.0.0.1",
     registrar = spawn(
         test, *launcher, "-n", "--pidfile=", "enrp", "--asap", asap, "--enrp", enrp,
         "--keep-alive-interval", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
-        "--peer-heartbeat-cycle", HEARTBEAT, *extra, module=None, name="our registrar")
+        "--peer-heartbeat-cycle", HEARTBEAT, "--peer-max-time-last-heard", LAST_HEARD,
+        "--peer-max-time-no-response", NO_RESPONSE, "--takeover-expiry", TAKEOVER_EXPIRY,
+        *extra, module=None, name="our registrar")
     where = re.escape(address.encode())
     asap = registrar.wait_for_match(
         re.compile(rb"ASAP listening on \S+ \(" + where + rb":(\d+)\)"), timeout=20)
@@ -128,9 +139,8 @@ class OurRegistrarTCPTests(unittest.TestCase):
         args = ["--asap", "tcp:host=127.0.0.1:port=%d" % asap,
                 "--enrp", "tcp:host=127.0.0.1:port=%d" % enrp,
                 "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
-                "--set", "PEER_HEARTBEAT=%s" % HEARTBEAT,
                 "--set", "ANNOUNCE=%s:127.0.0.1" % group,
-                "--set", "ANNOUNCE_INTERVAL=%s" % ANNOUNCE_INTERVAL]
+                "--set", "ANNOUNCE_INTERVAL=%s" % ANNOUNCE_INTERVAL] + ENRP_TIMERS
         code, junit, outcomes, report, suite = yield run_suite(self, *args)
         failed = mandatory_failures(junit)
         self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (

@@ -34,9 +34,13 @@ from rserpool.transport import sctp
 from tests.helpers import start
 from tests.test_interop_rsplib import Network
 from tests.test_conformance_registrar import (
+    ENRP_TIMERS,
     HEARTBEAT,
     KEEP_ALIVE,
     KEEP_ALIVE_TIMEOUT,
+    LAST_HEARD,
+    NO_RESPONSE,
+    TAKEOVER_EXPIRY,
     changed_outcomes,
     mandatory_failures,
     run_suite,
@@ -152,8 +156,8 @@ class OurRegistrarSCTPTests(_Suite):
         args = ["--asap", "sctp:host=%s:port=%d" % (here, asap),
                 "--enrp", "sctp:host=%s:port=%d:ppid=12" % (here, enrp),
                 "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
-                "--set", "PEER_HEARTBEAT=%s" % HEARTBEAT,
-                "--title", "rserpool (twistd enrp) over SCTP"] + self.placement(addresses)
+                "--title", "rserpool (twistd enrp) over SCTP"] + ENRP_TIMERS + self.placement(
+                    addresses)
         yield self.check(args, "ours-sctp.txt", must_pass=True)
 
 
@@ -183,10 +187,13 @@ class RSPLIBRegistrarTests(_Suite):
             "-endpointkeepalivetransmissioninterval=%d" % (float(KEEP_ALIVE) * 1000),
             "-endpointkeepalivetimeoutinterval=%d" % (float(KEEP_ALIVE_TIMEOUT) * 1000),
             "-peerheartbeatcycle=%d" % (float(HEARTBEAT) * 1000),
+            "-peermaxtimelastheard=%d" % (float(LAST_HEARD) * 1000),
+            "-peermaxtimenoresponse=%d" % (float(NO_RESPONSE) * 1000),
+            "-takeoverexpiryinterval=%d" % (float(TAKEOVER_EXPIRY) * 1000),
             "-logcolor=off"], name="rspregistrar")
         yield wait_listening(self, asap, process)
         args = ["--asap", asap, "--enrp", "sctp:host=%s:port=%d" % (here, RSPLIB_ENRP),
                 "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
-                "--set", "PEER_HEARTBEAT=%s" % HEARTBEAT,
-                "--title", "RSPLIB 3.4 (rspregistrar) over SCTP"] + self.placement(addresses)
+                "--title", "RSPLIB 3.4 (rspregistrar) over SCTP"] + ENRP_TIMERS + self.placement(
+                    addresses)
         yield self.check(args, "rsplib-3.4.txt", must_pass=False)

@@ -182,14 +182,21 @@ class ENRPPeer:
             self.connection.send(self.presence())
             self._heartbeat = self.reactor.callLater(1.0, self._beat)
 
+    def silence(self):
+        """
+        Stop sending Presences of its own (it still answers the target).
+        """
+        if self._heartbeat is not None and self._heartbeat.active():
+            self._heartbeat.cancel()
+        self._heartbeat = None
+
     @defer.inlineCallbacks
     def stop(self):
         """
         Close every connection and stop listening.
         """
-        if self._heartbeat is not None and self._heartbeat.active():
-            self._heartbeat.cancel()
-        self._heartbeat = None
+        self.silence()
+        self.answer = False
         for wire in list(self.connections):
             yield wire.close()
         self.inbox.closed("the peer stopped")

@@ -208,6 +208,9 @@ SETTINGS = {
     "RSERPOOL_TARGET_PEER_MAX_TIME_NO_RESPONSE": (
         "peer_max_time_no_response", _seconds("RSERPOOL_TARGET_PEER_MAX_TIME_NO_RESPONSE"),
         5.0, "MAX-TIME-NO-RESPONSE of the registrar."),
+    "RSERPOOL_TARGET_TAKEOVER_EXPIRY": (
+        "takeover_expiry", _seconds("RSERPOOL_TARGET_TAKEOVER_EXPIRY"), 5.0,
+        "Seconds the registrar's takeover waits for its acknowledgements."),
     "RSERPOOL_TARGET_PEER_ID": (
         "peer_id", _server_id("RSERPOOL_TARGET_PEER_ID"), None,
         "The server id the suite uses as an ENRP peer [random]."),
@@ -249,6 +252,7 @@ class Target:
     peer_heartbeat: float = 2.444
     peer_max_time_last_heard: float = 5.0
     peer_max_time_no_response: float = 5.0
+    takeover_expiry: float = 5.0
     peer_id: object = None
     pe_mapping: str = "tcp"
     pe_wait: float = 30.0

@@ -358,6 +358,36 @@ class HandleUpdateTests(ENRPCase):
         yield self.resolved(handle, stays.identifier)
 
 
+class UpdateSentTests(ENRPCase):
+    """
+    Handle Updates a registrar sends: RFC 5353 section 3.3.
+    """
+
+    @defer.inlineCallbacks
+    def test_announced(self):
+        """
+        RFC 5353 §3.3.1 MUST: a registrar tells its peers of every PE that
+        registers with it (a Handle Update ADD_PE naming it as home) and of
+        every PE that leaves it (DEL_PE).
+        """
+        peer = yield self.peer()
+        handle = self.handle()
+        pe, (element,) = yield self.register_many(handle, 1)
+
+        def update(action):
+            return lambda m: (isinstance(m, HandleUpdate) and m.pool_handle == handle
+                              and m.pool_element.identifier == element.identifier
+                              and m.action == action)
+
+        added = yield peer.expect(update(ADD_PE), self.target.response_timeout,
+                                  "Handle Update ADD_PE")
+        self.assertEqual(added.sender_id, peer.target_id)
+        self.assertEqual(added.pool_element.home_registrar, peer.target_id)
+        yield pe.request(Deregistration(handle, element.identifier), DeregistrationResponse,
+                         self.target.response_timeout, "Deregistration Response")
+        yield peer.expect(update(DEL_PE), self.target.response_timeout, "Handle Update DEL_PE")
+
+
 class ListTests(ENRPCase):
     """
     List Request and Response: RFC 5353 sections 2.5, 2.6 and 3.2.2.
@@ -441,6 +471,60 @@ class TakeoverTests(ENRPCase):
         peer.send(InitTakeover(peer.server_id, peer.target_id, peer.target_id))
         yield peer.expect(Presence, self.target.response_timeout, "Presence")
         yield peer.inbox.quiet(InitTakeoverAck, 0.2)
+
+
+class DeadPeerTests(ENRPCase):
+    """
+    A silent or failed peer: RFC 5353 sections 3.4.3 and 3.5.
+    """
+
+    @defer.inlineCallbacks
+    def test_probe(self):
+        """
+        RFC 5353 §3.4.3 SHOULD: a registrar that has not heard from a peer
+        for MAX-TIME-LAST-HEARD sends it a Presence with the R flag.
+        """
+        peer = yield self.peer()
+        peer.silence()
+        target = self.target
+        yield peer.expect(lambda m: isinstance(m, Presence) and m.reply_required,
+                          target.peer_max_time_last_heard + target.peer_heartbeat * 1.125
+                          + target.slack, "Presence with the R flag")
+
+    @defer.inlineCallbacks
+    def test_takeover(self):
+        """
+        RFC 5353 §3.5.1 SHOULD: a registrar whose peer fails takes its PEs
+        over: an Init Takeover to the other peers, once they acknowledge a
+        Takeover Server, and it is the PEs' home.
+        """
+        peer = yield self.peer("witness")
+        victim = yield self.peer("victim")
+        handle = self.handle()
+        element = self.pe(victim)
+        self.announce(victim, handle, element)
+        _, every = yield self.table(peer)
+        if element.identifier not in every.get(handle, {}):
+            raise Prerequisite("the target did not take the victim's Handle Update")
+        yield victim.stop()
+        target = self.target
+        bound = (target.peer_max_time_last_heard + target.peer_max_time_no_response
+                 + target.peer_heartbeat * 1.125 + 2 * target.slack)
+        init = yield peer.expect(
+            lambda m: isinstance(m, InitTakeover) and m.target_id == victim.server_id,
+            bound, "Init Takeover of the failed peer")
+        peer.send(InitTakeoverAck(peer.server_id, init.sender_id, victim.server_id))
+        yield peer.expect(
+            lambda m: isinstance(m, TakeoverServer) and m.target_id == victim.server_id,
+            target.takeover_expiry + target.slack, "Takeover Server")
+
+        @defer.inlineCallbacks
+        def adopted():
+            _, now = yield self.table(peer)
+            pe = now.get(handle, {}).get(element.identifier)
+            return pe is not None and pe.home_registrar == peer.target_id
+
+        yield self.poll(adopted, target.response_timeout, what="the PE's new home")
 
 
 class AuditTests(ENRPCase):
