@@ -338,3 +338,56 @@ class HarnessTests(unittest.SynchronousTestCase):
                     "'a b'", b"cf-x", [R(1), R(2)])
         self.assertEqual(argv, ["pe", "--handle", "cf-x", "--registrar",
                                 "tcp:host=127.0.0.1:port=1", "-registrar=127.0.0.1:2", "a b"])
+
+
+class DocumentationTests(unittest.SynchronousTestCase):
+    """
+    doc/conformance.rst shows the settings and the requirements with their
+    recorded outcomes as the code and tests/data/conformance/ have them.
+    With C{RSERPOOL_CONFORMANCE_RECORD=1} the page's tables are written
+    instead.
+    """
+
+    COLUMNS = (
+        ("ours, TCP", "ours-tcp.txt"),
+        ("ours, SCTP", "ours-sctp.txt"),
+        ("RSPLIB 3.4, SCTP", "rsplib-3.4.txt"),
+        ("ours PE, TCP", "ours-pe-tcp.txt"),
+    )
+
+    def blocks(self):
+        import os
+
+        from rserpool.conformance.target import SETTINGS
+
+        data = os.path.join(os.path.dirname(__file__), "data", "conformance")
+        columns = []
+        for label, name in self.COLUMNS:
+            with open(os.path.join(data, name), encoding="utf-8") as f:
+                columns.append((label, report.parse_outcomes(f.read())))
+        pairs = requirements.collect(runner.load(list(runner.available().values())))
+        return {"settings": report.rst_settings(SETTINGS),
+                "requirements": report.rst_table(pairs, columns)}
+
+    def test_tables(self):
+        import os
+        import re
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "doc", "conformance.rst")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for name, block in self.blocks().items():
+            pattern = re.compile(r"(\.\. BEGIN %s[^\n]*\n)(.*?)(\n\.\. END %s\n)" % (name, name),
+                                 re.S)
+            match = pattern.search(text)
+            self.assertIsNotNone(match, "doc/conformance.rst has no %s block" % name)
+            if os.environ.get("RSERPOOL_CONFORMANCE_RECORD"):
+                text = text[:match.start(2)] + "\n" + block + text[match.end(2):]
+                continue
+            self.assertEqual(match.group(2), "\n" + block,
+                             "doc/conformance.rst's %s table is not the code's: run this "
+                             "test with RSERPOOL_CONFORMANCE_RECORD=1" % name)
+        if os.environ.get("RSERPOOL_CONFORMANCE_RECORD"):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)

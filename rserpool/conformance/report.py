@@ -216,3 +216,56 @@ def compare(results, known):
         elif was != result.outcome:
             lines.append("%s: was %s, now %s (%s)" % (test, was, result.outcome, result.detail))
     return lines
+
+
+_RST_LABELS = {"pass": "pass", "fail": "**FAIL**", "error": "error", "not-met": "not met",
+               "skipped": "skipped"}
+
+
+def _rst_text(text):
+    # Inline markup characters taken literally.
+    return str(text).replace("\\", "\\\\").replace("*", "\\*").replace("`", "\\`")
+
+
+def rst_table(pairs, columns=()):
+    """
+    The requirement list as a reStructuredText list table, sorted by
+    requirement, with one column of outcomes per C{columns} entry (what
+    ``doc/conformance.rst`` shows side by side).
+
+    @param pairs: C{(test id, Requirement)}, what
+        L{rserpool.conformance.requirements.collect} returns.
+    @param columns: C{(label, {short test id: outcome})} pairs.
+    @rtype: L{str}
+    """
+    from rserpool.conformance.requirements import short_id
+
+    headers = ["Requirement", "Level", "What", "Test"] + [label for label, _ in columns]
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    lines.append("   * - " + headers[0])
+    lines.extend("     - " + h for h in headers[1:])
+    for test_id, r in sorted(pairs, key=lambda p: (p[1].sort_key(), p[0])):
+        short = short_id(test_id)
+        cells = [r.citation, r.level, _rst_text(r.text), "``%s``" % short]
+        for _, outcomes in columns:
+            outcome = outcomes.get(short)
+            cells.append(_RST_LABELS.get(outcome, "--") if outcome else "--")
+        lines.append("   * - " + cells[0])
+        lines.extend("     - " + c for c in cells[1:])
+    return "\n".join(lines) + "\n"
+
+
+def rst_settings(settings):
+    """
+    The target's settings as a reStructuredText list table.
+
+    @param settings: L{rserpool.conformance.target.SETTINGS}.
+    """
+    lines = [".. list-table::", "   :header-rows: 1", "", "   * - Variable",
+             "     - Default", "     - Meaning"]
+    for name, (_, _, default, text) in settings.items():
+        shown = "--" if default is None else "``%s``" % (default,)
+        lines.append("   * - ``%s``" % name)
+        lines.append("     - %s" % shown)
+        lines.append("     - %s" % _rst_text(text))
+    return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from rserpool.conformance.report import (
     markdown,
     outcomes_text,
     parse_outcomes,
+    rst_table,
     summary,
 )
 from rserpool.conformance.requirements import collect, format_list, parse
@@ -208,6 +209,10 @@ def configure(p):
     p.add_argument("--list", action="store_true",
                    help="print the requirements the suite tests, and exit")
     p.add_argument("--markdown", action="store_true", help="with --list: as a Markdown table")
+    p.add_argument("--rst", action="store_true",
+                   help="with --list: as a reStructuredText table (doc/conformance.rst)")
+    p.add_argument("--column", action="append", default=[], metavar="LABEL=FILE",
+                   help="with --list --rst: a column of the outcomes of a known-results file")
 
 
 def _environ(args, base):
@@ -244,7 +249,15 @@ def _names(args, env):
 def _command(args, out, err):
     if args.list:
         pairs = collect(load(list(available().values())))
-        out.write(format_list(pairs, markdown=args.markdown))
+        if args.rst:
+            columns = []
+            for item in args.column:
+                label, _, path = item.partition("=")
+                with open(path, encoding="utf-8") as f:
+                    columns.append((label, parse_outcomes(f.read())))
+            out.write(rst_table(pairs, columns))
+        else:
+            out.write(format_list(pairs, markdown=args.markdown))
         return 0
     try:
         env = _environ(args, os.environ)
