@@ -453,11 +453,12 @@ class Handlespace:
             return None
         return self._slab[(key & _CELL_MASK) - TIMER_CELL].timer_time
 
-    def due(self, now):
+    def due(self, now, limit=None):
         """
         The PEs whose timer has fired.
 
         @param now: the current time (seconds).
+        @param limit: the most PEs to return (the earliest), or C{None}.
         @return: a list of L{PoolElement} objects with C{timer_time <= now}, earliest
             first.  Their timers stay set; the caller sets or clears them.
         """
@@ -468,7 +469,7 @@ class Handlespace:
         # (their timers stay set).  Each is smaller than every key left in
         # the heap, so the heap stays valid.
         taken = []
-        while True:
+        while limit is None or len(result) < limit:
             key = self._timer_top()
             if key is None:
                 break
