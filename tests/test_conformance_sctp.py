@@ -25,6 +25,7 @@ timers (RSPLIB's in milliseconds); multicast announcements are off.
 import itertools
 import os
 import shutil
+import sys
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -197,3 +198,51 @@ class RSPLIBRegistrarTests(_Suite):
                 "--title", "RSPLIB 3.4 (rspregistrar) over SCTP"] + ENRP_TIMERS + self.placement(
                     addresses)
         yield self.check(args, "rsplib-3.4.txt", must_pass=False)
+
+
+class RSPLIBPoolElementTests(_Suite):
+    """
+    The PE side against RSPLIB's ``rspserver -echo``, the suite's two
+    registrars on the dummy interface over SCTP.
+    """
+
+    if NO_SCTP is not None:
+        skip = NO_SCTP
+    elif shutil.which("rspserver") is None:
+        skip = ("RSPLIB is not installed: apt-get install -y --no-install-recommends "
+                "rsplib-registrar rsplib-tools rsplib-services")
+
+    @defer.inlineCallbacks
+    def test_suite(self):
+        """
+        RSPLIB's PE outcomes are the recorded ones.
+        """
+        addresses = self.network()
+        pe = ("rspserver -echo -poolhandle={handle} -registrar={registrar_hostport} "
+              "-registrar={registrar2_hostport} -local=%s:0 -rereginterval=1000 "
+              "-logcolor=off" % addresses[1])
+        args = ["--pe", pe, "--set", "PE_MAPPING=sctp", "--set", "BIND=%s" % addresses[0],
+                "--title", "RSPLIB 3.4 (rspserver) over SCTP"]
+        yield self.check(args, "rsplib-3.4-pe.txt", must_pass=False)
+
+
+class OurPoolElementSCTPTests(_Suite):
+    """
+    The PE side against ours (``rserpool pe``) with SCTP registrars.
+    """
+
+    if NO_SCTP is not None:
+        skip = NO_SCTP
+
+    @defer.inlineCallbacks
+    def test_suite(self):
+        """
+        Every MUST requirement passes; the outcomes are the recorded ones.
+        """
+        addresses = self.network()
+        pe = ("%s -m rserpool.cli pe --handle {handle} --registrar {registrar} "
+              "--registrar {registrar2} --endpoint sctp:0:interface=%s --mode basic "
+              "--reregistration-interval 1 echo" % (sys.executable, addresses[1]))
+        args = ["--pe", pe, "--set", "PE_MAPPING=sctp", "--set", "BIND=%s" % addresses[0],
+                "--title", "rserpool pe over SCTP"]
+        yield self.check(args, "ours-pe-sctp.txt", must_pass=True)

@@ -211,8 +211,8 @@ def configure(p):
     p.add_argument("--markdown", action="store_true", help="with --list: as a Markdown table")
     p.add_argument("--rst", action="store_true",
                    help="with --list: as a reStructuredText table (doc/conformance.rst)")
-    p.add_argument("--column", action="append", default=[], metavar="LABEL=FILE",
-                   help="with --list --rst: a column of the outcomes of a known-results file")
+    p.add_argument("--column", action="append", default=[], metavar="LABEL=FILE[,FILE...]",
+                   help="with --list --rst: a column of the outcomes of known-results files")
 
 
 def _environ(args, base):
@@ -252,9 +252,12 @@ def _command(args, out, err):
         if args.rst:
             columns = []
             for item in args.column:
-                label, _, path = item.partition("=")
-                with open(path, encoding="utf-8") as f:
-                    columns.append((label, parse_outcomes(f.read())))
+                label, _, paths = item.partition("=")
+                outcomes = {}
+                for path in paths.split(","):
+                    with open(path, encoding="utf-8") as f:
+                        outcomes.update(parse_outcomes(f.read()))
+                columns.append((label, outcomes))
             out.write(rst_table(pairs, columns))
         else:
             out.write(format_list(pairs, markdown=args.markdown))
