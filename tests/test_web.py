@@ -449,6 +449,28 @@ class GuardedSiteTests(unittest.TestCase):
         self.assertIsNone(self.connect("127.0.0.3")[0])
         self.assertEqual(self.site.refused, 2)
 
+    def test_rate(self):
+        """
+        Past the burst, requests wait their turn (rate a second, in order)
+        unread; one that would wait past the request deadline gets 503.
+        """
+        self.site = GuardedSite(Hello(), HTTPLimits(rate=2, burst=2, request_timeout=1.0,
+                                                    per_source=0), self.clock)
+        answered = []
+        for i in range(5):
+            channel, transport = self.connect("127.0.0.%d" % (i + 1))
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answered.append(transport)
+        done = [t.value().endswith(b"hello") for t in answered]
+        self.assertEqual(done, [True, True, False, False, False])
+        self.assertIn(b"503", answered[4].value())
+        self.clock.advance(0.5)
+        self.assertTrue(answered[2].value().endswith(b"hello"))
+        self.assertFalse(answered[3].value().endswith(b"hello"))
+        self.clock.advance(0.5)
+        self.assertTrue(answered[3].value().endswith(b"hello"))
+        self.assertEqual((self.site.delayed, self.site.busy), (2, 1))
+
     def test_released(self):
         channel, transport = self.connect()
         self.connect()
