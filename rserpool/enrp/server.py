@@ -478,7 +478,10 @@ class ENRPServer:
         Bytes that did not decode: an ENRP Error with the codec's cause
         (RFC 5353 section 2.2.10), unless the RFC says to discard silently.
         """
-        self.log.info("bad ENRP message from {conn!r}: {error}", conn=conn, error=str(error))
+        # At a bounded rate: anyone who reaches the port chooses how many
+        # (a flood of mutated messages wrote 3 MB of log a second).
+        self._log_refusal(now, "bad ENRP message from {conn!r}: {error}", conn=conn,
+                          error=str(error))
         if error.report:
             info = self._conns.get(conn)
             conn.send(ENRPError(self.server_id, info.peer_id if info else 0,
