@@ -252,13 +252,7 @@ def psk_identity(transport):
         is done (L{IHandshakeListener}): an identity is recorded when its
         key is looked up, before the handshake proves the key.
     """
-    get_handle = getattr(transport, "getHandle", None)
-    if get_handle is None:
-        return None
-    try:
-        peer = _PEERS.get(get_handle())
-    except TypeError:
-        return None
+    peer = _peer_of(transport)
     return None if peer is None else peer.identity
 
 
@@ -267,14 +261,19 @@ def psk_role(transport):
     The role (L{ROLES}) its key file gives the identity the peer of a
     TLS-PSK server connection proved, or C{None} (as L{psk_identity}).
     """
+    peer = _peer_of(transport)
+    return None if peer is None else peer.role
+
+
+def _peer_of(transport):
+    # What the server side knows of a connection's peer (_Peer), or None.
     get_handle = getattr(transport, "getHandle", None)
     if get_handle is None:
         return None
     try:
-        peer = _PEERS.get(get_handle())
+        return _PEERS.get(get_handle())
     except TypeError:
         return None
-    return None if peer is None else peer.role
 
 
 @implementer(IOpenSSLServerConnectionCreator)
