@@ -47,39 +47,17 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
 import registrar_client  # noqa: E402
+import bench_registrar  # noqa: E402
 from bench_registrar import cpu_seconds, free_port, percentile  # noqa: E402
 
 from rserpool.wire import HandleResolution, encode  # noqa: E402
 
 
 def start_registrar(asap, http, cpu):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    argv = [
-        sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-        "-n", "--pidfile=", "-l", os.devnull, "enrp",
-        "--asap", "tcp:%d:interface=127.0.0.1:backlog=1024" % asap, "--enrp", "none",
-        "--http", "tcp:%d:interface=127.0.0.1:backlog=1024" % http,
-        "--quiet", "--keep-alive-interval", "300",
-        "--max-pes-per-source", "0", "--max-pools-per-source", "0",
-        "--max-hr-rate-per-source", "0", "--max-connections-per-source", "0",
-    ]
-
-    def pin():
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-
-    proc = subprocess.Popen(argv, env=env, preexec_fn=pin, stdout=subprocess.DEVNULL)
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", http), timeout=0.2).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit("registrar exited with status %s" % proc.returncode)
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("registrar did not start")
+    return bench_registrar.start_registrar(
+        asap, cpu, extra=["--enrp", "none", "--http",
+                          "tcp:%d:interface=127.0.0.1:backlog=1024" % http],
+        ready_port=http)
 
 
 def register(asap, pes, pools):

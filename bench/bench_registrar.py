@@ -51,7 +51,12 @@ def free_port():
     return port
 
 
-def start_registrar(port, cpu):
+def start_registrar(port, cpu, extra=(), ready_port=None):
+    """
+    Start C{twistd enrp} with ASAP on C{port} (loopback), pinned to CPU
+    C{cpu}, with C{extra} options; return once C{ready_port} (C{port} by
+    default) takes connections.
+    """
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     argv = [
         sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -64,7 +69,7 @@ def start_registrar(port, cpu):
         # from one address here): switch them off.
         "--max-pes-per-source", "0", "--max-pools-per-source", "0",
         "--max-hr-rate-per-source", "0", "--max-connections-per-source", "0",
-    ]
+    ] + list(extra)
 
     def pin():
         if cpu is not None:
@@ -74,7 +79,7 @@ def start_registrar(port, cpu):
     deadline = time.time() + 20
     while time.time() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection(("127.0.0.1", ready_port or port), timeout=0.2).close()
             return proc
         except OSError:
             if proc.poll() is not None:
