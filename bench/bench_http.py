@@ -37,7 +37,6 @@ import platform
 import random
 import selectors
 import socket
-import subprocess
 import sys
 import time
 

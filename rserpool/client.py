@@ -13,13 +13,13 @@ The public classes built on it are in L{rserpool.pe}
 (L{PoolUser <rserpool.pu.PoolUser>}, L{PoolClientEndpoint
 <rserpool.pu.PoolClientEndpoint>}).
 """
-from twisted.internet import defer, error
+from twisted.internet import error
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
-from rserpool.codes import ASAP_PPID, DEFAULT_REGISTRAR
+from rserpool.codes import ASAP_PPID
 from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamProtocol
 from rserpool.wire import ASAPError

@@ -47,6 +47,7 @@ from twisted.trial import unittest
 
 from rserpool.transport import sctp
 from tests import netbed
+from tests.test_multihost import TerminalFailoverSteps
 
 #: Registrar timers short enough for a quick test: Presence every 0.5 s,
 #: a silent peer probed after 1.5 s and declared unreachable 1 s later;
@@ -155,7 +156,7 @@ class GuestNamespaceTests(unittest.TestCase):
         self.assertIn(bed.namespace(1), os.listdir(netbed.NETNS_DIR))
 
 
-class MultiHostSCTPTests(unittest.TestCase):
+class MultiHostSCTPTests(TerminalFailoverSteps, unittest.TestCase):
     """
     Two registrars, three PEs (one multi-homed) and a PU on six hosts,
     every registrar association over SCTP.
@@ -190,20 +191,8 @@ class MultiHostSCTPTests(unittest.TestCase):
             found[m.group(1)] = (m.group(2), int(m.group(3)))
         return found
 
-    @defer.inlineCallbacks
-    def talking_to(self, step):
-        """
-        The EchoPool PE hosts with an established TCP connection from the
-        PU host (C{ss} in each PE's namespace).
-        """
-        hosts = []
-        for host in sorted(self.pes):
-            proc = yield self.bed.run(host, "ss", "-Htn", "state", "established",
-                                      "dst", self.bed.address(4), timeout=WAIT)
-            self.assertEqual(proc.exit_code, 0, "%s: ss failed\n%s" % (step, proc.describe()))
-            if proc.out.strip():
-                hosts.append(host)
-        return hosts
+    def registrar_endpoint(self, host):
+        return asap(host)
 
     @defer.inlineCallbacks
     def test_pool_across_hosts(self):
@@ -262,49 +251,6 @@ class MultiHostSCTPTests(unittest.TestCase):
             {self.ids[host]: bed.address(host) for host in self.pes},
             "%s: resolution at R1 does not name each PE by its host's address" % step)
         self.ports = {host: found[self.ids[host]][1] for host in self.pes}
-
-    @defer.inlineCallbacks
-    def step_b(self):
-        step = "(b) terminal fails over"
-        bed = self.bed
-        terminal = bed.rserpool(4, "terminal", "EchoPool", "--registrar", asap(1),
-                                "--wait", "0.5")
-        terminal.write(b"first line\n")
-        yield terminal.wait_for(b"first line\n", WAIT)
-        # Which PE: the terminal says so ("connected to <PE>" on stderr),
-        # and the connection shows in that PE's namespace.
-        hosts = yield self.talking_to(step)
-        self.assertEqual(len(hosts), 1, "%s: PE hosts connected to the PU: %r\n%s"
-                         % (step, hosts, terminal.describe()))
-        first = hosts[0]
-        m = yield terminal.wait_for_match(re.compile(r"connected to (.*)"), WAIT, stream="err")
-        pe = PE_LINE.search(m.group(1))
-        self.assertIsNotNone(pe, "%s: %r names no PE" % (step, m.group(0)))
-        self.assertEqual(pe.group(1, 2), (self.ids[first], bed.address(first)),
-                         "%s: %r, but ss shows host %d" % (step, m.group(0), first))
-        other = 5 - first  # 2 <-> 3
-        self.survivor = other
-        # The terminal may fail over as soon as the connection breaks,
-        # before the next line is typed.
-        before = (len(terminal.out), len(terminal.err))
-        killed = self.pes.pop(first)
-        killed.kill()
-        yield killed.wait_exit(WAIT)
-        terminal.write(b"second line\n")
-        yield terminal.wait_for(b"second line\n", WAIT, start=before[0])
-        m = yield terminal.wait_for_match(re.compile(r"failed over to (.*)"), WAIT,
-                                          stream="err", start=before[1])
-        pe = PE_LINE.search(m.group(1))
-        self.assertIsNotNone(pe, "%s: %r names no PE" % (step, m.group(0)))
-        self.assertEqual(pe.group(1, 2), (self.ids[other], bed.address(other)),
-                         "%s: failed over to the wrong PE\n%s" % (step, terminal.describe()))
-        hosts = yield self.talking_to(step)
-        self.assertEqual(hosts, [other], "%s: PE hosts connected to the PU after the "
-                         "failover\n%s" % (step, terminal.describe()))
-        terminal.close_stdin()
-        code = yield terminal.wait_exit(WAIT)
-        self.assertEqual((code, terminal.out), (0, b"first line\nsecond line\n"),
-                         "%s\n%s" % (step, terminal.describe()))
 
     @defer.inlineCallbacks
     def step_c(self):
