@@ -36,7 +36,8 @@ from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, endpoint_arguments
 from rserpool.interfaces import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.limits import RefusalLog
-from rserpool.transport.guard import ConnectionBudget, ConnectionLimits
+from rserpool.transport.guard import (ConnectionBudget, ConnectionLimits, limit_accepts,
+                                      with_backlog)
 from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.psk import KeyFileError, PSKServerEndpoint, is_secure
 from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
@@ -601,13 +602,14 @@ class RegistrarService(service.Service):
         try:
             if self.psk is not None:
                 description = self.psk.server(description, peer=(what == "ENRP"))
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = serverFromString(self.reactor, with_backlog(description))
         except (ValueError, KeyError, TypeError) as e:
             return defer.fail(ListenFailed("bad {} endpoint {!r}: {}".format(what, description, e)))
         if isinstance(endpoint, PSKServerEndpoint):
             self._psk_creators.append(endpoint.creator)
 
         def listening(port):
+            limit_accepts(port)
             self.ports.append(port)
             host = address_of(port.getHost())
             if what == "ASAP":

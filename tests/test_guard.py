@@ -17,7 +17,13 @@ from rserpool.codes import PolicyType
 from rserpool.limits import principal
 from rserpool.registrar import RegistrarService, make_config
 from rserpool.interfaces import IMessageReceiver
-from rserpool.transport.guard import ConnectionBudget, ConnectionLimits
+from rserpool.transport.guard import (
+    ACCEPTS_PER_READ,
+    ConnectionBudget,
+    ConnectionLimits,
+    limit_accepts,
+    with_backlog,
+)
 from rserpool.transport.tcp import MessageStreamFactory
 from rserpool.wire import (
     HandleResolution,
@@ -224,6 +230,127 @@ class BudgetTests(unittest.TestCase):
         budget.release(keys[0])
         self.assertEqual(budget.admit(keys[6]), "total")
         self.assertIsNone(budget.admit(keys[6], reserved=True))
+
+
+    def test_full_closes_a_connection_of_the_biggest_source(self):
+        # RFC 5355 section 3 (a flood of connections): when every
+        # connection is taken, a source with fewer gets one; the source
+        # that holds most loses its oldest silent connection for it.
+        budget = ConnectionBudget(ConnectionLimits(per_source=None, reserve=0), total=4)
+        flooder, other, newcomer = (principal(None, ipaddress.ip_address(a))
+                                    for a in ("192.0.2.1", "192.0.2.2", "192.0.2.3"))
+        held = []
+        for key, silent in ((flooder, False), (flooder, True), (flooder, True), (other, True)):
+            self.assertIsNone(budget.admit(key))
+            connection = Member(silent)
+            budget.attach(key, connection)
+            held.append(connection)
+        self.assertIsNone(budget.admit(newcomer))
+        budget.attach(newcomer, Member(True))
+        # The flooder's oldest silent one went, not its talking one.
+        self.assertEqual([c.evicted for c in held], [False, True, False, False])
+        self.assertEqual((budget.open, budget.count(flooder), budget.refused["evicted"]), (4, 2, 1))
+        # Shares only come closer: the flooder (2) against a source with 1
+        # gets nothing more; a source with none makes it lose its other
+        # silent one; then all hold one each, and a fifth source waits.
+        self.assertEqual(budget.admit(flooder), "total")
+        self.assertIsNone(budget.admit(principal(None, ipaddress.ip_address("192.0.2.4"))))
+        self.assertEqual([c.evicted for c in held], [False, True, True, False])
+        self.assertEqual(budget.admit(principal(None, ipaddress.ip_address("192.0.2.5"))), "total")
+
+    def test_reserve_never_evicted(self):
+        # Registrar peers' connections (not attached) are never closed.
+        budget = ConnectionBudget(ConnectionLimits(per_source=None, reserve=0), total=2)
+        peer = principal(None, ipaddress.ip_address("192.0.2.1"))
+        self.assertIsNone(budget.admit(peer, reserved=True))
+        self.assertIsNone(budget.admit(peer, reserved=True))
+        self.assertEqual(budget.admit(principal(None, ipaddress.ip_address("192.0.2.2"))), "total")
+
+    def test_evicted_connection_is_closed(self):
+        # Through the listener: the flooder's silent connection is
+        # aborted, and its later connectionLost releases nothing twice.
+        clock = task.Clock()
+        limits = ConnectionLimits(reserve=0)
+        budget = ConnectionBudget(limits, total=2)
+        receiver = Recorder()
+        factory = MessageStreamFactory(receiver, "asap", limits=limits, clock=clock, budget=budget)
+        made = []
+        for host in ("192.0.2.7", "192.0.2.7"):
+            protocol = factory.buildProtocol(Address(host))
+            transport = Peer(host)
+            protocol.makeConnection(transport)
+            made.append((protocol, transport))
+        newcomer = factory.buildProtocol(Address("192.0.2.8"))
+        self.assertIsNotNone(newcomer)
+        self.assertTrue(made[0][1].aborted)
+        self.assertFalse(made[1][1].aborted)
+        self.assertEqual(receiver.lost, [made[0][0]])
+        made[0][0].connectionLost(None)
+        self.assertEqual((budget.open, budget.count(principal(None, ipaddress.ip_address("192.0.2.7")))),
+                         (2, 1))
+
+
+class ListenerTests(unittest.TestCase):
+    """
+    A flood of new connections (RFC 5355 section 3): the listen queue is
+    long, and one look at the listening socket accepts a bounded number.
+    """
+
+    def test_backlog_added(self):
+        self.assertEqual(with_backlog("tcp:3863:interface=127.0.0.1"),
+                         "tcp:3863:interface=127.0.0.1:backlog=1024")
+        self.assertEqual(with_backlog("sctp:3863"), "sctp:3863:backlog=1024")
+        # One the user gave stays; endpoints without a queue are left.
+        self.assertEqual(with_backlog("tcp:3863:backlog=7"), "tcp:3863:backlog=7")
+        self.assertEqual(with_backlog("unix:/run/x"), "unix:/run/x")
+
+    def test_registrar_listens_with_backlog(self):
+        seen = []
+        original = reactor.listenTCP
+
+        def listen(port, factory, backlog=50, interface=""):
+            seen.append(backlog)
+            return original(port, factory, backlog, interface)
+
+        self.patch(reactor, "listenTCP", listen)
+        service = RegistrarService(make_config(server_id=7),
+                                   asap_endpoints=["tcp:0:interface=127.0.0.1"])
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(seen, [1024])
+        self.assertLessEqual(service.asap_ports[0].numberAccepts, ACCEPTS_PER_READ)
+
+    def test_accepts_per_read(self):
+        built = []
+
+        class Factory(MessageStreamFactory):
+            def buildProtocol(self, addr):
+                built.append(addr)
+                return None
+
+        port = reactor.listenTCP(0, Factory(Recorder()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertTrue(limit_accepts(port, 8))
+        port.numberAccepts = 500
+        clients = []
+        for _ in range(20):
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.connect(("127.0.0.1", port.getHost().port))
+            clients.append(s)
+        port.doRead()
+        self.assertEqual(len(built), 8)
+        port.doRead()
+        self.assertEqual(len(built), 16)
+
+
+class Member:
+    def __init__(self, silent):
+        self.budget_silent = silent
+        self.evicted = False
+
+    def budget_evict(self):
+        self.evicted = True
 
 
 def pe(n):

@@ -46,7 +46,62 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 __all__ = ["ConnectionLimits", "ConnectionGuard", "ConnectionBudget", "TurnScheduler",
-           "MemoryReturn", "descriptor_budget"]
+           "MemoryReturn", "descriptor_budget", "with_backlog", "limit_accepts",
+           "LISTEN_BACKLOG", "ACCEPTS_PER_READ"]
+
+#: The listen queue a registrar's listeners ask for unless their endpoint
+#: names one (Twisted's default is 50).  While a flood opens connections
+#: faster than they are accepted, a short queue is full most of the time,
+#: and a legitimate client's SYN is dropped and retried a second later.
+#: Linux caps it at net.core.somaxconn (4096).
+LISTEN_BACKLOG = 1024
+
+#: Connections a listener accepts at one look at the sockets.  Twisted's
+#: TCP port starts at 100 and grows by 20 each time it accepted as many as
+#: it tried, without end: under a flood of connections it accepts
+#: thousands in one go (tens of ms in which nothing else is handled).
+ACCEPTS_PER_READ = 32
+
+_BACKLOG_PREFIXES = ("tcp", "tcp6", "psk", "ssl", "sctp")
+
+
+def with_backlog(description, backlog=LISTEN_BACKLOG):
+    """
+    A server endpoint description with C{backlog=} added, if it is of a
+    kind that takes one (C{tcp}, C{tcp6}, C{psk}, C{ssl}, C{sctp}) and
+    names none.
+    """
+    prefix = description.split(":", 1)[0].strip().lower()
+    if prefix not in _BACKLOG_PREFIXES or ":" not in description:
+        return description
+    if any(part.strip().lower().startswith("backlog=") for part in description.split(":")[1:]):
+        return description
+    return "%s:backlog=%d" % (description, backlog)
+
+
+def limit_accepts(port, most=ACCEPTS_PER_READ):
+    """
+    Make a listening port accept at most C{most} connections each time
+    the reactor finds it readable (see L{ACCEPTS_PER_READ}); the rest wait
+    in the listen queue for the next look, after everything else that was
+    ready.  A port that is not Twisted's TCP port is left as it is.
+
+    @return: whether the port was changed.
+    """
+    if not isinstance(getattr(port, "numberAccepts", None), int):
+        return False
+    read = port.doRead
+
+    def doRead():
+        # Twisted's Port grows numberAccepts by itself: hold it down
+        # before each round of accepts.
+        if port.numberAccepts > most:
+            port.numberAccepts = most
+        return read()
+
+    port.doRead = doRead
+    port.numberAccepts = min(port.numberAccepts, most)
+    return True
 
 
 def _positive(instance, attribute, value):
@@ -111,12 +166,28 @@ def descriptor_budget(spare=64):
 
 class ConnectionBudget:
     """
-    Connections open per source and in all (pure bookkeeping).
+    Connections open per source and in all (bookkeeping, and the choice of
+    a connection to close when all are taken).
+
+    When every connection of the budget is taken, a new one from a source
+    that holds fewer than the source that holds most is still admitted:
+    one of that biggest source's connections is closed for it (the oldest
+    that never sent a whole message, else its oldest), so a source with
+    few connections always gets one while another holds many (RFC 5355
+    section 3: a registrar must survive a flood of connections; many
+    sources together cannot lock out one more).  Only connections handed
+    to L{attach} can be closed so; those of the reserve (registrar peers)
+    are never.
 
     @ivar limits: the L{ConnectionLimits}.
     @ivar total: the ceiling on all connections.
-    @ivar refused: connections refused since the start, by reason.
+    @ivar refused: connections refused since the start, by reason; and
+        C{"evicted"}: connections closed to make room for another source's.
     """
+
+    #: how many of the biggest source's connections are looked at, oldest
+    #: first, for one that never sent a whole message
+    SCAN = 64
 
     def __init__(self, limits, total=None):
         self.limits = limits
@@ -125,31 +196,52 @@ class ConnectionBudget:
         self.total = total
         self.open = 0
         self._sources = {}
-        self.refused = {"per source": 0, "total": 0}
+        # source -> {connection: None}, oldest first (the ones attach()ed)
+        self._members = {}
+        # number of attached connections -> the sources that hold so many
+        self._by_count = {}
+        self._top = 0
+        self.refused = {"per source": 0, "total": 0, "evicted": 0}
 
     def admit(self, key, reserved=False):
         """
-        Count a new connection from C{key} if the budget allows it.
+        Count a new connection from C{key} if the budget allows it; when
+        all are taken, close one of the source that holds most (see the
+        class's description) if that is not C{key}'s own share.
 
         @param reserved: whether the listener may use the reserve (ENRP).
         @return: C{None} if admitted, else the reason (C{"per source"} or
             C{"total"}); nothing is counted then.
         """
         limits = self.limits
-        ceiling = self.total if reserved else max(1, self.total - (limits.reserve or 0))
-        if self.open >= ceiling:
-            self.refused["total"] += 1
-            return "total"
         if limits.per_source is not None and self._sources.get(key, 0) >= limits.per_source:
             self.refused["per source"] += 1
             return "per source"
+        ceiling = self.total if reserved else max(1, self.total - (limits.reserve or 0))
+        if self.open >= ceiling and not self._evict_for(key):
+            self.refused["total"] += 1
+            return "total"
         self.open += 1
         self._sources[key] = self._sources.get(key, 0) + 1
         return None
 
-    def release(self, key):
+    def attach(self, key, connection):
         """
-        A connection of C{key} that L{admit} counted is gone.
+        C{connection}, admitted for C{key}, may be closed to make room
+        for another source's (L{admit}): it has C{budget_silent} (whether
+        it never sent a whole message) and C{budget_evict()} (close it
+        now; the budget has already released it).
+        """
+        members = self._members.get(key)
+        if members is None:
+            members = self._members[key] = {}
+        self._move(key, len(members), len(members) + 1)
+        members[connection] = None
+
+    def release(self, key, connection=None):
+        """
+        A connection of C{key} that L{admit} counted is gone (pass the
+        connection if it was L{attach}ed).
         """
         self.open -= 1
         count = self._sources.get(key, 0) - 1
@@ -157,12 +249,57 @@ class ConnectionBudget:
             self._sources[key] = count
         else:
             self._sources.pop(key, None)
+        if connection is not None:
+            members = self._members.get(key)
+            if members is not None and connection in members:
+                del members[connection]
+                self._move(key, len(members) + 1, len(members))
+                if not members:
+                    del self._members[key]
 
     def count(self, key):
         """
         Connections open from C{key}.
         """
         return self._sources.get(key, 0)
+
+    def _move(self, key, before, after):
+        # Keep the sources grouped by how many attached connections they
+        # hold, and the most any holds, without a scan.
+        if before:
+            group = self._by_count[before]
+            group.discard(key)
+            if not group:
+                del self._by_count[before]
+        if after:
+            self._by_count.setdefault(after, set()).add(key)
+            if after > self._top:
+                self._top = after
+        while self._top and self._top not in self._by_count:
+            self._top -= 1
+
+    def _evict_for(self, key):
+        # Close a connection of the source that holds most, if it holds at
+        # least two more than key does (so the shares only come closer).
+        top = self._top
+        mine = len(self._members.get(key, ()))
+        if top < mine + 2:
+            return False
+        victim_key = next(iter(self._by_count[top]))
+        members = self._members[victim_key]
+        victim = None
+        for index, connection in enumerate(members):
+            if index >= self.SCAN:
+                break
+            if connection.budget_silent:
+                victim = connection
+                break
+        if victim is None:
+            victim = next(iter(members))
+        self.release(victim_key, victim)
+        self.refused["evicted"] += 1
+        victim.budget_evict()
+        return True
 
 
 @implementer(IPushProducer)

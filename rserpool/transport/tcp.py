@@ -184,12 +184,35 @@ class MessageStreamProtocol(Protocol):
         if self.connected:
             self.connected = False
             self._pending = None
-            self.guard.stop()
+            if self.guard is not None:
+                self.guard.stop()
             if abort:
                 self.transport.abortConnection()
             else:
                 self.transport.loseConnection()
             self.receiver.connection_lost(self)
+
+    @property
+    def budget_silent(self):
+        """
+        Whether this accepted connection has not yet sent a whole message
+        (L{ConnectionBudget <rserpool.transport.guard.ConnectionBudget>}
+        closes such a connection first).
+        """
+        return self.guard is None or self.guard.last is None
+
+    def budget_evict(self):
+        """
+        All connections are taken and this one's source holds most: close
+        it for a connection of another source (the budget has released
+        it already).
+        """
+        self._budget_key = None
+        if self.connected:
+            self.guard_closed("making room for another source's connection", abort=True)
+        elif self.transport is not None:
+            # Not yet connected (a TLS handshake): just drop it.
+            self.transport.abortConnection()
 
     def handshakeCompleted(self):
         """
@@ -432,7 +455,7 @@ class MessageStreamProtocol(Protocol):
             self.guard.release()
         key, self._budget_key = self._budget_key, None
         if key is not None:
-            self.factory.budget.release(key)
+            self.factory.budget.release(key, self)
 
     # -- IMessageConnection -----------------------------------------------
 
@@ -554,6 +577,8 @@ class MessageStreamFactory(Factory):
                 return None
         p = self._build(addr)
         p._budget_key = key
+        if key is not None and not self.reserved:
+            self.budget.attach(key, p)
         return p
 
     def _build(self, addr):
