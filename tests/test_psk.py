@@ -37,6 +37,7 @@ from rserpool.transport.psk import (
     PSKServerEndpoint,
     load_keys,
     parse_keys,
+    psk_identity,
 )
 from rserpool.wire import (
     Deregistration,
@@ -276,6 +277,21 @@ class HandshakeTests(unittest.TestCase):
     def test_unknownIdentity(self):
         stranger = escape(write_keys(self, "stranger {}\n".format(KEY_1.hex())))
         return self.refused(stranger, None)
+
+    @defer.inlineCallbacks
+    def test_identities_apart(self):
+        # One OpenSSL context serves every connection: each still knows the
+        # identity its own peer proved, with handshakes in flight at once.
+        clients = yield defer.gatherResults(
+            [self.connect(self.keys, name) for name in ("pe-1", "pe-2", "pe-1", "pe-2")])
+        for client in clients:
+            client.transport.write(b"ping")
+        yield defer.gatherResults([c.got.addTimeout(TIMEOUT, reactor) for c in clients])
+        proved = [psk_identity(echo.transport) for echo in self.factory.made]
+        self.assertEqual(sorted(proved), [b"pe-1", b"pe-1", b"pe-2", b"pe-2"])
+        # No session to resume: every connection proves the key anew.
+        creator = PSKServerCreator({b"pe-1": KEY_1})
+        self.assertEqual(creator._context.get_session_cache_mode(), SSL.SESS_CACHE_OFF)
 
     @defer.inlineCallbacks
     def test_plainClient(self):

@@ -226,14 +226,12 @@ def _context():
 
 class _Peer:
     # What the server side knows of one connection: the identity its peer
-    # proved, and the callback of the connection's context (kept alive
-    # with the connection).
-    __slots__ = ("identity", "role", "callback")
+    # proved, and its role.
+    __slots__ = ("identity", "role", "__weakref__")
 
     def __init__(self):
         self.identity = None
         self.role = None
-        self.callback = None
 
 
 #: Server-side connections (OpenSSL.SSL.Connection) -> L{_Peer}.
@@ -284,9 +282,12 @@ class PSKServerCreator:
     one of C{keys}' identities and proves it holds its key gets in, and
     L{psk_identity} tells which identity it was.
 
-    Each connection has an OpenSSL context of its own (about 0.1 ms to
-    make), whose PSK callback knows the connection: OpenSSL's bindings
-    offer no way to ask a connection for its PSK identity.
+    All connections share one OpenSSL context (one per connection was
+    about 100 KB and 0.1 ms more each: a flood of handshakes multiplied
+    it).  Its PSK callback tells the connections apart by the address of
+    their OpenSSL C{SSL} object, which it is given: OpenSSL's bindings
+    offer no way to ask a connection for its PSK identity.  The context
+    keeps no sessions, so every connection proves the key anew.
 
     @ivar identities: the identities accepted (bytes).
     @ivar path: the key file the keys came from, or C{None}.
@@ -325,21 +326,27 @@ class PSKServerCreator:
         # their peers.
         self._connections = weakref.WeakKeyDictionary()
         self.identities = frozenset(self._keys)
-        # Fail now, not at the first connection.
-        self._new_context(_Peer())
+        # The SSL objects of live connections (their addresses) -> _Peer;
+        # an entry goes with its connection (_PEERS holds the _Peer).
+        self._by_ssl = weakref.WeakValueDictionary()
+        self._callback = None
+        self._context = self._make_context()
 
-    def _new_context(self, peer):
+    def _make_context(self):
         context = _context()
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         ffi = self._ffi
         keys = self._keys
         roles = self._roles
         events = self._events
         clock = self._clock
+        by_ssl = self._by_ssl
 
         def find_key(ssl, identity, out, size):
             name = ffi.string(identity) if identity != ffi.NULL else b""
             key = keys.get(name)
-            if key is None or len(key) > size:
+            peer = by_ssl.get(int(ffi.cast("uintptr_t", ssl)))
+            if key is None or len(key) > size or peer is None:
                 # A peer chooses how often: at a bounded rate.
                 events.warn(clock.seconds(), "TLS-PSK: refused unknown identity {identity!r}",
                             identity=name[:64])
@@ -350,8 +357,8 @@ class PSKServerCreator:
             return len(key)
 
         # The callback object must live as long as the context.
-        peer.callback = ffi.callback(_SERVER_CALLBACK, find_key, error=0)
-        self._lib.SSL_CTX_set_psk_server_callback(context._context, peer.callback)
+        self._callback = ffi.callback(_SERVER_CALLBACK, find_key, error=0)
+        self._lib.SSL_CTX_set_psk_server_callback(context._context, self._callback)
         if self._hint is not None:
             if not self._lib.SSL_CTX_use_psk_identity_hint(context._context, self._hint):
                 raise ValueError("bad PSK identity hint {!r}".format(self._hint))
@@ -403,8 +410,11 @@ class PSKServerCreator:
         @return: a new server-side C{OpenSSL.SSL.Connection}.
         """
         peer = _Peer()
-        connection = SSL.Connection(self._new_context(peer), None)
+        connection = SSL.Connection(self._context, None)
         _PEERS[connection] = peer
+        # A new SSL object may have the address of one that is gone: this
+        # entry replaces whatever was left of it.
+        self._by_ssl[int(self._ffi.cast("uintptr_t", connection._ssl))] = peer
         self._connections[tlsProtocol] = peer
         return connection
 
