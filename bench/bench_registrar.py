@@ -67,7 +67,7 @@ def start_registrar(port, cpu, extra=(), ready_port=None):
         "--keep-alive-interval", "300",
         # Capacity is measured, not the limits per source (all load comes
         # from one address here): switch them off.
-        "--max-pes-per-source", "0", "--max-pools-per-source", "0",
+        "--max-pes-per-source", "0", "--max-pools-per-source", "0", "--max-pool-elements", "0",
         "--max-hr-rate-per-source", "0", "--max-connections-per-source", "0",
     ] + list(extra)
 

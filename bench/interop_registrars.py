@@ -100,7 +100,7 @@ def ours_argv(address, asap_port, enrp_port=None, quiet=True, log=os.devnull, ex
         argv += ["--quiet", "--keep-alive-interval", "300"]
     # Capacity is measured, not the limits per source (all load comes from
     # one address here): switch them off.
-    argv += ["--max-pes-per-source", "0", "--max-pools-per-source", "0",
+    argv += ["--max-pes-per-source", "0", "--max-pools-per-source", "0", "--max-pool-elements", "0",
              "--max-hr-rate-per-source", "0", "--max-connections-per-source", "0"]
     return argv + list(extra)
 

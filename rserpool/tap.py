@@ -173,8 +173,9 @@ SETTINGS = {
         "Selected PEs a handle resolution counts as used (0: the policy's default).",
     ),
     "max-pool-elements": (
-        0, _integer("max-pool-elements", 0),
-        "Refuse registrations beyond this many PEs with Lack of Resources (0: no limit).",
+        100000, _integer("max-pool-elements", 0),
+        "PEs this registrar may be home for; registrations of new PEs beyond it are "
+        "refused with Lack of Resources (0: no limit).",
     ),
     "max-hr-rate": (
         0.0, _rate("max-hr-rate"),

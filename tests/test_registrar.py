@@ -17,7 +17,7 @@ from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTranspor
 from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_scope
 from rserpool.asap.sources import SourceSettings
 from rserpool.codes import ErrorCause, PolicyType
-from rserpool.handlespace import TimerCode
+from rserpool.handlespace import PolicySettings, TimerCode
 from rserpool.registrar import ASAPReceiver, RegistrarService, Wakeup
 from rserpool.transport.sctp import SCTPAddress
 from rserpool.transport.tcp import MessageStreamProtocol
@@ -328,6 +328,27 @@ class RegistrationTests(unittest.TestCase):
         self.assertIs(self.h.hs.get(b"P", 1).connection, self.pe.protocol)
         self.assertEqual(self.h.hs.get(b"P", 1).user_transport.wire.port, 7)
 
+    def test_rfc5355_2_3_squatting_a_peers_pe(self):
+        """
+        A PE this registrar knows only from ENRP (e.g. right after a
+        restart, from its peers' handle tables) keeps its identifier bound
+        to its host: another host registering that identifier first is
+        refused (Non-unique PE Identifier), the PE itself, failing over to
+        this registrar, is not (issue #14: identifier squatting).
+        """
+        self.h.hs.register(b"P", 1, home_registrar=SERVER_ID + 1,
+                           policy=PolicySettings(PolicyType.ROUND_ROBIN),
+                           user_transport=UserTransport(TCPTransport(7, ("127.0.0.5",))),
+                           now=0, registration_life=90000)
+        squatter = self.h.client("127.0.0.9", 40001)
+        response = squatter.register(b"P", pe_param(1, "127.0.0.9"), expect_ok=False)
+        self.assertRejected(response, ErrorCause.NON_UNIQUE_PE_IDENTIFIER)
+        self.assertEqual(self.h.hs.get(b"P", 1).home_registrar, SERVER_ID + 1)
+        owner = self.h.client("127.0.0.5", 40002)
+        owner.register(b"P", pe_param(1, "127.0.0.5"))
+        self.assertEqual(self.h.hs.get(b"P", 1).home_registrar, SERVER_ID)
+        self.assertIs(self.h.hs.get(b"P", 1).connection, owner.protocol)
+
     def test_identity_binds_the_identifier(self):
         """
         Over TLS-PSK (connections that carry an identity), another identity
@@ -355,6 +376,23 @@ class RegistrationTests(unittest.TestCase):
         self.assertRejected(response, ErrorCause.LACK_OF_RESOURCES)
         # Re-registrations still work when full.
         pe.register(b"P", pe_param(2))
+
+    def test_lack_of_resources_counts_home_pes(self):
+        # The limit is on the PEs this registrar is home for (what it
+        # keeps alive); its peers' PEs learned over ENRP do not fill it,
+        # so a cluster that holds more PEs than one registrar may home
+        # still takes registrations at each.
+        h = Harness(max_pool_elements=2)
+        for n in range(10, 15):
+            h.hs.register(b"P", n, home_registrar=SERVER_ID + 1,
+                          policy=PolicySettings(PolicyType.ROUND_ROBIN),
+                          user_transport=UserTransport(TCPTransport(7, ("127.0.0.2",))),
+                          now=0, registration_life=90000)
+        pe = h.client()
+        pe.register(b"P", pe_param(1))
+        pe.register(b"P", pe_param(2))
+        response = pe.register(b"P", pe_param(3), expect_ok=False)
+        self.assertRejected(response, ErrorCause.LACK_OF_RESOURCES)
 
     def test_dpf_distance_not_available(self):
         """

@@ -122,9 +122,10 @@ class RegistrarConfig:
         handlespace's default.
     @ivar min_address_scope: the narrowest L{Scope} accepted in a PE's user
         transport (RSPLIB ``-minaddressscope``).
-    @ivar max_pool_elements: the most PEs the handlespace holds; a
-        registration beyond it is rejected with Lack of Resources.  0 means
-        no limit.
+    @ivar max_pool_elements: the most PEs this registrar is home for (the
+        PEs it keeps alive; its peers' PEs learned over ENRP do not count);
+        a registration of a new PE beyond it is rejected with Lack of
+        Resources.  0 means no limit.
     @ivar log_events: log every registration, deregistration and removal
         (RSPLIB's "action" log level); C{False} keeps only rejections,
         errors and warnings, for speed.
@@ -515,25 +516,27 @@ class ASAPRegistrar:
         existing = hs.get(handle, pe_id)
         if existing is not None:
             # The PE identifier is taken by a PE on another live connection
-            # from another host (or, over TLS-PSK, of another identity): a
-            # PE cannot reuse it (RFC 5352 section 3.2.1, Non-unique PE
-            # Identifier; RFC 5355 sections 2.2 and 2.3, a registration
-            # overwriting another PE).  RSPLIB updates in place.
-            other = existing.connection
+            # (or, over TLS-PSK, of another identity), or by a PE whose
+            # connection here has ended or that only the registrar's peers
+            # know (after a restart, ENRP's view of it: its addresses),
+            # and this registration comes from another host: a PE cannot
+            # reuse it (RFC 5352 section 3.2.1, Non-unique PE Identifier;
+            # RFC 5355 sections 2.2 and 2.3, a registration overwriting
+            # another PE).  The PE itself, failing over or reconnecting,
+            # comes from its own host.  RSPLIB updates in place.
             if (
-                other is not None
-                and other is not conn
-                and other in self.connections
+                existing.connection is not conn
                 and not _same_principal(existing, conn, self.connections)
             ):
                 return self._reject(
                     conn, handle, pe_id, ErrorCause.NON_UNIQUE_PE_IDENTIFIER, b"",
                     "PE identifier in use by another host or identity",
                 )
-        elif config.max_pool_elements and len(hs) >= config.max_pool_elements:
+        elif (config.max_pool_elements
+              and hs.owned_count(self.server_id) >= config.max_pool_elements):
             return self._reject(
                 conn, handle, pe_id, ErrorCause.LACK_OF_RESOURCES, b"",
-                "handlespace full (%d PEs)" % len(hs),
+                "home to as many PEs as it may (%d)" % config.max_pool_elements,
             )
         else:
             # RFC 5355 sections 2.1/2.2: one source cannot fill the
@@ -984,13 +987,15 @@ def _same_principal(pe, conn, live):
 def _same_host(pe, conn):
     """
     Whether C{conn} comes from the host that registered C{pe}: one of its
-    peer addresses is one of the PE's ASAP transport addresses.
+    peer addresses is one of the PE's ASAP transport addresses or, for a
+    PE learned without one (from a peer), of its user transport's.
     """
-    asap = pe.asap_transport
-    if asap is None:
-        return False
     peer = conn.peer_addresses
-    return any(a in peer for a in asap.addresses)
+    asap = pe.asap_transport
+    if asap is not None:
+        return any(a in peer for a in asap.addresses)
+    user = getattr(getattr(pe.user_transport, "wire", None), "addresses", None) or ()
+    return any(a in peer for a in user)
 
 
 def _with_distance(settings, conn):
