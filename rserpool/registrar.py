@@ -36,8 +36,8 @@ from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, endpoint_arguments
 from rserpool.interfaces import IMessageConnection, IMessageReceiver, normalize_address
 from rserpool.limits import RefusalLog
-from rserpool.transport.guard import (ConnectionBudget, ConnectionLimits, limit_accepts,
-                                      with_backlog)
+from rserpool.transport.guard import (ConnectionBudget, ConnectionLimits, TurnScheduler,
+                                      limit_accepts, with_backlog)
 from rserpool.transport.multicast import AnnounceSender
 from rserpool.transport.psk import KeyFileError, PSKServerEndpoint, is_secure
 from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint, SCTPSeqPacketPort
@@ -557,6 +557,8 @@ class RegistrarService(service.Service):
         self.connection_limits = connection_limits if connection_limits is not None \
             else ConnectionLimits()
         self.connection_budget = ConnectionBudget(self.connection_limits)
+        #: the registrar's time shared out by source, over all listeners
+        self.turns = TurnScheduler(self.reactor)
         self.refusals = RefusalLog()
         self.http = http
         self.csp = csp
@@ -578,7 +580,7 @@ class RegistrarService(service.Service):
         receiver = self.monitor.asap_receiver(self.registrar, self.reactor)
         factory = self._asap_factory = MessageStreamFactory(
             receiver, "asap", limits=self.connection_limits, clock=self.reactor,
-            budget=self.connection_budget, refusals=self.refusals)
+            budget=self.connection_budget, refusals=self.refusals, turns=self.turns)
         listens = []
         for description in self.asap_endpoints:
             listens.append(self._listen(description, factory, "ASAP"))
@@ -807,7 +809,7 @@ class RegistrarService(service.Service):
         self._enrp_factory = MessageStreamFactory(
             self.monitor.enrp_receiver(self.enrp, clock), ENRP, limits=self.connection_limits,
             clock=self.reactor, budget=self.connection_budget, reserved=True,
-            refusals=self.refusals)
+            refusals=self.refusals, turns=self.turns)
         return self._listen(self.enrp_endpoint, self._enrp_factory, "ENRP")
 
     def peer_policy(self):

@@ -151,6 +151,54 @@ class TurnTests(unittest.TestCase):
         # ends the slice).
         self.assertEqual(len(self.receiver.messages), 4 * self.quantum)
 
+    def test_at_once_for_a_slice(self):
+        # One look at the sockets that finds many connections readable:
+        # what they brought is handled at once only for a slice; the rest
+        # waits for the round of turns after it.
+        turns = self.factory.turns
+        first, _ = self.connect("192.0.2.7")
+        first.dataReceived(resolution(1))
+        self.assertEqual(len(self.receiver.messages), 1)
+        turns.spent(turns.slice)
+        late, transport = self.connect("192.0.2.9")
+        late.dataReceived(resolution(2))
+        self.assertEqual(len(self.receiver.messages), 1)
+        self.assertEqual(transport.producerState, "paused")
+        self.clock.round()
+        self.assertEqual(handles(self.receiver.messages), [b"pool-0001", b"pool-0002"])
+        # A new round, a new slice of arrivals.
+        late.dataReceived(resolution(3))
+        self.assertEqual(len(self.receiver.messages), 3)
+
+    def test_quiet_source_first(self):
+        # A source that had nothing waiting goes before the sources that
+        # are always busy, once (a new flow, RFC 8290): a pool user's
+        # request that missed the slice waits one look at the sockets, not
+        # every flooding source's turn.
+        turns = self.factory.turns
+        turns.timer = Ticks()
+        turns.slice = 3
+        floods = [self.connect("192.0.2.%d" % n)[0] for n in range(10, 20)]
+        for protocol in floods:
+            protocol.dataReceived(resolution(1) * 1000)
+        for _ in range(5):
+            # Until every flooding source had its first turn.
+            self.clock.round()
+        # This look at the sockets has used its slice already.
+        turns.spent(turns.slice)
+        user, _ = self.connect("192.0.2.8")
+        user.dataReceived(resolution(2) * (self.quantum + 1))
+        self.assertNotIn(user, self.order)
+        del self.order[:]
+        self.clock.round()
+        self.assertEqual(self.order[:self.quantum], [user] * self.quantum)
+        # Then it takes its turn with the others, at the end of the round.
+        del self.order[:]
+        for _ in range(5):
+            self.clock.round()
+        self.assertNotIn(user, self.order[:self.quantum * 2])
+        self.assertEqual(self.order.count(user), 1)
+
     def test_framing_lost_after_the_backlog(self):
         # The messages before a broken header are handled, then the
         # connection is closed.

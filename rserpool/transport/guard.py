@@ -503,9 +503,20 @@ class TurnScheduler:
     still has messages after its turn calls L{wait} again; one that is
     gone simply does not.
 
+    What arrives is handled at once only while the arrivals since the last
+    round of turns have used less than a slice (L{at_once}, L{spent}), so
+    one look at the sockets that finds hundreds of connections readable
+    costs about a slice, not hundreds of quanta; the rest waits for turns.
+    A source that had nothing waiting goes first in the next round, for
+    one turn, before the sources that are always busy (as a new flow does
+    in fq_codel, RFC 8290): a pool user's request that missed the slice
+    waits for the end of one look at the sockets, not for every flooding
+    source's turn.
+
     @ivar quantum: messages a worker handles per turn (and at once, when
         they arrive).
-    @ivar slice: seconds of turns between two looks at the sockets.
+    @ivar slice: seconds of turns between two looks at the sockets, and of
+        messages handled at once as they arrive.
     """
 
     #: Turns per slice at most, whatever the timer says.
@@ -523,8 +534,28 @@ class TurnScheduler:
         self.quantum = quantum
         self.slice = slice
         self.timer = timer
+        # Sources with workers waiting, in their order of turns; and those
+        # that had nothing waiting before (served first, once).
         self._sources = collections.OrderedDict()
+        self._new = collections.OrderedDict()
+        self._spent = 0.0
         self._call = None
+
+    def at_once(self, key):
+        """
+        Whether a worker of source C{key} may handle what just arrived at
+        once: the source has nothing waiting, and what was handled at once
+        since the last round of turns took less than a slice.
+        """
+        return self._spent < self.slice and key not in self._sources and key not in self._new
+
+    def spent(self, seconds):
+        """
+        Messages that arrived were handled at once, in C{seconds}.
+        """
+        self._spent += seconds
+        if self._call is None:
+            self._call = self.clock.callLater(0, self._run)
 
     def wait(self, key, worker):
         """
@@ -532,7 +563,9 @@ class TurnScheduler:
         """
         workers = self._sources.get(key)
         if workers is None:
-            workers = self._sources[key] = collections.OrderedDict()
+            workers = self._new.get(key)
+            if workers is None:
+                workers = self._new[key] = collections.OrderedDict()
         workers[worker] = None
         if self._call is None:
             self._call = self.clock.callLater(0, self._run)
@@ -541,37 +574,48 @@ class TurnScheduler:
         """
         C{worker} is gone: no more turns.
         """
-        workers = self._sources.get(key)
-        if workers is not None:
-            workers.pop(worker, None)
-            if not workers:
-                del self._sources[key]
+        for sources in (self._sources, self._new):
+            workers = sources.get(key)
+            if workers is not None:
+                workers.pop(worker, None)
+                if not workers:
+                    del sources[key]
 
     def __len__(self):
         """
         How many workers wait for a turn.
         """
-        return sum(len(w) for w in self._sources.values())
+        return (sum(len(w) for w in self._sources.values())
+                + sum(len(w) for w in self._new.values()))
 
     def _run(self):
         self._call = None
+        self._spent = 0.0
         sources = self._sources
-        deadline = self.timer() + self.slice
+        new = self._new
+        timer = self.timer
+        quantum = self.quantum
+        deadline = timer() + self.slice
         for _ in range(self.max_turns):
-            if not sources:
-                break
-            key = next(iter(sources))
-            workers = sources[key]
-            worker = next(iter(workers))
-            del workers[worker]
-            if workers:
+            if new:
+                # A source that had nothing waiting: one turn, then it
+                # waits with the others (its workers' wait() finds it
+                # there while its turn runs).
+                key, workers = new.popitem(last=False)
+                sources[key] = workers
+            elif sources:
+                key = next(iter(sources))
+                workers = sources[key]
                 sources.move_to_end(key)
             else:
-                del sources[key]
-            worker.take_turn(self.quantum)
-            if self.timer() >= deadline:
                 break
-        if sources and self._call is None:
+            worker, _ = workers.popitem(last=False)
+            worker.take_turn(quantum)
+            if not workers and sources.get(key) is workers:
+                del sources[key]
+            if timer() >= deadline:
+                break
+        if (sources or new) and self._call is None:
             self._call = self.clock.callLater(0, self._run)
 
 

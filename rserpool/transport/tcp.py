@@ -16,6 +16,7 @@ L{rserpool.transport.mux} (sans I/O); L{MultiplexProtocol} runs it over a
 Twisted transport with its heartbeat.
 """
 from collections import deque
+from time import perf_counter as _timer
 
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
@@ -267,8 +268,11 @@ class MessageStreamProtocol(Protocol):
 
     def _received(self, data):
         guard = self.guard
-        quantum = self.factory.turns.quantum
-        if not self._raw and not self._pending and not self._held and not guard.paused:
+        turns = self.factory.turns
+        quantum = turns.quantum
+        now = not self._pending and not self._held and not guard.paused \
+            and turns.at_once(self._budget_key or self)
+        if now and not self._raw:
             # Nothing waits, and the read is at most a quantum of whole
             # messages (a request, a keep-alive ack): handle them as they are.
             n = len(data)
@@ -288,7 +292,9 @@ class MessageStreamProtocol(Protocol):
                     return
                 guard.received()
                 self._keep(items)
+                started = _timer()
                 self._turn(quantum)
+                turns.spent(_timer() - started)
                 return
         raw = self._raw
         if raw is None:
@@ -296,11 +302,13 @@ class MessageStreamProtocol(Protocol):
         raw += data
         if _whole_message_first(raw):
             guard.received()
-        if self._pending or guard.paused or self._held:
+        if not now:
             # Its turn comes (or the peer reads again); not read meanwhile.
             self._settle()
             return
-        self._turn(self.factory.turns.quantum)
+        started = _timer()
+        self._turn(quantum)
+        turns.spent(_timer() - started)
 
     def take_turn(self, quantum):
         """
@@ -528,7 +536,7 @@ class MessageStreamFactory(Factory):
     noisy = False
 
     def __init__(self, receiver, protocol=ASAP, limits=None, clock=None, budget=None,
-                 reserved=False, refusals=None):
+                 reserved=False, refusals=None, turns=None):
         """
         @param receiver: the L{IMessageReceiver} every connection reports
             to.
@@ -544,6 +552,10 @@ class MessageStreamFactory(Factory):
         @param reserved: whether this listener may use the budget's
             reserve (ENRP: registrar peers).
         @param refusals: a L{RefusalLog} for refused connections.
+        @param turns: the L{TurnScheduler
+            <rserpool.transport.guard.TurnScheduler>} this listener's
+            connections share with other listeners' (one is made for it
+            if it has limits and none is given).
         """
         self.receiver = receiver
         self.message_protocol = protocol
@@ -555,7 +567,9 @@ class MessageStreamFactory(Factory):
         self.events = EventLog(Logger(namespace="rserpool.transport.guard")) \
             if limits is not None else None
         #: the accepted connections' turns (with limits), or C{None}
-        self.turns = TurnScheduler(clock) if limits is not None and clock is not None else None
+        if turns is None and limits is not None and clock is not None:
+            turns = TurnScheduler(clock)
+        self.turns = turns if limits is not None else None
         #: memory given back after connections that held buffers
         self.memory = MemoryReturn(clock) if self.turns is not None else None
 
