@@ -712,6 +712,39 @@ class KeepAliveTests(unittest.TestCase):
         self.h.clock.advance(100)
         self.assertEqual(pu.received(), [])
 
+    def test_connection_lost_in_pieces(self):
+        # A connection of many PEs is cleared a few hundred at a time, the
+        # reactor looking at its sockets in between (issue #14: 10,000 PEs
+        # took 0.4 s in one go); a request in between is answered.
+        from rserpool.asap.registrar import TIMERS_PER_CALL
+
+        count = TIMERS_PER_CALL * 2 + 10
+        for n in range(2, count + 1):
+            self.pe.register(b"P", pe_param(n))
+        self.pe.lose()
+        self.assertEqual(len(self.h.hs), count - TIMERS_PER_CALL)
+        pu = self.h.client("127.0.0.1", 50000)
+        pu.send(HandleResolution(b"P"))
+        self.assertEqual(len(pu.one().pool_elements), 3)
+        for _ in range(3):
+            self.h.clock.advance(0)
+        self.assertEqual(len(self.h.hs), 0)
+        self.assertEqual(len(self.h.removed), count)
+
+    def test_reregistered_while_cleared(self):
+        # A PE that re-registers over a new connection before its old
+        # connection's PEs are all cleared keeps its registration.
+        from rserpool.asap.registrar import TIMERS_PER_CALL
+
+        for n in range(2, TIMERS_PER_CALL + 10):
+            self.pe.register(b"P", pe_param(n))
+        self.pe.lose()
+        again = self.h.client("127.0.0.1", 40001)
+        survivors = [pe_id for pe_id in range(1, TIMERS_PER_CALL + 10) if self.h.hs.get(b"P", pe_id)]
+        again.register(b"P", pe_param(survivors[0]))
+        self.h.clock.advance(0)
+        self.assertEqual([pe.pe_id for pe in self.h.hs.pool(b"P")], [survivors[0]])
+
     def test_reregistration_resets_keep_alive(self):
         self.h.clock.advance(4.0)
         self.pe.register(b"P", pe_param(1))
