@@ -59,15 +59,30 @@ class Ticks:
         return float(next(self.now))
 
 
+class Costs:
+    """
+    A timer for the scheduler's slice in which each message handled takes
+    one unit of time.
+    """
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
 class TurnTests(unittest.TestCase):
     def setUp(self):
         self.clock = Rounds()
         self.receiver = Recorder()
         self.order = []
+        self.costs = Costs()
         original = self.receiver.message_received
 
         def record(connection, message):
             self.order.append(connection)
+            self.costs.now += 1
             original(connection, message)
 
         self.receiver.message_received = record
@@ -127,8 +142,8 @@ class TurnTests(unittest.TestCase):
     def test_turns_by_source(self):
         # Ten connections of one source get, together, the turns one
         # connection of another source gets.
-        self.factory.turns.timer = Ticks()
-        self.factory.turns.slice = 40
+        self.factory.turns.timer = self.costs
+        self.factory.turns.slice = 40 * self.quantum
         many = [self.connect("192.0.2.7")[0] for _ in range(10)]
         for protocol in many:
             protocol.dataReceived(resolution(1) * 1000)
@@ -142,14 +157,33 @@ class TurnTests(unittest.TestCase):
 
     def test_slice(self):
         # Between two looks at the sockets, turns for one slice only.
-        self.factory.turns.timer = Ticks()
-        self.factory.turns.slice = 3
+        self.factory.turns.timer = self.costs
+        self.factory.turns.slice = 3 * self.quantum
         protocol, _ = self.connect()
         protocol.dataReceived(resolution(1) * 1000)
         self.clock.round()
-        # One quantum at once, then 3 turns (the fourth look at the timer
-        # ends the slice).
+        # One quantum at once, then 3 quanta of turns.
         self.assertEqual(len(self.receiver.messages), 4 * self.quantum)
+
+    def test_expensive_messages_end_a_turn(self):
+        # A turn ends at the slice's end, even before its quantum: some
+        # messages (a registration) cost far more than others.
+        turns = self.factory.turns
+        turns.timer = self.costs
+        turns.slice = 3 * self.quantum
+        original = self.receiver.message_received
+
+        def expensive(connection, message):
+            self.costs.now += self.quantum - 1
+            original(connection, message)
+
+        self.receiver.message_received = expensive
+        protocol, _ = self.connect()
+        protocol.dataReceived(resolution(1) * 1000)
+        # At once: 3 messages use the slice up.
+        self.assertEqual(len(self.receiver.messages), 3)
+        self.clock.round()
+        self.assertEqual(len(self.receiver.messages), 6)
 
     def test_at_once_for_a_slice(self):
         # One look at the sockets that finds many connections readable:
@@ -176,8 +210,8 @@ class TurnTests(unittest.TestCase):
         # request that missed the slice waits one look at the sockets, not
         # every flooding source's turn.
         turns = self.factory.turns
-        turns.timer = Ticks()
-        turns.slice = 3
+        turns.timer = self.costs
+        turns.slice = 3 * self.quantum
         floods = [self.connect("192.0.2.%d" % n)[0] for n in range(10, 20)]
         for protocol in floods:
             protocol.dataReceived(resolution(1) * 1000)

@@ -87,7 +87,7 @@ REMOVAL_REASONS = (
 
 #: PE timers (keep-alives, their timeouts, expiries) handled per call of
 #: L{ASAPRegistrar.timer_fired}; the rest at the next.
-TIMERS_PER_CALL = 256
+TIMERS_PER_CALL = 32
 
 #: The most Pool Element parameters a Handle Resolution Response may carry
 #: (RSPLIB's MAX_MAX_HANDLE_RESOLUTION_ITEMS).

@@ -540,6 +540,10 @@ class TurnScheduler:
         self._new = collections.OrderedDict()
         self._spent = 0.0
         self._call = None
+        #: when the current turn must end (a worker stops handling its
+        #: messages then, even before its quantum: some cost far more
+        #: than others)
+        self.deadline = 0.0
 
     def at_once(self, key):
         """
@@ -548,6 +552,14 @@ class TurnScheduler:
         since the last round of turns took less than a slice.
         """
         return self._spent < self.slice and key not in self._sources and key not in self._new
+
+    def arrival_deadline(self):
+        """
+        When messages handled at once as they arrive must stop: what is
+        left of the arrivals' slice.
+        """
+        self.deadline = self.timer() + max(0.0, self.slice - self._spent)
+        return self.deadline
 
     def spent(self, seconds):
         """
@@ -595,7 +607,7 @@ class TurnScheduler:
         new = self._new
         timer = self.timer
         quantum = self.quantum
-        deadline = timer() + self.slice
+        deadline = self.deadline = timer() + self.slice
         for _ in range(self.max_turns):
             if new:
                 # A source that had nothing waiting: one turn, then it

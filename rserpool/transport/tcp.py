@@ -16,7 +16,6 @@ L{rserpool.transport.mux} (sans I/O); L{MultiplexProtocol} runs it over a
 Twisted transport with its heartbeat.
 """
 from collections import deque
-from time import perf_counter as _timer
 
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
@@ -292,9 +291,9 @@ class MessageStreamProtocol(Protocol):
                     return
                 guard.received()
                 self._keep(items)
-                started = _timer()
-                self._turn(quantum)
-                turns.spent(_timer() - started)
+                started = turns.timer()
+                self._turn(quantum, turns.arrival_deadline())
+                turns.spent(turns.timer() - started)
                 return
         raw = self._raw
         if raw is None:
@@ -306,9 +305,9 @@ class MessageStreamProtocol(Protocol):
             # Its turn comes (or the peer reads again); not read meanwhile.
             self._settle()
             return
-        started = _timer()
-        self._turn(quantum)
-        turns.spent(_timer() - started)
+        started = turns.timer()
+        self._turn(quantum, turns.arrival_deadline())
+        turns.spent(turns.timer() - started)
 
     def take_turn(self, quantum):
         """
@@ -316,13 +315,18 @@ class MessageStreamProtocol(Protocol):
         call: handle up to C{quantum} waiting messages.
         """
         if self.connected:
-            self._turn(quantum)
+            self._turn(quantum, self.factory.turns.deadline)
 
-    def _turn(self, limit):
+    def _turn(self, limit, deadline=None):
+        # Up to `limit` messages, and (after the first) not past `deadline`
+        # (a timer value: a registration costs far more than a resolution).
         guard = self.guard
         receiver = self.receiver
+        timer = self.factory.turns.timer
         handled = 0
         while handled < limit and self.connected and not guard.paused:
+            if handled and deadline is not None and timer() >= deadline:
+                break
             pending = self._pending
             if not pending:
                 if not self._decode(limit - handled):
