@@ -73,6 +73,23 @@ def _first_report_removes():
     registrar.ASAPRegistrar._endpoint_unreachable = mutant
 
 
+def _higher_id_wins():
+    # ENRP: between competing takeovers the higher server id wins (the
+    # comparison of _init_takeover turned round, in a recompiled copy).
+    import inspect
+    import textwrap
+
+    from rserpool.enrp import server
+
+    source = textwrap.dedent(inspect.getsource(server.ENRPServer._init_takeover))
+    rule = "if sender < self.server_id:"
+    if rule not in source:
+        raise SystemExit("higher-id-wins: ENRPServer._init_takeover no longer has %r" % rule)
+    scope = dict(vars(server))
+    exec(source.replace(rule, "if sender > self.server_id:"), scope)
+    server.ENRPServer._init_takeover = scope["_init_takeover"]
+
+
 def _deaf_pe():
     # A pool element that never answers Endpoint Keep Alive.
     from rserpool.asap import pool_element
@@ -88,6 +105,9 @@ MUTANTS = {
     "keep-deaf-pes": (_keep_deaf_pes, "twistd", "test_asap.KeepAliveTests.test_unanswered"),
     "first-report-removes": (_first_report_removes, "twistd",
                              "test_asap.UnreachableTests.test_belowThreshold"),
+    "higher-id-wins": (_higher_id_wins, "twistd",
+                       ("test_enrp.RacingTakeoverTests.test_lowerIdWins",
+                        "test_enrp.RacingTakeoverTests.test_higherIdLoses")),
     "deaf-pe": (_deaf_pe, "rserpool", "test_pe.KeepAliveTests.test_ack"),
 }
 
@@ -119,9 +139,10 @@ class MutantTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def caught(self, name):
-        from tests.test_conformance_registrar import run_suite, start_registrar
+        from tests.test_conformance_registrar import ENRP_TIMERS, run_suite, start_registrar
 
-        _, program, test = MUTANTS[name]
+        _, program, tests = MUTANTS[name]
+        tests = (tests,) if isinstance(tests, str) else tests
         launcher = ["-m", "tests.test_conformance_mutants", name]
         if program == "twistd":
             registrar, asap, enrp = yield start_registrar(
@@ -129,15 +150,17 @@ class MutantTests(unittest.TestCase):
                 launcher=launcher + ["twistd"])
             args = ["--asap", "tcp:host=127.0.0.1:port=%d" % asap,
                     "--enrp", "tcp:host=127.0.0.1:port=%d" % enrp,
-                    "--keep-alive", "2", "--keep-alive-timeout", "1"]
+                    "--keep-alive", "2", "--keep-alive-timeout", "1"] + ENRP_TIMERS
         else:
             pe = [sys.executable] + launcher + [
                 "rserpool", "pe", "--handle", "{handle}", "--registrar", "{registrar}",
                 "--registrar", "{registrar2}", "--reregistration-interval", "1", "echo"]
             args = ["--pe", " ".join(pe)]
-        code, junit, outcomes, report, suite = yield run_suite(self, *(args + ["--only", test]))
+        only = [a for test in tests for a in ("--only", test)]
+        code, junit, outcomes, report, suite = yield run_suite(self, *(args + only))
         got = parse_outcomes(outcomes)
-        self.assertEqual(got, {test: "fail"}, "the mutant %s was not caught:\n%s\n%s" % (
+        self.assertEqual(got, {test: "fail" for test in tests},
+                         "the mutant %s was not caught:\n%s\n%s" % (
             name, report, suite.describe()))
         self.assertEqual(code, 1)
 
@@ -164,6 +187,13 @@ class MutantTests(unittest.TestCase):
         A registrar that removes a PE at the first Endpoint Unreachable fails.
         """
         return self.caught("first-report-removes")
+
+    def test_higherIdWins(self):
+        """
+        A registrar that lets the higher id win competing takeovers fails
+        both racing takeover tests.
+        """
+        return self.caught("higher-id-wins")
 
     def test_deafPE(self):
         """
