@@ -182,6 +182,7 @@ class ConformanceCase(unittest.TestCase):
         """
         if endpoint is None:
             endpoint = self.target.asap if protocol == ASAP else self.target.enrp
+            endpoint = self.target.client(endpoint, peer=protocol != ASAP)
         if bind is None:
             bind = self.target.bind
         try:

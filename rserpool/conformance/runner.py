@@ -193,6 +193,15 @@ def configure(p):
                    help="the registrar's keep-alive timeout [5]")
     p.add_argument("--max-bad-pe-report", type=int, metavar="N",
                    help="the registrar's MAX-BAD-PE-REPORT [3]")
+    p.add_argument("--psk-keys", metavar="FILE",
+                   help="reach the registrar's tcp: endpoints over TLS-PSK (RFC 5355) with "
+                        "a key of FILE (IDENTITY HEXKEY a line)")
+    p.add_argument("--psk-identity", metavar="ID",
+                   help="with --psk-keys: the identity to present [the file's only one]")
+    p.add_argument("--psk-peer-keys", metavar="FILE",
+                   help="with --psk-keys: the registrars' key file, for ENRP [--psk-keys]")
+    p.add_argument("--psk-peer-identity", metavar="ID",
+                   help="with --psk-keys: the identity the suite's ENRP peer presents")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any RSERPOOL_TARGET_NAME setting (e.g. --set SOURCES=127.0.0.2,"
                         "127.0.0.3); see doc/conformance.rst")
@@ -221,7 +230,11 @@ def _environ(args, base):
                          ("pe", "RSERPOOL_TARGET_PE"),
                          ("keep_alive", "RSERPOOL_TARGET_KEEPALIVE"),
                          ("keep_alive_timeout", "RSERPOOL_TARGET_KEEPALIVE_TIMEOUT"),
-                         ("max_bad_pe_report", "RSERPOOL_TARGET_MAX_BAD_PE_REPORT")):
+                         ("max_bad_pe_report", "RSERPOOL_TARGET_MAX_BAD_PE_REPORT"),
+                         ("psk_keys", "RSERPOOL_TARGET_PSK_KEYS"),
+                         ("psk_identity", "RSERPOOL_TARGET_PSK_IDENTITY"),
+                         ("psk_peer_keys", "RSERPOOL_TARGET_PSK_PEER_KEYS"),
+                         ("psk_peer_identity", "RSERPOOL_TARGET_PSK_PEER_IDENTITY")):
         value = getattr(args, option)
         if value is not None:
             env[name] = str(value)
@@ -265,6 +278,7 @@ def _command(args, out, err):
     try:
         env = _environ(args, os.environ)
         target = Target.from_environ(env)
+        target.check_keys()
     except TargetError as e:
         err.write("rserpool conformance: %s\n" % e)
         return 2
