@@ -18,7 +18,7 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory
 
-from rserpool.conformance.client import Inbox, WireConnection
+from rserpool.conformance.client import Inbox, WireConnection, connect
 from rserpool.wire import (
     ASAP,
     Deregistration,
@@ -84,6 +84,24 @@ class HarnessRegistrar:
         self.hostport = "%s:%d" % (shown, port)
         self.endpoint = "%s:host=%s:port=%d" % (self.mapping, host.replace(":", "\\:"), port)
         return self
+
+    @defer.inlineCallbacks
+    def reach(self, description, timeout):
+        """
+        Open a connection of this registrar's own to a PE (a registrar that
+        took the PE over reaches it at its ASAP transport, RFC 5353
+        section 3.5.2); what comes over it is answered and kept as over
+        the connections the PE opened.
+
+        @param description: a client endpoint string of the PE's ASAP
+            transport.
+        @return: a L{Deferred} firing with the L{WireConnection}.
+        """
+        wire = yield connect(self.reactor, description, ASAP, bind=self.bind, timeout=timeout,
+                             name="%s (to the PE)" % self.name, inbox=self.inbox)
+        wire.on_message = self._answer
+        self.connections.append(wire)
+        return wire
 
     @defer.inlineCallbacks
     def stop(self):
