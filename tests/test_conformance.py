@@ -395,9 +395,9 @@ class DocumentationTests(unittest.SynchronousTestCase):
     instead.
     """
 
-    #: each column: registrar outcomes and PE outcomes (disjoint tests)
+    #: each column: registrar, PE and PU outcomes (disjoint tests)
     COLUMNS = (
-        ("ours, TCP", ("ours-tcp.txt", "ours-pe-tcp.txt")),
+        ("ours, TCP", ("ours-tcp.txt", "ours-pe-tcp.txt", "ours-pu-tcp.txt")),
         ("ours, SCTP", ("ours-sctp.txt", "ours-pe-sctp.txt")),
         ("RSPLIB 3.4, SCTP", ("rsplib-3.4.txt", "rsplib-3.4-pe.txt")),
     )

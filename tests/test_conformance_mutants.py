@@ -7,6 +7,7 @@ Each mutant is our program with one monkeypatch, run as another process:
 
     python -m tests.test_conformance_mutants MUTANT twistd -n enrp ...
     python -m tests.test_conformance_mutants MUTANT rserpool pe ...
+    python -m tests.test_conformance_mutants MUTANT rserpool terminal ...
 
 and the suite runs only the test that must catch it (C{--only}); against
 the unbroken programs the same tests pass (tests/test_conformance_registrar.py,
@@ -97,6 +98,37 @@ def _deaf_pe():
     pool_element.PoolElementMachine._keep_alive = lambda self, connection, message, now: None
 
 
+def _wrong_handle():
+    # A pool user that resolves another pool handle than its own.
+    from rserpool.asap import pool_user
+    from rserpool.wire import HandleResolution
+
+    pool_user.HandleResolution = lambda handle, *a, **k: HandleResolution(
+        bytes(handle) + b"-x", *a, **k)
+
+
+def _silent_pu():
+    # A pool user that never sends Endpoint Unreachable.
+    from rserpool.asap import pool_user
+
+    pool_user.PoolUserMachine.report_unreachable = lambda self, handle, pe_id, now: False
+
+
+def _gives_up():
+    # A pool user that reports an unreachable PE and then gives up instead
+    # of resolving again.
+    from twisted.internet import defer
+
+    from rserpool import pu
+
+    def mutant(self, pool_handle, failed):
+        pe_id = failed.identifier if isinstance(failed, pu.PoolElementInfo) else failed
+        self.report_unreachable(pool_handle, pe_id)
+        return defer.fail(pu.NoPoolElement(pool_handle, "the mutant gives up"))
+
+    pu.PoolUser.get_next_server = mutant
+
+
 #: name: (the monkeypatch, the program it breaks, the test that must fail).
 MUTANTS = {
     "ignore-w-flag": (_ignore_w_flag, "twistd",
@@ -109,7 +141,14 @@ MUTANTS = {
                        ("test_enrp.RacingTakeoverTests.test_lowerIdWins",
                         "test_enrp.RacingTakeoverTests.test_higherIdLoses")),
     "deaf-pe": (_deaf_pe, "rserpool", "test_pe.KeepAliveTests.test_ack"),
+    "wrong-handle": (_wrong_handle, "terminal", "test_pu.ResolutionTests.test_resolves"),
+    "silent-pu": (_silent_pu, "terminal", "test_pu.UnreachableTests.test_reports"),
+    "gives-up": (_gives_up, "terminal", "test_pu.UnreachableTests.test_resolvesAgain"),
 }
+
+#: What each mutant's test must end in: a MUST test fails, a SHOULD test
+#: is not met.
+CAUGHT = {"silent-pu": "not-met", "gives-up": "not-met"}
 
 
 def main(argv):
@@ -151,6 +190,11 @@ class MutantTests(unittest.TestCase):
             args = ["--asap", "tcp:host=127.0.0.1:port=%d" % asap,
                     "--enrp", "tcp:host=127.0.0.1:port=%d" % enrp,
                     "--keep-alive", "2", "--keep-alive-timeout", "1"] + ENRP_TIMERS
+        elif program == "terminal":
+            pu = [sys.executable] + launcher + [
+                "rserpool", "terminal", "--registrar", "{registrar}", "--mode", "basic",
+                "{handle}"]
+            args = ["--pu", " ".join(pu), "--set", "PE_WAIT=10"]
         else:
             pe = [sys.executable] + launcher + [
                 "rserpool", "pe", "--handle", "{handle}", "--registrar", "{registrar}",
@@ -159,10 +203,10 @@ class MutantTests(unittest.TestCase):
         only = [a for test in tests for a in ("--only", test)]
         code, junit, outcomes, report, suite = yield run_suite(self, *(args + only))
         got = parse_outcomes(outcomes)
-        self.assertEqual(got, {test: "fail" for test in tests},
+        self.assertEqual(got, {test: CAUGHT.get(name, "fail") for test in tests},
                          "the mutant %s was not caught:\n%s\n%s" % (
             name, report, suite.describe()))
-        self.assertEqual(code, 1)
+        self.assertEqual(code, 1 if CAUGHT.get(name, "fail") == "fail" else 0)
 
     def test_ignoreWFlag(self):
         """
@@ -194,6 +238,26 @@ class MutantTests(unittest.TestCase):
         both racing takeover tests.
         """
         return self.caught("higher-id-wins")
+
+    def test_wrongHandle(self):
+        """
+        A PU that resolves another handle than its own fails.
+        """
+        return self.caught("wrong-handle")
+
+    def test_silentPU(self):
+        """
+        A PU that does not report an unreachable PE does not meet the
+        requirement.
+        """
+        return self.caught("silent-pu")
+
+    def test_givesUp(self):
+        """
+        A PU that does not resolve again after its only PE failed does not
+        meet the requirement.
+        """
+        return self.caught("gives-up")
 
     def test_deafPE(self):
         """

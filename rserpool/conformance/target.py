@@ -193,6 +193,11 @@ SETTINGS = {
         "The command that starts the pool element under test; {registrar} stands for "
         "the harness's registrar endpoints (repeat as needed with {registrar2}), "
         "{handle} for the pool handle."),
+    "RSERPOOL_TARGET_PU": (
+        "pu", _command("RSERPOOL_TARGET_PU"), None,
+        "The command that starts the pool user under test, which reaches a PE of the "
+        "pool at once; {registrar} stands for the harness's registrar endpoint, {handle} "
+        "for the pool handle."),
     "RSERPOOL_TARGET_KEEPALIVE": (
         "keep_alive_interval", _seconds("RSERPOOL_TARGET_KEEPALIVE"), 5.0,
         "Seconds between the registrar's Endpoint Keep Alives to a PE."),
@@ -260,7 +265,7 @@ SETTINGS = {
     "RSERPOOL_TARGET_PE_WAIT": (
         "pe_wait", _seconds("RSERPOOL_TARGET_PE_WAIT"), 30.0,
         "Seconds the pool element harness waits for the PE under test to register, "
-        "re-register or fail over."),
+        "re-register or fail over (and the pool user harness for the PU's messages)."),
 }
 
 
@@ -280,6 +285,7 @@ class Target:
     asap: object = None
     enrp: object = None
     pe: object = None
+    pu: object = None
     keep_alive_interval: float = 5.0
     keep_alive_timeout: float = 5.0
     max_bad_pe_report: int = 3
