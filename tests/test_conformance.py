@@ -5,8 +5,10 @@ report "not met" instead of failing, the statistics, the reports.
 """
 import io
 import math
+import os
 import xml.etree.ElementTree as ElementTree
 
+from attrs import evolve as attrs_evolve
 from twisted.trial import unittest
 
 from rserpool.conformance import case, report, requirements, runner, stats, target
@@ -46,6 +48,51 @@ class TargetTests(unittest.SynchronousTestCase):
         self.assertEqual(t.announce, ("239.0.0.50", 3863, "10.0.0.1"))
         self.assertEqual(t.peer_id, 0x1234)
         self.assertEqual(target.Target.from_environ(t.environ()), t)
+
+    def test_psk(self):
+        """
+        With a key file the suite's tcp: client endpoints become psk: ones,
+        with the ASAP identity or the peer's, and its peer listens with the
+        registrars' key file; without one nothing changes.
+        """
+        plain = target.Target.from_environ({})
+        self.assertEqual(plain.client("tcp:host=127.0.0.1:port=1"), "tcp:host=127.0.0.1:port=1")
+        self.assertEqual(plain.server("tcp:0:interface=127.0.0.1"), "tcp:0:interface=127.0.0.1")
+        t = target.Target.from_environ({
+            "RSERPOOL_TARGET_PSK_KEYS": "/k/pool", "RSERPOOL_TARGET_PSK_IDENTITY": "pe-1",
+            "RSERPOOL_TARGET_PSK_PEER_KEYS": "/k/peers",
+            "RSERPOOL_TARGET_PSK_PEER_IDENTITY": "suite"})
+        self.assertEqual(t.client("tcp:host=127.0.0.1:port=1"),
+                         "psk:host=127.0.0.1:port=1:keys=/k/pool:identity=pe-1")
+        self.assertEqual(t.client("tcp:host=127.0.0.1:port=2", peer=True),
+                         "psk:host=127.0.0.1:port=2:keys=/k/peers:identity=suite")
+        self.assertEqual(t.server("tcp:0:interface=127.0.0.1"),
+                         "psk:0:interface=127.0.0.1:keys=/k/peers")
+        self.assertRaises(target.TargetError, t.client, "sctp:host=127.0.0.1:port=1")
+        self.assertEqual(target.Target.from_environ(t.environ()), t)
+        # One identity is one node: no other sources on loopback.
+        self.assertIsNone(attrs_evolve(t, asap="tcp:host=127.0.0.1:port=1").source_addresses(2))
+
+    def test_pskKeys(self):
+        """
+        A key file that cannot be read, or lacks the identity, is one line
+        naming the setting.
+        """
+        e = self.assertRaises(target.TargetError, target.Target.from_environ(
+            {"RSERPOOL_TARGET_PSK_KEYS": "/nonexistent/keys"}).check_keys)
+        self.assertIn("RSERPOOL_TARGET_PSK_KEYS", str(e))
+        e = self.assertRaises(target.TargetError, target.Target.from_environ,
+                              {"RSERPOOL_TARGET_PSK_IDENTITY": "two words"})
+        self.assertIn("RSERPOOL_TARGET_PSK_IDENTITY", str(e))
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("pe-1 %s\npe-2 %s\n" % ("11" * 32, "22" * 32))
+        os.chmod(path, 0o600)
+        e = self.assertRaises(target.TargetError, target.Target.from_environ(
+            {"RSERPOOL_TARGET_PSK_KEYS": path}).check_keys)
+        self.assertIn("identities", str(e))
+        target.Target.from_environ({"RSERPOOL_TARGET_PSK_KEYS": path,
+                                    "RSERPOOL_TARGET_PSK_IDENTITY": "pe-2"}).check_keys()
 
     def test_bad(self):
         """
@@ -348,9 +395,9 @@ class DocumentationTests(unittest.SynchronousTestCase):
     instead.
     """
 
-    #: each column: registrar outcomes and PE outcomes (disjoint tests)
+    #: each column: registrar, PE and PU outcomes (disjoint tests)
     COLUMNS = (
-        ("ours, TCP", ("ours-tcp.txt", "ours-pe-tcp.txt")),
+        ("ours, TCP", ("ours-tcp.txt", "ours-pe-tcp.txt", "ours-pu-tcp.txt")),
         ("ours, SCTP", ("ours-sctp.txt", "ours-pe-sctp.txt")),
         ("RSPLIB 3.4, SCTP", ("rsplib-3.4.txt", "rsplib-3.4-pe.txt")),
     )
@@ -394,3 +441,91 @@ class DocumentationTests(unittest.SynchronousTestCase):
         if os.environ.get("RSERPOOL_CONFORMANCE_RECORD"):
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
+
+
+class OurRegistrarPSKTests(unittest.TestCase):
+    """
+    A subset of the suite against our registrar with every listener on
+    TLS-PSK (RFC 5355's mandatory-to-implement security): the suite's PEs,
+    pool users and ENRP peer present keys of their own (C{--psk-keys},
+    C{--psk-peer-keys}).
+    """
+
+    timeout = 120
+
+    #: registration, deregistration, resolution, keep-alive, the ENRP peer
+    SUBSET = (
+        "test_asap.RegistrationTests", "test_asap.DeregistrationTests",
+        "test_asap.HandleResolutionTests", "test_asap.KeepAliveTests.test_answered",
+        "test_asap.UnreachableTests.test_threshold", "test_enrp.PresenceTests",
+        "test_enrp.HandleTableTests.test_table", "test_enrp.TakeoverTests",
+        "test_enrp.RacingTakeoverTests.test_lowerIdWins",
+    )
+
+    def keys(self, *identities):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            for identity in identities:
+                f.write("%s %s\n" % (identity, os.urandom(32).hex()))
+        os.chmod(path, 0o600)
+        return path
+
+    def registrar(self, pool, registrars):
+        from tests.test_conformance_registrar import start_registrar
+
+        return start_registrar(
+            self, "--enrp-peer-networks", "127.0.0.0/8", "--psk-keys", pool,
+            "--psk-peer-keys", registrars, "--psk-identity", "registrar-1")
+
+    def suite(self, asap, enrp, pool, registrars, *only):
+        from tests.test_conformance_registrar import ENRP_TIMERS, run_suite
+
+        args = ["--asap", "tcp:host=127.0.0.1:port=%d" % asap,
+                "--enrp", "tcp:host=127.0.0.1:port=%d" % enrp,
+                "--keep-alive", "2", "--keep-alive-timeout", "1",
+                "--psk-keys", pool, "--psk-identity", "pe-1",
+                "--psk-peer-keys", registrars, "--psk-peer-identity", "suite"] + ENRP_TIMERS
+        for name in only:
+            args += ["--only", name]
+        return run_suite(self, *args)
+
+    async def test_subset(self):
+        """
+        Over TLS-PSK the subset passes as in the clear, but for the tests
+        that need other hosts: one identity is one node, so they are not
+        applicable (skipped).
+        """
+        from tests.test_conformance_registrar import mandatory_failures
+
+        pool = self.keys("pe-1", "pe-2")
+        registrars = self.keys("registrar-1", "suite")
+        _, asap, enrp = await self.registrar(pool, registrars)
+        code, junit, outcomes, text, suite = await self.suite(
+            asap, enrp, pool, registrars, *self.SUBSET)
+        self.assertEqual(mandatory_failures(junit), [], "%s\n%s" % (text, suite.describe()))
+        got = report.parse_outcomes(outcomes)
+        others = {"test_asap.DeregistrationTests.test_foreign",
+                  "test_asap.RegistrationTests.test_identifierInUse",
+                  "test_asap.RegistrationTests.test_scope",
+                  "test_asap.UnreachableTests.test_threshold"}
+        self.assertEqual({t: o for t, o in got.items() if o != "pass"},
+                         {t: "skipped" for t in others}, text)
+        self.assertGreaterEqual(len(got), 20)
+        self.assertEqual(code, 0, suite.describe())
+
+    async def test_wrongKey(self):
+        """
+        The suite really speaks TLS-PSK: with a key the registrar does not
+        hold, the handshake fails and the registrar closes the connection
+        before any answer.
+        """
+        pool = self.keys("pe-1")
+        registrars = self.keys("registrar-1", "suite")
+        _, asap, enrp = await self.registrar(pool, registrars)
+        code, junit, outcomes, text, suite = await self.suite(
+            asap, enrp, self.keys("pe-1"), registrars,
+            "test_asap.RegistrationTests.test_accepted")
+        self.assertEqual(report.parse_outcomes(outcomes),
+                         {"test_asap.RegistrationTests.test_accepted": "fail"}, text)
+        self.assertIn("closed the connection before Registration Response", text)
+        self.assertEqual(code, 1)

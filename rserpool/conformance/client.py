@@ -14,6 +14,7 @@ arrives in time, or at once when the connection is gone.
 """
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.interfaces import INegotiated
 from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import FailTest
 from zope.interface import implementer
@@ -219,6 +220,20 @@ class WireConnection:
         self.on_message = None
         self.lost = defer.Deferred()
         self.open = False
+        # Fires when the transport itself is gone: over TLS (RFC 5355
+        # TLS-PSK targets) that is a round trip of close_notify after the
+        # stream stopped, and a test must not end before it.
+        self._gone = defer.Deferred()
+        stream_lost = self.stream.connectionLost
+
+        def connectionLost(reason):
+            try:
+                stream_lost(reason)
+            finally:
+                if not self._gone.called:
+                    self._gone.callback(None)
+
+        self.stream.connectionLost = connectionLost
 
     def __repr__(self):
         return "<WireConnection %s %s>" % (self.name, self.protocol)
@@ -298,11 +313,21 @@ class WireConnection:
         Close the connection; a L{Deferred} fires once it is gone (at most
         a few seconds).
         """
+        transport = getattr(self.stream, "transport", None)
+        tls = INegotiated.providedBy(transport) and not self._gone.called
         if self.open:
             self.stream.close()
         d = defer.Deferred()
-        self.lost.addBoth(lambda r: (d.called or d.callback(None), r)[1])
-        call = self.reactor.callLater(5, lambda: d.called or d.callback(None))
+        (self._gone if tls else self.lost).addBoth(
+            lambda r: (d.called or d.callback(None), r)[1])
+
+        def late():
+            if tls and not self._gone.called:
+                transport.abortConnection()
+            if not d.called:
+                d.callback(None)
+
+        call = self.reactor.callLater(5, late)
         d.addBoth(lambda r: (call.cancel() if call.active() else None, r)[1])
         return d
 

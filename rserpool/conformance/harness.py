@@ -18,11 +18,15 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory
 
-from rserpool.conformance.client import Inbox, WireConnection
+from rserpool.codes import ErrorCause
+from rserpool.conformance.client import Inbox, WireConnection, connect
 from rserpool.wire import (
     ASAP,
     Deregistration,
     DeregistrationResponse,
+    HandleResolution,
+    HandleResolutionResponse,
+    OperationError,
     Registration,
     RegistrationResponse,
 )
@@ -50,6 +54,10 @@ class HarnessRegistrar:
 
     @ivar server_id: its id (in the Endpoint Keep Alives it sends).
     @ivar registrations: C{(time, connection, Registration)}, in order.
+    @ivar resolutions: C{(time, connection, HandleResolution)}, in order.
+    @ivar resolver: called with a pool handle and the number of Handle
+        Resolutions so far (from 1), returns the Pool Elements to answer
+        with (none: Unknown Pool Handle); C{None} answers every one so.
     @ivar endpoint: a client endpoint string that reaches it.
     @ivar hostport: C{"ADDRESS:PORT"} (for commands that want that form).
     """
@@ -64,6 +72,8 @@ class HarnessRegistrar:
         self.connections = []
         self.registrations = []
         self.deregistrations = []
+        self.resolutions = []
+        self.resolver = None
         self.endpoint = None
         self.hostport = None
         self._port = None
@@ -86,6 +96,24 @@ class HarnessRegistrar:
         return self
 
     @defer.inlineCallbacks
+    def reach(self, description, timeout):
+        """
+        Open a connection of this registrar's own to a PE (a registrar that
+        took the PE over reaches it at its ASAP transport, RFC 5353
+        section 3.5.2); what comes over it is answered and kept as over
+        the connections the PE opened.
+
+        @param description: a client endpoint string of the PE's ASAP
+            transport.
+        @return: a L{Deferred} firing with the L{WireConnection}.
+        """
+        wire = yield connect(self.reactor, description, ASAP, bind=self.bind, timeout=timeout,
+                             name="%s (to the PE)" % self.name, inbox=self.inbox)
+        wire.on_message = self._answer
+        self.connections.append(wire)
+        return wire
+
+    @defer.inlineCallbacks
     def stop(self):
         """
         Fail: stop listening and close every connection.
@@ -104,6 +132,18 @@ class HarnessRegistrar:
         elif isinstance(message, Deregistration):
             self.deregistrations.append((self.reactor.seconds(), wire, message))
             wire.send(DeregistrationResponse(message.pool_handle, message.identifier))
+        elif isinstance(message, HandleResolution):
+            # RFC 5352 section 3.3: the PEs the test chose, or none.
+            self.resolutions.append((self.reactor.seconds(), wire, message))
+            pes = ()
+            if self.resolver is not None:
+                pes = tuple(self.resolver(message.pool_handle, len(self.resolutions)))
+            if pes:
+                wire.send(HandleResolutionResponse(message.pool_handle, pes[0].policy, pes))
+            else:
+                wire.send(HandleResolutionResponse(
+                    message.pool_handle,
+                    error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)))
 
 
 def fill(template, handle, registrars):

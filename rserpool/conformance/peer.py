@@ -125,7 +125,7 @@ class ENRPPeer:
         if kind == "sctp":
             listen = "sctp:0:interface=%s:mode=seqpacket:ppid=12" % host
         else:
-            listen = "tcp:0:interface=%s" % host.replace(":", "\\:")
+            listen = self.target.server("tcp:0:interface=%s" % host.replace(":", "\\:"))
         self._port = yield serverFromString(self.reactor, listen).listen(_Accepting(self))
         port = self._port.getHost().port
         address = ipaddress.ip_address(host)
@@ -134,7 +134,8 @@ class ENRPPeer:
             wire = yield self._associate(endpoint)
         else:
             self.information = ServerInformation(self.server_id, TCPTransport(port, (address,)))
-            wire = yield connect(self.reactor, endpoint, ENRP, bind=host,
+            wire = yield connect(self.reactor, self.target.client(endpoint, peer=True),
+                                 ENRP, bind=host,
                                  timeout=self.target.response_timeout + 2,
                                  name=self.name, inbox=self.inbox)
             self._adopt(wire)

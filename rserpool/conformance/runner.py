@@ -37,6 +37,7 @@ MODULES = {
     "asap": PACKAGE + ".test_asap",
     "enrp": PACKAGE + ".test_enrp",
     "pe": PACKAGE + ".test_pe",
+    "pu": PACKAGE + ".test_pu",
 }
 
 
@@ -187,12 +188,24 @@ def configure(p):
                    help="the command that starts the pool element under test; {registrar} "
                         "and {registrar2} stand for the harness's registrars, {handle} for the "
                         "pool handle")
+    p.add_argument("--pu", metavar="COMMAND",
+                   help="the command that starts the pool user under test; {registrar} "
+                        "stands for the harness's registrar, {handle} for the pool handle")
     p.add_argument("--keep-alive", type=float, metavar="SECONDS",
                    help="the registrar's keep-alive interval [5]")
     p.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
                    help="the registrar's keep-alive timeout [5]")
     p.add_argument("--max-bad-pe-report", type=int, metavar="N",
                    help="the registrar's MAX-BAD-PE-REPORT [3]")
+    p.add_argument("--psk-keys", metavar="FILE",
+                   help="reach the registrar's tcp: endpoints over TLS-PSK (RFC 5355) with "
+                        "a key of FILE (IDENTITY HEXKEY a line)")
+    p.add_argument("--psk-identity", metavar="ID",
+                   help="with --psk-keys: the identity to present [the file's only one]")
+    p.add_argument("--psk-peer-keys", metavar="FILE",
+                   help="with --psk-keys: the registrars' key file, for ENRP [--psk-keys]")
+    p.add_argument("--psk-peer-identity", metavar="ID",
+                   help="with --psk-keys: the identity the suite's ENRP peer presents")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="any RSERPOOL_TARGET_NAME setting (e.g. --set SOURCES=127.0.0.2,"
                         "127.0.0.3); see doc/conformance.rst")
@@ -218,10 +231,14 @@ def configure(p):
 def _environ(args, base):
     env = {k: v for k, v in base.items() if k.startswith("RSERPOOL_TARGET_")}
     for option, name in (("asap", "RSERPOOL_TARGET_ASAP"), ("enrp", "RSERPOOL_TARGET_ENRP"),
-                         ("pe", "RSERPOOL_TARGET_PE"),
+                         ("pe", "RSERPOOL_TARGET_PE"), ("pu", "RSERPOOL_TARGET_PU"),
                          ("keep_alive", "RSERPOOL_TARGET_KEEPALIVE"),
                          ("keep_alive_timeout", "RSERPOOL_TARGET_KEEPALIVE_TIMEOUT"),
-                         ("max_bad_pe_report", "RSERPOOL_TARGET_MAX_BAD_PE_REPORT")):
+                         ("max_bad_pe_report", "RSERPOOL_TARGET_MAX_BAD_PE_REPORT"),
+                         ("psk_keys", "RSERPOOL_TARGET_PSK_KEYS"),
+                         ("psk_identity", "RSERPOOL_TARGET_PSK_IDENTITY"),
+                         ("psk_peer_keys", "RSERPOOL_TARGET_PSK_PEER_KEYS"),
+                         ("psk_peer_identity", "RSERPOOL_TARGET_PSK_PEER_IDENTITY")):
         value = getattr(args, option)
         if value is not None:
             env[name] = str(value)
@@ -241,7 +258,7 @@ def _names(args, env):
     if args.only:
         return [n if n.startswith(PACKAGE + ".") else PACKAGE + "." + n for n in args.only]
     modules = available()
-    names = [modules[k] for k in ("asap", "enrp", "pe")
+    names = [modules[k] for k in ("asap", "enrp", "pe", "pu")
              if k in modules and env.get("RSERPOOL_TARGET_" + k.upper())]
     return names
 
@@ -265,12 +282,13 @@ def _command(args, out, err):
     try:
         env = _environ(args, os.environ)
         target = Target.from_environ(env)
+        target.check_keys()
     except TargetError as e:
         err.write("rserpool conformance: %s\n" % e)
         return 2
     names = _names(args, env)
     if not names:
-        err.write("rserpool conformance: nothing to test: give --asap, --enrp or --pe\n")
+        err.write("rserpool conformance: nothing to test: give --asap, --enrp, --pe or --pu\n")
         return 2
     results = run(env, names, stream=out)
     described = [(k, v) for k, v in sorted(target.environ().items())]
@@ -278,7 +296,8 @@ def _command(args, out, err):
         with open(args.junit, "wb") as f:
             f.write(junit_xml(results, properties=described))
     if args.report:
-        title = args.title or "Conformance of %s" % (target.asap or target.enrp or target.pe)
+        title = args.title or "Conformance of %s" % (target.asap or target.enrp or target.pe
+                                                            or target.pu)
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(markdown(results, title, described))
     if args.outcomes:

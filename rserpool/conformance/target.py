@@ -154,6 +154,29 @@ def _server_id(name):
     return convert
 
 
+def _path(name):
+    def convert(text):
+        text = text.strip()
+        if not text or text.lower() == "none":
+            return None
+        return text
+
+    return convert
+
+
+def _identity(name):
+    def convert(text):
+        text = text.strip()
+        if not text:
+            return None
+        if len(text) > 128 or not all(0x21 <= ord(c) <= 0x7E for c in text):
+            raise TargetError("%s must be 1 to 128 printable ASCII characters without "
+                              "spaces, not %r" % (name, text))
+        return text
+
+    return convert
+
+
 #: Environment variable: (attribute, converter, default, what it means).
 #: Timer defaults are RFC 5352 section 5 / RSPLIB 3.4's.
 SETTINGS = {
@@ -170,6 +193,11 @@ SETTINGS = {
         "The command that starts the pool element under test; {registrar} stands for "
         "the harness's registrar endpoints (repeat as needed with {registrar2}), "
         "{handle} for the pool handle."),
+    "RSERPOOL_TARGET_PU": (
+        "pu", _command("RSERPOOL_TARGET_PU"), None,
+        "The command that starts the pool user under test, which reaches a PE of the "
+        "pool at once; {registrar} stands for the harness's registrar endpoint, {handle} "
+        "for the pool handle."),
     "RSERPOOL_TARGET_KEEPALIVE": (
         "keep_alive_interval", _seconds("RSERPOOL_TARGET_KEEPALIVE"), 5.0,
         "Seconds between the registrar's Endpoint Keep Alives to a PE."),
@@ -214,13 +242,30 @@ SETTINGS = {
     "RSERPOOL_TARGET_PEER_ID": (
         "peer_id", _server_id("RSERPOOL_TARGET_PEER_ID"), None,
         "The server id the suite uses as an ENRP peer [random]."),
+    "RSERPOOL_TARGET_PSK_KEYS": (
+        "psk_keys", _path("RSERPOOL_TARGET_PSK_KEYS"), None,
+        "A TLS-PSK key file (RFC 5355; lines IDENTITY HEXKEY): the suite reaches the "
+        "registrar's tcp: endpoints over TLS with a pre-shared key of it [unset: in the "
+        "clear]."),
+    "RSERPOOL_TARGET_PSK_IDENTITY": (
+        "psk_identity", _identity("RSERPOOL_TARGET_PSK_IDENTITY"), None,
+        "The identity of RSERPOOL_TARGET_PSK_KEYS the suite's PEs and pool users present "
+        "[the file's only one]."),
+    "RSERPOOL_TARGET_PSK_PEER_KEYS": (
+        "psk_peer_keys", _path("RSERPOOL_TARGET_PSK_PEER_KEYS"), None,
+        "The TLS-PSK key file of the registrars, for ENRP: the suite's peer dials and "
+        "listens with it [RSERPOOL_TARGET_PSK_KEYS]."),
+    "RSERPOOL_TARGET_PSK_PEER_IDENTITY": (
+        "psk_peer_identity", _identity("RSERPOOL_TARGET_PSK_PEER_IDENTITY"), None,
+        "The identity the suite's ENRP peer presents [RSERPOOL_TARGET_PSK_IDENTITY, or the "
+        "file's only one]."),
     "RSERPOOL_TARGET_PE_MAPPING": (
         "pe_mapping", _choice("RSERPOOL_TARGET_PE_MAPPING", ("tcp", "sctp")), "tcp",
         "The transport the harness's registrars listen on for the PE under test."),
     "RSERPOOL_TARGET_PE_WAIT": (
         "pe_wait", _seconds("RSERPOOL_TARGET_PE_WAIT"), 30.0,
         "Seconds the pool element harness waits for the PE under test to register, "
-        "re-register or fail over."),
+        "re-register or fail over (and the pool user harness for the PU's messages)."),
 }
 
 
@@ -240,6 +285,7 @@ class Target:
     asap: object = None
     enrp: object = None
     pe: object = None
+    pu: object = None
     keep_alive_interval: float = 5.0
     keep_alive_timeout: float = 5.0
     max_bad_pe_report: int = 3
@@ -254,6 +300,10 @@ class Target:
     peer_max_time_no_response: float = 5.0
     takeover_expiry: float = 5.0
     peer_id: object = None
+    psk_keys: object = None
+    psk_identity: object = None
+    psk_peer_keys: object = None
+    psk_peer_identity: object = None
     pe_mapping: str = "tcp"
     pe_wait: float = 30.0
 
@@ -273,16 +323,80 @@ class Target:
             values[attribute] = convert(text)
         return cls(**values)
 
+    def client(self, description, peer=False):
+        """
+        The client endpoint string the suite dials: C{description} as it
+        is, or with C{RSERPOOL_TARGET_PSK_KEYS} its C{tcp:} form secured
+        with TLS-PSK (RFC 5355) by the suite's key and identity for ASAP
+        (or, with C{peer}, for ENRP).
+
+        @raise TargetError: TLS-PSK asked for over another transport.
+        """
+        if self.psk_keys is None or description is None:
+            return description
+        from rserpool.transport.psk import PSKEndpoints
+
+        if peer:
+            keys = self.psk_peer_keys or self.psk_keys
+            identity = self.psk_peer_identity or self.psk_identity
+        else:
+            keys, identity = self.psk_keys, self.psk_identity
+        try:
+            return PSKEndpoints(keys, identity).client(description)
+        except ValueError as e:
+            raise TargetError("RSERPOOL_TARGET_PSK_KEYS: %s" % (e,))
+
+    def check_keys(self):
+        """
+        Read the TLS-PSK key files and find the identities to present.
+
+        @raise TargetError: with a one-line reason.
+        """
+        if self.psk_keys is None:
+            return
+        from rserpool.transport.psk import pe_securer
+
+        for name, keys, identity in (
+                ("RSERPOOL_TARGET_PSK_KEYS", self.psk_keys, self.psk_identity),
+                ("RSERPOOL_TARGET_PSK_PEER_KEYS", self.psk_peer_keys or self.psk_keys,
+                 self.psk_peer_identity or self.psk_identity)):
+            try:
+                pe_securer(keys, identity)
+            except ValueError as e:
+                raise TargetError("%s: %s" % (name, e))
+        self.client(self.asap)
+        self.client(self.enrp, peer=True)
+
+    def server(self, description):
+        """
+        The server endpoint string the suite's ENRP peer listens on:
+        C{description}, or secured with TLS-PSK by the registrars' key file
+        (the target dials the suite's peer with its own key).
+        """
+        if self.psk_keys is None:
+            return description
+        from rserpool.transport.psk import PSKEndpoints
+
+        try:
+            return PSKEndpoints(self.psk_peer_keys or self.psk_keys).server(description)
+        except ValueError as e:
+            raise TargetError("RSERPOOL_TARGET_PSK_KEYS: %s" % (e,))
+
     def source_addresses(self, count):
         """
         C{count} local addresses to send from as distinct sources, or
         C{None} when the target gives too few: those of
         C{RSERPOOL_TARGET_SOURCES}, else, for a target on a loopback
         address, 127.0.0.2 and on (every address of 127.0.0.0/8 is this
-        host's).
+        host's) unless the suite speaks TLS-PSK.
         """
         if self.sources is not None:
             return self.sources[:count] if len(self.sources) >= count else None
+        if self.psk_keys is not None:
+            # Over TLS-PSK every connection of the suite presents one
+            # identity: another loopback address is not another node to a
+            # registrar that tells nodes apart by identity.
+            return None
         host = endpoint_host(self.asap) if self.asap else None
         if host is not None and host.version == 4 and host.is_loopback:
             return tuple("127.0.0.%d" % (2 + i) for i in range(count))

@@ -59,12 +59,16 @@ class ENRPCase(ConformanceCase):
             self.not_applicable("needs the registrar's ASAP endpoint too (RSERPOOL_TARGET_ASAP)")
 
     @defer.inlineCallbacks
-    def peer(self, name="peer"):
+    def peer(self, name="peer", server_id=None):
         """
         A peer registrar of the target, up (its Presence answered), and
         stopped after the test.
+
+        @param server_id: its id [C{RSERPOOL_TARGET_PEER_ID} for the first
+            peer of a test, else random].
         """
-        server_id = self.target.peer_id if not self._peer_ids and self.target.peer_id else None
+        if server_id is None and not self._peer_ids and self.target.peer_id:
+            server_id = self.target.peer_id
         while server_id is None or server_id in self._peer_ids:
             server_id = self.rng.getrandbits(32) or None
         self._peer_ids.add(server_id)
@@ -525,6 +529,111 @@ class DeadPeerTests(ENRPCase):
             return pe is not None and pe.home_registrar == peer.target_id
 
         yield self.poll(adopted, target.response_timeout, what="the PE's new home")
+
+
+class RacingTakeoverTests(ENRPCase):
+    """
+    Two registrars take the same failed peer over at once: RFC 5353
+    section 3.5.1, the lower server id wins (as the suite reads the RFC,
+    and as RSPLIB implements it).
+    """
+
+    @defer.inlineCallbacks
+    def race(self, lower):
+        """
+        A victim peer that fails, and a racer peer whose id is below (or
+        above) the target's; once the target sends its Init Takeover of
+        the victim, the racer sends its own.
+
+        @return: a L{Deferred} firing with C{(racer, victim, the target's
+            Init Takeover)}.
+        """
+        victim = yield self.peer("victim")
+        own = victim.target_id
+        if lower and own <= 1:
+            self.not_applicable("the target's server id %08x has no lower id" % own)
+        if not lower and own >= 0xFFFFFFFF:
+            self.not_applicable("the target's server id %08x has no higher id" % own)
+        server_id = victim.server_id
+        while server_id in self._peer_ids:
+            server_id = (self.rng.randrange(1, own) if lower
+                         else self.rng.randrange(own + 1, 0x100000000))
+        racer = yield self.peer("racer", server_id)
+        handle = self.handle()
+        element = self.pe(victim)
+        self.announce(victim, handle, element)
+
+        @defer.inlineCallbacks
+        def taken():
+            # Over the racer's connection: the victim's update may come later.
+            _, every = yield self.table(racer)
+            return element.identifier in every.get(handle, {})
+
+        try:
+            yield self.poll(taken, self.target.response_timeout, what="the victim's PE")
+        except NoAnswer:
+            raise Prerequisite("the target did not take the victim's Handle Update")
+        yield victim.stop()
+        target = self.target
+        bound = (target.peer_max_time_last_heard + target.peer_max_time_no_response
+                 + target.peer_heartbeat * 1.125 + 2 * target.slack)
+        try:
+            init = yield racer.expect(
+                lambda m: isinstance(m, InitTakeover) and m.target_id == victim.server_id,
+                bound, "Init Takeover of the failed peer")
+        except NoAnswer as e:
+            raise Prerequisite("the target did not start a takeover of the failed "
+                               "peer: %s" % (e,))
+        racer.inbox.unread(InitTakeoverAck)
+        racer.send(InitTakeover(racer.server_id, racer.target_id, victim.server_id))
+        return racer, victim, init
+
+    @defer.inlineCallbacks
+    def test_lowerIdWins(self):
+        """
+        RFC 5353 §3.5.1 MUST: a registrar taking a failed peer over that
+        receives an Init Takeover of the same peer from a peer with a lower
+        server id gives up its own takeover: it acknowledges the other's
+        and sends no Takeover Server.
+        """
+        racer, victim, _ = yield self.race(lower=True)
+        ack = yield racer.expect(
+            lambda m: isinstance(m, InitTakeoverAck) and m.target_id == victim.server_id,
+            self.target.response_timeout, "Init Takeover Ack (the target yields)")
+        self.assertEqual(ack.sender_id, racer.target_id)
+        # The racer, the only live peer besides the target, never
+        # acknowledges the target's takeover: a target that went on would
+        # end it at its expiry; one that yielded stays quiet.
+        yield racer.inbox.quiet(
+            lambda m: isinstance(m, TakeoverServer) and m.target_id == victim.server_id,
+            self.target.takeover_expiry + self.target.slack)
+
+    @defer.inlineCallbacks
+    def test_higherIdLoses(self):
+        """
+        RFC 5353 §3.5.1 MUST: a registrar taking a failed peer over that
+        receives an Init Takeover of the same peer from a peer with a
+        higher server id keeps its own takeover: it does not acknowledge
+        the other's.
+        """
+        racer, victim, init = yield self.race(lower=False)
+        # The racer has the higher id: it gives up and acknowledges, so a
+        # target that keeps its takeover may end it (Takeover Server);
+        # whether it does is test_takeover's business.
+        racer.send(InitTakeoverAck(racer.server_id, init.sender_id, victim.server_id))
+        target = self.target
+        try:
+            done = yield racer.expect(
+                lambda m: (isinstance(m, (InitTakeoverAck, TakeoverServer))
+                           and m.target_id == victim.server_id),
+                target.takeover_expiry + target.slack, "Takeover Server")
+        except NoAnswer:
+            done = None
+        if isinstance(done, InitTakeoverAck):
+            self.fail("the target acknowledged the takeover of a higher id")
+        yield racer.inbox.quiet(
+            lambda m: isinstance(m, InitTakeoverAck) and m.target_id == victim.server_id,
+            0.5)
 
 
 class AuditTests(ENRPCase):

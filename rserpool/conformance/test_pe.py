@@ -25,6 +25,7 @@ from rserpool.wire import (
     EndpointKeepAlive,
     EndpointKeepAliveAck,
     Registration,
+    SCTPTransport,
 )
 
 
@@ -218,6 +219,81 @@ class KeepAliveTests(PECase):
         self.assertEqual(again.pool_element.home_registrar, new_home,
                          "the next registration names %08x, not the new home %08x"
                          % (again.pool_element.home_registrar, new_home))
+
+
+class TakeoverTests(PECase):
+    """
+    A registrar that took the PE over (RFC 5353 section 3.5.2) reaches it
+    at its ASAP transport and sends an Endpoint Keep Alive with the H flag
+    (RFC 5352 section 3.4): only over SCTP, where a PE's ASAP socket
+    accepts associations.
+    """
+
+    @defer.inlineCallbacks
+    def adopted(self):
+        """
+        The PE registered at one harness registrar; the other reaches its
+        ASAP transport and sends a Keep Alive with the H flag there.
+
+        @return: a L{Deferred} firing with C{(registrars, the new home,
+            the time the Keep Alive went, the PE's first Registration, the
+            answer or C{None})}.
+        """
+        _, registrars, handle, (registrar, _, conn, message) = yield self.registered()
+        pe = message.pool_element
+        # A PE may name its ASAP transport in its registration; else a
+        # registrar knows it, as RSPLIB's and ours do, as the far end of the
+        # association the PE registered over (its one-to-many ASAP socket).
+        asap = pe.asap_transport or getattr(conn.stream, "peer_transport", None)
+        if not isinstance(asap, SCTPTransport) or not asap.addresses or not asap.port:
+            self.not_applicable(
+                "the PE names no SCTP ASAP transport that a registrar taking it over "
+                "could reach (over TCP the H flag is tested on the PE's own connection)")
+        other = [r for r in registrars if r is not registrar][0]
+        description = "sctp:host=%s:port=%d:ppid=11" % (
+            ",".join(str(a) for a in asap.addresses), asap.port)
+        try:
+            wire = yield other.reach(description, self.target.response_timeout + 2)
+        except Exception as e:
+            self.fail("no association to the PE's ASAP transport %s: %s" % (description, e))
+        sent = self.now()
+        try:
+            answer = yield wire.request(
+                EndpointKeepAlive(other.server_id, handle, pe.identifier, home=True),
+                EndpointKeepAliveAck, self.target.response_timeout, "Endpoint Keep Alive Ack")
+        except NoAnswer:
+            answer = None
+        return registrars, other, sent, message, answer
+
+    @defer.inlineCallbacks
+    def test_ackToNewHome(self):
+        """
+        RFC 5352 §3.4 MUST: a PE that gets an Endpoint Keep Alive with the H
+        flag over an association a registrar opened to its ASAP transport
+        (a registrar that took it over) answers there, with an Endpoint
+        Keep Alive Ack naming its pool handle and identifier.
+        """
+        _, other, _, message, ack = yield self.adopted()
+        if ack is None:
+            self.fail("no Endpoint Keep Alive Ack over the new registrar's association%s"
+                      % self.process.describe())
+        self.assertEqual(ack.pool_handle, message.pool_handle)
+        self.assertEqual(ack.identifier, message.pool_element.identifier)
+
+    @defer.inlineCallbacks
+    def test_registersWithNewHome(self):
+        """
+        RFC 5352 §3.4 SHOULD: a PE adopted by a registrar that took it over
+        (Endpoint Keep Alive with the H flag over that registrar's
+        association) makes it its home: its next Registration goes to it.
+        """
+        registrars, other, sent, message, ack = yield self.adopted()
+        if ack is None:
+            raise Prerequisite("the PE did not acknowledge the new registrar's Keep Alive")
+        life = message.pool_element.registration_life
+        wait = life / 1000.0 if 0 < life / 1000.0 <= self.target.pe_wait else self.target.pe_wait
+        _, _, _, again = yield self.registration([other], wait, after=sent)
+        self.assertEqual(again.pool_element.identifier, message.pool_element.identifier)
 
 
 class FailoverTests(PECase):
