@@ -38,7 +38,7 @@ from rserpool.session.core import (
     PESessionCore,
     SendClose,
 )
-from rserpool.session.protocol import PESessionFactory, PoolSession
+from rserpool.transport.enhanced import PESessionFactory, PoolSession
 from rserpool.session.sealing import (
     ALTERED,
     EXPIRED,

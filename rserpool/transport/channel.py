@@ -1,6 +1,7 @@
 """
 How an Enhanced Mode session's frames travel: the transport mapping
-(draft-ietf-rserpool-service section 5.1).
+(draft-ietf-rserpool-service section 5.1), on Twisted (moved here from
+C{rserpool.session.channel}: the session package is the sans-IO core).
 
 The session cores (L{rserpool.session.core}) speak in frames, each a user
 message with a PPID (11 for ASAP control, anything else for data), plus
@@ -194,7 +195,7 @@ class SCTPChannel:
 class Link(Protocol):
     """
     One session connection, whatever its mapping, reporting to its owner
-    (a L{rserpool.session.PoolSession} or a PE's session): C{link_made(link)},
+    (a L{rserpool.transport.enhanced.PoolSession} or a PE's session): C{link_made(link)},
     C{link_message(link, payload, ppid, stream)}, C{link_closing(link)} (the
     peer closes on purpose) and C{link_lost(link, reason)}.
 
