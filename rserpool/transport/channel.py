@@ -45,19 +45,13 @@ from zope.interface import implementer
 
 from rserpool.session.core import CLOSE_PPID
 from rserpool.interfaces import NotAvailable
+from rserpool.transport.connection import is_sctp
 from rserpool.transport.tcp import MultiplexProtocol
 
 __all__ = ["Link", "MuxChannel", "SCTPChannel", "is_sctp"]
 
 #: The close marker's payload over SCTP (an SCTP message cannot be empty).
 SCTP_CLOSE_MARKER = b"\x00"
-
-
-def is_sctp(transport):
-    """
-    Whether C{transport} is an SCTP association.
-    """
-    return getattr(transport.getPeer(), "type", None) == "SCTP"
 
 
 class MuxChannel:
