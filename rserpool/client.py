@@ -18,7 +18,8 @@ from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
+from rserpool.asap.hunt import CancelConnect, Connect
+from rserpool.asap.pool_element import Close, Send
 from rserpool.codes import ASAP_PPID
 from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamFactory
