@@ -17,7 +17,7 @@ fails the requests every registrar failed (its application is waiting).
 """
 import attrs
 
-__all__ = ["CancelConnect", "Connect", "RegistrarHunt"]
+__all__ = ["CancelConnect", "Connect", "Hunting", "RegistrarHunt"]
 
 
 @attrs.frozen
@@ -160,3 +160,40 @@ class RegistrarHunt:
         The current registrar failed: the next one is tried next.
         """
         self._index += 1
+
+
+class Hunting:
+    """
+    What a machine that hunts (the PE's, the PU's) shows of its
+    L{RegistrarHunt}, C{self.hunt}; it defines C{registrar_announced}
+    itself (a PE that waits for a registrar starts at once).
+    """
+
+    hunt = None
+
+    @property
+    def static(self):
+        """
+        The static registrars' endpoint descriptions, in order.
+        """
+        return self.hunt.static
+
+    @property
+    def announced(self):
+        """
+        Registrars learned from Server Announce: server id -> endpoint.
+        """
+        return self.hunt.announced
+
+    def candidates(self):
+        """
+        The registrars to hunt among: the static ones, then the announced
+        ones not already listed.
+        """
+        return self.hunt.candidates()
+
+    def registrar_forgotten(self, server_id):
+        """
+        A registrar stopped announcing itself: no longer a candidate.
+        """
+        self.hunt.forget(server_id)

@@ -20,7 +20,7 @@ machine: whatever the adapter passes to L{PoolElementMachine.connected}.
 """
 import attrs
 
-from rserpool.asap.hunt import CancelConnect, Connect, RegistrarHunt
+from rserpool.asap.hunt import CancelConnect, Connect, Hunting, RegistrarHunt
 from rserpool.codes import ErrorCause, cause_name
 from rserpool.wire import (
     ASAPError,
@@ -317,7 +317,7 @@ def effective_transport(transport, local_addresses, loopback_peer=None):
     return attrs.evolve(transport, addresses=tuple(out))
 
 
-class PoolElementMachine:
+class PoolElementMachine(Hunting):
     """
     Keeps one pool element registered (RFC 5352 sections 3.1 to 3.7).
 
@@ -415,27 +415,6 @@ class PoolElementMachine:
         self._ever_registered = False
         self._hunt(now)
 
-    @property
-    def static(self):
-        """
-        The static registrars' endpoint descriptions, in order.
-        """
-        return self.hunt.static
-
-    @property
-    def announced(self):
-        """
-        Registrars learned from Server Announce: server id -> endpoint.
-        """
-        return self.hunt.announced
-
-    def candidates(self):
-        """
-        The registrars to hunt among: the static ones, then the announced
-        ones not already listed.
-        """
-        return self.hunt.candidates()
-
     def registrar_announced(self, server_id, endpoint, now):
         """
         A registrar announced itself (RFC 5352 section 3.6).
@@ -448,12 +427,6 @@ class PoolElementMachine:
             # We were waiting for a registrar to appear.
             self.hunt.new_round()
             self._hunt(now)
-
-    def registrar_forgotten(self, server_id):
-        """
-        A registrar stopped announcing itself.
-        """
-        self.hunt.forget(server_id)
 
     def connected(self, attempt, connection, local_address, now):
         """

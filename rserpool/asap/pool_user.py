@@ -19,7 +19,7 @@ import ipaddress
 
 import attrs
 
-from rserpool.asap.hunt import RegistrarHunt
+from rserpool.asap.hunt import Hunting, RegistrarHunt
 from rserpool.asap.pool_element import Close, Send
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.wire import (
@@ -444,7 +444,7 @@ class _Request:
     sent_at: float = None
 
 
-class PoolUserMachine:
+class PoolUserMachine(Hunting):
     """
     A pool user's ASAP channel to a registrar (RFC 5352 sections 3.5, 3.6,
     3.8): sends Handle Resolutions and Endpoint Unreachable reports,
@@ -482,37 +482,11 @@ class PoolUserMachine:
         self._serial = 0
         self.closed = False
 
-    @property
-    def static(self):
-        """
-        The static registrars' endpoint descriptions, in order.
-        """
-        return self.hunt.static
-
-    @property
-    def announced(self):
-        """
-        Registrars learned from Server Announce: server id -> endpoint.
-        """
-        return self.hunt.announced
-
-    def candidates(self):
-        """
-        Static registrars, then announced ones.
-        """
-        return self.hunt.candidates()
-
     def registrar_announced(self, server_id, endpoint, now):
         """
         Learn a registrar from Server Announce.
         """
         self.hunt.announce(server_id, endpoint)
-
-    def registrar_forgotten(self, server_id):
-        """
-        A registrar stopped announcing itself: no longer a candidate.
-        """
-        self.hunt.forget(server_id)
 
     def actions(self):
         """
