@@ -497,13 +497,13 @@ def _pingpong(args, out, err):
 
 def _dump(args, out, err):
     from twisted.internet import defer
-    from twisted.internet.endpoints import clientFromString, connectProtocol
+    from twisted.internet.endpoints import clientFromString
     from zope.interface import implementer
 
     from rserpool.asap.pool_user import PoolElementInfo
     from rserpool.asap.pu_dump import DumpError, HandleTableDump
     from rserpool.interfaces import IMessageReceiver
-    from rserpool.transport.tcp import MessageStreamProtocol
+    from rserpool.transport.tcp import MessageStreamFactory
 
     endpoint_text = args.registrar or DEFAULT_REGISTRAR_ENRP
 
@@ -515,7 +515,7 @@ def _dump(args, out, err):
         def finish(status, message=None):
             # The first outcome counts: closing the connection after a
             # complete dump reports connection_lost at once (synchronously,
-            # from MessageStreamProtocol.close), which is no failure.
+            # from the connection's close), which is no failure.
             if finished.called:
                 return
             if message:
@@ -570,11 +570,12 @@ def _dump(args, out, err):
         except Exception as e:
             err.write("rserpool dump: bad endpoint %r: %s\n" % (endpoint_text, e))
             return 2
-        protocol = MessageStreamProtocol(Receiver(), "enrp")
-        d = connectProtocol(endpoint, protocol)
-        d.addErrback(lambda f: finish(1, "cannot reach %s: %s" % (endpoint_text, f.getErrorMessage())))
+        connected = []
+        d = endpoint.connect(MessageStreamFactory(Receiver(), "enrp"))
+        d.addCallbacks(connected.append, lambda f: finish(
+            1, "cannot reach %s: %s" % (endpoint_text, f.getErrorMessage())))
         timeout = reactor.callLater(args.timeout, lambda: (
-            protocol.close() if protocol.connected else None,
+            connected[0].close() if connected and connected[0].connected else None,
             finish(1, "%s did not answer within %g s" % (endpoint_text, args.timeout))))
         finished.addBoth(lambda s: (timeout.cancel() if timeout.active() else None, s)[1])
         return finished

@@ -3,10 +3,10 @@ The Twisted side of the pool element and pool user state machines.
 
 L{MachineDriver} runs a sans-IO machine of L{rserpool.asap.pool_element}
 or L{rserpool.asap.pool_user}: it opens the connections the machine asks
-for (Twisted client endpoint descriptions, so C{tcp:}, C{ssl:} and later
-C{sctp:} registrars all work) with the ASAP framing of
-L{rserpool.transport.tcp.MessageStreamProtocol}, feeds it messages and the
-time, and calls its timer.
+for (Twisted client endpoint descriptions, so C{tcp:}, C{ssl:} and
+C{sctp:} registrars all work) with the ASAP mapping of the endpoint's
+transport (L{rserpool.transport.tcp.MessageStreamFactory}), feeds it
+messages and the time, and calls its timer.
 
 The public classes built on it are in L{rserpool.pe}
 (L{PoolElementService <rserpool.pe.PoolElementService>}) and L{rserpool.pu}
@@ -14,19 +14,36 @@ The public classes built on it are in L{rserpool.pe}
 <rserpool.pu.PoolClientEndpoint>}).
 """
 from twisted.internet import error
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
+from rserpool.asap.hunt import CancelConnect, Connect
+from rserpool.asap.pool_element import Close, Send
 from rserpool.codes import ASAP_PPID
 from rserpool.interfaces import IMessageReceiver
-from rserpool.transport.tcp import MessageStreamProtocol
+from rserpool.transport.tcp import MessageStreamFactory
 from rserpool.wire import ASAPError
 
 __all__ = ["MachineDriver", "listen_for_registrars", "announced_endpoint",
            "secured_announce", "connect_reason"]
 
+
+
+class _AttemptFactory(MessageStreamFactory):
+    """
+    Builds the ASAP connection of one of the machine's connection
+    attempts (L{Connect}), marked with the attempt.
+    """
+
+    def __init__(self, driver, attempt):
+        MessageStreamFactory.__init__(self, driver, "asap")
+        self.attempt = attempt
+
+    def buildProtocol(self, addr):
+        protocol = MessageStreamFactory.buildProtocol(self, addr)
+        protocol.attempt = self.attempt
+        return protocol
 
 
 def connect_reason(failure):
@@ -271,9 +288,7 @@ class MachineDriver:
             self.reactor.callLater(0, self._failed, attempt,
                                    "bad endpoint description: %s" % (e,))
             return
-        protocol = MessageStreamProtocol(self, "asap")
-        protocol.attempt = attempt
-        d = connectProtocol(endpoint, protocol)
+        d = endpoint.connect(_AttemptFactory(self, attempt))
         self._attempts[attempt] = d
 
         def up(p):

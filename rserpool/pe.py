@@ -11,7 +11,7 @@ Basic Mode (draft-ietf-rserpool-service section 3.2): the application's
 port is registered as it is (any transport: TCP, UDP, SCTP) and pool
 users talk to it directly.  Enhanced Mode (section 3.3): pass
 C{enhanced=True}; the factory is wrapped in the session layer
-(L{rserpool.session.PESessionFactory}) and the port is registered with
+(L{rserpool.transport.enhanced.PESessionFactory}) and the port is registered with
 transport use "data plus control".
 
 Addresses: by default the application serves on the wildcard address
@@ -312,7 +312,7 @@ class PoolElementService(service.Service):
         @param announce: C{(group_host, port)} to learn registrars from
             Server Announce, or C{None}.
         @param session_options: keyword arguments for
-            L{rserpool.session.PESessionFactory} (heartbeat settings).
+            L{rserpool.transport.enhanced.PESessionFactory} (heartbeat settings).
         @param http: a server endpoint string to serve this PE's metrics
             on (C{/metrics}, C{/healthz}: L{rserpool.web.nodes}), or
             C{None}.
@@ -400,7 +400,7 @@ class PoolElementService(service.Service):
     def _listen(self):
         factory = self.factory
         if self.enhanced:
-            from rserpool.session import PESessionFactory
+            from rserpool.transport.enhanced import PESessionFactory
 
             factory = PESessionFactory(factory, self.reactor, **self.session_options)
             self.session_factory = factory

@@ -247,7 +247,7 @@ class PoolClientEndpoint:
 
     Enhanced Mode (C{enhanced=True}, or found out from the PE's
     registration by default): the protocol is connected through the
-    session layer (L{rserpool.session.PoolSession}), which fails over by
+    session layer (L{rserpool.transport.enhanced.PoolSession}), which fails over by
     itself.
     """
 
@@ -262,7 +262,7 @@ class PoolClientEndpoint:
             first PE's registration (transport use "data plus control"
             means Enhanced Mode).
         @param session_options: keyword arguments for
-            L{rserpool.session.PoolSession} (C{failover_callback},
+            L{rserpool.transport.enhanced.PoolSession} (C{failover_callback},
             C{business_card}, heartbeat settings...).
         @param timeout: seconds to wait for each PE's connection.
         @param secure: C{None}, or a function from a PE's client endpoint
@@ -312,7 +312,7 @@ class PoolClientEndpoint:
 
     def _connect(self, factory, enhanced, first):
         if enhanced:
-            from rserpool.session import PoolSession
+            from rserpool.transport.enhanced import PoolSession
 
             session = PoolSession(self.reactor, self.pool_user, self.pool_handle, factory,
                                   attempts=self.attempts, endpoint_for=self.pe_endpoint,

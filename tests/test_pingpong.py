@@ -30,7 +30,7 @@ from rserpool.examples.pingpong import (
     encode,
     encode_cookie,
 )
-from rserpool.session import PESessionFactory, PoolSession
+from rserpool.transport.enhanced import PESessionFactory, PoolSession
 from rserpool.transport import mux
 from rserpool.wire import Cookie, CookieEcho, Policy, TCPTransport
 from rserpool.wire import decode as decode_asap

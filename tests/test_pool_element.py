@@ -520,10 +520,10 @@ class ProblemReportTests(unittest.TestCase):
         pe.startService()
         self.addCleanup(pe.stopService)
         for _ in range(200):
-            if pe.machine is not None and pe.machine._attempt >= 5:
+            if pe.machine is not None and pe.machine.hunt.attempts >= 5:
                 break
             yield task.deferLater(reactor, 0.01, lambda: None)
-        self.assertGreaterEqual(pe.machine._attempt, 5)
+        self.assertGreaterEqual(pe.machine.hunt.attempts, 5)
         warnings = [formatEvent(e) for e in events
                     if e.get("log_namespace") == "rserpool.pe.PoolElementService"
                     and e.get("log_level") == LogLevel.warn]

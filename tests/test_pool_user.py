@@ -11,6 +11,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 from rserpool.asap import pool_user as u
+from rserpool.asap.hunt import CancelConnect, Connect
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
@@ -116,7 +117,7 @@ class MachineTests(unittest.TestCase):
         self.pu = u.PoolUserMachine(["tcp:a", "tcp:b"], response_timeout=3.0, connect_timeout=2.0)
 
     def connect(self, now=0):
-        (c,) = [a for a in self.pu.actions() if isinstance(a, u.Connect)]
+        (c,) = [a for a in self.pu.actions() if isinstance(a, Connect)]
         self.pu.connected(c.attempt, "conn", None, now)
         return c
 
@@ -171,7 +172,7 @@ class MachineTests(unittest.TestCase):
         self.pu.actions()
         self.pu.timer(2.0)
         actions = self.pu.actions()
-        self.assertIsInstance(actions[0], u.CancelConnect)
+        self.assertIsInstance(actions[0], CancelConnect)
         self.assertEqual(actions[1].endpoint, "tcp:b")
 
     def test_unreachable_report_rate_limited(self):

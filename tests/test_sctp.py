@@ -1294,7 +1294,7 @@ class HeartbeatLogicTests(unittest.SynchronousTestCase):
         self.assertRaises(OSError, conn.setHeartbeat, 1, 3)
 
     def channel(self, transport, interval, max_missed):
-        from rserpool.session.channel import SCTPChannel
+        from rserpool.transport.channel import SCTPChannel
 
         channel = SCTPChannel(object(), close_marker=False, interval=interval, max_missed=max_missed)
         channel.start(transport)
@@ -1382,7 +1382,7 @@ class HeartbeatKernelTests(KernelTestsMixin, unittest.TestCase):
         An Enhanced Mode session link over SCTP applies its heartbeat
         settings to its association.
         """
-        from rserpool.session.channel import Link
+        from rserpool.transport.channel import Link
 
         class Owner:
             def __init__(self):

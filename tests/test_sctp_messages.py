@@ -12,7 +12,7 @@ import ipaddress
 
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -24,7 +24,7 @@ from rserpool.transport import sctp
 from rserpool.transport import _sctp_abi as abi
 from rserpool.interfaces import IMessageConnection, NotAvailable
 from rserpool.transport.sctp_messages import SCTPMessageProtocol, split_messages
-from rserpool.transport.tcp import MessageStreamFactory, MessageStreamProtocol
+from rserpool.transport.tcp import MessageStreamFactory, MessageStreamProtocol, message_protocol
 from rserpool.wire import (
     EndpointKeepAliveAck,
     HandleTableRequest,
@@ -191,12 +191,14 @@ class ConnectionTests(unittest.SynchronousTestCase):
         self.assertIn(ip("10.255.3.5"), p.peer_addresses)
         self.assertIn(ip("10.255.3.5"), p.peer_transport.addresses)
 
-    def test_handMadeTurnsSCTP(self):
+    def test_factoryBuildsTheMappingOfTheTransport(self):
         """
-        A L{MessageStreamProtocol} made by hand (as a client does) speaks
-        the SCTP mapping once connected over SCTP, and stays TCP over TCP.
+        A client connecting with a L{MessageStreamFactory} gets the SCTP
+        mapping over SCTP and the TCP one over TCP (chosen when the
+        protocol is built: a protocol never changes its class).
         """
-        p = MessageStreamProtocol(Recorder(), "enrp")
+        factory = MessageStreamFactory(Recorder(), "enrp")
+        p = factory.buildProtocol(sctp.SCTPAddress("10.255.0.5", 4000, ()))
         transport = FakeAssociation()
         p.makeConnection(transport)
         self.assertEqual(p.mapping, "sctp")
@@ -204,10 +206,32 @@ class ConnectionTests(unittest.SynchronousTestCase):
         p.send(HandleTableRequest(1, 0))
         self.assertEqual(transport.written[0][1], ENRP_PPID)
 
-        t = MessageStreamProtocol(Recorder())
-        t.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.5", 4000)))
+        address = IPv4Address("TCP", "192.0.2.5", 4000)
+        t = MessageStreamFactory(Recorder()).buildProtocol(address)
+        t.makeConnection(StringTransport(peerAddress=address))
         self.assertEqual(t.mapping, "tcp")
         self.assertEqual(t.peer_transport, TCPTransport(4000, ("192.0.2.5",)))
+
+    def test_messageProtocol(self):
+        """
+        L{message_protocol} is the choice, for factories of their own.
+        """
+        p = message_protocol(Recorder(), "enrp", sctp.SCTPAddress("10.255.0.5", 1, ()))
+        self.assertIs(type(p), SCTPMessageProtocol)
+        self.assertEqual(p.ppid, ENRP_PPID)
+        t = message_protocol(Recorder(), "asap", IPv4Address("TCP", "10.255.0.5", 1))
+        self.assertIs(type(t), MessageStreamProtocol)
+        self.assertEqual(t.protocol, "asap")
+
+    def test_handMadeStaysTCP(self):
+        """
+        A L{MessageStreamProtocol} is the TCP mapping whatever it is
+        connected over: no class is changed at run time.
+        """
+        p = MessageStreamProtocol(Recorder(), "enrp")
+        p.makeConnection(FakeAssociation())
+        self.assertIs(type(p), MessageStreamProtocol)
+        self.assertEqual(p.mapping, "tcp")
 
     def test_sendWithPPID(self):
         p, transport, _ = connected()
@@ -371,11 +395,10 @@ class KernelTests(unittest.TestCase):
         receiver = Recorder()
         waiting = defer.Deferred()
         receiver.message_received = lambda c, m: waiting.called or waiting.callback(m)
-        client = MessageStreamProtocol(receiver)
         endpoint = clientFromString(
             reactor, "sctp:host=127.0.0.1:port=%d:bindAddress=127.0.0.1,127.0.0.2" % port
         )
-        yield connectProtocol(endpoint, client)
+        client = yield endpoint.connect(MessageStreamFactory(receiver))
         self.addCleanup(client.transport.abortConnection)
         self.assertEqual(client.mapping, "sctp")
         self.assertEqual(set(client.peer_addresses), {ip("127.0.0.1"), ip("127.0.0.2")})

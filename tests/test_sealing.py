@@ -38,7 +38,7 @@ from rserpool.session.core import (
     PESessionCore,
     SendClose,
 )
-from rserpool.session.protocol import PESessionFactory, PoolSession
+from rserpool.transport.enhanced import PESessionFactory, PoolSession
 from rserpool.session.sealing import (
     ALTERED,
     EXPIRED,
@@ -130,6 +130,13 @@ class RoundTripTests(unittest.TestCase):
         s = sealer()
         for state in (b"", b"x", bytes(range(256)) * 4, b"\x00" * s.max_state_size):
             self.assertEqual(s.open(s.seal(state, NOW), NOW + 1), state)
+
+    def test_shortest_lifetime_at_a_whole_millisecond(self):
+        # (1.0 + 0.001) * 1000 is 1000.9999999999999 in floats: the cookie
+        # must still live its millisecond (found by hypothesis).
+        s = sealer(lifetime=0.001)
+        self.assertEqual(s.open(s.seal(b"x", 1.0), 1.0), b"x")
+        self.assertRaises(CookieRejected, s.open, s.seal(b"x", 1.0), 1.001)
 
     def test_bytes_like(self):
         s = sealer()

@@ -31,7 +31,7 @@ from rserpool.session.core import (
     SendClose,
     SendFrame,
 )
-from rserpool.session.protocol import PESessionFactory, PoolSession
+from rserpool.transport.enhanced import PESessionFactory, PoolSession
 from rserpool.transport import mux
 from rserpool.transport.sctp import SCTPAddress, SCTPStatus
 from rserpool.transport.tcp import MultiplexProtocol

@@ -3,7 +3,8 @@ The pool element side of ASAP (RFC 5352 sections 3.1-3.7), sans I/O.
 
 L{PoolElementMachine} keeps one pool element registered: it hunts for a
 home registrar (a static list of endpoint descriptions, and registrars
-learned from Server Announce), registers with the pool handle, the user
+learned from Server Announce; the hunt is L{rserpool.asap.hunt}, which the
+pool user shares), registers with the pool handle, the user
 transport and the policy, re-registers before the registration life ends
 and whenever the policy (a load) changes, answers Endpoint Keep Alive,
 follows a Keep Alive with the H flag to a new home registrar, hunts again
@@ -19,6 +20,7 @@ machine: whatever the adapter passes to L{PoolElementMachine.connected}.
 """
 import attrs
 
+from rserpool.asap.hunt import CancelConnect, Connect, Hunting, RegistrarHunt
 from rserpool.codes import ErrorCause, cause_name
 from rserpool.wire import (
     ASAPError,
@@ -130,30 +132,8 @@ class PoolElementConfig:
 
 
 # -- actions --------------------------------------------------------------
-
-
-@attrs.frozen
-class Connect:
-    """
-    Open a connection to a registrar.  Report the outcome with
-    L{PoolElementMachine.connected} or L{PoolElementMachine.connect_failed},
-    quoting C{attempt}.
-
-    @ivar endpoint: a Twisted client endpoint description.
-    @ivar attempt: the attempt's number.
-    """
-
-    endpoint: str
-    attempt: int
-
-
-@attrs.frozen
-class CancelConnect:
-    """
-    Give up the connection attempt C{attempt} (it timed out).
-    """
-
-    attempt: int
+#
+# Connect and CancelConnect are the hunt's (rserpool.asap.hunt).
 
 
 @attrs.frozen
@@ -337,7 +317,7 @@ def effective_transport(transport, local_addresses, loopback_peer=None):
     return attrs.evolve(transport, addresses=tuple(out))
 
 
-class PoolElementMachine:
+class PoolElementMachine(Hunting):
     """
     Keeps one pool element registered (RFC 5352 sections 3.1 to 3.7).
 
@@ -346,6 +326,7 @@ class PoolElementMachine:
     @ivar home_id: the home registrar's server id, 0 while unknown.
     @ivar connection: the connection to the home registrar, or C{None}.
     @ivar endpoint: the description of the registrar connected to.
+    @ivar hunt: the L{RegistrarHunt} (RFC 5352 section 3.6).
     """
 
     def __init__(self, config, user_transport, registrars=(), rng=None):
@@ -364,18 +345,13 @@ class PoolElementMachine:
             config = attrs.evolve(config, identifier=new_identifier(rng))
         self.config = config
         self.user_transport = user_transport
-        self.static = list(registrars)
-        self.announced = {}
+        self.hunt = RegistrarHunt(registrars, config.connect_timeout)
         self.state = IDLE
         self.home_id = 0
         self.connection = None
         self.endpoint = None
         self._local = None
         self._out = []
-        self._attempt = 0
-        self._pending_attempt = None
-        self._index = 0
-        self._tried = 0
         self._deadline = None
         self._deadline_kind = None
         self._ever_registered = False
@@ -435,20 +411,9 @@ class PoolElementMachine:
         if self.state not in (IDLE, STOPPED, FAILED):
             return
         self.state = HUNTING
-        self._tried = 0
+        self.hunt.new_round()
         self._ever_registered = False
         self._hunt(now)
-
-    def candidates(self):
-        """
-        The registrars to hunt among: the static ones, then the announced
-        ones not already listed.
-        """
-        out = list(self.static)
-        for endpoint in self.announced.values():
-            if endpoint not in out:
-                out.append(endpoint)
-        return out
 
     def registrar_announced(self, server_id, endpoint, now):
         """
@@ -457,17 +422,11 @@ class PoolElementMachine:
         @param server_id: its id.
         @param endpoint: a client endpoint description to reach it.
         """
-        self.announced[server_id] = endpoint
-        if self.state == HUNTING and self._pending_attempt is None:
+        self.hunt.announce(server_id, endpoint)
+        if self.state == HUNTING and self.hunt.pending is None:
             # We were waiting for a registrar to appear.
-            self._tried = 0
+            self.hunt.new_round()
             self._hunt(now)
-
-    def registrar_forgotten(self, server_id):
-        """
-        A registrar stopped announcing itself.
-        """
-        self.announced.pop(server_id, None)
 
     def connected(self, attempt, connection, local_address, now):
         """
@@ -481,12 +440,11 @@ class PoolElementMachine:
         @return: C{False} if the machine no longer wants this connection
             (the adapter must close it), else C{True}.
         """
-        if attempt != self._pending_attempt or self.state != HUNTING:
+        if self.state != HUNTING or not self.hunt.settle(attempt):
             return False
-        self._pending_attempt = None
         self.connection = connection
         self._local = local_address
-        # _tried is not reset here: a registrar that accepts connections but
+        # The round goes on: a registrar that accepts connections but
         # closes them before it answers (a TLS handshake it refuses, a
         # registrar that is not one) counts as tried, so the hunt waits
         # hunt_retry_delay after each round instead of reconnecting at once.
@@ -500,9 +458,8 @@ class PoolElementMachine:
 
         @param reason: why, in a few words (for L{RegistrarProblem}).
         """
-        if attempt != self._pending_attempt:
+        if not self.hunt.settle(attempt):
             return
-        self._pending_attempt = None
         self._out.append(RegistrarProblem(self.endpoint, "unreachable", str(reason)))
         self._next_registrar(now)
 
@@ -573,15 +530,14 @@ class PoolElementMachine:
         kind = self._deadline_kind
         self._disarm()
         if kind == "connect":
-            attempt = self._pending_attempt
-            self._pending_attempt = None
-            if attempt is not None:
-                self._out.append(CancelConnect(attempt))
+            cancel = self.hunt.cancel()
+            if cancel is not None:
+                self._out.append(cancel)
             self._out.append(RegistrarProblem(
                 self.endpoint, "timeout", "no connection within %g s" % self.config.connect_timeout))
             self._next_registrar(now)
         elif kind == "hunt":
-            self._tried = 0
+            self.hunt.new_round()
             self._hunt(now)
         elif kind == "response":
             # The registrar did not answer in time: it counts as failed.
@@ -624,9 +580,9 @@ class PoolElementMachine:
             )
             self._arm(now + self.config.response_timeout, "response")
             return
-        if self._pending_attempt is not None:
-            self._out.append(CancelConnect(self._pending_attempt))
-            self._pending_attempt = None
+        cancel = self.hunt.cancel()
+        if cancel is not None:
+            self._out.append(cancel)
         self._stopped(False)
 
     # -- procedures -------------------------------------------------------
@@ -644,23 +600,19 @@ class PoolElementMachine:
         self.home_id = 0
 
     def _hunt(self, now):
-        # RFC 5352 section 3.6: try the known registrars one after the other.
-        candidates = self.candidates()
-        if not candidates or self._tried >= len(candidates):
-            self._tried = 0
+        # RFC 5352 section 3.6: try the known registrars one after the
+        # other; after a round without success, wait and begin another.
+        if self.hunt.round_done:
+            self.hunt.new_round()
             self._arm(now + self.config.hunt_retry_delay, "hunt")
             return
-        self._index %= len(candidates)
-        endpoint = candidates[self._index]
-        self._tried += 1
-        self._attempt += 1
-        self._pending_attempt = self._attempt
-        self.endpoint = endpoint
-        self._out.append(Connect(endpoint, self._attempt))
-        self._arm(now + self.config.connect_timeout, "connect")
+        connect = self.hunt.dial(now)
+        self.endpoint = connect.endpoint
+        self._out.append(connect)
+        self._arm(self.hunt.deadline, "connect")
 
     def _next_registrar(self, now):
-        self._index += 1
+        self.hunt.next()
         self.state = HUNTING
         self._disarm()
         self._hunt(now)
@@ -698,7 +650,7 @@ class PoolElementMachine:
             return
         again = self._ever_registered
         first_here = not self._registered_here
-        self._tried = 0
+        self.hunt.new_round()
         self._renewals = 0
         self._ever_registered = True
         self._registered_here = True
@@ -757,9 +709,9 @@ class PoolElementMachine:
                 return
             # RFC 5352 section 3.7 / RFC 5353 takeover: the sender is our
             # new home registrar; drop the old one.
-            if self._pending_attempt is not None:
-                self._out.append(CancelConnect(self._pending_attempt))
-                self._pending_attempt = None
+            cancel = self.hunt.cancel()
+            if cancel is not None:
+                self._out.append(cancel)
             self._drop_connection()
             self.connection = connection
             self.endpoint = None

@@ -2,8 +2,9 @@
 The pool user side of ASAP (RFC 5352 sections 3.5, 3.6 and 3.8), sans I/O.
 
  - L{PoolUserMachine}: handle resolution at a registrar found by a hunt
-   over a static list (and announced registrars), with a response timeout,
-   and Endpoint Unreachable reports.
+   over a static list (and announced registrars; the hunt is
+   L{rserpool.asap.hunt}, which the pool element shares), with a response
+   timeout, and Endpoint Unreachable reports.
  - L{ResolutionCache}: the PU-side cache of resolved PEs with a stale
    timeout (RSPLIB's C{rsp_getaddrinfo} C{staleCacheValue}), and the
    selection behind GETPRIMARYSERVER / GETNEXTSERVER
@@ -18,7 +19,8 @@ import ipaddress
 
 import attrs
 
-from rserpool.asap.pool_element import CancelConnect, Close, Connect, Send
+from rserpool.asap.hunt import Hunting, RegistrarHunt
+from rserpool.asap.pool_element import Close, Send
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.wire import (
     EndpointUnreachable,
@@ -442,7 +444,7 @@ class _Request:
     sent_at: float = None
 
 
-class PoolUserMachine:
+class PoolUserMachine(Hunting):
     """
     A pool user's ASAP channel to a registrar (RFC 5352 sections 3.5, 3.6,
     3.8): sends Handle Resolutions and Endpoint Unreachable reports,
@@ -454,6 +456,8 @@ class PoolUserMachine:
 
     Actions and events come from L{actions}; call L{timer} at
     L{next_deadline}.
+
+    @ivar hunt: the L{RegistrarHunt} (RFC 5352 section 3.6).
     """
 
     def __init__(self, registrars=(), response_timeout=3.0, connect_timeout=7.5,
@@ -465,8 +469,7 @@ class PoolUserMachine:
         @param cache: a L{ResolutionCache} that stores every answer.
         @param limiter: the L{UnreachableLimiter}.
         """
-        self.static = list(registrars)
-        self.announced = {}
+        self.hunt = RegistrarHunt(registrars, connect_timeout)
         self.response_timeout = response_timeout
         self.connect_timeout = connect_timeout
         self.cache = cache if cache is not None else ResolutionCache()
@@ -477,33 +480,13 @@ class PoolUserMachine:
         self._requests = collections.OrderedDict()
         self._reports = []
         self._serial = 0
-        self._attempt = 0
-        self._pending_attempt = None
-        self._connect_deadline = None
-        self._index = 0
         self.closed = False
-
-    def candidates(self):
-        """
-        Static registrars, then announced ones.
-        """
-        out = list(self.static)
-        for endpoint in self.announced.values():
-            if endpoint not in out:
-                out.append(endpoint)
-        return out
 
     def registrar_announced(self, server_id, endpoint, now):
         """
         Learn a registrar from Server Announce.
         """
-        self.announced[server_id] = endpoint
-
-    def registrar_forgotten(self, server_id):
-        """
-        A registrar stopped announcing itself: no longer a candidate.
-        """
-        self.announced.pop(server_id, None)
+        self.hunt.announce(server_id, endpoint)
 
     def actions(self):
         """
@@ -520,8 +503,8 @@ class PoolUserMachine:
         """
         times = [r.sent_at + self.response_timeout for r in self._requests.values()
                  if r.sent_at is not None]
-        if self._connect_deadline is not None:
-            times.append(self._connect_deadline)
+        if self.hunt.deadline is not None:
+            times.append(self.hunt.deadline)
         return min(times) if times else None
 
     # -- requests ---------------------------------------------------------
@@ -569,18 +552,14 @@ class PoolUserMachine:
     # -- connection -------------------------------------------------------
 
     def _connect(self, now):
-        if self._pending_attempt is not None or self.connection is not None or self.closed:
+        if self.hunt.pending is not None or self.connection is not None or self.closed:
             return
-        candidates = self.candidates()
-        if not candidates:
+        connect = self.hunt.dial(now)
+        if connect is None:
             self._fail_all(now, "no registrar configured")
             return
-        self._index %= len(candidates)
-        self.endpoint = candidates[self._index]
-        self._attempt += 1
-        self._pending_attempt = self._attempt
-        self._connect_deadline = now + self.connect_timeout
-        self._out.append(Connect(self.endpoint, self._attempt))
+        self.endpoint = connect.endpoint
+        self._out.append(connect)
 
     def connected(self, attempt, connection, local_address, now):
         """
@@ -588,10 +567,8 @@ class PoolUserMachine:
 
         @return: C{False} if it is not wanted any more (close it).
         """
-        if attempt != self._pending_attempt:
+        if not self.hunt.settle(attempt):
             return False
-        self._pending_attempt = None
-        self._connect_deadline = None
         self.connection = connection
         for report in self._reports:
             self._out.append(Send(connection, report))
@@ -606,10 +583,8 @@ class PoolUserMachine:
 
         @param reason: why, in a few words (from the transport).
         """
-        if attempt != self._pending_attempt:
+        if not self.hunt.settle(attempt):
             return
-        self._pending_attempt = None
-        self._connect_deadline = None
         self._registrar_failed(
             now, "cannot connect to %s%s" % (self.endpoint, ": %s" % reason if reason else ""))
 
@@ -628,7 +603,7 @@ class PoolUserMachine:
         if self.connection is not None:
             self._out.append(Close(self.connection))
             self.connection = None
-        self._index += 1
+        self.hunt.next()
         limit = max(1, len(self.candidates()))
         for request in list(self._requests.values()):
             request.tried += 1
@@ -670,12 +645,10 @@ class PoolUserMachine:
         """
         Call at L{next_deadline}: a late registrar counts as failed.
         """
-        if self._connect_deadline is not None and now >= self._connect_deadline:
-            attempt = self._pending_attempt
-            self._pending_attempt = None
-            self._connect_deadline = None
-            if attempt is not None:
-                self._out.append(CancelConnect(attempt))
+        if self.hunt.timed_out(now):
+            cancel = self.hunt.cancel()
+            if cancel is not None:
+                self._out.append(cancel)
             self._registrar_failed(now, "connecting to %s timed out" % self.endpoint)
             return
         late = [r for r in self._requests.values()
@@ -688,10 +661,9 @@ class PoolUserMachine:
         Stop: close the connection; outstanding requests fail.
         """
         self.closed = True
-        if self._pending_attempt is not None:
-            self._out.append(CancelConnect(self._pending_attempt))
-            self._pending_attempt = None
-        self._connect_deadline = None
+        cancel = self.hunt.cancel()
+        if cancel is not None:
+            self._out.append(cancel)
         if self.connection is not None:
             self._out.append(Close(self.connection))
             self.connection = None

@@ -4,8 +4,8 @@ test that sends messages encoded by L{rserpool.wire} (or raw bytes) and
 hands back what arrives, decoded, with bounded waits.
 
 It is built on our codec and our transport mappings only
-(L{rserpool.transport.tcp.MessageStreamProtocol}, which becomes the SCTP
-mapping over an C{sctp:} endpoint): it knows nothing of our registrar, and
+(L{rserpool.transport.tcp.message_protocol}: the TCP mapping, or the SCTP
+one over an C{sctp:} endpoint): it knows nothing of our registrar, and
 tests an implementation exactly as an independent peer would.
 
 Every wait ends: L{WireConnection.expect} fails with L{NoAnswer} (an
@@ -13,14 +13,14 @@ C{AssertionError}, so a test fails rather than errs) when nothing matching
 arrives in time, or at once when the connection is gone.
 """
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import INegotiated
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.trial.unittest import FailTest
 from zope.interface import implementer
 
 from rserpool.interfaces import IMessageReceiver
-from rserpool.transport.tcp import MessageStreamProtocol
+from rserpool.transport.tcp import message_protocol
 from rserpool.wire import (
     ASAP,
     EndpointKeepAlive,
@@ -195,7 +195,8 @@ class WireConnection:
     """
     One ASAP or ENRP connection to the implementation under test.
 
-    @ivar stream: the L{MessageStreamProtocol} (or SCTP mapping) it runs.
+    @ivar stream: the protocol it runs, of the TCP or the SCTP mapping
+        (L{build}), or C{None} before its transport is known.
     @ivar inbox: the L{Inbox} its messages go to (its own unless shared).
     @ivar bad: every L{ProtocolError} for what the target sent that did
         not decode: a conforming implementation sends none.
@@ -211,7 +212,7 @@ class WireConnection:
         self.reactor = reactor
         self.protocol = protocol
         self.name = name
-        self.stream = MessageStreamProtocol(self, protocol)
+        self.stream = None
         self.inbox = inbox if inbox is not None else Inbox(reactor, name)
         self._own_inbox = inbox is None
         self.bad = []
@@ -224,16 +225,6 @@ class WireConnection:
         # TLS-PSK targets) that is a round trip of close_notify after the
         # stream stopped, and a test must not end before it.
         self._gone = defer.Deferred()
-        stream_lost = self.stream.connectionLost
-
-        def connectionLost(reason):
-            try:
-                stream_lost(reason)
-            finally:
-                if not self._gone.called:
-                    self._gone.callback(None)
-
-        self.stream.connectionLost = connectionLost
 
     def __repr__(self):
         return "<WireConnection %s %s>" % (self.name, self.protocol)
@@ -244,6 +235,24 @@ class WireConnection:
         Every message received (by the inbox).
         """
         return self.inbox.received
+
+    def build(self, addr):
+        """
+        This connection's protocol, of the mapping that suits a transport
+        whose peer is C{addr} (a factory's C{buildProtocol} returns it).
+        """
+        self.stream = message_protocol(self, self.protocol, addr)
+        stream_lost = self.stream.connectionLost
+
+        def connectionLost(reason):
+            try:
+                stream_lost(reason)
+            finally:
+                if not self._gone.called:
+                    self._gone.callback(None)
+
+        self.stream.connectionLost = connectionLost
+        return self.stream
 
     # -- what the transport tells -----------------------------------------
 
@@ -403,10 +412,20 @@ def connect(reactor, description, protocol=ASAP, bind=None, timeout=5.0, name="c
     except Exception as e:
         return defer.fail(ValueError("bad endpoint %r: %s" % (description, e)))
     wire = WireConnection(reactor, protocol, name, inbox)
-    d = connectProtocol(endpoint, wire.stream)
+    d = endpoint.connect(_Building(wire))
     d.addTimeout(timeout, reactor)
     d.addCallback(lambda _: wire)
     return d
+
+
+class _Building(Factory):
+    noisy = False
+
+    def __init__(self, wire):
+        self.wire = wire
+
+    def buildProtocol(self, addr):
+        return self.wire.build(addr)
 
 
 class AnnounceHearer(DatagramProtocol):

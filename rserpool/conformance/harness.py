@@ -45,7 +45,7 @@ class _Accepting(Factory):
         wire = WireConnection(r.reactor, ASAP, "%s (PE connection)" % r.name, r.inbox)
         wire.on_message = r._answer
         r.connections.append(wire)
-        return wire.stream
+        return wire.build(addr)
 
 
 class HarnessRegistrar:

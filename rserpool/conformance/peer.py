@@ -76,7 +76,7 @@ class _Accepting(Factory):
         wire = WireConnection(self.peer.reactor, ENRP, "%s (accepted)" % self.peer.name,
                               self.peer.inbox)
         self.peer._adopt(wire)
-        return wire.stream
+        return wire.build(addr)
 
 
 class ENRPPeer:

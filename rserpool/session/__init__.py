@@ -1,23 +1,24 @@
 """
 Enhanced Mode (draft-ietf-rserpool-service sections 3.3 and 4, RFC 5352
 section 4): control and data multiplexed on one connection, state cookies,
-failover callback, business cards.
+failover callback, business cards; sans I/O.
 
- - L{rserpool.session.core}: the sans-IO session state.
- - L{rserpool.session.protocol}: the Twisted side: L{PoolSession} (pool
-   user), L{PESessionFactory} (pool element).
+ - L{rserpool.session.core}: the session state machines.
  - L{rserpool.session.sealing}: sealed state cookies (L{CookieSealer}).
+
+The Twisted side lives with the other adapters, in L{rserpool.transport}:
+L{rserpool.transport.enhanced} (L{PoolSession
+<rserpool.transport.enhanced.PoolSession>} for pool users,
+L{PESessionFactory <rserpool.transport.enhanced.PESessionFactory>} for pool
+elements, L{reach_business_card
+<rserpool.transport.enhanced.reach_business_card>}) and
+L{rserpool.transport.channel} (how a session's frames travel).  This
+package loads no reactor (issue #15, C{tests/test_architecture.py}).
 
 See ``doc/session.rst``.
 """
 from rserpool.session.core import CLOSE_PPID, DATA_PPID, PESessionCore, PUSessionCore
 from rserpool.session.sealing import CookieRejected, CookieSealer, Keyring, load_keyring
-
-#: The Twisted side (L{rserpool.session.protocol}), loaded when first
-#: named, so that the sans-IO core (L{rserpool.session.core}) loads without
-#: a reactor (issue #15: the core knows no reactor).
-_TWISTED_SIDE = ("PESessionFactory", "PoolSession", "SessionFailed", "SessionTransport",
-                 "pool_element_infos")
 
 __all__ = [
     "CLOSE_PPID",
@@ -27,14 +28,8 @@ __all__ = [
     "Keyring",
     "PESessionCore",
     "PUSessionCore",
-    "PESessionFactory",
-    "PoolSession",
-    "SessionFailed",
-    "SessionTransport",
     "business_card",
     "load_keyring",
-    "pool_element_infos",
-    "reach_business_card",
 ]
 
 
@@ -60,26 +55,3 @@ def business_card(pool_handle, pool_elements=(), policy=None):
         elements.append(pe)
     return BusinessCard(pool_handle, tuple(elements), policy)
 
-
-def __getattr__(name):
-    if name in _TWISTED_SIDE:
-        from rserpool.session import protocol
-
-        return getattr(protocol, name)
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
-
-
-def reach_business_card(reactor, card, factory, pool_user=None, **options):
-    """
-    Reach a PE equivalent to a peer that sent C{card} (services draft
-    section 3.3): the PEs the card lists, in order, then (with a
-    C{pool_user}) any PE of the card's pool.
-
-    @return: a L{Deferred} firing with C{factory}'s protocol, connected
-        through a L{PoolSession}.
-    """
-    from rserpool.session.protocol import PoolSession, pool_element_infos
-
-    session = PoolSession(reactor, pool_user, card.pool_handle, factory,
-                          candidates=pool_element_infos(card), **options)
-    return session.connect()

@@ -5,7 +5,7 @@ sections 3.3 and 4.4-4.5, RFC 5352 section 4).
 A session runs over one control+data connection whose frames are user
 messages with a PPID: the TCP mapping's multiplexed framing
 (L{rserpool.transport.mux}) or SCTP messages (services draft section
-5.1); which one is the business of L{rserpool.session.channel}, not of
+5.1); which one is the business of L{rserpool.transport.channel}, not of
 this module.  Frames with the ASAP PPID (11) carry ASAP control
 messages: Cookie (PE to PU, SET_COOKIE), Cookie Echo (PU to the new PE
 after a failover) and Business Card.  Every other PPID is application
@@ -16,7 +16,7 @@ C{peer_closed()}: a connection lost without it is a failure, and the
 pool user fails over.
 
 L{PUSessionCore} and L{PESessionCore} decide what to send and deliver;
-L{rserpool.session.protocol} runs them over Twisted connections.
+L{rserpool.transport.enhanced} runs them over Twisted connections.
 """
 import collections
 
@@ -55,7 +55,7 @@ DATA_PPID = 0
 #: The PPID of the message that ends a session on purpose where the mapping
 #: has no better way (a convention of this implementation: neither TCP nor
 #: SCTP tell a process that closed its socket from one that was killed; see
-#: L{rserpool.session.channel}).  Applications may not send data with it.
+#: L{rserpool.transport.channel}).  Applications may not send data with it.
 CLOSE_PPID = 0xFFFFFFFF
 
 #: PPIDs an application may not use for its data.
@@ -91,7 +91,7 @@ class SendFrame:
 class SendClose:
     """
     Tell the peer that this end closes the session on purpose (how is the
-    mapping's: L{rserpool.session.channel}).
+    mapping's: L{rserpool.transport.channel}).
     """
 
 

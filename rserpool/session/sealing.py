@@ -464,7 +464,10 @@ class CookieSealer:
         if len(state) > self.max_state_size:
             raise CookieTooLarge("a state of {} bytes does not fit in a cookie: at most {}".format(
                 len(state), self.max_state_size))
-        expires = math.floor((now + self.lifetime) * 1000)
+        # In whole milliseconds; rounded first, so that float error
+        # ((1.0 + 0.001) * 1000 is 1000.9999999999999) cannot take the last
+        # millisecond of a short lifetime away.
+        expires = math.floor(round((now + self.lifetime) * 1000, 6))
         if not 0 <= expires < 1 << 64:
             raise ValueError("the time {!r} is out of range".format(now))
         key_id = self.keyring.current_id
@@ -521,7 +524,7 @@ class CookieSealer:
             raise CookieRejected(ALTERED, "authentication failed (key id {})".format(
                 _show(key_id))) from None
         (expires,) = _EXPIRY.unpack_from(plain)
-        if now * 1000 >= expires:
+        if round(now * 1000, 6) >= expires:
             raise CookieRejected(EXPIRED, "expired {:.3f} s ago".format(now - expires / 1000))
         return plain[_EXPIRY.size:]
 

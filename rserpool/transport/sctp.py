@@ -666,10 +666,6 @@ class SCTPConnection(_SCTPReader):
     def _start(self):
         self.startReading()
         self.protocol.makeConnection(self)
-        # the protocol may have become another in makeConnection (see
-        # rserpool.transport.tcp.MessageStreamProtocol.makeConnection)
-        if self.protocol is not None:
-            self._deliver = _deliverer(self.protocol)
 
     # -- sending --------------------------------------------------------------
 
@@ -1252,8 +1248,6 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
         assoc = SCTPAssociation(self, assocId, peer, protocol, self.defaultPPID)
         self.associations[assocId] = assoc
         protocol.makeConnection(assoc)
-        # the protocol may have become another in makeConnection
-        assoc._deliver = _deliverer(protocol)
         if dialling is not None:
             dialling._succeed(protocol)
         return assoc

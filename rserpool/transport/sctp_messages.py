@@ -24,9 +24,10 @@ line, as RSPLIB drops them; PPID 0 ("unspecified") is accepted as the
 connection's protocol, so that a plain SCTP client still works.
 
 Nobody has to choose this class: L{rserpool.transport.tcp.MessageStreamFactory}
-builds it for an SCTP association, and a L{MessageStreamProtocol} made by
-hand turns into one when it is connected over SCTP.  So a registrar, PE or
-PU works over C{sctp:...} endpoints exactly as over C{tcp:...} ones.
+builds it for an SCTP association (L{rserpool.transport.tcp.message_protocol}),
+the TCP mapping for anything else.  So a registrar, PE or PU works over
+C{sctp:...} endpoints exactly as over C{tcp:...} ones.  What both mappings
+share is L{rserpool.transport.connection.MessageConnectionProtocol}.
 """
 import struct
 
@@ -34,7 +35,7 @@ from twisted.logger import Logger
 
 from rserpool.codes import ASAP_PPID, ENRP_PPID
 from rserpool.interfaces import NotAvailable, normalize_address
-from rserpool.transport.tcp import MessageStreamProtocol, address_of
+from rserpool.transport.connection import MessageConnectionProtocol, address_of
 from rserpool.wire import ASAP, ENRP, ProtocolError, SCTPTransport, decode, encode
 
 __all__ = ["SCTPMessageProtocol", "PPIDS", "split_messages"]
@@ -88,7 +89,7 @@ def _addresses(pairs):
     return tuple(out)
 
 
-class SCTPMessageProtocol(MessageStreamProtocol):
+class SCTPMessageProtocol(MessageConnectionProtocol):
     """
     One SCTP association carrying ASAP or ENRP messages, one per SCTP
     message (see the module's description).
@@ -100,15 +101,11 @@ class SCTPMessageProtocol(MessageStreamProtocol):
     mapping = "sctp"
 
     def __init__(self, receiver, protocol=ASAP):
-        MessageStreamProtocol.__init__(self, receiver, protocol)
+        MessageConnectionProtocol.__init__(self, receiver, protocol)
         self.ppid = PPIDS[protocol]
         self._addresses = None
 
     def connectionMade(self):
-        # Also reached by a MessageStreamProtocol turned into this class:
-        # its __init__ has not set these.
-        self.ppid = PPIDS[self.protocol]
-        self._addresses = None
         self.connected = True
         self.peer = address_of(self.transport.getPeer())
         host = self.transport.getHost()
@@ -159,7 +156,7 @@ class SCTPMessageProtocol(MessageStreamProtocol):
 
     @peer_addresses.setter
     def peer_addresses(self, value):
-        # MessageStreamProtocol.__init__ assigns it; the association's list
+        # MessageConnectionProtocol.__init__ assigns it; the association's list
         # replaces it in connectionMade.
         self._addresses = tuple(value) if value else None
 

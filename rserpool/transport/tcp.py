@@ -10,22 +10,25 @@ L{rserpool.wire.StreamDecoder} and hands whole, decoded messages to an
 L{IMessageReceiver}; it is the L{IMessageConnection} the state machines
 see.  Which transport it runs on is chosen by a Twisted endpoint string
 (C{tcp:3863:interface=127.0.0.1}, C{ssl:...}): nothing here opens a socket.
+What it shares with the SCTP mapping
+(L{rserpool.transport.sctp_messages}) is
+L{rserpool.transport.connection.MessageConnectionProtocol};
+L{MessageStreamFactory} builds the mapping that suits each connection's
+transport.
 
 The multiplexed control+data framing of Enhanced Mode is
 L{rserpool.transport.mux} (sans I/O); L{MultiplexProtocol} runs it over a
 Twisted transport with its heartbeat.
 """
-from collections import deque
-
-from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from rserpool.limits import EventLog, RefusalLog, principal
-from rserpool.interfaces import IMessageConnection, NotAvailable, normalize_address
-from rserpool.transport.guard import ConnectionGuard, MemoryReturn, TurnScheduler
+from rserpool.interfaces import NotAvailable, normalize_address
+from rserpool.transport.connection import MessageConnectionProtocol, address_of, is_sctp_address
+from rserpool.transport.guard import MemoryReturn, TurnScheduler
 from rserpool.transport import mux
+from rserpool.transport.sctp_messages import SCTPMessageProtocol
 from rserpool.wire import ASAP, ProtocolError, StreamDecoder, TCPTransport, encode
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "MessageStreamFactory",
     "MultiplexProtocol",
     "address_of",
+    "message_protocol",
 ]
 
 
@@ -47,30 +51,7 @@ def _whole_message_first(raw):
     return length < 4 or len(raw) >= (length + 3) & ~3
 
 
-def address_of(address):
-    """
-    C{(ipaddress, port)} for a Twisted L{IAddress} with C{host} and C{port},
-    or C{(None, 0)} for another kind of address (a UNIX socket, a test).
-    """
-    host = getattr(address, "host", None)
-    if host is None:
-        return (None, 0)
-    try:
-        return (normalize_address(host), getattr(address, "port", 0))
-    except ValueError:
-        return (None, getattr(address, "port", 0))
-
-
-def _is_sctp(transport):
-    """
-    Whether C{transport} is an SCTP association (its addresses are of type
-    C{"SCTP"}, see L{rserpool.transport.sctp.SCTPAddress}).
-    """
-    return getattr(transport.getPeer(), "type", None) == "SCTP"
-
-
-@implementer(IMessageConnection, IHandshakeListener)
-class MessageStreamProtocol(Protocol):
+class MessageStreamProtocol(MessageConnectionProtocol):
     """
     A connection carrying plain ASAP or ENRP messages framed by their own
     length field.
@@ -81,52 +62,21 @@ class MessageStreamProtocol(Protocol):
     C{protocol_error} is told (so it can answer with an Error), then this
     connection, and only this one, is closed.
 
-    @ivar receiver: the L{IMessageReceiver}.
-    @ivar protocol: C{"asap"} or C{"enrp"}.
-    @ivar peer: C{(address, port)} of the remote end.
-    @ivar local: C{(address, port)} of the local end.
+    This is the TCP mapping whatever the transport: over an SCTP
+    association, L{MessageStreamFactory} builds the SCTP mapping
+    (L{SCTPMessageProtocol}) instead.  (A protocol made by hand and given
+    to C{connectProtocol} stays this one: connect with a
+    L{MessageStreamFactory} to get the mapping of the endpoint's
+    transport.)
+
     @ivar local_addresses: every address of the local end (one over TCP).
-    @ivar identity: the TLS-PSK identity the remote end proved (over a
-        C{psk:} server endpoint, once the handshake is done), or C{None}.
     """
 
-    log = Logger()
     mapping = "tcp"
-    identity = None
-    #: the role its key file gives C{identity} (rserpool.transport.psk.ROLES)
-    role = None
-    #: the L{ConnectionGuard} of an accepted connection whose listener has
-    #: limits (L{MessageStreamFactory}), else C{None}
-    guard = None
-    _pending = None
-    _budget_key = None
 
     def __init__(self, receiver, protocol=ASAP):
-        self.receiver = receiver
-        self.protocol = protocol
+        MessageConnectionProtocol.__init__(self, receiver, protocol)
         self._decoder = StreamDecoder(protocol)
-        self.peer = (None, 0)
-        self.local = (None, 0)
-        self.local_addresses = ()
-        self.peer_addresses = ()
-        self._peer_transport = None
-        self.connected = False
-
-    def __repr__(self):
-        return "<{} {} peer {}:{}>".format(
-            type(self).__name__, self.protocol, self.peer[0], self.peer[1]
-        )
-
-    def makeConnection(self, transport):
-        # Over SCTP the same connection speaks the SCTP mapping: one message
-        # per SCTP message, PPIDs, every peer address of the association
-        # (rserpool.transport.sctp_messages).  Only this exact class turns;
-        # a subclass keeps its own behaviour.
-        if type(self) is MessageStreamProtocol and _is_sctp(transport):
-            from rserpool.transport.sctp_messages import SCTPMessageProtocol
-
-            self.__class__ = SCTPMessageProtocol
-        Protocol.makeConnection(self, transport)
 
     def connectionMade(self):
         self.connected = True
@@ -143,86 +93,6 @@ class MessageStreamProtocol(Protocol):
             set_keepalive(1)
         self._start_guard()
         self.receiver.connection_made(self)
-
-    def _start_guard(self):
-        factory = getattr(self, "factory", None)
-        limits = getattr(factory, "limits", None)
-        if limits is not None:
-            self.guard = ConnectionGuard(self, limits, factory.clock, self._resume)
-
-    def describe(self):
-        """
-        The peer, for log lines: C{192.0.2.1:3863}.
-        """
-        address, port = self.peer
-        if address is None:
-            return "an unknown peer"
-        return "[%s]:%d" % (address, port) if address.version == 6 else "%s:%d" % (address, port)
-
-    def _note(self, text, **fields):
-        # A line about what a peer did: at a bounded rate on a listener
-        # with limits (the peer chooses how often), else as it is.
-        factory = getattr(self, "factory", None)
-        events = getattr(factory, "events", None)
-        if events is not None:
-            events.warn(factory.clock.seconds(), text, **fields)
-        else:
-            self.log.warn(text, **fields)
-
-    def guard_closed(self, reason, abort):
-        """
-        The guard found a limit passed (L{ConnectionGuard}): close, or
-        abort when the peer does not read (a graceful close would wait for
-        it for ever).
-        """
-        factory = getattr(self, "factory", None)
-        events = getattr(factory, "events", None)
-        if events is not None:
-            events.info(factory.clock.seconds(),
-                        "closing {protocol} connection from {peer}: {reason}",
-                        protocol=self.protocol.upper(), peer=self.describe(), reason=reason)
-        if self.connected:
-            self.connected = False
-            self._pending = None
-            if self.guard is not None:
-                self.guard.stop()
-            if abort:
-                self.transport.abortConnection()
-            else:
-                self.transport.loseConnection()
-            self.receiver.connection_lost(self)
-
-    @property
-    def budget_silent(self):
-        """
-        Whether this accepted connection has not yet sent a whole message
-        (L{ConnectionBudget <rserpool.transport.guard.ConnectionBudget>}
-        closes such a connection first).
-        """
-        return self.guard is None or self.guard.last is None
-
-    def budget_evict(self):
-        """
-        All connections are taken and this one's source holds most: close
-        it for a connection of another source (the budget has released
-        it already).
-        """
-        self._budget_key = None
-        if self.connected:
-            self.guard_closed("making room for another source's connection", abort=True)
-        elif self.transport is not None:
-            # Not yet connected (a TLS handshake): just drop it.
-            self.transport.abortConnection()
-
-    def handshakeCompleted(self):
-        """
-        The TLS handshake is done: note the identity the peer proved, if
-        it was TLS-PSK (before any of its messages is read).
-        """
-        from rserpool.transport.psk import psk_identity, psk_role
-
-        self.identity = psk_identity(self.transport)
-        self.role = psk_role(self.transport)
 
     def dataReceived(self, data):
         if not self.connected:
@@ -371,23 +241,6 @@ class MessageStreamProtocol(Protocol):
         self._keep(items)
         return True
 
-    #: What a connection costs the registrar's process, buffers aside
-    #: (its objects; over TLS its OpenSSL state, about 70 KB): what
-    #: MemoryReturn counts for each that is gone.
-    _FOOTPRINT = 16384
-
-    def _give_back_memory(self):
-        # What this connection held (its objects, requests waiting for
-        # their turn, answers its peer did not read, up to the transport's
-        # buffer) goes back to the system (MemoryReturn).
-        memory = getattr(getattr(self, "factory", None), "memory", None)
-        if memory is None or self.guard is None:
-            return
-        held = self._FOOTPRINT + (len(self._raw) if self._raw is not None else 0)
-        if self.guard.paused:
-            held += getattr(self.transport, "bufferSize", 65536)
-        memory.released(held)
-
     def _settle(self):
         # After a read or a turn: wait for another turn, unread, while
         # whole messages wait; else read again.
@@ -410,25 +263,6 @@ class MessageStreamProtocol(Protocol):
             if not guard.paused:
                 self.transport.resumeProducing()
 
-    def _handle(self, items):
-        receiver = self.receiver
-        guard = self.guard
-        for index, item in enumerate(items):
-            if not self.connected:
-                break
-            if guard is not None and guard.paused:
-                self._keep(items[index:])
-                break
-            if type(item) is ProtocolError:
-                receiver.protocol_error(self, item)
-            else:
-                receiver.message_received(self, item)
-
-    def _keep(self, items):
-        if self._pending is None:
-            self._pending = deque()
-        self._pending.extend(items)
-
     def _resume(self):
         # The peer reads again: handle what was kept, until it stops again.
         if self._raw is not None:
@@ -438,36 +272,13 @@ class MessageStreamProtocol(Protocol):
                 self.transport.pauseProducing()
             self._turn(self.factory.turns.quantum)
             return
-        pending = self._pending
-        guard = self.guard
-        while pending and self.connected and not (guard is not None and guard.paused):
-            item = pending.popleft()
-            if type(item) is ProtocolError:
-                self.receiver.protocol_error(self, item)
-            else:
-                self.receiver.message_received(self, item)
-        if not pending:
-            self._pending = None
+        MessageConnectionProtocol._resume(self)
 
-    def connectionLost(self, reason):
-        self._end_guard()
-        if self.connected:
-            self.connected = False
-            self.receiver.connection_lost(self)
+    def _unread(self):
+        return len(self._raw) if self._raw is not None else 0
 
-    def _end_guard(self):
-        self._pending = None
-        factory = getattr(self, "factory", None)
-        turns = getattr(factory, "turns", None)
-        if turns is not None:
-            turns.forget(self._budget_key or self, self)
-            self._give_back_memory()
+    def _drop_unread(self):
         self._raw = None
-        if self.guard is not None:
-            self.guard.release()
-        key, self._budget_key = self._budget_key, None
-        if key is not None:
-            self.factory.budget.release(key, self)
 
     # -- IMessageConnection -----------------------------------------------
 
@@ -490,27 +301,6 @@ class MessageStreamProtocol(Protocol):
             if self.guard is not None:
                 self.guard.wrote(len(data))
 
-    def close(self):
-        """
-        Close after the queued bytes are written; stop reading meanwhile.
-        """
-        if self.connected:
-            self.connected = False
-            if self.guard is not None:
-                # TLS shuts down only once no producer is registered.
-                self.guard.stop()
-            self.transport.loseConnection()
-            self.receiver.connection_lost(self)
-
-    @property
-    def peer_transport(self):
-        """
-        The remote end as a transport parameter (a L{TCPTransport}), or
-        C{None} when its address is unknown: what a registrar stores as a
-        PE's ASAP transport.
-        """
-        return self._peer_transport
-
     def rtt(self):
         """
         @raise NotAvailable: TCP keeps its RTT estimate to itself.
@@ -532,8 +322,11 @@ class MessageStreamProtocol(Protocol):
 
 class MessageStreamFactory(Factory):
     """
-    Builds a L{MessageStreamProtocol} for each connection, all feeding one
-    receiver.
+    Builds each connection's protocol, all feeding one receiver: the TCP
+    mapping (L{MessageStreamProtocol}), or the SCTP mapping for an SCTP
+    association (L{message_protocol}).  Clients connect with it too
+    (C{endpoint.connect(MessageStreamFactory(receiver))}) to get the
+    mapping of the endpoint's transport.
     """
 
     protocol = MessageStreamProtocol
@@ -600,15 +393,24 @@ class MessageStreamFactory(Factory):
         return p
 
     def _build(self, addr):
-        if getattr(addr, "type", None) == "SCTP" and self.protocol is MessageStreamProtocol:
-            # RFC 5352 section 5: the SCTP mapping (sctp_messages).
-            from rserpool.transport.sctp_messages import SCTPMessageProtocol
-
-            p = SCTPMessageProtocol(self.receiver, self.message_protocol)
-        else:
-            p = MessageStreamProtocol(self.receiver, self.message_protocol)
+        p = message_protocol(self.receiver, self.message_protocol, addr)
         p.factory = self
         return p
+
+
+def message_protocol(receiver, protocol, addr):
+    """
+    A connection of the mapping that suits the transport: the SCTP mapping
+    (RFC 5352 section 5, L{SCTPMessageProtocol}) for an SCTP association,
+    else the TCP mapping (L{MessageStreamProtocol}).
+
+    @param receiver: the L{IMessageReceiver} it reports to.
+    @param protocol: C{"asap"} or C{"enrp"}.
+    @param addr: the peer's address, as C{buildProtocol} is given it.
+    """
+    if is_sctp_address(addr):
+        return SCTPMessageProtocol(receiver, protocol)
+    return MessageStreamProtocol(receiver, protocol)
 
 
 class MultiplexProtocol(Protocol):

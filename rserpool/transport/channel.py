@@ -1,6 +1,7 @@
 """
 How an Enhanced Mode session's frames travel: the transport mapping
-(draft-ietf-rserpool-service section 5.1).
+(draft-ietf-rserpool-service section 5.1), on Twisted (moved here from
+C{rserpool.session.channel}: the session package is the sans-IO core).
 
 The session cores (L{rserpool.session.core}) speak in frames, each a user
 message with a PPID (11 for ASAP control, anything else for data), plus
@@ -44,19 +45,13 @@ from zope.interface import implementer
 
 from rserpool.session.core import CLOSE_PPID
 from rserpool.interfaces import NotAvailable
+from rserpool.transport.connection import is_sctp
 from rserpool.transport.tcp import MultiplexProtocol
 
 __all__ = ["Link", "MuxChannel", "SCTPChannel", "is_sctp"]
 
 #: The close marker's payload over SCTP (an SCTP message cannot be empty).
 SCTP_CLOSE_MARKER = b"\x00"
-
-
-def is_sctp(transport):
-    """
-    Whether C{transport} is an SCTP association.
-    """
-    return getattr(transport.getPeer(), "type", None) == "SCTP"
 
 
 class MuxChannel:
@@ -194,7 +189,7 @@ class SCTPChannel:
 class Link(Protocol):
     """
     One session connection, whatever its mapping, reporting to its owner
-    (a L{rserpool.session.PoolSession} or a PE's session): C{link_made(link)},
+    (a L{rserpool.transport.enhanced.PoolSession} or a PE's session): C{link_made(link)},
     C{link_message(link, payload, ppid, stream)}, C{link_closing(link)} (the
     peer closes on purpose) and C{link_lost(link, reason)}.
 

@@ -1,5 +1,8 @@
 """
-The Enhanced Mode session layer on Twisted.
+The Enhanced Mode session layer on Twisted: the adapter that runs the
+sans-IO session machines of L{rserpool.session.core} over Twisted
+connections (it moved here from C{rserpool.session.protocol}, so that
+L{rserpool.session} loads no reactor).
 
 The application writes and receives messages through an ordinary Twisted
 protocol: C{transport.write(data)} is DATA_SEND_REQUEST (one call, one
@@ -7,7 +10,7 @@ message) and C{dataReceived(data)} is DATA_RECEIVED_NOTIFICATION (one call,
 one message); C{transport.writeMessage(data, ppid, stream)} and a
 C{messageReceived(data, ppid, stream)} method give the PPID and stream, as
 over SCTP.  Underneath, each session is one control+data connection whose
-mapping L{rserpool.session.channel} picks: the TCP mapping's multiplexed
+mapping L{rserpool.transport.channel} picks: the TCP mapping's multiplexed
 framing with its heartbeat, or SCTP messages told apart by PPID.
 
 Pool user side: L{PoolSession} (usually through
@@ -49,9 +52,16 @@ from rserpool.session.core import (
     SendFrame,
     check_data_ppid,
 )
-from rserpool.session.channel import Link
+from rserpool.transport.channel import Link
 
-__all__ = ["PoolSession", "PESessionFactory", "SessionTransport", "SessionFailed"]
+__all__ = [
+    "PESessionFactory",
+    "PoolSession",
+    "SessionFailed",
+    "SessionTransport",
+    "pool_element_infos",
+    "reach_business_card",
+]
 
 
 class SessionFailed(error.ConnectionLost):
@@ -632,3 +642,17 @@ def pool_element_infos(card):
     The L{PoolElementInfo}s of a Business Card, in its order.
     """
     return [PoolElementInfo.from_wire(card.pool_handle, pe) for pe in card.pool_elements]
+
+
+def reach_business_card(reactor, card, factory, pool_user=None, **options):
+    """
+    Reach a PE equivalent to a peer that sent C{card} (services draft
+    section 3.3): the PEs the card lists, in order, then (with a
+    C{pool_user}) any PE of the card's pool.
+
+    @return: a L{Deferred} firing with C{factory}'s protocol, connected
+        through a L{PoolSession}.
+    """
+    session = PoolSession(reactor, pool_user, card.pool_handle, factory,
+                          candidates=pool_element_infos(card), **options)
+    return session.connect()
