@@ -67,7 +67,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from rserpool.asap.pool_user import quote_endpoint
-from rserpool.limits import EventLog
+from rserpool.interfaces import normalize_address
+from rserpool.limits import EventLog, principal
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -566,7 +567,74 @@ class PSKServerEndpoint:
         deadline = _HandshakeDeadlineFactory(
             protocolFactory, self._handshake_timeout, self._reactor,
             getattr(self.creator, "handshake_failures", None))
-        return self._endpoint.listen(TLSMemoryBIOFactory(self.creator, False, deadline))
+        factory = TLSMemoryBIOFactory(self.creator, False, deadline)
+        turns = getattr(protocolFactory, "turns", None)
+        if turns is not None:
+            # Outside TLS: handshakes take their turns with the messages.
+            limits = getattr(protocolFactory, "limits", None)
+            factory = _HandshakeTurnsFactory(factory, turns, getattr(limits, "ipv6_prefix", 64))
+        return self._endpoint.listen(factory)
+
+
+class _HandshakeTurns(ProtocolWrapper):
+    # Outside TLS on a registrar's listener: the bytes of a handshake go to
+    # TLS as the registrar's messages go to it (TurnScheduler): at once
+    # while the arrivals' slice lasts, else in a turn of their source, the
+    # connection unread meanwhile.  A handshake costs the server about
+    # half a millisecond (key exchange, and Twisted's failure handling
+    # when it fails); a look at the sockets that found a thousand of them
+    # readable spent it a thousand times in one go (issue #14).  Once the
+    # handshake is done, the messages inside take their own turns.
+
+    _held = None
+    _key = None
+
+    def makeConnection(self, transport):
+        try:
+            address = normalize_address(transport.getPeer().host)
+        except (AttributeError, ValueError):
+            address = None
+        self._key = principal(None, address, self.factory.prefix)
+        ProtocolWrapper.makeConnection(self, transport)
+
+    def dataReceived(self, data):
+        if getattr(self.wrappedProtocol, "_handshakeDone", True):
+            self.wrappedProtocol.dataReceived(data)
+            return
+        turns = self.factory.turns
+        if self._held is None and turns.at_once(self._key):
+            started = turns.timer()
+            self.wrappedProtocol.dataReceived(data)
+            turns.spent(turns.timer() - started)
+            return
+        if self._held is None:
+            self._held = bytearray()
+            self.transport.pauseProducing()
+            turns.wait(self._key, self)
+        self._held += data
+
+    def take_turn(self, quantum):
+        held, self._held = self._held, None
+        if held is None or self.transport is None or self.disconnecting:
+            return
+        self.transport.resumeProducing()
+        self.wrappedProtocol.dataReceived(bytes(held))
+
+    def connectionLost(self, reason):
+        if self._held is not None:
+            self._held = None
+            self.factory.turns.forget(self._key, self)
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+class _HandshakeTurnsFactory(WrappingFactory):
+    protocol = _HandshakeTurns
+    noisy = False
+
+    def __init__(self, wrappedFactory, turns, prefix):
+        WrappingFactory.__init__(self, wrappedFactory)
+        self.turns = turns
+        self.prefix = prefix
 
 
 def _choose_key(keys, identity, path):
