@@ -19,7 +19,7 @@ except ImportError:  # Python < 3.11
 
 from twisted.python import usage
 
-from rserpool.asap.registrar import HR_ITEMS_LIMIT, RegistrarConfig
+from rserpool.asap.registrar import HR_ITEMS_LIMIT, MAX_STRETCHED_INTERVAL, RegistrarConfig
 from rserpool.asap.sources import SourceSettings
 from rserpool.asap.scope import parse_scope
 from rserpool.enrp import ENRPConfig
@@ -151,6 +151,11 @@ SETTINGS = {
     "keep-alive-interval": (
         5.0, _seconds("keep-alive-interval", 0.1, 300.0),
         "Seconds between Endpoint Keep Alives to each PE this registrar is home for.",
+    ),
+    "max-keep-alive-rate": (
+        5000.0, _rate("max-keep-alive-rate"),
+        "Endpoint Keep Alives a second to all PEs together; with more PEs than that many "
+        "per interval, the interval grows (to 60 s at most) (0: no limit).",
     ),
     "keep-alive-timeout": (
         5.0, _seconds("keep-alive-timeout", 0.1, 60.0),
@@ -459,7 +464,11 @@ class Options(usage.Options):
             check_endpoint(settings["http"])
         # A PE's connection carries a keep-alive and its ack every interval,
         # a peer's a Presence every heartbeat cycle: neither may look idle.
-        busiest = max(settings["keep-alive-interval"] + settings["keep-alive-timeout"],
+        # With --max-keep-alive-rate the interval may grow to 60 s.
+        interval = settings["keep-alive-interval"]
+        if settings["max-keep-alive-rate"]:
+            interval = max(interval, MAX_STRETCHED_INTERVAL)
+        busiest = max(interval + settings["keep-alive-timeout"],
                       settings["peer-heartbeat-cycle"], settings["peer-max-time-last-heard"])
         if settings["idle-timeout"] <= busiest:
             raise usage.UsageError(
@@ -658,6 +667,7 @@ def makeService(options):
         server_id=server_id,
         keep_alive_interval=s["keep-alive-interval"],
         keep_alive_timeout=s["keep-alive-timeout"],
+        max_keep_alive_rate=s["max-keep-alive-rate"] or 0.0,
         max_bad_pe_reports=s["max-bad-pe-reports"],
         max_hr_items=s["max-hr-items"],
         max_hr_items_cap=s["max-hr-items-cap"],

@@ -712,6 +712,37 @@ class KeepAliveTests(unittest.TestCase):
         self.h.clock.advance(100)
         self.assertEqual(pu.received(), [])
 
+    def test_keep_alive_interval_stretched(self):
+        # With more home PEs than max_keep_alive_rate keep-alives a second
+        # per interval, the interval grows: the keep-alives to all PEs stay
+        # within the rate (issue #14: PEs from many sources bought most of
+        # the registrar's time with their keep-alives and acks).
+        h = Harness(max_keep_alive_rate=2.0)
+        pe = h.client()
+        for n in range(1, 21):
+            pe.register(b"P", pe_param(n))
+        self.assertEqual(h.registrar.keep_alive_interval(), 10.0)
+        pe.received()
+        h.clock.advance(10.0)
+        self.assertEqual(sum(isinstance(m, EndpointKeepAlive) for m in pe.received()), 20)
+        for n in range(1, 21):
+            pe.send(EndpointKeepAliveAck(b"P", n))
+        h.clock.advance(9.9)
+        self.assertEqual(pe.received(), [])
+        h.clock.advance(0.1)
+        self.assertEqual(sum(isinstance(m, EndpointKeepAlive) for m in pe.received()), 20)
+
+    def test_keep_alive_interval_bounds(self):
+        # Never below the configured interval, never past a minute.
+        self.assertEqual(Harness(max_keep_alive_rate=1000.0).registrar.keep_alive_interval(), 5.0)
+        h = Harness(max_keep_alive_rate=0.1)
+        for n in range(1, 21):
+            h.hs.register(b"P", n, home_registrar=SERVER_ID,
+                          policy=PolicySettings(PolicyType.ROUND_ROBIN),
+                          user_transport=UserTransport(TCPTransport(7, ("127.0.0.1",))),
+                          now=0, registration_life=90000)
+        self.assertEqual(h.registrar.keep_alive_interval(), 60.0)
+
     def test_connection_lost_in_pieces(self):
         # A connection of many PEs is cleared a few hundred at a time, the
         # reactor looking at its sockets in between (issue #14: 10,000 PEs

@@ -89,6 +89,10 @@ REMOVAL_REASONS = (
 #: L{ASAPRegistrar.timer_fired}; the rest at the next.
 TIMERS_PER_CALL = 32
 
+#: The longest a PE waits for its next Endpoint Keep Alive however many
+#: PEs a registrar is home for (RegistrarConfig.max_keep_alive_rate).
+MAX_STRETCHED_INTERVAL = 60.0
+
 #: The most Pool Element parameters a Handle Resolution Response may carry
 #: (RSPLIB's MAX_MAX_HANDLE_RESOLUTION_ITEMS).
 HR_ITEMS_LIMIT = 128
@@ -111,6 +115,10 @@ class RegistrarConfig:
         ``-endpointkeepalivetransmissioninterval``, 5 s).
     @ivar keep_alive_timeout: how long to wait for the Endpoint Keep Alive
         Ack (RSPLIB ``-endpointkeepalivetimeoutinterval``, 5 s).
+    @ivar max_keep_alive_rate: Endpoint Keep Alives a second to all PEs
+        together; beyond it the interval grows with the PEs this registrar
+        is home for (up to L{MAX_STRETCHED_INTERVAL}); 0: the interval
+        stays whatever their number.
     @ivar max_bad_pe_reports: Endpoint Unreachable reports that remove a PE
         (MAX-BAD-PE-REPORT, RFC 5352 section 5.2; RSPLIB 3).
     @ivar max_hr_items: PEs in a Handle Resolution Response when the PU does
@@ -146,6 +154,7 @@ class RegistrarConfig:
     server_id: int = attrs.field()
     keep_alive_interval: float = 5.0
     keep_alive_timeout: float = 5.0
+    max_keep_alive_rate: float = 0.0
     max_bad_pe_reports: int = 3
     max_hr_items: int = 3
     max_hr_items_cap: int = HR_ITEMS_LIMIT
@@ -165,6 +174,8 @@ class RegistrarConfig:
     def __attrs_post_init__(self):
         if self.keep_alive_interval <= 0 or self.keep_alive_timeout <= 0:
             raise ValueError("keep-alive interval and timeout must be positive")
+        if not self.max_keep_alive_rate >= 0:
+            raise ValueError("max-keep-alive-rate must be 0 or more")
         if self.max_bad_pe_reports < 1:
             raise ValueError("max-bad-pe-reports must be at least 1")
         if not 1 <= self.max_hr_items_cap <= HR_ITEMS_LIMIT:
@@ -428,6 +439,26 @@ class ASAPRegistrar:
                 self._removed(pe, "registration life expired")
         self._reschedule()
 
+    def keep_alive_interval(self):
+        """
+        The time from a PE's sign of life to its next Endpoint Keep Alive:
+        the configured interval, or longer when the PEs this registrar is
+        home for would otherwise take more than C{max_keep_alive_rate}
+        keep-alives a second (each is also an ack to handle; 100,000 PEs
+        every 5 s were most of a core, and a flood of registrations from
+        many sources bought that much of the registrar's time).  A PE's
+        failure is then found later: within this interval plus the
+        timeout.
+        """
+        config = self.config
+        interval = config.keep_alive_interval
+        rate = config.max_keep_alive_rate
+        if rate:
+            stretched = self.handlespace.owned_count(self.server_id) / rate
+            if stretched > interval:
+                return min(stretched, max(interval, MAX_STRETCHED_INTERVAL))
+        return interval
+
     @property
     def next_deadline(self):
         """
@@ -586,7 +617,7 @@ class ASAPRegistrar:
                 registration_life=param.registration_life,
                 asap_transport=conn.peer_transport,
                 connection=conn,
-                timer=(TimerCode.KEEP_ALIVE_TRANSMISSION, now + config.keep_alive_interval),
+                timer=(TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.keep_alive_interval()),
             )
         except HandlespaceError as e:
             return self._reject(conn, handle, pe_id, e.cause, _cause_info(e.cause, param), e.reason)
@@ -855,11 +886,11 @@ class ASAPRegistrar:
                     registration_life=pe.registration_life,
                     asap_transport=pe.asap_transport,
                     connection=conn,
-                    timer=(TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.config.keep_alive_interval),
+                    timer=(TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.keep_alive_interval()),
                 )
             else:
                 self.handlespace.set_timer(
-                    pe, TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.config.keep_alive_interval
+                    pe, TimerCode.KEEP_ALIVE_TRANSMISSION, now + self.keep_alive_interval()
                 )
             self._reschedule()
 
