@@ -20,6 +20,7 @@ PACKAGE = os.path.join(ROOT, "rserpool")
 
 #: The core: pure protocol logic and data, no I/O.
 CORE = (
+    "rserpool.actions",
     "rserpool.codes",
     "rserpool.interfaces",
     "rserpool.limits",

@@ -40,6 +40,8 @@ from rserpool.wire import (
     encode,
 )
 
+from tests.helpers import Driven
+
 LOOP = ipaddress.ip_address("127.0.0.1")
 
 
@@ -93,12 +95,11 @@ class ServerTests(unittest.TestCase):
 
     def setUp(self):
         self.registrar = ASAPRegistrar(RegistrarConfig(server_id=0x50))
-        self.times = []
         # Registrars on loopback are accepted (--enrp-peer-networks
         # 127.0.0.0/8); tests/test_enrp_trust.py covers who is not.
-        self.server = ENRPServer(self.registrar, ENRPConfig(max_elements_per_ht_request=3),
-                                 information=lambda: info(0x50), schedule=self.times.append,
-                                 policy=PeerPolicy(networks=("127.0.0.0/8",)))
+        self.server = Driven(ENRPServer(self.registrar, ENRPConfig(max_elements_per_ht_request=3),
+                                        information=lambda: info(0x50),
+                                        policy=PeerPolicy(networks=("127.0.0.0/8",))))
         self.server.start(0.0)
         self.conn = FakeConnection()
         self.server.connection_made(self.conn, 0.0)

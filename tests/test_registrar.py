@@ -12,6 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
+from rserpool.actions import Runner
 from rserpool.asap.flood import BUCKETS, ENTRIES, RequestRateLimit
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
 from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_scope
@@ -135,16 +136,19 @@ class Harness:
         settings.setdefault("min_address_scope", Scope.LOOPBACK)
         self.clock = task.Clock()
         self.config = RegistrarConfig(server_id=SERVER_ID, **settings)
-        self.wakeup = Wakeup(self.clock)
-        self.registrar = ASAPRegistrar(self.config, schedule=self.wakeup.schedule)
-        self.wakeup.callback = self.registrar.timer_fired
-        self.receiver = ASAPReceiver(self.registrar, self.clock)
+        self.wakeup = Wakeup(self.clock, self.timer_fired)
+        self.registrar = ASAPRegistrar(self.config)
+        self.run = Runner({self.registrar: self.wakeup})
+        self.receiver = ASAPReceiver(self.registrar, self.clock, self.run)
         self.hs = self.registrar.handlespace
         self.sent_bytes = []
         self.registered = []
         self.removed = []
         self.registrar.on_registered.append(lambda pe, outcome: self.registered.append(pe))
         self.registrar.on_removed.append(lambda pe, why: self.removed.append((pe.pe_id, why)))
+
+    def timer_fired(self, now):
+        self.run(self.registrar.timer_fired(now))
 
     def client(self, host="127.0.0.1", port=40000):
         return Client(self, host, port)

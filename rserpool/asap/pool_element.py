@@ -19,6 +19,7 @@ machine: whatever the adapter passes to L{PoolElementMachine.connected}.
 """
 import attrs
 
+from rserpool.actions import Close, Send
 from rserpool.codes import ErrorCause, cause_name
 from rserpool.wire import (
     ASAPError,
@@ -154,25 +155,6 @@ class CancelConnect:
     """
 
     attempt: int
-
-
-@attrs.frozen
-class Send:
-    """
-    Send C{message} over C{connection}.
-    """
-
-    connection: object
-    message: object
-
-
-@attrs.frozen
-class Close:
-    """
-    Close C{connection}.
-    """
-
-    connection: object
 
 
 # -- events ---------------------------------------------------------------

@@ -3,11 +3,13 @@ The ASAP side of a registrar (ENRP server), RFC 5352 section 3, sans I/O.
 
 L{ASAPRegistrar} takes decoded messages together with the connection they
 came over (an L{rserpool.interfaces.IMessageConnection}) and the
-current time, answers over that connection, and asks for a wake-up time
-through an injected C{schedule(when)} callable.  It imports no reactor and
-never learns which transport mapping (TCP, SCTP, TLS, a test's fake) it
-runs on: the connection gives it the peer's addresses and transport
-parameter.
+current time, and returns what to do (L{rserpool.actions}): L{Send
+<rserpool.actions.Send>} an answer over a connection, L{Close
+<rserpool.actions.Close>} one, L{Schedule <rserpool.actions.Schedule>} its
+next wake-up.  The adapter carries them out; the machine calls nothing
+outside itself.  It imports no reactor and never learns which transport
+mapping (TCP, SCTP, TLS, a test's fake) it runs on: the connection gives
+it the peer's addresses and transport parameter.
 
 Procedures (RFC 5352 unless said otherwise):
 
@@ -38,6 +40,7 @@ import random
 import attrs
 from twisted.logger import Logger
 
+from rserpool.actions import Close, Schedule, Send
 from rserpool.asap.flood import RequestRateLimit
 from rserpool.asap.sources import SourceLimits, SourceSettings
 from rserpool.limits import EventLog, RefusalLog
@@ -251,10 +254,13 @@ class ASAPRegistrar:
     The registrar's ASAP state machine.
 
     Drive it with L{connection_made}, L{message_received},
-    L{protocol_error}, L{connection_lost} and L{timer_fired}; it answers
-    through the connections and calls C{schedule(when)} whenever it needs
-    L{timer_fired} to be called at the absolute time C{when} (or earlier: a
-    spurious call is harmless).
+    L{protocol_error}, L{connection_lost} and L{timer_fired}; each returns
+    the actions to carry out, in order (a list, or an empty tuple when
+    there is nothing to do): L{Send}, L{Close}, and L{Schedule} when it
+    needs L{timer_fired} to be called at an absolute time (or earlier: a
+    spurious call is harmless).  An L{rserpool.enrp.server.ENRPServer}
+    beside it shares its outbox: the actions an event causes on either
+    side (an ENRP Handle Update for a registration) come back together.
 
     Observers (for ENRP Handle Updates, statistics) are callables in
     L{on_registered} (called with the handlespace PE and its
@@ -267,13 +273,10 @@ class ASAPRegistrar:
 
     log = Logger()
 
-    def __init__(self, config, handlespace=None, schedule=None, rng=None):
+    def __init__(self, config, handlespace=None, rng=None):
         """
         @param config: a L{RegistrarConfig}.
         @param handlespace: a L{Handlespace} (a new one by default).
-        @param schedule: C{schedule(when)}: arrange a call to
-            L{timer_fired} at time C{when} (seconds, same clock as the
-            C{now} arguments).
         @param rng: a C{random.Random} for the handlespace's randomized
             policies when no handlespace is given.
         """
@@ -282,7 +285,8 @@ class ASAPRegistrar:
         if handlespace is None:
             handlespace = Handlespace(rng if rng is not None else random.Random())
         self.handlespace = handlespace
-        self._schedule = schedule if schedule is not None else (lambda when: None)
+        #: the actions of the event being handled (see L{take_actions})
+        self._out = []
         self._lifetimes = []
         self._serial = itertools.count()
         self.connections = set()
@@ -313,13 +317,37 @@ class ASAPRegistrar:
             ASAPError: self._asap_error,
         }
 
+    # -- outputs ----------------------------------------------------------
+
+    def take_actions(self):
+        """
+        The actions produced since the last call, in order, and forget
+        them: a list, or an empty tuple (no allocation when there is
+        nothing to do).  The input methods return this; the ENRP server
+        beside this registrar returns it too.
+        """
+        out = self._out
+        if not out:
+            return ()
+        self._out = []
+        return out
+
+    def emit(self, action):
+        """
+        Add an action to the outbox (for the ENRP server beside it).
+        """
+        self._out.append(action)
+
     # -- events -----------------------------------------------------------
 
     def connection_made(self, conn, now):
         """
         A PE or PU connected.
+
+        @return: the actions (none).
         """
         self.connections.add(conn)
+        return self.take_actions()
 
     def connection_lost(self, conn, now):
         """
@@ -336,6 +364,7 @@ class ASAPRegistrar:
             self._removed(pe, "connection lost")
         if removed:
             self._reschedule()
+        return self.take_actions()
 
     def message_received(self, conn, message, now):
         """
@@ -352,7 +381,9 @@ class ASAPRegistrar:
         if message.unrecognized:
             # RFC 5354 section 3: parameters of an unknown type whose two
             # high bits are 11 are skipped, and reported (the first few).
-            conn.send(ASAPError(OperationError.unrecognized(message.unrecognized)))
+            self._out.append(
+                Send(conn, ASAPError(OperationError.unrecognized(message.unrecognized))))
+        return self.take_actions()
 
     def protocol_error(self, conn, error, now):
         """
@@ -366,7 +397,8 @@ class ASAPRegistrar:
             now, "bad message from {peer}: {error}", peer=_peer(conn), error=str(error)
         )
         if error.report:
-            conn.send(ASAPError(OperationError.from_error(error)))
+            self._out.append(Send(conn, ASAPError(OperationError.from_error(error))))
+        return self.take_actions()
 
     def timer_fired(self, now):
         """
@@ -407,6 +439,7 @@ class ASAPRegistrar:
                 hs.remove(pe)
                 self._removed(pe, "registration life expired")
         self._reschedule()
+        return self.take_actions()
 
     @property
     def next_deadline(self):
@@ -446,10 +479,8 @@ class ASAPRegistrar:
         )
         # fit: the response echoes the pool handle, and an overlong one
         # again as the cause's information, which then is cut (issue #14).
-        conn.send(
-            fit(RegistrationResponse(
-                handle, pe_id, reject=True, error=OperationError.of(cause, info)))
-        )
+        self._out.append(Send(conn, fit(RegistrationResponse(
+            handle, pe_id, reject=True, error=OperationError.of(cause, info)))))
 
     def _registration(self, conn, message, now):
         # RFC 5352 section 3.1 (PE's view) and 3.2.1 (registrar's view).
@@ -483,9 +514,9 @@ class ASAPRegistrar:
             self.refusals.refused(
                 "registration", self.sources.key(conn), now,
                 "its TLS-PSK identity is a pool user's (role pu in the key file)")
-            conn.send(RegistrationResponse(
+            self._out.append(Send(conn, RegistrationResponse(
                 handle, pe_id, reject=True,
-                error=OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)))
+                error=OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS))))
             return
 
         # RFC 5355 section 2.1 / 3: a PE may register only addresses that
@@ -542,9 +573,9 @@ class ASAPRegistrar:
             if refused is not None:
                 self.rejected[ErrorCause.LACK_OF_RESOURCES] += 1
                 self.refusals.refused("registration", self.sources.key(conn), now, refused)
-                conn.send(RegistrationResponse(
+                self._out.append(Send(conn, RegistrationResponse(
                     handle, pe_id, reject=True,
-                    error=OperationError.of(ErrorCause.LACK_OF_RESOURCES)))
+                    error=OperationError.of(ErrorCause.LACK_OF_RESOURCES))))
                 return
         new_pool = existing is None and hs.pool(handle) is None
 
@@ -584,7 +615,7 @@ class ASAPRegistrar:
                 policy=settings.name,
                 pool=_pool(handle), pe="%08x" % pe_id,
             )
-        conn.send(RegistrationResponse(handle, pe_id))
+        self._out.append(Send(conn, RegistrationResponse(handle, pe_id)))
         for observer in self.on_registered:
             observer(outcome.pe, outcome)
         self._reschedule()
@@ -604,7 +635,7 @@ class ASAPRegistrar:
                 "deregistration of unknown {pe_id:08x} in {handle}", pe_id=pe_id,
                 handle=brief(handle),
             )
-            conn.send(DeregistrationResponse(handle, pe_id))
+            self._out.append(Send(conn, DeregistrationResponse(handle, pe_id)))
             return
         if pe.connection is not conn and not _same_principal(pe, conn, self.connections):
             # RFC 5355 sections 2.2 and 2.3: only the PE itself may
@@ -617,17 +648,15 @@ class ASAPRegistrar:
                 peer=_peer(conn),
                 pool=_pool(handle), pe="%08x" % pe_id, cause="not the PE's own connection",
             )
-            conn.send(
-                DeregistrationResponse(
-                    handle,
-                    pe_id,
-                    OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS),
-                )
-            )
+            self._out.append(Send(conn, DeregistrationResponse(
+                handle,
+                pe_id,
+                OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS),
+            )))
             return
         hs.remove(pe)
         self._removed(pe, "deregistered")
-        conn.send(DeregistrationResponse(handle, pe_id))
+        self._out.append(Send(conn, DeregistrationResponse(handle, pe_id)))
         self._reschedule()
 
     # -- handle resolution ------------------------------------------------
@@ -648,8 +677,8 @@ class ASAPRegistrar:
             # No pool has such a handle (MAX_POOL_HANDLE_SIZE), and a Handle
             # Resolution Response echoing it would not fit in a message
             # (issue #14): Invalid Values, with the start of the parameter.
-            conn.send(ASAPError(
-                OperationError.of(ErrorCause.INVALID_VALUES, encode_pool_handle(handle))))
+            self._out.append(Send(conn, ASAPError(
+                OperationError.of(ErrorCause.INVALID_VALUES, encode_pool_handle(handle)))))
             return
         if not self.sources.permit_resolution(conn, now):
             # A source's rate (RFC 5355 section 3), whatever its
@@ -658,8 +687,8 @@ class ASAPRegistrar:
                 "handle resolution", self.sources.key(conn), now,
                 "more than %g per second (--max-hr-rate-per-source)"
                 % self.sources.settings.hr_rate)
-            conn.send(HandleResolutionResponse(
-                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)))
+            self._out.append(Send(conn, HandleResolutionResponse(
+                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE))))
             return
         limit = self._hr_limit
         if limit is not None and not limit.permit(conn, handle, now):
@@ -675,22 +704,16 @@ class ASAPRegistrar:
                 peer=_peer(conn),
                 limit=limit.threshold,
             )
-            conn.send(
-                HandleResolutionResponse(
-                    handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)
-                )
-            )
+            self._out.append(Send(conn, HandleResolutionResponse(
+                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE))))
             return
         try:
             selected = self.handlespace.select(handle, items, config.max_increment)
         except UnknownPoolHandle:
-            conn.send(
-                HandleResolutionResponse(
-                    handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)
-                )
-            )
+            self._out.append(Send(conn, HandleResolutionResponse(
+                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE))))
             return
-        conn.send_encoded(self._resolution_response(handle, selected))
+        self._out.append(Send(conn, self._resolution_response(handle, selected)))
 
     def _resolution_response(self, handle, selected):
         """
@@ -725,7 +748,7 @@ class ASAPRegistrar:
         # adds the PE identifier, which RSPLIB PEs need to answer.
         conn = pe.connection
         if conn is not None:
-            conn.send(EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id))
+            self._out.append(Send(conn, EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id)))
         self.handlespace.set_timer(
             pe, TimerCode.KEEP_ALIVE_TIMEOUT, now + self.config.keep_alive_timeout
         )
@@ -745,7 +768,7 @@ class ASAPRegistrar:
         # deaf reconnects and registers again.  A TCP connection may carry
         # several PEs of one process: we close it once none of them is left.
         if conn is not None and not self.handlespace.connection_count(conn):
-            conn.close()
+            self._out.append(Close(conn))
 
     # -- takeover (RFC 5353 section 3.9) ----------------------------------
 
@@ -770,14 +793,17 @@ class ASAPRegistrar:
         @param now: the current time (seconds).
         @param connection: an L{IMessageConnection} that reaches the PE's
             ASAP endpoint, or C{None}.
-        @return: C{True} if the keep-alive with H was sent.
+        @return: C{True} if the keep-alive with H is to be sent (a L{Send}
+            in the outbox: it goes out with the actions of the ENRP event
+            that adopts the PE).
         """
         hs = self.handlespace
         hs.set_owner(pe, self.server_id)
         conn = connection if connection is not None else pe.connection
         sent = False
         if conn is not None:
-            conn.send(EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id, home=True))
+            self._out.append(
+                Send(conn, EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id, home=True)))
             hs.set_timer(pe, TimerCode.KEEP_ALIVE_TIMEOUT, now + self.config.keep_alive_timeout)
             sent = True
         elif pe.registration_life > 0:
@@ -788,8 +814,8 @@ class ASAPRegistrar:
 
     def reschedule(self):
         """
-        Ask for a wake-up at L{next_deadline}: for callers (ENRP) that
-        changed the handlespace's timers directly.
+        Ask for a wake-up at L{next_deadline} (a L{Schedule} in the outbox):
+        for callers (ENRP) that changed the handlespace's timers directly.
         """
         self._reschedule()
 
@@ -911,7 +937,8 @@ class ASAPRegistrar:
             message=type(message).__name__,
             peer=_peer(conn),
         )
-        conn.send(ASAPError(OperationError.of(ErrorCause.UNRECOGNIZED_MESSAGE, echo(message))))
+        self._out.append(Send(conn, ASAPError(
+            OperationError.of(ErrorCause.UNRECOGNIZED_MESSAGE, echo(message)))))
 
     # -- helpers ----------------------------------------------------------
 
@@ -932,7 +959,7 @@ class ASAPRegistrar:
     def _reschedule(self):
         when = self.next_deadline
         if when is not None:
-            self._schedule(when)
+            self._out.append(Schedule(self, when))
 
 
 def _pool(handle):
