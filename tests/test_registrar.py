@@ -12,13 +12,14 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
-from rserpool.actions import Runner
+from rserpool.actions import Close, Runner, Schedule, Send
 from rserpool.asap.flood import BUCKETS, ENTRIES, RequestRateLimit
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
 from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_scope
 from rserpool.asap.sources import SourceSettings
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.handlespace import TimerCode
+from rserpool.interfaces import NotAvailable
 from rserpool.registrar import ASAPReceiver, RegistrarService, Wakeup
 from rserpool.transport.sctp import SCTPAddress
 from rserpool.transport.tcp import MessageStreamProtocol
@@ -1187,6 +1188,83 @@ class ObserverTests(unittest.TestCase):
         self.assertEqual(len(h.registered), 2)
         pe.send(Deregistration(b"P", 1))
         self.assertEqual(h.removed, [(1, "deregistered")])
+
+
+class PlainConnection:
+    """
+    A connection as the machine sees it, with nothing to send over: the
+    machine must not try (it returns actions).
+    """
+
+    mapping = "fake"
+
+    def __init__(self, port=40000):
+        self.peer = (LOCAL, port)
+        self.peer_addresses = (LOCAL,)
+        self.peer_transport = TCPTransport(port, (LOCAL,))
+
+    def rtt(self):
+        raise NotAvailable("rtt", self.mapping)
+
+
+class ActionTests(unittest.TestCase):
+    """
+    The machine's input methods return what to do (issue #15, one machine
+    style), and do none of it themselves.
+    """
+
+    def setUp(self):
+        self.registrar = ASAPRegistrar(
+            RegistrarConfig(server_id=SERVER_ID, min_address_scope=Scope.LOOPBACK))
+        self.conn = PlainConnection()
+        self.assertEqual(self.registrar.connection_made(self.conn, 0.0), ())
+
+    def test_registration(self):
+        """
+        A registration returns the response to send and the wake-up for
+        the PE's keep-alive.
+        """
+        actions = self.registrar.message_received(
+            self.conn, Registration(b"P", pe_param(1)), 0.0)
+        self.assertEqual(actions, [
+            Send(self.conn, RegistrationResponse(b"P", 1)),
+            Schedule(self.registrar, 5.0),
+        ])
+        self.assertEqual(self.registrar.take_actions(), ())
+
+    def test_handle_resolution(self):
+        """
+        A resolution returns one send of the encoded response (the hot
+        path encodes from the PEs' cached parameters).
+        """
+        self.registrar.message_received(self.conn, Registration(b"P", pe_param(1)), 0.0)
+        pu = PlainConnection(40001)
+        (action,) = self.registrar.message_received(pu, HandleResolution(b"P"), 0.1)
+        self.assertIs(action.connection, pu)
+        self.assertIsInstance(action.message, bytes)
+        response = decode(action.message, "asap")
+        self.assertEqual([pe.identifier for pe in response.pool_elements], [1])
+
+    def test_keep_alive_timeout_closes(self):
+        """
+        The keep-alive is a send; its timeout removes the PE and returns a
+        close of the PE's connection.
+        """
+        self.registrar.message_received(self.conn, Registration(b"P", pe_param(1)), 0.0)
+        actions = self.registrar.timer_fired(5.0)
+        self.assertEqual(actions[0], Send(self.conn, EndpointKeepAlive(SERVER_ID, b"P", 1)))
+        self.assertEqual(actions[-1], Schedule(self.registrar, 10.0))
+        actions = self.registrar.timer_fired(10.0)
+        self.assertIn(Close(self.conn), actions)
+        self.assertEqual(len(self.registrar.handlespace), 0)
+
+    def test_connection_lost(self):
+        """
+        Nothing to send when a connection goes; its PEs are removed.
+        """
+        self.registrar.message_received(self.conn, Registration(b"P", pe_param(1)), 0.0)
+        self.assertEqual(self.registrar.connection_lost(self.conn, 1.0), ())
+        self.assertEqual(len(self.registrar.handlespace), 0)
 
 
 class AnnounceTests(unittest.TestCase):

@@ -383,7 +383,12 @@ class ASAPRegistrar:
             # high bits are 11 are skipped, and reported (the first few).
             self._out.append(
                 Send(conn, ASAPError(OperationError.unrecognized(message.unrecognized))))
-        return self.take_actions()
+        # take_actions, inlined: this is the handle resolutions' path
+        out = self._out
+        if not out:
+            return ()
+        self._out = []
+        return out
 
     def protocol_error(self, conn, error, now):
         """

@@ -158,7 +158,7 @@ class MeteredASAPReceiver:
     def __init__(self, registrar, clock, monitor, run=None):
         self.registrar = registrar
         self.clock = clock
-        self.run = run if run is not None else Runner()
+        self.run = (run if run is not None else Runner()).__call__
         self.sent = monitor.sent_asap
         self.resolution = monitor.resolution
 
@@ -189,7 +189,7 @@ class MeteredENRPReceiver:
     def __init__(self, server, clock, monitor, outgoing=False, run=None):
         self.server = server
         self.clock = clock
-        self.run = run if run is not None else Runner()
+        self.run = (run if run is not None else Runner()).__call__
         self.outgoing = outgoing
         self.sent = monitor.sent_enrp
 
