@@ -1111,6 +1111,22 @@ class ResponseEncodingTests(unittest.TestCase):
         pe.send(HandleResolution(b"P"))
         self.assertEqual(pe.one().pool_elements[0].home_registrar, 0x99)
 
+    def test_new_policy_refreshes_cache(self):
+        """
+        The response's Policy parameter (the first PE's, cached) follows a
+        re-registration with another load.
+        """
+        h = Harness()
+        pe = h.client()
+        pe.register(b"P", pe_param(1, policy=Policy.make(PolicyType.LEAST_USED, load=10)))
+        pe.send(HandleResolution(b"P"))
+        self.assertEqual(pe.one().policy, Policy.make(PolicyType.LEAST_USED, load=10))
+        pe.register(b"P", pe_param(1, policy=Policy.make(PolicyType.LEAST_USED, load=99)))
+        pe.send(HandleResolution(b"P"))
+        response = pe.one()
+        self.assertEqual(response.policy, Policy.make(PolicyType.LEAST_USED, load=99))
+        self.assertEqual(response.pool_elements[0].policy, response.policy)
+
 
 class UserTransportTests(unittest.TestCase):
     def test_attributes(self):

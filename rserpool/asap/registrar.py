@@ -184,12 +184,14 @@ class UserTransport:
     What the registrar stores as a PE's user transport in the handlespace:
     the wire's transport parameter plus the two attributes the handlespace
     compares (C{transport_protocol}, C{control_channel}), and a cache of the
-    PE's encoded Pool Element parameter for Handle Resolution Responses.
+    PE's encoded Pool Element and Policy parameters for Handle Resolution
+    Responses.
 
     @ivar wire: the transport parameter (L{rserpool.wire.TCPTransport}...).
     """
 
-    __slots__ = ("wire", "transport_protocol", "control_channel", "_tlv", "_tlv_home", "_param")
+    __slots__ = ("wire", "transport_protocol", "control_channel", "_tlv", "_tlv_home", "_param",
+                 "_policy", "_policy_tlv")
 
     def __init__(self, wire):
         self.wire = wire
@@ -200,6 +202,8 @@ class UserTransport:
         self._tlv = None
         self._tlv_home = None
         self._param = None
+        self._policy = None
+        self._policy_tlv = None
 
     def __eq__(self, other):
         return isinstance(other, UserTransport) and self.wire == other.wire
@@ -239,6 +243,18 @@ def pool_element_parameter(pe):
         )
         user._param = param
     return param
+
+
+def _policy_tlv(pe):
+    # The encoded Policy parameter of a PE's policy: encoding it took
+    # about 2 us, half of a handle resolution.  PolicySettings are frozen:
+    # the same object encodes the same.
+    user = pe.user_transport
+    policy = pe.policy
+    if user._policy is not policy:
+        user._policy_tlv = encode_parameter(wire_policy(policy))
+        user._policy = policy
+    return user._policy_tlv
 
 
 def _pe_tlv(pe):
@@ -344,7 +360,9 @@ class ASAPRegistrar:
         """
         A PE or PU connected.
 
-        @return: the actions (none).
+        @return: the actions: none of its own, but those waiting in the
+            shared outbox when an adapter reports the connection in the
+            middle of an ENRP event (its C{reach_pe} in a takeover).
         """
         self.connections.add(conn)
         return self.take_actions()
@@ -731,7 +749,7 @@ class ASAPRegistrar:
         parts = [encode_pool_handle(handle)]
         if selected:
             # RSPLIB sends the first selected PE's policy as the pool's.
-            parts.append(encode_parameter(wire_policy(selected[0].policy)))
+            parts.append(_policy_tlv(selected[0]))
         else:
             pool = self.handlespace.pool(handle)
             parts.append(encode_parameter(Policy.make(pool.policy_type)))
