@@ -101,8 +101,9 @@ class AnnounceSettings:
 class Wakeup:
     """
     One reactor timer for a sans-IO state machine that asks to be woken at
-    absolute times: C{schedule(when)} keeps the earliest request, and the
-    callback gets the current time.
+    absolute times (its L{rserpool.actions.Schedule} actions, which a
+    L{Runner} hands to C{schedule(when)}): the earliest request is kept,
+    and the callback gets the current time.
     """
 
     def __init__(self, clock, callback=None):

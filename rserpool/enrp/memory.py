@@ -2,7 +2,8 @@
 An in-memory network of registrars under one clock, for tests and
 benchmarks of ENRP: every registrar is an
 L{rserpool.asap.registrar.ASAPRegistrar} with an
-L{rserpool.enrp.server.ENRPServer}; ENRP connections between them carry
+L{rserpool.enrp.server.ENRPServer}, whose actions its
+L{rserpool.actions.Runner} carries out; ENRP connections between them carry
 encoded bytes (so the codec and the byte counts are real) with a small
 latency; pool elements are simulated ASAP endpoints that register, answer
 keep-alives and re-register elsewhere when their registrar goes.
