@@ -64,8 +64,8 @@ def run(metered, repeats=7, rounds=50):
     clock = task.Clock()
     service = RegistrarService(make_config(server_id=1), asap_endpoints=[], reactor=clock)
     registrar = service.registrar
-    receiver = service.monitor.asap_receiver(registrar, clock) if metered \
-        else ASAPReceiver(registrar, clock)
+    receiver = service.monitor.asap_receiver(registrar, clock, service.run) if metered \
+        else ASAPReceiver(registrar, clock, service.run)
     pe = Connection("127.0.0.1")
     receiver.connection_made(pe)
     for i in range(1000):

@@ -56,6 +56,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from twisted.logger import Logger, formatEvent  # noqa: E402
 
+from rserpool.actions import Runner  # noqa: E402
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig  # noqa: E402
 from rserpool.asap.scope import Scope  # noqa: E402
 from rserpool.codes import POLICY_FIELDS, ErrorCause  # noqa: E402
@@ -578,18 +579,18 @@ class Harness:
         config = RegistrarConfig(
             server_id=OWN_ID, min_address_scope=Scope.LOOPBACK, max_pool_elements=32,
             **({"max_hr_rate": 5.0, "max_eu_rate": 2.0} if limits else {}))
-        self.registrar = ASAPRegistrar(config, schedule=lambda when: None,
-                                       rng=random.Random(1))
+        self.registrar = ASAPRegistrar(config, rng=random.Random(1))
         self.dialled = []
         self.server = ENRPServer(
             self.registrar, ENRPConfig(max_elements_per_ht_request=4),
             information=lambda: ServerInformation(OWN_ID, TCPTransport(9901, (LOOP,))),
-            schedule=lambda when: None, connect=self.dialled.append,
-            multicast=self._multicast, rng=random.Random(2), reach_pe=self._reach_pe)
+            multicast=True, rng=random.Random(2), reach_pe=self._reach_pe)
+        # No timers: "advance" wakes both machines at every step.
+        self.act = Runner(dial=self.dialled.append, multicast=self._multicast)
         for machine in (self.registrar, self.server):
             machine.log = Logger(namespace=type(machine).__name__, observer=self._log)
         self.conns = {ASAP: [], ENRP: []}
-        self.server.start(self.now)
+        self.act(self.server.start(self.now))
 
     def _log(self, event):
         if "log_failure" in event:
@@ -612,7 +613,7 @@ class Harness:
         return self.registrar if side == ASAP else self.server
 
     def lost(self, conn):
-        self.machine(conn.protocol).connection_lost(conn, self.now)
+        self.act(self.machine(conn.protocol).connection_lost(conn, self.now))
 
     def run(self, op):
         kind = op[0]
@@ -622,9 +623,9 @@ class Harness:
             conn = FakeConnection(self, side, ipaddress.ip_address(address), port, outgoing)
             self.conns[side].append(conn)
             if side == ASAP:
-                self.registrar.connection_made(conn, self.now)
+                self.act(self.registrar.connection_made(conn, self.now))
             else:
-                self.server.connection_made(conn, self.now, outgoing=outgoing)
+                self.act(self.server.connection_made(conn, self.now, outgoing=outgoing))
         elif kind == "dial":
             if not self.dialled:
                 return
@@ -632,7 +633,7 @@ class Harness:
             address = info.transport.addresses[0]
             conn = FakeConnection(self, ENRP, address, info.transport.port, outgoing=True)
             self.conns[ENRP].append(conn)
-            self.server.connection_made(conn, self.now, outgoing=True)
+            self.act(self.server.connection_made(conn, self.now, outgoing=True))
         elif kind == "deliver":
             _, side, n, data = op
             conns = [c for c in self.conns[side] if c.open]
@@ -644,9 +645,9 @@ class Harness:
             try:
                 message = decode(bytes.fromhex(data), side)
             except ProtocolError as e:
-                machine.protocol_error(conn, e, self.now)
+                self.act(machine.protocol_error(conn, e, self.now))
             else:
-                machine.message_received(conn, message, self.now)
+                self.act(machine.message_received(conn, message, self.now))
         elif kind == "close":
             _, side, n = op
             conns = [c for c in self.conns[side] if c.open]
@@ -661,13 +662,13 @@ class Harness:
             except ProtocolError:
                 return
             source = ipaddress.ip_address("10.0.0.99")
-            self.server.multicast_received(presence_from(message, source), source, self.now)
+            self.act(self.server.multicast_received(presence_from(message, source), source, self.now))
         elif kind == "advance":
             self.now += op[1]
             # A spurious wake-up is harmless (both machines say so): wake
             # both at every step.
-            self.registrar.timer_fired(self.now)
-            self.server.timer_fired(self.now)
+            self.act(self.registrar.timer_fired(self.now))
+            self.act(self.server.timer_fired(self.now))
         else:
             raise ValueError("unknown operation %r" % (op,))
 

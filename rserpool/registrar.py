@@ -2,7 +2,10 @@
 The registrar as a Twisted service: ASAP listeners, the timers, Server
 Announce, and ENRP (listener, static peers, optional Presence multicast),
 tied around the sans-IO L{rserpool.asap.registrar.ASAPRegistrar} and
-L{rserpool.enrp.ENRPServer}.
+L{rserpool.enrp.ENRPServer}: their events go in here, and the actions they
+return (L{rserpool.actions}) are carried out here, by one
+L{rserpool.actions.Runner} (sends, closes, the two machines' timers,
+dialling peers, multicast).
 
 Listeners are Twisted endpoint strings (C{tcp:3863:interface=127.0.0.1};
 later C{sctp:...}, C{ssl:...}), parsed with
@@ -29,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from rserpool.actions import Runner
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope, listening_scope
 from rserpool.codes import ASAP_PPID, ENRP_PPID
@@ -98,8 +102,9 @@ class AnnounceSettings:
 class Wakeup:
     """
     One reactor timer for a sans-IO state machine that asks to be woken at
-    absolute times: C{schedule(when)} keeps the earliest request, and the
-    callback gets the current time.
+    absolute times (its L{rserpool.actions.Schedule} actions, which a
+    L{Runner} hands to C{schedule(when)}): the earliest request is kept,
+    and the callback gets the current time.
     """
 
     def __init__(self, clock, callback=None):
@@ -143,49 +148,58 @@ class Wakeup:
 @implementer(IMessageReceiver)
 class ASAPReceiver:
     """
-    Feeds the mapping's events to the sans-IO registrar, with the time.
+    Feeds the mapping's events to the sans-IO registrar, with the time, and
+    carries out the actions it returns.
     """
 
-    def __init__(self, registrar, clock):
+    def __init__(self, registrar, clock, run=None):
+        """
+        @param run: the L{Runner} of the actions (by default one that sends
+            and closes, and drops the rest).
+        """
         self.registrar = registrar
         self.clock = clock
+        # the bound method: a call of a Runner instance costs more
+        self.run = (run if run is not None else Runner()).__call__
 
     def connection_made(self, connection):
-        self.registrar.connection_made(connection, self.clock.seconds())
+        self.run(self.registrar.connection_made(connection, self.clock.seconds()))
 
     def message_received(self, connection, message):
-        self.registrar.message_received(connection, message, self.clock.seconds())
+        self.run(self.registrar.message_received(connection, message, self.clock.seconds()))
 
     def protocol_error(self, connection, error):
-        self.registrar.protocol_error(connection, error, self.clock.seconds())
+        self.run(self.registrar.protocol_error(connection, error, self.clock.seconds()))
 
     def connection_lost(self, connection):
-        self.registrar.connection_lost(connection, self.clock.seconds())
+        self.run(self.registrar.connection_lost(connection, self.clock.seconds()))
 
 
 @implementer(IMessageReceiver)
 class ENRPReceiver:
     """
     Feeds one ENRP mapping's events to the sans-IO L{ENRPServer}, with the
-    time and whether the connection is one we opened.
+    time and whether the connection is one we opened, and carries out the
+    actions it returns.
     """
 
-    def __init__(self, server, clock, outgoing=False):
+    def __init__(self, server, clock, outgoing=False, run=None):
         self.server = server
         self.clock = clock
         self.outgoing = outgoing
+        self.run = (run if run is not None else Runner()).__call__
 
     def connection_made(self, connection):
-        self.server.connection_made(connection, self.clock.seconds(), self.outgoing)
+        self.run(self.server.connection_made(connection, self.clock.seconds(), self.outgoing))
 
     def message_received(self, connection, message):
-        self.server.message_received(connection, message, self.clock.seconds())
+        self.run(self.server.message_received(connection, message, self.clock.seconds()))
 
     def protocol_error(self, connection, error):
-        self.server.protocol_error(connection, error, self.clock.seconds())
+        self.run(self.server.protocol_error(connection, error, self.clock.seconds()))
 
     def connection_lost(self, connection):
-        self.server.connection_lost(connection, self.clock.seconds())
+        self.run(self.server.connection_lost(connection, self.clock.seconds()))
 
 
 class PresenceMulticast(DatagramProtocol):
@@ -197,9 +211,10 @@ class PresenceMulticast(DatagramProtocol):
 
     log = Logger()
 
-    def __init__(self, server, clock, group, ttl=30, interface=""):
+    def __init__(self, server, clock, group, ttl=30, interface="", run=None):
         self.server = server
         self.clock = clock
+        self.run = run if run is not None else Runner()
         self.group = group
         self.ttl = ttl
         self.interface = interface or ""
@@ -234,7 +249,7 @@ class PresenceMulticast(DatagramProtocol):
         except ValueError:
             source = None
         message = presence_from(message, source)
-        self.server.multicast_received(message, source, self.clock.seconds())
+        self.run(self.server.multicast_received(message, source, self.clock.seconds()))
 
 
 def presence_from(message, source):
@@ -526,9 +541,11 @@ class RegistrarService(service.Service):
         self.fixed_scope = min_address_scope
         if min_address_scope is not None:
             config = attrs.evolve(config, min_address_scope=min_address_scope)
-        self.wakeup = Wakeup(reactor)
-        self.registrar = ASAPRegistrar(config, schedule=self.wakeup.schedule, rng=self.rng)
-        self.wakeup.callback = self.registrar.timer_fired
+        #: carries out what the machines return
+        self.run = Runner(dial=self._connect_peer)
+        self.wakeup = Wakeup(reactor, self._asap_timer)
+        self.registrar = ASAPRegistrar(config, rng=self.rng)
+        self.run.timers[self.registrar] = self.wakeup
         self.max_elements_per_ht_request = max_elements_per_ht_request
         if enrp_config is None:
             enrp_config = ENRPConfig(max_elements_per_ht_request=max_elements_per_ht_request)
@@ -577,7 +594,7 @@ class RegistrarService(service.Service):
         self.wakeup.stopped = False
         server_id = self.registrar.server_id
         self.log.info("registrar {id:08x} starting", id=server_id)
-        receiver = self.monitor.asap_receiver(self.registrar, self.reactor)
+        receiver = self.monitor.asap_receiver(self.registrar, self.reactor, self.run)
         factory = self._asap_factory = MessageStreamFactory(
             receiver, "asap", limits=self.connection_limits, clock=self.reactor,
             budget=self.connection_budget, refusals=self.refusals, turns=self.turns)
@@ -793,21 +810,19 @@ class RegistrarService(service.Service):
         Build the ENRP server and listen for peers.
         """
         clock = self.reactor
-        self._enrp_wakeup = Wakeup(clock)
+        self._enrp_wakeup = Wakeup(clock, self._enrp_timer)
         self.enrp = ENRPServer(
             self.registrar,
             self.enrp_config,
             information=self.server_information,
-            schedule=self._enrp_wakeup.schedule,
-            connect=self._connect_peer,
-            multicast=None,
             rng=self.rng,
             reach_pe=self.reach_pe,
             policy=self.peer_policy(),
         )
-        self._enrp_wakeup.callback = self.enrp.timer_fired
+        self.run.timers[self.enrp] = self._enrp_wakeup
         self._enrp_factory = MessageStreamFactory(
-            self.monitor.enrp_receiver(self.enrp, clock), ENRP, limits=self.connection_limits,
+            self.monitor.enrp_receiver(self.enrp, clock, run=self.run), ENRP,
+            limits=self.connection_limits,
             clock=self.reactor, budget=self.connection_budget, reserved=True,
             refusals=self.refusals, turns=self.turns)
         return self._listen(self.enrp_endpoint, self._enrp_factory, "ENRP")
@@ -836,7 +851,7 @@ class RegistrarService(service.Service):
     def _start_peering(self):
         # RFC 5353 section 3.2: static peers first (ClientService keeps
         # reconnecting, with backoff, as long as we run), then startup.
-        self.enrp.start(self.reactor.seconds())
+        self.run(self.enrp.start(self.reactor.seconds()))
         for description in self.peers:
             self._dial(peer_endpoint(description), static=True)
         if self.enrp_multicast is not None:
@@ -860,7 +875,7 @@ class RegistrarService(service.Service):
             self.log.error("bad ENRP peer endpoint {peer!r}: {error}", peer=description, error=str(e))
             return
         factory = MessageStreamFactory(
-            self.monitor.enrp_receiver(self.enrp, self.reactor, outgoing=True), ENRP)
+            self.monitor.enrp_receiver(self.enrp, self.reactor, outgoing=True, run=self.run), ENRP)
         if static:
             client = ClientService(endpoint, factory, retryPolicy=backoffPolicy(
                 initialDelay=0.5, maxDelay=self.enrp_config.max_time_last_heard / 2.0),
@@ -917,6 +932,12 @@ class RegistrarService(service.Service):
             if isinstance(port, SCTPSeqPacketPort) and port.connected:
                 return SCTPAssociationEndpoint(port, endpoint.hosts, endpoint.port, endpoint.timeout)
         return endpoint
+
+    def _asap_timer(self, now):
+        self.run(self.registrar.timer_fired(now))
+
+    def _enrp_timer(self, now):
+        self.run(self.enrp.timer_fired(now))
 
     def _connect_peer(self, information):
         description = transport_endpoint(information.transport)
@@ -1005,11 +1026,12 @@ class RegistrarService(service.Service):
         group = self.enrp_multicast
         self._multicast = PresenceMulticast(
             self.enrp, self.reactor, group, ttl=self.enrp_multicast_ttl,
-            interface=self.enrp_multicast_interface or "")
+            interface=self.enrp_multicast_interface or "", run=self.run)
         interface = "::" if ":" in group[0] else ""
         self._multicast_port = self.reactor.listenMulticast(
             group[1], self._multicast, interface=interface, listenMultiple=True)
-        self.enrp._multicast = self._multicast.send
+        self.run.multicast = self._multicast.send
+        self.enrp.multicast = True
         self.log.info("ENRP Presence over multicast {group}", group="%s:%d" % group)
 
     def server_information(self):

@@ -290,3 +290,54 @@ def spawn(test, *args, stdin=None, module="rserpool.cli", prefix=(), name=None, 
         shown = ["python"] + (["-m", module] if module else []) + [str(a) for a in args]
         name = " ".join(list(prefix) + shown)
     return start(test, list(prefix) + python + list(args), name=name, stdin=stdin, path=path)
+
+
+class Driven:
+    """
+    A sans-IO machine (L{rserpool.asap.registrar.ASAPRegistrar},
+    L{rserpool.enrp.server.ENRPServer}) driven as its adapter drives it:
+    each input method's returned actions are carried out at once by an
+    L{rserpool.actions.Runner}, so sends and closes reach the test's fake
+    connections, and the rest is recorded; an input method returns the
+    actions too.  Any other attribute is the machine's (read and written
+    through).
+
+    @ivar scheduled: the times of the L{rserpool.actions.Schedule} actions,
+        as C{(machine, when)}.
+    @ivar dialled: the server information of the L{rserpool.actions.Dial}
+        actions.
+    @ivar multicasts: the data of the L{rserpool.actions.Multicast}
+        actions.
+    """
+
+    #: The machines' input methods.
+    EVENTS = frozenset(["connection_made", "connection_lost", "message_received",
+                        "protocol_error", "multicast_received", "timer_fired", "start"])
+
+    def __init__(self, machine):
+        from rserpool.actions import Runner
+
+        own = self.__dict__
+        own["machine"] = machine
+        own["scheduled"] = []
+        own["dialled"] = []
+        own["multicasts"] = []
+        own["run"] = Runner(dial=self.dialled.append, multicast=self.multicasts.append)
+
+    def __getattr__(self, name):
+        attribute = getattr(self.machine, name)
+        if name not in self.EVENTS:
+            return attribute
+
+        def event(*args, **kwargs):
+            from rserpool.actions import Schedule
+
+            actions = attribute(*args, **kwargs)
+            self.scheduled.extend((a.machine, a.when) for a in actions if type(a) is Schedule)
+            self.run(actions)
+            return actions
+
+        return event
+
+    def __setattr__(self, name, value):
+        setattr(self.machine, name, value)

@@ -23,6 +23,7 @@ PACKAGE = os.path.join(ROOT, "rserpool")
 
 #: The core: pure protocol logic and data, no I/O.
 CORE = (
+    "rserpool.actions",
     "rserpool.codes",
     "rserpool.interfaces",
     "rserpool.limits",
@@ -191,3 +192,88 @@ class FreshInterpreterTests(unittest.TestCase):
         self.assertEqual(done.stdout.strip(), "[]")
         self.assertIn("rserpool.session.core", core)
         self.assertIn("rserpool.asap.registrar", core)
+
+
+#: The state machines (issue #15, step 2): they return actions
+#: (rserpool.actions, and the PE, PU and session machines' own), and
+#: the adapters carry them out.
+MACHINES = (
+    "rserpool/asap/registrar.py",
+    "rserpool/enrp/server.py",
+    "rserpool/asap/pool_element.py",
+    "rserpool/asap/pool_user.py",
+    "rserpool/session/core.py",
+)
+
+#: Calls that are I/O, whatever they are called on.
+_IO_METHODS = frozenset(["send", "send_encoded", "write", "callLater"])
+#: Names of injected callbacks the machines used to call: allowed only as
+#: the machine's own methods.
+_CALLBACKS = frozenset(["schedule", "_schedule", "connect", "_connect", "multicast",
+                        "_multicast", "close"])
+
+
+def calls_out(source, filename="<machine>"):
+    """
+    The calls in a machine module that do I/O themselves: C{x.send(...)}
+    and the like on anything, and C{schedule(...)}, C{connect(...)},
+    C{close()}... unless it is C{self.name(...)} of a method the module
+    defines.
+
+    @return: C{[(line, text)]}.
+    """
+    tree = ast.parse(source, filename)
+    own = {node.name for node in ast.walk(tree)
+           if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    out = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            name = func.attr
+            on_self = isinstance(func.value, ast.Name) and func.value.id == "self"
+        elif isinstance(func, ast.Name):
+            name, on_self = func.id, False
+        else:
+            continue
+        if name in _IO_METHODS and isinstance(func, ast.Attribute):
+            out.append((node.lineno, ast.unparse(func)))
+        elif name in _CALLBACKS and not (on_self and name in own):
+            out.append((node.lineno, ast.unparse(func)))
+    return out
+
+
+class MachineStyleTests(unittest.TestCase):
+    def test_machines_do_not_call_out(self):
+        """
+        No machine sends, closes, schedules or dials itself (issue #15:
+        "No machine calls send/schedule/connect; the adapters do").
+        """
+        found = {}
+        for relative in MACHINES:
+            path = os.path.join(ROOT, relative)
+            with open(path) as f:
+                bad = calls_out(f.read(), path)
+            if bad:
+                found[relative] = bad
+        self.assertEqual(found, {})
+
+    def test_calls_out_found(self):
+        # the checker itself
+        source = (
+            "class M:\n"
+            "    def __init__(self, schedule, connect):\n"
+            "        self._schedule, self.connect = schedule, connect\n"
+            "    def _connect(self, now):\n"
+            "        return []\n"
+            "    def event(self, conn, now):\n"
+            "        conn.send(b'x')\n"
+            "        conn.send_encoded(b'x')\n"
+            "        conn.close()\n"
+            "        self._schedule(now)\n"
+            "        self.connect(None)\n"
+            "        schedule(now)\n"
+            "        self._connect(now)\n"
+            "        return self._out.append(now)\n")
+        self.assertEqual([line for line, _ in calls_out(source)], [7, 8, 9, 10, 11, 12])

@@ -8,7 +8,9 @@ import ipaddress
 from twisted.internet import task
 from twisted.trial import unittest
 
+from rserpool.actions import Dial, Multicast, Schedule, Send
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
+from rserpool.asap.scope import Scope
 from rserpool.codes import ENRPType, ErrorCause
 from rserpool.enrp import ENRPConfig, ENRPServer, PeerTimer
 from rserpool.enrp.trust import PeerPolicy
@@ -33,12 +35,16 @@ from rserpool.wire import (
     PoolElement,
     Presence,
     ProtocolError,
+    Registration,
+    RegistrationResponse,
     ServerInformation,
     TakeoverServer,
     TCPTransport,
     decode,
     encode,
 )
+
+from tests.helpers import Driven
 
 LOOP = ipaddress.ip_address("127.0.0.1")
 
@@ -93,12 +99,11 @@ class ServerTests(unittest.TestCase):
 
     def setUp(self):
         self.registrar = ASAPRegistrar(RegistrarConfig(server_id=0x50))
-        self.times = []
         # Registrars on loopback are accepted (--enrp-peer-networks
         # 127.0.0.0/8); tests/test_enrp_trust.py covers who is not.
-        self.server = ENRPServer(self.registrar, ENRPConfig(max_elements_per_ht_request=3),
-                                 information=lambda: info(0x50), schedule=self.times.append,
-                                 policy=PeerPolicy(networks=("127.0.0.0/8",)))
+        self.server = Driven(ENRPServer(self.registrar, ENRPConfig(max_elements_per_ht_request=3),
+                                        information=lambda: info(0x50),
+                                        policy=PeerPolicy(networks=("127.0.0.0/8",))))
         self.server.start(0.0)
         self.conn = FakeConnection()
         self.server.connection_made(self.conn, 0.0)
@@ -497,6 +502,83 @@ def cluster(n=3, pes=30, hunt=True, pes_reachable=True, enrp=None, mesh=True):
 
 def views(net):
     return [r.owners() for r in net.live()]
+
+
+class ActionTests(unittest.TestCase):
+    """
+    The ENRP server returns what to do (issue #15, one machine style): no
+    fake connection is written to here, the actions are the answer.
+    """
+
+    def setUp(self):
+        self.registrar = ASAPRegistrar(
+            RegistrarConfig(server_id=0x50, min_address_scope=Scope.LOOPBACK))
+        self.server = ENRPServer(self.registrar, ENRPConfig(), information=lambda: info(0x50),
+                                 policy=PeerPolicy(networks=("127.0.0.0/8",)), multicast=True)
+
+    def test_start(self):
+        """
+        Starting asks for a wake-up at once (the first heartbeat).
+        """
+        self.assertEqual(self.server.start(0.0), [Schedule(self.server, 0.0)])
+
+    def test_heartbeat_multicast(self):
+        """
+        With multicast on, the heartbeat returns a Presence to multicast.
+        """
+        self.server.start(0.0)
+        actions = self.server.timer_fired(0.0)
+        (multicast,) = [a for a in actions if type(a) is Multicast]
+        self.assertIsInstance(decode(multicast.data, ENRP), Presence)
+        self.assertIs(type(actions[-1]), Schedule)
+
+    def test_outgoing_connection(self):
+        """
+        An outgoing connection returns a Presence with R to send over it.
+        """
+        conn = FakeConnection()
+        (send,) = self.server.connection_made(conn, 0.0, outgoing=True)
+        self.assertIs(send.connection, conn)
+        self.assertTrue(send.message.reply_required)
+        self.assertEqual(conn.sent, [])
+
+    def test_list_response_dials(self):
+        """
+        Registrars named in a peer's List Response are dialled: a L{Dial}
+        each.
+        """
+        self.server.start(0.0)
+        conn = FakeConnection()
+        self.server.connection_made(conn, 0.0)
+        self.server.message_received(conn, Presence(0x60, 0x50, 0xFFFF, info(0x60)), 0.0)
+        actions = self.server.message_received(
+            conn, ListResponse(0x60, 0x50, [info(0x60), info(0x61)]), 0.1)
+        self.assertEqual([a for a in actions if type(a) is Dial], [Dial(info(0x61))])
+
+    def test_registration_returns_handle_updates(self):
+        """
+        The servers share one outbox: an ASAP registration returns the
+        Registration Response and the ENRP Handle Update to each peer.
+        """
+        self.server.start(0.0)
+        peer = FakeConnection()
+        self.server.connection_made(peer, 0.0)
+        self.server.message_received(peer, Presence(0x60, 0x50, 0xFFFF, info(0x60)), 0.0)
+        pe = FakeConnection()
+        pe.peer_addresses = (ipaddress.ip_address("127.1.0.1"),)
+        pe.peer_transport = wire_pe(7, 0).asap_transport
+        pe.rtt = lambda: 0.0
+        self.registrar.connection_made(pe, 0.0)
+        actions = self.registrar.message_received(
+            pe, Registration(b"P", PoolElement(7, 0, 60000, wire_pe(7, 0).user_transport,
+                                               Policy(1, ()))), 0.5)
+        sends = [a for a in actions if type(a) is Send]
+        self.assertEqual([a.connection for a in sends], [pe, peer])
+        self.assertIsInstance(sends[0].message, RegistrationResponse)
+        update = decode(sends[1].message, ENRP)
+        self.assertEqual((update.action, update.receiver_id, update.pool_element.identifier),
+                         (ADD_PE, 0x60, 7))
+        self.assertIn(Schedule(self.registrar, 5.5), actions)
 
 
 class ClusterTests(unittest.TestCase):

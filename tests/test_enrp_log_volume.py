@@ -12,14 +12,14 @@ from rserpool.enrp import ENRPConfig
 from rserpool.enrp.server import ENRPServer
 from rserpool.wire import ENRPError, ProtocolError
 
+from tests.helpers import Driven
 from tests.test_enrp import FakeConnection, info
 
 
 class BadMessageLogTests(unittest.TestCase):
     def test_bounded(self):
         registrar = ASAPRegistrar(RegistrarConfig(server_id=0x50))
-        server = ENRPServer(registrar, ENRPConfig(), information=lambda: info(0x50),
-                            schedule=lambda when: None)
+        server = Driven(ENRPServer(registrar, ENRPConfig(), information=lambda: info(0x50)))
         lines = []
         server.log = Logger(observer=lines.append)
         server.start(0.0)

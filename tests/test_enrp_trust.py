@@ -46,6 +46,7 @@ from rserpool.wire import (
     TakeoverServer,
     TCPTransport,
 )
+from tests.helpers import Driven
 from tests.test_enrp import FakeConnection, put, wire_pe
 from tests.test_psk import KEY_1, KEY_2, KEYS, escape, write_keys
 from tests.test_registrar_integration import RawClient
@@ -84,10 +85,10 @@ class Server:
 
     def __init__(self, policy=None, elements=128):
         self.registrar = ASAPRegistrar(RegistrarConfig(server_id=OURS))
-        self.dialled = []
-        self.server = ENRPServer(self.registrar, ENRPConfig(max_elements_per_ht_request=elements),
-                                 information=lambda: info(OURS), connect=self.dialled.append,
-                                 policy=policy)
+        self.server = Driven(ENRPServer(
+            self.registrar, ENRPConfig(max_elements_per_ht_request=elements),
+            information=lambda: info(OURS), policy=policy))
+        self.dialled = self.server.dialled
         self.server.start(0.0)
         self.hs = self.registrar.handlespace
 

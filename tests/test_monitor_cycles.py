@@ -12,6 +12,7 @@ import weakref
 from twisted.internet import task
 from twisted.trial import unittest
 
+from rserpool.actions import Send
 from rserpool.transport.guard import ConnectionBudget, ConnectionLimits
 from rserpool.transport.tcp import MessageStreamFactory
 from rserpool.web.monitor import MeteredASAPReceiver, MeteredENRPReceiver
@@ -26,16 +27,16 @@ class Machine:
     """
 
     def connection_made(self, connection, now, *outgoing):
-        pass
+        return ()
 
     def message_received(self, connection, message, now):
-        connection.send(message)
+        return [Send(connection, message)]
 
     def protocol_error(self, connection, error, now):
-        pass
+        return ()
 
     def connection_lost(self, connection, now):
-        pass
+        return ()
 
 
 class Monitor:

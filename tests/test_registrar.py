@@ -12,12 +12,14 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.trial import unittest
 
+from rserpool.actions import Close, Runner, Schedule, Send
 from rserpool.asap.flood import BUCKETS, ENTRIES, RequestRateLimit
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig, UserTransport
 from rserpool.asap.scope import Scope, address_scope, listening_scope, parse_scope
 from rserpool.asap.sources import SourceSettings
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.handlespace import PolicySettings, TimerCode
+from rserpool.interfaces import NotAvailable
 from rserpool.registrar import ASAPReceiver, RegistrarService, Wakeup
 from rserpool.transport.sctp import SCTPAddress
 from rserpool.transport.tcp import MessageStreamProtocol
@@ -135,16 +137,19 @@ class Harness:
         settings.setdefault("min_address_scope", Scope.LOOPBACK)
         self.clock = task.Clock()
         self.config = RegistrarConfig(server_id=SERVER_ID, **settings)
-        self.wakeup = Wakeup(self.clock)
-        self.registrar = ASAPRegistrar(self.config, schedule=self.wakeup.schedule)
-        self.wakeup.callback = self.registrar.timer_fired
-        self.receiver = ASAPReceiver(self.registrar, self.clock)
+        self.wakeup = Wakeup(self.clock, self.timer_fired)
+        self.registrar = ASAPRegistrar(self.config)
+        self.run = Runner({self.registrar: self.wakeup})
+        self.receiver = ASAPReceiver(self.registrar, self.clock, self.run)
         self.hs = self.registrar.handlespace
         self.sent_bytes = []
         self.registered = []
         self.removed = []
         self.registrar.on_registered.append(lambda pe, outcome: self.registered.append(pe))
         self.registrar.on_removed.append(lambda pe, why: self.removed.append((pe.pe_id, why)))
+
+    def timer_fired(self, now):
+        self.run(self.registrar.timer_fired(now))
 
     def client(self, host="127.0.0.1", port=40000):
         return Client(self, host, port)
@@ -1208,6 +1213,22 @@ class ResponseEncodingTests(unittest.TestCase):
         pe.send(HandleResolution(b"P"))
         self.assertEqual(pe.one().pool_elements[0].home_registrar, 0x99)
 
+    def test_new_policy_refreshes_cache(self):
+        """
+        The response's Policy parameter (the first PE's, cached) follows a
+        re-registration with another load.
+        """
+        h = Harness()
+        pe = h.client()
+        pe.register(b"P", pe_param(1, policy=Policy.make(PolicyType.LEAST_USED, load=10)))
+        pe.send(HandleResolution(b"P"))
+        self.assertEqual(pe.one().policy, Policy.make(PolicyType.LEAST_USED, load=10))
+        pe.register(b"P", pe_param(1, policy=Policy.make(PolicyType.LEAST_USED, load=99)))
+        pe.send(HandleResolution(b"P"))
+        response = pe.one()
+        self.assertEqual(response.policy, Policy.make(PolicyType.LEAST_USED, load=99))
+        self.assertEqual(response.pool_elements[0].policy, response.policy)
+
 
 class UserTransportTests(unittest.TestCase):
     def test_attributes(self):
@@ -1285,6 +1306,83 @@ class ObserverTests(unittest.TestCase):
         self.assertEqual(len(h.registered), 2)
         pe.send(Deregistration(b"P", 1))
         self.assertEqual(h.removed, [(1, "deregistered")])
+
+
+class PlainConnection:
+    """
+    A connection as the machine sees it, with nothing to send over: the
+    machine must not try (it returns actions).
+    """
+
+    mapping = "fake"
+
+    def __init__(self, port=40000):
+        self.peer = (LOCAL, port)
+        self.peer_addresses = (LOCAL,)
+        self.peer_transport = TCPTransport(port, (LOCAL,))
+
+    def rtt(self):
+        raise NotAvailable("rtt", self.mapping)
+
+
+class ActionTests(unittest.TestCase):
+    """
+    The machine's input methods return what to do (issue #15, one machine
+    style), and do none of it themselves.
+    """
+
+    def setUp(self):
+        self.registrar = ASAPRegistrar(
+            RegistrarConfig(server_id=SERVER_ID, min_address_scope=Scope.LOOPBACK))
+        self.conn = PlainConnection()
+        self.assertEqual(self.registrar.connection_made(self.conn, 0.0), ())
+
+    def test_registration(self):
+        """
+        A registration returns the response to send and the wake-up for
+        the PE's keep-alive.
+        """
+        actions = self.registrar.message_received(
+            self.conn, Registration(b"P", pe_param(1)), 0.0)
+        self.assertEqual(actions, [
+            Send(self.conn, RegistrationResponse(b"P", 1)),
+            Schedule(self.registrar, 5.0),
+        ])
+        self.assertEqual(self.registrar.take_actions(), ())
+
+    def test_handle_resolution(self):
+        """
+        A resolution returns one send of the encoded response (the hot
+        path encodes from the PEs' cached parameters).
+        """
+        self.registrar.message_received(self.conn, Registration(b"P", pe_param(1)), 0.0)
+        pu = PlainConnection(40001)
+        (action,) = self.registrar.message_received(pu, HandleResolution(b"P"), 0.1)
+        self.assertIs(action.connection, pu)
+        self.assertIsInstance(action.message, bytes)
+        response = decode(action.message, "asap")
+        self.assertEqual([pe.identifier for pe in response.pool_elements], [1])
+
+    def test_keep_alive_timeout_closes(self):
+        """
+        The keep-alive is a send; its timeout removes the PE and returns a
+        close of the PE's connection.
+        """
+        self.registrar.message_received(self.conn, Registration(b"P", pe_param(1)), 0.0)
+        actions = self.registrar.timer_fired(5.0)
+        self.assertEqual(actions[0], Send(self.conn, EndpointKeepAlive(SERVER_ID, b"P", 1)))
+        self.assertEqual(actions[-1], Schedule(self.registrar, 10.0))
+        actions = self.registrar.timer_fired(10.0)
+        self.assertIn(Close(self.conn), actions)
+        self.assertEqual(len(self.registrar.handlespace), 0)
+
+    def test_connection_lost(self):
+        """
+        Nothing to send when a connection goes; its PEs are removed.
+        """
+        self.registrar.message_received(self.conn, Registration(b"P", pe_param(1)), 0.0)
+        self.assertEqual(self.registrar.connection_lost(self.conn, 1.0), ())
+        self.assertEqual(len(self.registrar.handlespace), 0)
 
 
 class AnnounceTests(unittest.TestCase):

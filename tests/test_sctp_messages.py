@@ -38,6 +38,7 @@ from rserpool.wire import (
     encode,
 )
 
+from tests.helpers import Driven
 from tests.test_sctp import SKIP_REASON, requireSCTP
 
 
@@ -302,9 +303,9 @@ class OwnershipTests(unittest.SynchronousTestCase):
     """
 
     def setUp(self):
-        self.registrar = ASAPRegistrar(
+        self.registrar = Driven(ASAPRegistrar(
             RegistrarConfig(server_id=0x1234, min_address_scope=Scope.SITE_LOCAL)
-        )
+        ))
 
     def register(self, addresses, association=("10.255.0.5", "10.255.1.5"), pe_id=0x99, status=None):
         p, transport, _ = connected(addresses=association, status=status)

@@ -33,7 +33,7 @@ class TimerBatchTests(unittest.TestCase):
 
         def timer_fired(now):
             before = len(sent)
-            fired(now)
+            h.run(fired(now))
             batches.append(len(sent) - before)
 
         h.wakeup.callback = timer_fired

@@ -20,6 +20,7 @@ machine: whatever the adapter passes to L{PoolElementMachine.connected}.
 """
 import attrs
 
+from rserpool.actions import Close, Send
 from rserpool.asap.hunt import CancelConnect, Connect, Hunting, RegistrarHunt
 from rserpool.codes import ErrorCause, cause_name
 from rserpool.wire import (
@@ -134,25 +135,6 @@ class PoolElementConfig:
 # -- actions --------------------------------------------------------------
 #
 # Connect and CancelConnect are the hunt's (rserpool.asap.hunt).
-
-
-@attrs.frozen
-class Send:
-    """
-    Send C{message} over C{connection}.
-    """
-
-    connection: object
-    message: object
-
-
-@attrs.frozen
-class Close:
-    """
-    Close C{connection}.
-    """
-
-    connection: object
 
 
 # -- events ---------------------------------------------------------------

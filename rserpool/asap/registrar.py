@@ -3,11 +3,13 @@ The ASAP side of a registrar (ENRP server), RFC 5352 section 3, sans I/O.
 
 L{ASAPRegistrar} takes decoded messages together with the connection they
 came over (an L{rserpool.interfaces.IMessageConnection}) and the
-current time, answers over that connection, and asks for a wake-up time
-through an injected C{schedule(when)} callable.  It imports no reactor and
-never learns which transport mapping (TCP, SCTP, TLS, a test's fake) it
-runs on: the connection gives it the peer's addresses and transport
-parameter.
+current time, and returns what to do (L{rserpool.actions}): L{Send
+<rserpool.actions.Send>} an answer over a connection, L{Close
+<rserpool.actions.Close>} one, L{Schedule <rserpool.actions.Schedule>} its
+next wake-up.  The adapter carries them out; the machine calls nothing
+outside itself.  It imports no reactor and never learns which transport
+mapping (TCP, SCTP, TLS, a test's fake) it runs on: the connection gives
+it the peer's addresses and transport parameter.
 
 Procedures (RFC 5352 unless said otherwise):
 
@@ -38,6 +40,7 @@ import random
 import attrs
 from twisted.logger import Logger
 
+from rserpool.actions import Close, Schedule, Send
 from rserpool.asap.flood import RequestRateLimit
 from rserpool.asap.sources import SourceLimits, SourceSettings
 from rserpool.limits import EventLog, RefusalLog
@@ -193,12 +196,14 @@ class UserTransport:
     What the registrar stores as a PE's user transport in the handlespace:
     the wire's transport parameter plus the two attributes the handlespace
     compares (C{transport_protocol}, C{control_channel}), and a cache of the
-    PE's encoded Pool Element parameter for Handle Resolution Responses.
+    PE's encoded Pool Element and Policy parameters for Handle Resolution
+    Responses.
 
     @ivar wire: the transport parameter (L{rserpool.wire.TCPTransport}...).
     """
 
-    __slots__ = ("wire", "transport_protocol", "control_channel", "_tlv", "_tlv_home", "_param")
+    __slots__ = ("wire", "transport_protocol", "control_channel", "_tlv", "_tlv_home", "_param",
+                 "_policy", "_policy_tlv")
 
     def __init__(self, wire):
         self.wire = wire
@@ -209,6 +214,8 @@ class UserTransport:
         self._tlv = None
         self._tlv_home = None
         self._param = None
+        self._policy = None
+        self._policy_tlv = None
 
     def __eq__(self, other):
         return isinstance(other, UserTransport) and self.wire == other.wire
@@ -250,6 +257,18 @@ def pool_element_parameter(pe):
     return param
 
 
+def _policy_tlv(pe):
+    # The encoded Policy parameter of a PE's policy: encoding it took
+    # about 2 us, half of a handle resolution.  PolicySettings are frozen:
+    # the same object encodes the same.
+    user = pe.user_transport
+    policy = pe.policy
+    if user._policy is not policy:
+        user._policy_tlv = encode_parameter(wire_policy(policy))
+        user._policy = policy
+    return user._policy_tlv
+
+
 def _pe_tlv(pe):
     user = pe.user_transport
     if user._tlv is None or user._tlv_home != pe.home_registrar:
@@ -263,10 +282,13 @@ class ASAPRegistrar:
     The registrar's ASAP state machine.
 
     Drive it with L{connection_made}, L{message_received},
-    L{protocol_error}, L{connection_lost} and L{timer_fired}; it answers
-    through the connections and calls C{schedule(when)} whenever it needs
-    L{timer_fired} to be called at the absolute time C{when} (or earlier: a
-    spurious call is harmless).
+    L{protocol_error}, L{connection_lost} and L{timer_fired}; each returns
+    the actions to carry out, in order (a list, or an empty tuple when
+    there is nothing to do): L{Send}, L{Close}, and L{Schedule} when it
+    needs L{timer_fired} to be called at an absolute time (or earlier: a
+    spurious call is harmless).  An L{rserpool.enrp.server.ENRPServer}
+    beside it shares its outbox: the actions an event causes on either
+    side (an ENRP Handle Update for a registration) come back together.
 
     Observers (for ENRP Handle Updates, statistics) are callables in
     L{on_registered} (called with the handlespace PE and its
@@ -279,13 +301,10 @@ class ASAPRegistrar:
 
     log = Logger()
 
-    def __init__(self, config, handlespace=None, schedule=None, rng=None):
+    def __init__(self, config, handlespace=None, rng=None):
         """
         @param config: a L{RegistrarConfig}.
         @param handlespace: a L{Handlespace} (a new one by default).
-        @param schedule: C{schedule(when)}: arrange a call to
-            L{timer_fired} at time C{when} (seconds, same clock as the
-            C{now} arguments).
         @param rng: a C{random.Random} for the handlespace's randomized
             policies when no handlespace is given.
         """
@@ -294,7 +313,8 @@ class ASAPRegistrar:
         if handlespace is None:
             handlespace = Handlespace(rng if rng is not None else random.Random())
         self.handlespace = handlespace
-        self._schedule = schedule if schedule is not None else (lambda when: None)
+        #: the actions of the event being handled (see L{take_actions})
+        self._out = []
         self._lifetimes = []
         # (connection, PE) of lost connections, still to be removed
         self._orphans = collections.deque()
@@ -327,13 +347,39 @@ class ASAPRegistrar:
             ASAPError: self._asap_error,
         }
 
+    # -- outputs ----------------------------------------------------------
+
+    def take_actions(self):
+        """
+        The actions produced since the last call, in order, and forget
+        them: a list, or an empty tuple (no allocation when there is
+        nothing to do).  The input methods return this; the ENRP server
+        beside this registrar returns it too.
+        """
+        out = self._out
+        if not out:
+            return ()
+        self._out = []
+        return out
+
+    def emit(self, action):
+        """
+        Add an action to the outbox (for the ENRP server beside it).
+        """
+        self._out.append(action)
+
     # -- events -----------------------------------------------------------
 
     def connection_made(self, conn, now):
         """
         A PE or PU connected.
+
+        @return: the actions: none of its own, but those waiting in the
+            shared outbox when an adapter reports the connection in the
+            middle of an ENRP event (its C{reach_pe} in a takeover).
         """
         self.connections.add(conn)
+        return self.take_actions()
 
     def connection_lost(self, conn, now):
         """
@@ -348,7 +394,7 @@ class ASAPRegistrar:
                 limit.forget(conn)
         orphans = self.handlespace.by_connection(conn)
         if not orphans:
-            return
+            return self.take_actions()
         # A few hundred now, the rest in the next timer calls, after the
         # reactor has looked at its sockets: a connection of 10,000 PEs
         # took 0.4 s to clear in one go, and every request waited (issue
@@ -357,6 +403,7 @@ class ASAPRegistrar:
         self._orphans.extend((conn, pe) for pe in orphans)
         self._remove_orphans(TIMERS_PER_CALL)
         self._reschedule()
+        return self.take_actions()
 
     def _remove_orphans(self, limit):
         hs = self.handlespace
@@ -382,7 +429,14 @@ class ASAPRegistrar:
         if message.unrecognized:
             # RFC 5354 section 3: parameters of an unknown type whose two
             # high bits are 11 are skipped, and reported (the first few).
-            conn.send(ASAPError(OperationError.unrecognized(message.unrecognized)))
+            self._out.append(
+                Send(conn, ASAPError(OperationError.unrecognized(message.unrecognized))))
+        # take_actions, inlined: this is the handle resolutions' path
+        out = self._out
+        if not out:
+            return ()
+        self._out = []
+        return out
 
     def protocol_error(self, conn, error, now):
         """
@@ -396,7 +450,8 @@ class ASAPRegistrar:
             now, "bad message from {peer}: {error}", peer=_peer(conn), error=str(error)
         )
         if error.report:
-            conn.send(ASAPError(OperationError.from_error(error)))
+            self._out.append(Send(conn, ASAPError(OperationError.from_error(error))))
+        return self.take_actions()
 
     def timer_fired(self, now):
         """
@@ -438,6 +493,7 @@ class ASAPRegistrar:
                 hs.remove(pe)
                 self._removed(pe, "registration life expired")
         self._reschedule()
+        return self.take_actions()
 
     def keep_alive_interval(self):
         """
@@ -500,10 +556,8 @@ class ASAPRegistrar:
         )
         # fit: the response echoes the pool handle, and an overlong one
         # again as the cause's information, which then is cut (issue #14).
-        conn.send(
-            fit(RegistrationResponse(
-                handle, pe_id, reject=True, error=OperationError.of(cause, info)))
-        )
+        self._out.append(Send(conn, fit(RegistrationResponse(
+            handle, pe_id, reject=True, error=OperationError.of(cause, info)))))
 
     def _registration(self, conn, message, now):
         # RFC 5352 section 3.1 (PE's view) and 3.2.1 (registrar's view).
@@ -537,9 +591,9 @@ class ASAPRegistrar:
             self.refusals.refused(
                 "registration", self.sources.key(conn), now,
                 "its TLS-PSK identity is a pool user's (role pu in the key file)")
-            conn.send(RegistrationResponse(
+            self._out.append(Send(conn, RegistrationResponse(
                 handle, pe_id, reject=True,
-                error=OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)))
+                error=OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS))))
             return
 
         # RFC 5355 section 2.1 / 3: a PE may register only addresses that
@@ -598,9 +652,9 @@ class ASAPRegistrar:
             if refused is not None:
                 self.rejected[ErrorCause.LACK_OF_RESOURCES] += 1
                 self.refusals.refused("registration", self.sources.key(conn), now, refused)
-                conn.send(RegistrationResponse(
+                self._out.append(Send(conn, RegistrationResponse(
                     handle, pe_id, reject=True,
-                    error=OperationError.of(ErrorCause.LACK_OF_RESOURCES)))
+                    error=OperationError.of(ErrorCause.LACK_OF_RESOURCES))))
                 return
         new_pool = existing is None and hs.pool(handle) is None
 
@@ -640,7 +694,7 @@ class ASAPRegistrar:
                 policy=settings.name,
                 pool=_pool(handle), pe="%08x" % pe_id,
             )
-        conn.send(RegistrationResponse(handle, pe_id))
+        self._out.append(Send(conn, RegistrationResponse(handle, pe_id)))
         for observer in self.on_registered:
             observer(outcome.pe, outcome)
         self._reschedule()
@@ -660,7 +714,7 @@ class ASAPRegistrar:
                 "deregistration of unknown {pe_id:08x} in {handle}", pe_id=pe_id,
                 handle=brief(handle),
             )
-            conn.send(DeregistrationResponse(handle, pe_id))
+            self._out.append(Send(conn, DeregistrationResponse(handle, pe_id)))
             return
         if pe.connection is not conn and not _same_principal(pe, conn, self.connections):
             # RFC 5355 sections 2.2 and 2.3: only the PE itself may
@@ -673,17 +727,15 @@ class ASAPRegistrar:
                 peer=_peer(conn),
                 pool=_pool(handle), pe="%08x" % pe_id, cause="not the PE's own connection",
             )
-            conn.send(
-                DeregistrationResponse(
-                    handle,
-                    pe_id,
-                    OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS),
-                )
-            )
+            self._out.append(Send(conn, DeregistrationResponse(
+                handle,
+                pe_id,
+                OperationError.of(ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS),
+            )))
             return
         hs.remove(pe)
         self._removed(pe, "deregistered")
-        conn.send(DeregistrationResponse(handle, pe_id))
+        self._out.append(Send(conn, DeregistrationResponse(handle, pe_id)))
         self._reschedule()
 
     # -- handle resolution ------------------------------------------------
@@ -704,8 +756,8 @@ class ASAPRegistrar:
             # No pool has such a handle (MAX_POOL_HANDLE_SIZE), and a Handle
             # Resolution Response echoing it would not fit in a message
             # (issue #14): Invalid Values, with the start of the parameter.
-            conn.send(ASAPError(
-                OperationError.of(ErrorCause.INVALID_VALUES, encode_pool_handle(handle))))
+            self._out.append(Send(conn, ASAPError(
+                OperationError.of(ErrorCause.INVALID_VALUES, encode_pool_handle(handle)))))
             return
         if not self.sources.permit_resolution(conn, now):
             # A source's rate (RFC 5355 section 3), whatever its
@@ -714,8 +766,8 @@ class ASAPRegistrar:
                 "handle resolution", self.sources.key(conn), now,
                 "more than %g per second (--max-hr-rate-per-source)"
                 % self.sources.settings.hr_rate)
-            conn.send(HandleResolutionResponse(
-                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)))
+            self._out.append(Send(conn, HandleResolutionResponse(
+                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE))))
             return
         limit = self._hr_limit
         if limit is not None and not limit.permit(conn, handle, now):
@@ -731,22 +783,16 @@ class ASAPRegistrar:
                 peer=_peer(conn),
                 limit=limit.threshold,
             )
-            conn.send(
-                HandleResolutionResponse(
-                    handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)
-                )
-            )
+            self._out.append(Send(conn, HandleResolutionResponse(
+                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE))))
             return
         try:
             selected = self.handlespace.select(handle, items, config.max_increment)
         except UnknownPoolHandle:
-            conn.send(
-                HandleResolutionResponse(
-                    handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)
-                )
-            )
+            self._out.append(Send(conn, HandleResolutionResponse(
+                handle, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE))))
             return
-        conn.send_encoded(self._resolution_response(handle, selected))
+        self._out.append(Send(conn, self._resolution_response(handle, selected)))
 
     def _resolution_response(self, handle, selected):
         """
@@ -759,7 +805,7 @@ class ASAPRegistrar:
         parts = [encode_pool_handle(handle)]
         if selected:
             # RSPLIB sends the first selected PE's policy as the pool's.
-            parts.append(encode_parameter(wire_policy(selected[0].policy)))
+            parts.append(_policy_tlv(selected[0]))
         else:
             pool = self.handlespace.pool(handle)
             parts.append(encode_parameter(Policy.make(pool.policy_type)))
@@ -781,7 +827,7 @@ class ASAPRegistrar:
         # adds the PE identifier, which RSPLIB PEs need to answer.
         conn = pe.connection
         if conn is not None:
-            conn.send(EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id))
+            self._out.append(Send(conn, EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id)))
         self.handlespace.set_timer(
             pe, TimerCode.KEEP_ALIVE_TIMEOUT, now + self.config.keep_alive_timeout
         )
@@ -801,7 +847,7 @@ class ASAPRegistrar:
         # deaf reconnects and registers again.  A TCP connection may carry
         # several PEs of one process: we close it once none of them is left.
         if conn is not None and not self.handlespace.connection_count(conn):
-            conn.close()
+            self._out.append(Close(conn))
 
     # -- takeover (RFC 5353 section 3.9) ----------------------------------
 
@@ -826,14 +872,17 @@ class ASAPRegistrar:
         @param now: the current time (seconds).
         @param connection: an L{IMessageConnection} that reaches the PE's
             ASAP endpoint, or C{None}.
-        @return: C{True} if the keep-alive with H was sent.
+        @return: C{True} if the keep-alive with H is to be sent (a L{Send}
+            in the outbox: it goes out with the actions of the ENRP event
+            that adopts the PE).
         """
         hs = self.handlespace
         hs.set_owner(pe, self.server_id)
         conn = connection if connection is not None else pe.connection
         sent = False
         if conn is not None:
-            conn.send(EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id, home=True))
+            self._out.append(
+                Send(conn, EndpointKeepAlive(self.server_id, pe.handle, pe.pe_id, home=True)))
             hs.set_timer(pe, TimerCode.KEEP_ALIVE_TIMEOUT, now + self.config.keep_alive_timeout)
             sent = True
         elif pe.registration_life > 0:
@@ -844,8 +893,8 @@ class ASAPRegistrar:
 
     def reschedule(self):
         """
-        Ask for a wake-up at L{next_deadline}: for callers (ENRP) that
-        changed the handlespace's timers directly.
+        Ask for a wake-up at L{next_deadline} (a L{Schedule} in the outbox):
+        for callers (ENRP) that changed the handlespace's timers directly.
         """
         self._reschedule()
 
@@ -967,7 +1016,8 @@ class ASAPRegistrar:
             message=type(message).__name__,
             peer=_peer(conn),
         )
-        conn.send(ASAPError(OperationError.of(ErrorCause.UNRECOGNIZED_MESSAGE, echo(message))))
+        self._out.append(Send(conn, ASAPError(
+            OperationError.of(ErrorCause.UNRECOGNIZED_MESSAGE, echo(message)))))
 
     # -- helpers ----------------------------------------------------------
 
@@ -988,7 +1038,7 @@ class ASAPRegistrar:
     def _reschedule(self):
         when = self.next_deadline
         if when is not None:
-            self._schedule(when)
+            self._out.append(Schedule(self, when))
 
 
 def _pool(handle):

@@ -2,7 +2,8 @@
 An in-memory network of registrars under one clock, for tests and
 benchmarks of ENRP: every registrar is an
 L{rserpool.asap.registrar.ASAPRegistrar} with an
-L{rserpool.enrp.server.ENRPServer}; ENRP connections between them carry
+L{rserpool.enrp.server.ENRPServer}, whose actions its
+L{rserpool.actions.Runner} carries out; ENRP connections between them carry
 encoded bytes (so the codec and the byte counts are real) with a small
 latency; pool elements are simulated ASAP endpoints that register, answer
 keep-alives and re-register elsewhere when their registrar goes.
@@ -16,6 +17,7 @@ import random
 
 from zope.interface import implementer
 
+from rserpool.actions import Runner
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope
 from rserpool.enrp.server import ENRPConfig, ENRPServer
@@ -251,8 +253,8 @@ class MemoryNetwork:
         ca.owner, cb.owner = a, b
         a.enrp_connections.add(ca)
         b.enrp_connections.add(cb)
-        a.enrp.connection_made(ca, self.clock.seconds(), outgoing=True)
-        b.enrp.connection_made(cb, self.clock.seconds(), outgoing=False)
+        a.run(a.enrp.connection_made(ca, self.clock.seconds(), outgoing=True))
+        b.run(b.enrp.connection_made(cb, self.clock.seconds(), outgoing=False))
         return True
 
     def by_address(self, address):
@@ -296,22 +298,20 @@ class MemoryRegistrar:
         if config is None:
             config = RegistrarConfig(server_id=server_id, min_address_scope=Scope.LOOPBACK,
                                      log_events=False)
-        self._asap_timer = _Timer(clock, None)
-        self.registrar = ASAPRegistrar(config, schedule=self._asap_timer.schedule,
-                                       rng=random.Random(server_id))
-        self._asap_timer.callback = self._asap_fire
-        self._enrp_timer = _Timer(clock, None)
+        self._asap_timer = _Timer(clock, self._asap_fire)
+        self.registrar = ASAPRegistrar(config, rng=random.Random(server_id))
+        self._enrp_timer = _Timer(clock, self._enrp_fire)
         self.enrp = ENRPServer(
             self.registrar,
             enrp if enrp is not None else ENRPConfig(),
             information=lambda: ServerInformation(server_id, TCPTransport(9901, (self.address,))),
-            schedule=self._enrp_timer.schedule,
-            connect=self._connect_to,
             rng=random.Random(server_id),
             reach_pe=self._reach_pe,
             policy=policy,
         )
-        self._enrp_timer.callback = self._enrp_fire
+        #: carries out what the two machines return
+        self.run = Runner({self.registrar: self._asap_timer, self.enrp: self._enrp_timer},
+                          dial=self._connect_to)
         self._retry = None
 
     def __repr__(self):
@@ -326,7 +326,7 @@ class MemoryRegistrar:
         Start ENRP and connect to the static peers (retried every second).
         """
         self.alive = True
-        self.enrp.start(self.network.clock.seconds())
+        self.run(self.enrp.start(self.network.clock.seconds()))
         self._connect_static()
 
     def _connect_static(self):
@@ -368,34 +368,34 @@ class MemoryRegistrar:
 
     def _asap_fire(self, now):
         if self.alive:
-            self.registrar.timer_fired(now)
+            self.run(self.registrar.timer_fired(now))
 
     def _enrp_fire(self, now):
         if self.alive:
-            self.enrp.timer_fired(now)
+            self.run(self.enrp.timer_fired(now))
 
     def _enrp_message(self, conn, item):
         if not self.alive:
             return
         now = self.network.clock.seconds()
         if isinstance(item, ProtocolError):
-            self.enrp.protocol_error(conn, item, now)
+            self.run(self.enrp.protocol_error(conn, item, now))
         else:
-            self.enrp.message_received(conn, item, now)
+            self.run(self.enrp.message_received(conn, item, now))
 
     def _enrp_lost(self, conn):
         self.enrp_connections.discard(conn)
         if self.alive:
-            self.enrp.connection_lost(conn, self.network.clock.seconds())
+            self.run(self.enrp.connection_lost(conn, self.network.clock.seconds()))
 
     def _asap_message(self, conn, message):
         if self.alive:
-            self.registrar.message_received(conn, message, self.network.clock.seconds())
+            self.run(self.registrar.message_received(conn, message, self.network.clock.seconds()))
 
     def _asap_lost(self, conn):
         self.asap_connections.discard(conn)
         if self.alive:
-            self.registrar.connection_lost(conn, self.network.clock.seconds())
+            self.run(self.registrar.connection_lost(conn, self.network.clock.seconds()))
 
     def owners(self):
         """
@@ -441,7 +441,7 @@ class MemoryPE:
         ours.owner, theirs.owner = self, registrar
         ours.registrar = registrar
         registrar.asap_connections.add(theirs)
-        registrar.registrar.connection_made(theirs, self.network.clock.seconds())
+        registrar.run(registrar.registrar.connection_made(theirs, self.network.clock.seconds()))
         return ours, theirs
 
     def register(self, registrar):

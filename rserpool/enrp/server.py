@@ -6,14 +6,20 @@ L{ENRPServer} sits beside an L{rserpool.asap.registrar.ASAPRegistrar} and
 shares its handlespace.  It is driven like the ASAP side: connection events
 and decoded ENRP messages go in with the current time
 (L{ENRPServer.connection_made}, L{ENRPServer.message_received},
-L{ENRPServer.protocol_error}, L{ENRPServer.connection_lost},
-L{ENRPServer.timer_fired}); it answers through the connections
-(L{rserpool.interfaces.IMessageConnection}: it never learns whether
-they are TCP, SCTP or a test's fake) and asks for its next wake-up through
-an injected C{schedule(when)}.  To reach a peer it has no connection to, it
-calls an injected C{connect(server_information)}; the adapter opens a
-connection and reports it with C{connection_made(conn, now,
-outgoing=True)}.
+L{ENRPServer.multicast_received}, L{ENRPServer.protocol_error},
+L{ENRPServer.connection_lost}, L{ENRPServer.timer_fired}), and each
+returns the actions to carry out (L{rserpool.actions}): L{Send
+<rserpool.actions.Send>} over a connection
+(L{rserpool.interfaces.IMessageConnection}: it never learns whether they
+are TCP, SCTP or a test's fake), L{Close <rserpool.actions.Close>} one,
+L{Schedule <rserpool.actions.Schedule>} its next wake-up (or the ASAP
+side's), L{Multicast <rserpool.actions.Multicast>} a Presence, and L{Dial
+<rserpool.actions.Dial>} a peer it has no connection to: the adapter opens
+a connection and reports it with C{connection_made(conn, now,
+outgoing=True)}.  It shares the ASAP registrar's outbox, so an ASAP event
+that changes a PE returns the Handle Updates too.  The one thing it asks
+the adapter directly is C{reach_pe(pe)}, a connection to an adopted PE
+(a look-up; what goes over it is a L{Send <rserpool.actions.Send>}).
 
 Procedures, by their RFC 5353 names:
 
@@ -73,6 +79,7 @@ import struct
 import attrs
 from twisted.logger import Logger
 
+from rserpool.actions import Close, Dial, Multicast, Schedule, Send
 from rserpool.asap.registrar import UserTransport, wire_policy
 from rserpool.codes import ENRPType, ErrorCause
 from rserpool.enrp.trust import PeerPolicy
@@ -345,20 +352,16 @@ class ENRPServer:
 
     log = Logger()
 
-    def __init__(self, registrar, config=None, information=None, schedule=None,
-                 connect=None, multicast=None, rng=None, reach_pe=None, policy=None):
+    def __init__(self, registrar, config=None, information=None, multicast=False,
+                 rng=None, reach_pe=None, policy=None):
         """
         @param registrar: the L{rserpool.asap.registrar.ASAPRegistrar}.
         @param config: an L{ENRPConfig}.
         @param information: a callable returning this server's
             L{ServerInformation} (its ENRP transport; the listening port may
             be known only once it listens).
-        @param schedule: C{schedule(when)}: arrange a call to
-            L{timer_fired} at the absolute time C{when} (or earlier).
-        @param connect: C{connect(server_information)}: open a connection
-            to a peer learned from a List Response or a multicast Presence.
-        @param multicast: C{multicast(data)}: send an encoded Presence to
-            the ENRP multicast group, or C{None} when that is off.
+        @param multicast: whether Presence goes to the ENRP multicast group
+            too (L{Multicast} actions; also the attribute C{multicast}).
         @param rng: a C{random.Random} for the heartbeat jitter.
         @param reach_pe: C{reach_pe(pe)}: a connection to the ASAP endpoint
             of a PE adopted in a takeover, or C{None} (see
@@ -373,9 +376,10 @@ class ENRPServer:
         self.server_id = registrar.server_id
         self.config = config if config is not None else ENRPConfig()
         self._information = information
-        self._schedule = schedule if schedule is not None else (lambda when: None)
-        self._connect = connect
-        self._multicast = multicast
+        self.multicast = bool(multicast)
+        # One outbox with the ASAP side (see ASAPRegistrar.take_actions).
+        self._emit = registrar.emit
+        self._take = registrar.take_actions
         self.rng = rng if rng is not None else random.Random()
         self._reach_pe = reach_pe
         self.policy = policy if policy is not None else PeerPolicy()
@@ -421,6 +425,7 @@ class ENRPServer:
         self._started = now
         self._next_heartbeat = now
         self._reschedule()
+        return self._take()
 
     def stop(self):
         """
@@ -457,7 +462,8 @@ class ENRPServer:
         """
         self._conns[conn] = _Conn(outgoing)
         if outgoing:
-            conn.send(self._presence_message(0, True))
+            self._emit(Send(conn, self._presence_message(0, True)))
+        return self._take()
 
     def connection_lost(self, conn, now):
         """
@@ -472,6 +478,7 @@ class ENRPServer:
             peer = self.peers.get(info.peer_id)
             if peer is not None and conn in peer.connections:
                 peer.connections.remove(conn)
+        return self._take()
 
     def protocol_error(self, conn, error, now):
         """
@@ -484,21 +491,28 @@ class ENRPServer:
                           error=str(error))
         if error.report:
             info = self._conns.get(conn)
-            conn.send(ENRPError(self.server_id, info.peer_id if info else 0,
-                                OperationError.from_error(error)))
+            self._emit(Send(conn, ENRPError(self.server_id, info.peer_id if info else 0,
+                                            OperationError.from_error(error))))
+        return self._take()
 
     def message_received(self, conn, message, now):
         """
         A decoded ENRP message arrived over C{conn}.
+
+        @return: the actions.
         """
+        self._message_received(conn, message, now)
+        return self._take()
+
+    def _message_received(self, conn, message, now):
         self.received[type(message)] += 1
         if message.sender_id == self.server_id:
             return  # our own (multicast loopback)
         handler = self._handlers.get(type(message))
         if handler is None:
             # An ASAP message on the ENRP side: RFC 5353 section 2.2.10.
-            conn.send(ENRPError(self.server_id, 0, OperationError.of(
-                ErrorCause.UNRECOGNIZED_MESSAGE, echo(message))))
+            self._emit(Send(conn, ENRPError(self.server_id, 0, OperationError.of(
+                ErrorCause.UNRECOGNIZED_MESSAGE, echo(message)))))
             return
         info = self._conns.get(conn)
         if info is None:
@@ -530,8 +544,8 @@ class ENRPServer:
         handler(conn, message, now)
         if message.unrecognized:
             # RFC 5354 section 3: skipped parameters marked "report".
-            conn.send(ENRPError(self.server_id, message.sender_id,
-                                OperationError.unrecognized(message.unrecognized)))
+            self._emit(Send(conn, ENRPError(self.server_id, message.sender_id,
+                                            OperationError.unrecognized(message.unrecognized))))
         self._reschedule()
 
     def multicast_received(self, message, source, now):
@@ -541,7 +555,12 @@ class ENRPServer:
 
         @param source: the sender's address (an L{ipaddress} address), used
             when the Server Information carries no address.
+        @return: the actions.
         """
+        self._multicast_received(message, source, now)
+        return self._take()
+
+    def _multicast_received(self, message, source, now):
         if not isinstance(message, Presence) or message.sender_id in (0, self.server_id):
             return
         self.received[Presence] += 1
@@ -550,9 +569,8 @@ class ENRPServer:
             # A datagram proves nothing (its source is easily forged): a
             # known peer is heard over its connections only, and is dialled
             # where we know it, never where a datagram says.
-            if not peer.connections and peer.information is not None and \
-                    self._connect is not None:
-                self._connect(peer.information)
+            if not peer.connections and peer.information is not None:
+                self._emit(Dial(peer.information))
             return
         information = message.server_information
         transport = information.transport
@@ -573,8 +591,7 @@ class ENRPServer:
             self.refused["peer list full"] += 1
             return
         peer = self._add_peer(message.sender_id, now, information)
-        if self._connect is not None:
-            self._connect(information)
+        self._emit(Dial(information))
         self._reschedule()
 
     # -- timers -----------------------------------------------------------
@@ -624,11 +641,12 @@ class ENRPServer:
             else:
                 self._takeover_expired(peer, now)
         self._reschedule()
+        return self._take()
 
     def _reschedule(self):
         when = self.next_deadline
         if when is not None:
-            self._schedule(when)
+            self._emit(Schedule(self, when))
 
     # -- peers ------------------------------------------------------------
 
@@ -743,12 +761,12 @@ class ENRPServer:
         info.refused += 1
         if info.errors < _ERRORS_PER_CONNECTION:
             info.errors += 1
-            conn.send(ENRPError(self.server_id, message.sender_id, OperationError.of(
-                ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS)))
+            self._emit(Send(conn, ENRPError(self.server_id, message.sender_id, OperationError.of(
+                ErrorCause.REJECTION_DUE_TO_SECURITY_CONSIDERATIONS))))
         if info.refused >= _MAX_REFUSED and not info.peer_id:
             self._log_refusal(now, "closing the ENRP connection from {where}: {n} messages "
                               "refused", where=_where(conn), n=info.refused)
-            conn.close()
+            self._emit(Close(conn))
 
     def _log_refusal(self, now, format, **fields):
         # At most _REFUSAL_LINES lines per interval, then one summary: a
@@ -831,7 +849,7 @@ class ENRPServer:
         conn = self._connection_for(peer)
         if conn is None:
             return False
-        conn.send(message)
+        self._emit(Send(conn, message))
         return True
 
     def _send_all(self, message, exclude=()):
@@ -844,7 +862,7 @@ class ENRPServer:
                 continue
             conn = self._connection_for(peer)
             if conn is not None:
-                conn.send_encoded(_with_receiver(data, peer.server_id))
+                self._emit(Send(conn, _with_receiver(data, peer.server_id)))
 
     def _drop_peer(self, peer, why):
         self.log.info("ENRP peer {id:08x} removed from the peer list: {why}",
@@ -869,9 +887,9 @@ class ENRPServer:
             if info.outgoing and info.peer_id not in self.peers:
                 # A static peer whose id we do not know yet, or one that
                 # left the peer list.
-                conn.send(self._presence_message(0, True))
-        if self._multicast is not None:
-            self._multicast(encode(message))
+                self._emit(Send(conn, self._presence_message(0, True)))
+        if self.multicast:
+            self._emit(Multicast(encode(message)))
 
     def _presence(self, conn, message, now):
         peer, new = self._bind(conn, message.sender_id, now)
@@ -890,23 +908,23 @@ class ENRPServer:
             peer.identity = identity
         self._bind_dialled(peer, peer.information.transport, source, now)
         if message.reply_required:
-            conn.send(self._presence_message(message.sender_id, False))
+            self._emit(Send(conn, self._presence_message(message.sender_id, False)))
         elif new:
             # RSPLIB: a new peer gets a Presence asking for an answer.
-            conn.send(self._presence_message(message.sender_id, True))
+            self._emit(Send(conn, self._presence_message(message.sender_id, True)))
         if not self.ready and not self.mentor:
             # RFC 5353 section 3.2.1: the first peer heard is the mentor;
             # section 3.2.2: ask it for its peers and its handlespace.
             self.mentor = peer.server_id
             self.log.info("ENRP mentor is {id:08x}", id=peer.server_id)
             peer.listed = True
-            conn.send(ListRequest(self.server_id, peer.server_id))
+            self._emit(Send(conn, ListRequest(self.server_id, peer.server_id)))
             peer.sync = _Sync(False)
-            conn.send(HandleTableRequest(self.server_id, peer.server_id, False))
+            self._emit(Send(conn, HandleTableRequest(self.server_id, peer.server_id, False)))
             return
         if not peer.listed:
             peer.listed = True
-            conn.send(ListRequest(self.server_id, peer.server_id))
+            self._emit(Send(conn, ListRequest(self.server_id, peer.server_id)))
         if peer.sync is None:
             # RFC 5353 section 3.10: audit by the peer's PE checksum.
             local = self.handlespace.owner_checksum(peer.server_id)
@@ -945,7 +963,7 @@ class ENRPServer:
                                  for pe in self.handlespace.owned_by(peer.server_id)})
         message = HandleTableRequest(self.server_id, peer.server_id, True)
         if conn is not None:
-            conn.send(message)
+            self._emit(Send(conn, message))
         else:
             self._send(peer, message)
 
@@ -955,7 +973,8 @@ class ENRPServer:
         if message.receiver_id not in (0, self.server_id) or \
                 not self._may_read(conn, self._conns[conn], message.sender_id):
             # Misaddressed, or a stranger asking for our peers' addresses.
-            conn.send(ListResponse(self.server_id, message.sender_id, (), reject=True))
+            self._emit(Send(conn, ListResponse(self.server_id, message.sender_id, (),
+                                               reject=True)))
             return
         # Only peers we are connected to: a program that sent one Presence
         # and left (RSPLIB's hsdump does) is no server to tell others of;
@@ -975,7 +994,7 @@ class ENRPServer:
             if size + len(tlv) <= _MAX_MESSAGE:
                 size += len(tlv)
                 servers.append(p.information)
-        conn.send(ListResponse(self.server_id, message.sender_id, servers))
+        self._emit(Send(conn, ListResponse(self.server_id, message.sender_id, servers)))
 
     def _list_response(self, conn, message, now):
         if message.reject:
@@ -990,8 +1009,7 @@ class ENRPServer:
             # A peer named by a peer: dialled, and admitted from the
             # addresses named (RFC 5353 section 3.4).
             self._add_peer(info.server_id, now, info)
-            if self._connect is not None:
-                self._connect(info)
+            self._emit(Dial(info))
 
     # -- Handle Table Request / Response (RFC 5353 section 3.5) -----------
 
@@ -1001,7 +1019,8 @@ class ENRPServer:
             # Misaddressed, or a stranger: peers, this host (RSPLIB's
             # hsdump, ``rserpool dump``) and, with a public dump, anyone
             # get the handlespace (doc/enrp.rst, "Who may read").
-            conn.send(HandleTableResponse(self.server_id, message.sender_id, (), reject=True))
+            self._emit(Send(conn, HandleTableResponse(self.server_id, message.sender_id, (),
+                                                      reject=True)))
             return
         # One page per request, built when asked from a position in the
         # handlespace: a series holds no copy of the table, and a requester
@@ -1012,7 +1031,7 @@ class ENRPServer:
         if cursor is None or cursor.owner_only != message.own_children_only:
             cursor = self._cursors[conn] = _Cursor(message.own_children_only)
         data, more = self._page(cursor, message.sender_id)
-        conn.send_encoded(data)
+        self._emit(Send(conn, data))
         if not more:
             del self._cursors[conn]
 
@@ -1089,7 +1108,8 @@ class ENRPServer:
                     sync.marked.discard((entry.pool_handle, param.identifier))
         if message.more_to_send:
             # RFC 5353 section 3.5: ask again for the rest.
-            conn.send(HandleTableRequest(self.server_id, peer.server_id, sync.owner_only))
+            self._emit(Send(conn, HandleTableRequest(self.server_id, peer.server_id,
+                                                     sync.owner_only)))
         else:
             peer.sync = None
             if sync.owner_only and sync.marked:
@@ -1185,8 +1205,8 @@ class ENRPServer:
             if pe is not None and pe.home_registrar == message.sender_id:
                 hs.remove(pe)
         else:
-            conn.send(ENRPError(self.server_id, message.sender_id, OperationError.of(
-                ErrorCause.INVALID_VALUES, echo(message))))
+            self._emit(Send(conn, ENRPError(self.server_id, message.sender_id, OperationError.of(
+                ErrorCause.INVALID_VALUES, echo(message)))))
 
     def _broadcast(self, pe, action):
         self._send_all(HandleUpdate(self.server_id, 0, action, pe.handle, wire_pool_element(pe)))
@@ -1255,7 +1275,7 @@ class ENRPServer:
             self.log.warn("ENRP peer {peer:08x} tries to take us over: sending Presence",
                           peer=sender)
             self._heartbeat()
-            conn.send(self._presence_message(sender, False))
+            self._emit(Send(conn, self._presence_message(sender, False)))
             return
         peer = self.peers.get(target)
         if peer is not None and peer.takeover is not None:
@@ -1269,14 +1289,14 @@ class ENRPServer:
                 peer.takeover_by = peer.acked_takeover = sender
                 peer.timer = PeerTimer.NO_RESPONSE
                 peer.deadline = now + self.config.max_time_no_response
-                conn.send(InitTakeoverAck(self.server_id, sender, target))
+                self._emit(Send(conn, InitTakeoverAck(self.server_id, sender, target)))
             else:
                 self.log.info("ENRP takeover of {t:08x}: we have the lower id than {s:08x}",
                               t=target, s=sender)
             return
         if peer is not None:
             peer.takeover_by = peer.acked_takeover = sender
-        conn.send(InitTakeoverAck(self.server_id, sender, target))
+        self._emit(Send(conn, InitTakeoverAck(self.server_id, sender, target)))
 
     def _init_takeover_ack(self, conn, message, now):
         peer = self.peers.get(message.target_id)
@@ -1312,7 +1332,7 @@ class ENRPServer:
             # Presence checksum makes the peer resynchronise them (audit).
             self.log.warn("ENRP peer {peer:08x} took us over: our audits will repair it",
                           peer=message.sender_id)
-            conn.send(self._presence_message(message.sender_id, False))
+            self._emit(Send(conn, self._presence_message(message.sender_id, False)))
             return
         peer = self.peers.get(target)
         if peer is not None and peer.acked_takeover != message.sender_id and \

@@ -31,6 +31,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
 from zope.interface import implementer
 
+from rserpool.actions import Runner
 from rserpool.codes import POLICY_FIELDS, ASAPType, ENRPType
 from rserpool.interfaces import IMessageReceiver
 from rserpool.web.common import arg as _arg
@@ -154,27 +155,28 @@ class MeteredASAPReceiver:
     answer (with the injected clock).
     """
 
-    def __init__(self, registrar, clock, monitor):
+    def __init__(self, registrar, clock, monitor, run=None):
         self.registrar = registrar
         self.clock = clock
+        self.run = (run if run is not None else Runner()).__call__
         self.sent = monitor.sent_asap
         self.resolution = monitor.resolution
 
     def connection_made(self, connection):
         _counting_send(connection, self.sent)
-        self.registrar.connection_made(connection, self.clock.seconds())
+        self.run(self.registrar.connection_made(connection, self.clock.seconds()))
 
     def message_received(self, connection, message, _resolution=HandleResolution):
         now = self.clock.seconds()
-        self.registrar.message_received(connection, message, now)
+        self.run(self.registrar.message_received(connection, message, now))
         if type(message) is _resolution:
             self.resolution.observe(self.clock.seconds() - now)
 
     def protocol_error(self, connection, error):
-        self.registrar.protocol_error(connection, error, self.clock.seconds())
+        self.run(self.registrar.protocol_error(connection, error, self.clock.seconds()))
 
     def connection_lost(self, connection):
-        self.registrar.connection_lost(connection, self.clock.seconds())
+        self.run(self.registrar.connection_lost(connection, self.clock.seconds()))
         _stop_counting(connection)
 
 
@@ -184,24 +186,25 @@ class MeteredENRPReceiver:
     L{rserpool.registrar.ENRPReceiver} that also counts what is sent.
     """
 
-    def __init__(self, server, clock, monitor, outgoing=False):
+    def __init__(self, server, clock, monitor, outgoing=False, run=None):
         self.server = server
         self.clock = clock
+        self.run = (run if run is not None else Runner()).__call__
         self.outgoing = outgoing
         self.sent = monitor.sent_enrp
 
     def connection_made(self, connection):
         _counting_send(connection, self.sent)
-        self.server.connection_made(connection, self.clock.seconds(), self.outgoing)
+        self.run(self.server.connection_made(connection, self.clock.seconds(), self.outgoing))
 
     def message_received(self, connection, message):
-        self.server.message_received(connection, message, self.clock.seconds())
+        self.run(self.server.message_received(connection, message, self.clock.seconds()))
 
     def protocol_error(self, connection, error):
-        self.server.protocol_error(connection, error, self.clock.seconds())
+        self.run(self.server.protocol_error(connection, error, self.clock.seconds()))
 
     def connection_lost(self, connection):
-        self.server.connection_lost(connection, self.clock.seconds())
+        self.run(self.server.connection_lost(connection, self.clock.seconds()))
         _stop_counting(connection)
 
 
@@ -638,21 +641,22 @@ class RegistrarMonitor:
                                                                      _id(owner)),
                         target=_id(target), owner=_id(owner), moved=len(moved))
 
-    def asap_receiver(self, registrar, clock):
+    def asap_receiver(self, registrar, clock, run=None):
         """
         The receiver of the ASAP listeners: counts and times as it feeds
-        C{registrar}.
+        C{registrar} and carries out its actions with C{run} (an
+        L{rserpool.actions.Runner}).
         """
-        return MeteredASAPReceiver(registrar, clock, self)
+        return MeteredASAPReceiver(registrar, clock, self, run)
 
-    def enrp_receiver(self, server, clock, outgoing=False):
+    def enrp_receiver(self, server, clock, outgoing=False, run=None):
         """
         The receiver of an ENRP listener or peer connection.
         """
         if self._watched is not server:
             self._watched = server
             server.on_takeover.append(self._takeover)
-        return MeteredENRPReceiver(server, clock, self, outgoing)
+        return MeteredENRPReceiver(server, clock, self, outgoing, run)
 
     # -- state ----------------------------------------------------------------
 
