@@ -60,7 +60,7 @@ LISTEN_BACKLOG = 1024
 #: TCP port starts at 100 and grows by 20 each time it accepted as many as
 #: it tried, without end: under a flood of connections it accepts
 #: thousands in one go (tens of ms in which nothing else is handled).
-ACCEPTS_PER_READ = 32
+ACCEPTS_PER_READ = 16
 
 _BACKLOG_PREFIXES = ("tcp", "tcp6", "psk", "ssl", "sctp")
 
