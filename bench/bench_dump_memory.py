@@ -75,7 +75,7 @@ service.ready.addCallback(ready)
 reactor.run()
 """
 
-#: ENRP Handle Table Request, sender 0x77, receiver 0 (RFC 5353 section 2.2.2).
+#: ENRP Handle Table Request, sender 0x77, receiver 0 (RFC 5353 section 2.2).
 REQUEST = bytes((0x02, 0x00, 0x00, 0x0C)) + (0x77).to_bytes(4, "big") + bytes(4)
 
 
@@ -130,7 +130,7 @@ def connect(port, clients):
 def read_all(sockets, pes, limit=120.0):
     """
     Full dumps on every socket at once: ask again after each answer until
-    one without the M flag (the requester's side of RFC 5353 section 3.5).
+    one without the M flag (the requester's side of RFC 5353 section 3.2.3).
     """
     buffers = {s: b"" for s in sockets}
     open_ = set(sockets)

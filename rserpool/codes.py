@@ -51,7 +51,7 @@ class ASAPType(enum.IntEnum):
 
 
 class ENRPType(enum.IntEnum):
-    """ENRP message types (RFC 5353, section 2.2)."""
+    """ENRP message types (RFC 5353, section 2)."""
 
     PRESENCE = 0x01
     HANDLE_TABLE_REQUEST = 0x02

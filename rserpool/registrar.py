@@ -204,9 +204,9 @@ class ENRPReceiver:
 
 class PresenceMulticast(DatagramProtocol):
     """
-    ENRP Presence over UDP multicast (RFC 5353 section 3.4; RSPLIB's
-    default group 239.0.0.51:9901): joins the group, hands received
-    Presence messages to the server and sends the server's.
+    ENRP Presence over UDP multicast (RFC 5353 sections 3.4.1 and 3.4.2;
+    RSPLIB's default group 239.0.0.51:9901): joins the group, hands
+    received Presence messages to the server and sends the server's.
     """
 
     log = Logger()
@@ -947,7 +947,7 @@ class RegistrarService(service.Service):
     def reach_pe(self, pe):
         """
         A connection to the ASAP endpoint of a PE this registrar adopts in
-        a takeover (RFC 5353 section 3.9.3): the new home must tell the PE
+        a takeover (RFC 5353 section 3.5.2): the new home must tell the PE
         with an Endpoint Keep Alive carrying the H flag (RFC 5352 section
         3.7), but the PE registered elsewhere and has no connection to us.
         Over SCTP we open an association to the ASAP transport the PE's
@@ -1211,7 +1211,7 @@ def _strerror(error):
 
 def new_server_id(rng):
     """
-    A random, non-zero 32-bit registrar id (RFC 5353 section 3.2).
+    A random, non-zero 32-bit registrar id (RFC 5353 section 3.2.1).
     """
     while True:
         value = rng.getrandbits(32)

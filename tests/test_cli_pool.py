@@ -210,7 +210,7 @@ class DumpTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_paging(self):
-        # RFC 5353 section 3.4: follow the M flag.
+        # RFC 5353 section 3.2.3: follow the M flag.
         fake = FakeENRP()
         port = reactor.listenTCP(0, MessageStreamFactory(fake, "enrp"), interface="127.0.0.1")
         self.addCleanup(port.stopListening)

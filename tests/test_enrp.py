@@ -225,7 +225,7 @@ class ServerTests(unittest.TestCase):
 
     def test_silent_peer_probed_then_unreachable(self):
         """
-        RFC 5353 section 3.6: a peer silent for max-time-last-heard is sent
+        RFC 5353 section 3.4.3: a peer silent for max-time-last-heard is sent
         a Presence with R; silent for max-time-no-response more, it is
         unreachable (owning nothing, it is removed).
         """
@@ -243,7 +243,7 @@ class ServerTests(unittest.TestCase):
 
     def test_handle_table_pages(self):
         """
-        RFC 5353 section 3.5: a Handle Table Response carries at most
+        RFC 5353 section 3.2.3: a Handle Table Response carries at most
         max-elements-per-ht-request PEs and the M flag while more remain; W
         asks for the responder's own PEs only.
         """
@@ -294,7 +294,7 @@ class ServerTests(unittest.TestCase):
 
     def test_protocol_error_answered(self):
         """
-        RFC 5353 section 2.2.10: an undecodable message is answered with an
+        RFC 5353 section 3.7: an undecodable message is answered with an
         ENRP Error with the codec's cause.
         """
         error = ProtocolError(ErrorCause.UNRECOGNIZED_MESSAGE, "type 0x7f", b"\x7f\0\0\x04")
@@ -362,7 +362,7 @@ class ServerTests(unittest.TestCase):
 
     def test_audit_mismatch_requests_owned(self):
         """
-        RFC 5353 section 3.10: a Presence whose checksum differs from that
+        RFC 5353 section 3.6.1: a Presence whose checksum differs from that
         of the PEs we hold for the sender triggers a Handle Table Request
         with W; PEs the sender no longer lists are purged.
         """
@@ -379,7 +379,7 @@ class ServerTests(unittest.TestCase):
 
     def test_target_defends_itself(self):
         """
-        RFC 5353 section 3.9.1: the target of an Init Takeover that is
+        RFC 5353 section 3.5.1: the target of an Init Takeover that is
         alive sends Presence to all peers, and acks nothing.
         """
         other = FakeConnection()
@@ -413,7 +413,7 @@ class ServerTests(unittest.TestCase):
 
     def test_takeover_initiated(self):
         """
-        RFC 5353 section 3.9.1: an unreachable peer that owns PEs is taken
+        RFC 5353 section 3.5.1: an unreachable peer that owns PEs is taken
         over: Init Takeover to every other peer; with all acks, Takeover
         Server and adoption.
         """
@@ -429,7 +429,7 @@ class ServerTests(unittest.TestCase):
 
     def test_competing_takeover_lower_id_wins(self):
         """
-        RFC 5353 section 3.9.1, as RSPLIB implements it: a server taking
+        RFC 5353 section 3.5.1, as RSPLIB implements it: a server taking
         over a target that gets an Init Takeover for the same target from a
         lower id yields and acks; from a higher id it goes on, without ack.
         """
@@ -622,7 +622,7 @@ class ClusterTests(unittest.TestCase):
 
     def test_startup_sync_in_pages(self):
         """
-        RFC 5353 section 3.2.2: a new registrar downloads the handlespace
+        RFC 5353 section 3.2.3: a new registrar downloads the handlespace
         from its mentor, M flag paging at max-elements-per-ht-request.
         """
         net = cluster(n=3, pes=300, enrp=ENRPConfig(max_elements_per_ht_request=128))
@@ -638,7 +638,7 @@ class ClusterTests(unittest.TestCase):
 
     def test_audit_repairs_corruption(self):
         """
-        RFC 5353 section 3.10/3.11: a registrar whose view of a peer's PEs
+        RFC 5353 section 3.6.1/3.6.2: a registrar whose view of a peer's PEs
         is corrupted (one missing, one invented, one with a wrong owner)
         repairs it after the peer's next Presence.
         """
@@ -656,7 +656,7 @@ class ClusterTests(unittest.TestCase):
 
     def test_takeover_with_keep_alive_h(self):
         """
-        RFC 5353 section 3.9: a registrar is killed; its PEs (which do not
+        RFC 5353 section 3.5: a registrar is killed; its PEs (which do not
         hunt, as RSPLIB PEs wait for their new home) are taken over by a
         survivor within detection plus takeover time, and each gets an
         Endpoint Keep Alive with H from its new home.
@@ -711,7 +711,7 @@ class ClusterTests(unittest.TestCase):
     def test_competing_takeovers(self):
         """
         Survivors that detect the failure in the same instant both start a
-        takeover; the lower id wins (RFC 5353 section 3.9.1 as RSPLIB
+        takeover; the lower id wins (RFC 5353 section 3.5.1 as RSPLIB
         implements it) and one Takeover Server is sent.
         """
         enrp = ENRPConfig(heartbeat_cycle=1.0)

@@ -1,6 +1,6 @@
 """
 ENRP peer discovery by Presence on a multicast group (RFC 5353 section
-3.4), kept on the loopback interface: two registrars that know nothing of
+3.4.1), kept on the loopback interface: two registrars that know nothing of
 each other find each other and share a PE.
 """
 import socket

@@ -359,7 +359,7 @@ class BindingTests(unittest.TestCase):
         """
         A Takeover Server for a peer we hear, whose Init Takeover we never
         acknowledged, leaves its PEs alone; after the Init Takeover and our
-        acknowledgement (RFC 5353 section 3.9) it is applied.
+        acknowledgement (RFC 5353 section 3.5) it is applied.
         """
         c = self.s.connect(at("127.0.0.3"))
         self.s.presence(c, 0x63)

@@ -2,7 +2,7 @@
 Interoperability scenario 4 (``doc/interop.rst``): our registrar and
 RSPLIB 3.4's ``rspregistrar`` peer over ENRP (RFC 5353) over SCTP, PPID
 12.  PEs registered at either appear in both, and when either registrar is
-killed the other takes its PEs over (RFC 5353 section 3.9) and tells them
+killed the other takes its PEs over (RFC 5353 section 3.5) and tells them
 with an Endpoint Keep Alive carrying the H flag (RFC 5352 section 3.7).
 
 Guest only, like ``tests.test_interop_rsplib`` (whose harness this module
@@ -221,7 +221,7 @@ class TakeoverByRSPLIBTests(ENRPInteropCase):
         ours.kill()
         # One of them takes over and tells the PE: the first to find us
         # dead (the other acknowledges), the lower id when they start
-        # together (RFC 5353 section 3.9.1 as RSPLIB implements it).
+        # together (RFC 5353 section 3.5.1 as RSPLIB implements it).
         homes = {"$%08x" % RSPLIB_ID: RSPLIB_ID, "$%08x" % RSPLIB_ID2: RSPLIB_ID2}
 
         def new_home():

@@ -2,7 +2,7 @@
 Interoperability over UDP multicast with RSPLIB 3.4 (issue #7,
 ``doc/interop.rst``, section "Multicast"): ASAP Server Announce (RFC 5352
 section 3.6) in both directions, and ENRP Presence on the multicast group
-for peer discovery (RFC 5353 section 3.4), against Debian's RSPLIB
+for peer discovery (RFC 5353 section 3.4.1), against Debian's RSPLIB
 programs in the SCTP guest.
 
 Guest only, with the harness of ``tests.test_interop_rsplib``: each test

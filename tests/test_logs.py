@@ -63,7 +63,7 @@ class JSONLogTests(unittest.TestCase):
 
 class TakeoverTests(unittest.TestCase):
     """
-    A takeover (RFC 5353 section 3.9) in the memory cluster: its log events
+    A takeover (RFC 5353 section 3.5) in the memory cluster: its log events
     name the registrar and the cause, and the survivors count it.
     """
 

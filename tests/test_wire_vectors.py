@@ -219,7 +219,7 @@ class ParameterVectorTests(unittest.TestCase):
 
 
 # ---------------------------------------------------------------- messages
-# type:8 flags:8 length:16 body (RFC 5352/5353 section 2.1)
+# type:8 flags:8 length:16 body (RFC 5352 section 2.1, RFC 5353 section 2)
 
 OPERROR_POLICY = h("000c 0010 | 0005 000c | 0008 0008 00000001")
 ASAP_VECTORS = [

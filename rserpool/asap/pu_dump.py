@@ -2,7 +2,7 @@
 Fetching a registrar's handlespace over ENRP, sans I/O (what RSPLIB's
 ``hsdump`` does): pose as an ENRP peer, send a List Request and Handle
 Table Requests, and follow the M ("more to send") flag of each Handle
-Table Response (RFC 5353 sections 3.4 and 3.5).
+Table Response (RFC 5353 sections 3.2.2 and 3.2.3).
 """
 import attrs
 
@@ -79,7 +79,7 @@ class HandleTableDump:
             known = {pe.identifier for pe in pes}
             pes.extend(pe for pe in entry.pool_elements if pe.identifier not in known)
         if message.more_to_send and self.pages < self.max_pages:
-            # RFC 5353 section 3.4: ask again for the next part.
+            # RFC 5353 section 3.2.3: ask again for the next part.
             return [HandleTableRequest(self.own_id, message.sender_id)]
         self.done = True
         return []

@@ -849,12 +849,12 @@ class ASAPRegistrar:
         if conn is not None and not self.handlespace.connection_count(conn):
             self._out.append(Close(conn))
 
-    # -- takeover (RFC 5353 section 3.9) ----------------------------------
+    # -- takeover (RFC 5353 section 3.5) ----------------------------------
 
     def adopt(self, pe, now, connection=None):
         """
         Become the home registrar of a PE taken over from a failed peer
-        (RFC 5353 section 3.9.3, "Take-over of a Failed ENRP Server"):
+        (RFC 5353 section 3.5.2, "Take Over Ownership"):
         re-home it and tell the PE with an Endpoint Keep Alive carrying the
         H flag, as RSPLIB does, then wait for the ack as for any keep-alive.
 

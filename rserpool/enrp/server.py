@@ -23,36 +23,38 @@ the adapter directly is C{reach_pe(pe)}, a connection to an adopted PE
 
 Procedures, by their RFC 5353 names:
 
- - Peer discovery (section 3.2, "ENRP Server Initialization"; 3.4,
-   "Maintaining Peer List"): static peers (the adapter connects to them),
+ - Peer discovery (section 3.2, "ENRP Server Initialization"; 3.4.1,
+   "Discovering New Peer"): static peers (the adapter connects to them),
    Presence over multicast when enabled, List Request/List Response.
- - Mentor (section 3.2.1, "Discover Mentor ENRP Server"): the first peer
+ - Mentor (section 3.2.2, "Acquire Peer Server List"): the first peer
    heard during startup is the mentor; List Request, then Handle Table
-   Requests (section 3.2.2, "Request Handlespace Data from Mentor"),
-   following the M flag of each Handle Table Response (section 3.5,
-   "Handle Table Request/Response").  Without a mentor within the mentor
-   discovery timeout the server starts on its own.
- - Handle Update (section 3.3, "Handlespace Update"): ADD_PE and DEL_PE
-   to every peer for every change of a PE this server is home for;
-   peers' updates are applied.
- - Peer monitoring (section 3.4 and 3.6, "Detecting and Removing
-   Unreachable ENRP Server"): Presence every peer heartbeat cycle; a peer
-   not heard for max-time-last-heard gets a Presence with the R flag, and
-   one that does not answer within max-time-no-response is unreachable.
- - Takeover (section 3.9, "Taking Over a Failed ENRP Server"): Init
+   Requests (section 3.2.3, "Download ENRP Handlespace Data from Mentor
+   Peer"), following the M flag of each Handle Table Response (section
+   2.3, "ENRP_HANDLE_TABLE_RESPONSE Message").  Without a mentor within
+   the mentor discovery timeout the server starts on its own.
+ - Handle Update (section 3.3, "Server Handlespace Update"): ADD_PE and
+   DEL_PE to every peer for every change of a PE this server is home
+   for; peers' updates are applied.
+ - Peer monitoring (sections 3.4.2, "Server Sending Heartbeat", and
+   3.4.3, "Detecting Peer Server Failure"): Presence every peer heartbeat
+   cycle; a peer not heard for max-time-last-heard gets a Presence with
+   the R flag, and one that does not answer within max-time-no-response
+   is unreachable.
+ - Takeover (section 3.5, "Taking Over a Failed Peer Server"): Init
    Takeover to all peers, Init Takeover Acks, competing takeovers resolved
-   by server id (the lower id wins, RFC 5353 section 3.9.1 as RSPLIB
+   by server id (the lower id wins, RFC 5353 section 3.5.1 as RSPLIB
    implements it), Takeover Server, then Endpoint Keep Alive with the H
    flag to each adopted PE (L{ASAPRegistrar.adopt}).  A target that is
    alive answers an Init Takeover with Presence to all its peers.
- - Audit (section 3.10, "Handlespace Data Auditing and Synchronization";
-   3.11): the PE checksum of a peer's Presence is compared with the
-   locally computed checksum of the PEs that peer owns; on a mismatch a
-   Handle Table Request with the W flag fetches its PEs again, and the
-   ones it no longer claims are purged.
- - Errors (section 2.2.10, ENRP Error): undecodable messages are answered
-   with an ENRP Error carrying the cause; requests addressed to another
-   server id are rejected with the R flag.
+ - Audit (section 3.6, "Handlespace Data Auditing and Re-synchronization";
+   3.6.1 and 3.6.2): the PE checksum of a peer's Presence is compared
+   with the locally computed checksum of the PEs that peer owns; on a
+   mismatch a Handle Table Request with the W flag fetches its PEs again,
+   and the ones it no longer claims are purged.
+ - Errors (section 2.10, ENRP Error; section 3.7, "Handling Unrecognized
+   Messages or Unrecognized Parameters"): undecodable messages are
+   answered with an ENRP Error carrying the cause; requests addressed to
+   another server id are rejected with the R flag.
 
 Who is a peer (RFC 5355 sections 2.5, 2.15 and 2.17; L{PeerPolicy
 <rserpool.enrp.trust.PeerPolicy>}): a registrar is admitted by its
@@ -190,7 +192,7 @@ class _Takeover:
 
 @attrs.define(eq=False)
 class _Sync:
-    # A handle table download from a peer (RFC 5353 section 3.5).
+    # A handle table download from a peer (RFC 5353 section 3.2.3).
     owner_only: bool
     marked: set = attrs.Factory(set)
 
@@ -419,7 +421,7 @@ class ENRPServer:
 
     def start(self, now):
         """
-        Begin: startup phase (mentor discovery, RFC 5353 section 3.2.1) and
+        Begin: startup phase (mentor discovery, RFC 5353 section 3.2.2) and
         the heartbeat.
         """
         self._started = now
@@ -468,7 +470,7 @@ class ENRPServer:
     def connection_lost(self, conn, now):
         """
         An ENRP connection is gone.  The peer stays in the peer list: only
-        its silence (RFC 5353 section 3.6) declares it unreachable.
+        its silence (RFC 5353 section 3.4.3) declares it unreachable.
         """
         info = self._conns.pop(conn, None)
         self._cursors.pop(conn, None)
@@ -483,7 +485,7 @@ class ENRPServer:
     def protocol_error(self, conn, error, now):
         """
         Bytes that did not decode: an ENRP Error with the codec's cause
-        (RFC 5353 section 2.2.10), unless the RFC says to discard silently.
+        (RFC 5353 section 3.7), unless the RFC says to discard silently.
         """
         # At a bounded rate: anyone who reaches the port chooses how many
         # (a flood of mutated messages wrote 3 MB of log a second).
@@ -510,7 +512,7 @@ class ENRPServer:
             return  # our own (multicast loopback)
         handler = self._handlers.get(type(message))
         if handler is None:
-            # An ASAP message on the ENRP side: RFC 5353 section 2.2.10.
+            # An ASAP message on the ENRP side: RFC 5353 section 3.7.
             self._emit(Send(conn, ENRPError(self.server_id, 0, OperationError.of(
                 ErrorCause.UNRECOGNIZED_MESSAGE, echo(message)))))
             return
@@ -551,7 +553,7 @@ class ENRPServer:
     def multicast_received(self, message, source, now):
         """
         A Presence arrived over the ENRP multicast group (RFC 5353 section
-        3.4: dynamic peer discovery).  A new peer is connected to.
+        3.4.1: dynamic peer discovery).  A new peer is connected to.
 
         @param source: the sender's address (an L{ipaddress} address), used
             when the Server Information carries no address.
@@ -616,7 +618,7 @@ class ENRPServer:
         config = self.config
         if not self.ready and self._started is not None and \
                 now >= self._started + config.mentor_discovery_timeout:
-            # RFC 5353 section 3.2.1: no mentor in time, start alone.  A
+            # RFC 5353 section 3.2.2: no mentor in time, start alone.  A
             # download from a mentor still in progress goes on.
             self._become_ready(False)
         if self._refusal_hidden and now - self._refusal_window >= _REFUSAL_INTERVAL:
@@ -630,7 +632,7 @@ class ENRPServer:
             if peer.deadline > now or self.peers.get(peer.server_id) is not peer:
                 continue
             if peer.timer is PeerTimer.LAST_HEARD:
-                # RFC 5353 section 3.6: probe the silent peer.
+                # RFC 5353 section 3.4.3: probe the silent peer.
                 self.log.info("ENRP peer {id:08x} silent for {t} s: Presence with R",
                               id=peer.server_id, t=config.max_time_last_heard)
                 self._send(peer, self._presence_message(peer.server_id, True))
@@ -788,7 +790,7 @@ class ENRPServer:
         self._refusal_hidden = 0
 
     def _heard(self, peer, now):
-        # Any message from a peer shows it alive (RFC 5353 section 3.6):
+        # Any message from a peer shows it alive (RFC 5353 section 3.4.3):
         # its timer restarts, and a takeover of it stops (as in RSPLIB).
         peer.last_heard = now
         if peer.takeover is not None:
@@ -871,7 +873,7 @@ class ENRPServer:
         # Its connections stay bound to its id (RFC 5355 section 2.17): it
         # may come back over them with a Presence, nobody else may.
 
-    # -- Presence (RFC 5353 sections 3.4, 3.6, 3.10) ----------------------
+    # -- Presence (RFC 5353 sections 3.4.2, 3.4.3, 3.6.1) -----------------
 
     def _presence_message(self, receiver_id, reply_required):
         return Presence(self.server_id, receiver_id,
@@ -879,7 +881,7 @@ class ENRPServer:
                         self.information, reply_required)
 
     def _heartbeat(self):
-        # RFC 5353 section 3.4: Presence to every peer every
+        # RFC 5353 section 3.4.2: Presence to every peer every
         # PEER-HEARTBEAT-CYCLE, carrying our PE checksum for audits.
         message = self._presence_message(0, False)
         self._send_all(message)
@@ -913,8 +915,8 @@ class ENRPServer:
             # RSPLIB: a new peer gets a Presence asking for an answer.
             self._emit(Send(conn, self._presence_message(message.sender_id, True)))
         if not self.ready and not self.mentor:
-            # RFC 5353 section 3.2.1: the first peer heard is the mentor;
-            # section 3.2.2: ask it for its peers and its handlespace.
+            # RFC 5353 section 3.2.2: the first peer heard is the mentor;
+            # ask it for its peers (3.2.2) and its handlespace (3.2.3).
             self.mentor = peer.server_id
             self.log.info("ENRP mentor is {id:08x}", id=peer.server_id)
             peer.listed = True
@@ -926,7 +928,7 @@ class ENRPServer:
             peer.listed = True
             self._emit(Send(conn, ListRequest(self.server_id, peer.server_id)))
         if peer.sync is None:
-            # RFC 5353 section 3.10: audit by the peer's PE checksum.
+            # RFC 5353 section 3.6.1: audit by the peer's PE checksum.
             local = self.handlespace.owner_checksum(peer.server_id)
             if local != message.checksum:
                 self.log.info(
@@ -957,7 +959,7 @@ class ENRPServer:
                 self._bind(conn, peer.server_id, now)
 
     def _resync(self, peer, conn=None):
-        # RFC 5353 section 3.11: Handle Table Request with W; PEs of the
+        # RFC 5353 section 3.6.2: Handle Table Request with W; PEs of the
         # peer that it no longer lists are purged at the end.
         peer.sync = _Sync(True, {(pe.handle, pe.pe_id)
                                  for pe in self.handlespace.owned_by(peer.server_id)})
@@ -967,7 +969,7 @@ class ENRPServer:
         else:
             self._send(peer, message)
 
-    # -- List Request / Response (RFC 5353 section 3.4) -------------------
+    # -- List Request / Response (RFC 5353 section 3.2.2) -----------------
 
     def _list_request(self, conn, message, now):
         if message.receiver_id not in (0, self.server_id) or \
@@ -1007,11 +1009,11 @@ class ENRPServer:
                 self.refused["peer list full"] += 1
                 break
             # A peer named by a peer: dialled, and admitted from the
-            # addresses named (RFC 5353 section 3.4).
+            # addresses named (RFC 5353 section 3.2.2).
             self._add_peer(info.server_id, now, info)
             self._emit(Dial(info))
 
-    # -- Handle Table Request / Response (RFC 5353 section 3.5) -----------
+    # -- Handle Table Request / Response (RFC 5353 section 3.2.3) ---------
 
     def _handle_table_request(self, conn, message, now):
         if message.receiver_id not in (0, self.server_id) or \
@@ -1107,7 +1109,7 @@ class ENRPServer:
                 if param.home_registrar == peer.server_id:
                     sync.marked.discard((entry.pool_handle, param.identifier))
         if message.more_to_send:
-            # RFC 5353 section 3.5: ask again for the rest.
+            # RFC 5353 section 3.2.3: ask again for the rest.
             self._emit(Send(conn, HandleTableRequest(self.server_id, peer.server_id,
                                                      sync.owner_only)))
         else:
@@ -1220,7 +1222,7 @@ class ENRPServer:
         if pe.home_registrar == self.server_id:
             self._broadcast(pe, DEL_PE)
 
-    # -- takeover (RFC 5353 section 3.9) ----------------------------------
+    # -- takeover (RFC 5353 section 3.5) ----------------------------------
 
     def _unreachable(self, peer, now):
         owned = self.handlespace.owned_count(peer.server_id)
@@ -1230,7 +1232,7 @@ class ENRPServer:
         if not owned:
             self._drop_peer(peer, "unreachable, owns no PE")
             return
-        # RFC 5353 section 3.9.1: Init Takeover to all peers.
+        # RFC 5353 section 3.5.1: Init Takeover to all peers.
         outstanding = {p for p in self.peers if p != peer.server_id}
         self.takeovers["started"] += 1
         self.log.warn("ENRP peer {id:08x} unreachable: taking over its {n} PEs, "
@@ -1271,7 +1273,7 @@ class ENRPServer:
         target = message.target_id
         sender = message.sender_id
         if target == self.server_id:
-            # RFC 5353 section 3.9.1: the target is alive and says so.
+            # RFC 5353 section 3.5.1: the target is alive and says so.
             self.log.warn("ENRP peer {peer:08x} tries to take us over: sending Presence",
                           peer=sender)
             self._heartbeat()
@@ -1280,7 +1282,7 @@ class ENRPServer:
         peer = self.peers.get(target)
         if peer is not None and peer.takeover is not None:
             if sender < self.server_id:
-                # RFC 5353 section 3.9.1 as RSPLIB implements it: between
+                # RFC 5353 section 3.5.1 as RSPLIB implements it: between
                 # competing takeovers the lower server id wins.
                 self.log.info("ENRP takeover of {t:08x}: {s:08x} has the lower id, we yield",
                               t=target, s=sender)
@@ -1308,7 +1310,7 @@ class ENRPServer:
 
     def _finish_takeover(self, peer, now):
         target = peer.server_id
-        # RFC 5353 section 3.9.2: tell everyone, then adopt the PEs.
+        # RFC 5353 section 3.5.2: tell everyone, then adopt the PEs.
         self._send_all(TakeoverServer(self.server_id, 0, target), exclude=(target,))
         moved = self.handlespace.takeover(target, self.server_id)
         self.takeovers["done"] += 1
@@ -1337,7 +1339,7 @@ class ENRPServer:
         peer = self.peers.get(target)
         if peer is not None and peer.acked_takeover != message.sender_id and \
                 peer.connections and now - peer.last_heard < self.config.max_time_last_heard:
-            # RFC 5353 section 3.9: a Takeover Server follows the Init
+            # RFC 5353 section 3.5: a Takeover Server follows the Init
             # Takeover every peer acknowledged.  One for a peer we hear and
             # whose takeover we never acknowledged is a peer overreaching
             # (RFC 5355 section 2.17): its PEs stay where they are.

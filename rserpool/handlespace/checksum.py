@@ -1,6 +1,6 @@
 """
-The ENRP PE checksum (RFC 5353 section 2.2.1 and section 3.11, "Auditing
-and Resynchronizing"), summed the way RSPLIB sums it so that our registrar
+The ENRP PE checksum (RFC 5353 section 2.1 and section 3.6.1, "Auditing
+Procedures"), summed the way RSPLIB sums it so that our registrar
 and RSPLIB registrars agree in audits.
 
 How RSPLIB computes it (src/poolelementnode-template_impl.h and

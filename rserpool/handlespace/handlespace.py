@@ -1,6 +1,6 @@
 """
 The handlespace: pools of pool elements with the indexes a registrar needs
-(RFC 5352 sections 3.1-3.8, RFC 5353 sections 3.3-3.11).
+(RFC 5352 sections 3.1-3.8, RFC 5353 sections 3.3-3.6).
 
 Pure data structure: no reactor, no clock (times are float seconds passed
 in by the caller), randomness from an injected C{random.Random}.
@@ -714,7 +714,7 @@ class Handlespace:
 
     def takeover(self, old_owner, new_owner):
         """
-        Re-home every PE of one registrar to another (RFC 5353 section 3.9,
+        Re-home every PE of one registrar to another (RFC 5353 section 3.5,
         takeover of a failed peer).  Owner checksums move along in O(1);
         the cost is one index update per moved PE.
 

@@ -71,7 +71,7 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 #: Kinds of refusal by a limit, shown at 0 until the first.
 RATE_LIMIT_KINDS = ("handle_resolution", "endpoint_unreachable", "registration",
                     "asap_connection", "enrp_connection")
-#: Takeover outcomes (RFC 5353 section 3.9), shown at 0 until the first.
+#: Takeover outcomes (RFC 5353 section 3.5), shown at 0 until the first.
 TAKEOVER_OUTCOMES = ("started", "done", "yielded", "abandoned", "expired", "by_peer")
 #: Why TLS handshakes fail (L{rserpool.transport.psk}).
 TLS_REASONS = ("timeout", "unknown_identity", "bad_key", "tls_error", "closed")
@@ -686,7 +686,7 @@ class RegistrarMonitor:
     def fingerprint(self):
         """
         Something that changes when the handlespace or the peers change:
-        PEs, and each owner's PE checksum (RFC 5353 section 3.10).
+        PEs, and each owner's PE checksum (RFC 5353 section 3.6.1).
         """
         hs = self.service.registrar.handlespace
         enrp = self.service.enrp

@@ -33,7 +33,7 @@ class ProtocolError(Exception):
 
     Decoding never raises anything else: whatever the bytes, the caller gets
     a message or this error, which says what to answer (RFC 5352 section
-    2.2.14 and RFC 5353 section 2.2.10: an Error message carrying an
+    2.2.14 and RFC 5353 section 2.10: an Error message carrying an
     Operation Error with this cause).
 
     @ivar cause: the RFC 5354 error cause code (an L{ErrorCause}).

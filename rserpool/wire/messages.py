@@ -1,5 +1,5 @@
 """
-ASAP (RFC 5352 section 2.2) and ENRP (RFC 5353 section 2.2) messages.
+ASAP (RFC 5352 section 2.2) and ENRP (RFC 5353 section 2) messages.
 
 A message is ``type:8 | flags:8 | length:16 | body``.  The length counts the
 header and the body; every parameter in the body is padded to 4 bytes, so a
@@ -49,7 +49,7 @@ _IIHH = struct.Struct("!IIHH")
 ASAP = "asap"
 ENRP = "enrp"
 
-#: Handle Update actions (RFC 5353 section 2.2.4).
+#: Handle Update actions (RFC 5353 section 2.4).
 ADD_PE = 0
 DEL_PE = 1
 
@@ -304,7 +304,7 @@ def _server_id():
 @attrs.frozen
 class Presence:
     """
-    ENRP Presence (RFC 5353 section 2.2.1).
+    ENRP Presence (RFC 5353 section 2.1).
 
     @ivar checksum: the sender's PE checksum (PE Checksum parameter).
     @ivar reply_required: the R flag.
@@ -326,7 +326,7 @@ class Presence:
 @attrs.frozen
 class HandleTableRequest:
     """
-    ENRP Handle Table Request (RFC 5353 section 2.2.2).
+    ENRP Handle Table Request (RFC 5353 section 2.2).
 
     @ivar own_children_only: the W flag: only PEs the receiver is home for.
     """
@@ -353,7 +353,7 @@ class HandleTableEntry:
 @attrs.frozen
 class HandleTableResponse:
     """
-    ENRP Handle Table Response (RFC 5353 section 2.2.3).
+    ENRP Handle Table Response (RFC 5353 section 2.3).
 
     @ivar entries: L{HandleTableEntry} items, in wire order.
     @ivar more_to_send: the M flag.
@@ -374,7 +374,7 @@ class HandleTableResponse:
 @attrs.frozen
 class HandleUpdate:
     """
-    ENRP Handle Update (RFC 5353 section 2.2.4).
+    ENRP Handle Update (RFC 5353 section 2.4).
 
     @ivar action: L{ADD_PE} or L{DEL_PE}.
     @ivar takeover_suggested: the T flag (RSPLIB extension,
@@ -397,7 +397,7 @@ class HandleUpdate:
 @attrs.frozen
 class ListRequest:
     """
-    ENRP List Request (RFC 5353 section 2.2.5).
+    ENRP List Request (RFC 5353 section 2.5).
     """
 
     sender_id: int = _server_id()
@@ -411,7 +411,7 @@ class ListRequest:
 @attrs.frozen
 class ListResponse:
     """
-    ENRP List Response (RFC 5353 section 2.2.6).
+    ENRP List Response (RFC 5353 section 2.6).
     """
 
     sender_id: int = _server_id()
@@ -427,7 +427,7 @@ class ListResponse:
 @attrs.frozen
 class InitTakeover:
     """
-    ENRP Init Takeover (RFC 5353 section 2.2.7).
+    ENRP Init Takeover (RFC 5353 section 2.7).
     """
 
     sender_id: int = _server_id()
@@ -442,7 +442,7 @@ class InitTakeover:
 @attrs.frozen
 class InitTakeoverAck:
     """
-    ENRP Init Takeover Ack (RFC 5353 section 2.2.8).
+    ENRP Init Takeover Ack (RFC 5353 section 2.8).
     """
 
     sender_id: int = _server_id()
@@ -457,7 +457,7 @@ class InitTakeoverAck:
 @attrs.frozen
 class TakeoverServer:
     """
-    ENRP Takeover Server (RFC 5353 section 2.2.9).
+    ENRP Takeover Server (RFC 5353 section 2.9).
     """
 
     sender_id: int = _server_id()
@@ -472,7 +472,7 @@ class TakeoverServer:
 @attrs.frozen
 class ENRPError:
     """
-    ENRP Error (RFC 5353 section 2.2.10).
+    ENRP Error (RFC 5353 section 2.10).
     """
 
     sender_id: int = _server_id()
