@@ -141,15 +141,25 @@ class OurRegistrarTCPTests(unittest.TestCase):
                 "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
                 "--set", "ANNOUNCE=%s:127.0.0.1" % group,
                 "--set", "ANNOUNCE_INTERVAL=%s" % ANNOUNCE_INTERVAL] + ENRP_TIMERS
-        code, junit, outcomes, report, suite = yield run_suite(self, *args)
-        failed = mandatory_failures(junit)
-        self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
-            report, suite.describe()))
-        changed = changed_outcomes(outcomes, "ours-tcp.txt")
-        self.assertEqual(changed, [], "outcomes differ from tests/data/conformance/"
-                         "ours-tcp.txt (after a deliberate change, record them: "
-                         "RSERPOOL_CONFORMANCE_RECORD=1 trial %s):\n%s" % (self.id(), report))
-        self.assertEqual(code, 0, suite.describe())
+        result = yield run_suite(self, *args)
+        assert_suite_passed(self, result, "ours-tcp.txt")
+
+
+def assert_suite_passed(test, result, name):
+    """
+    Fail C{test} unless the suite's run (C{result}, what L{run_suite} gives)
+    met every MUST requirement, had the outcomes recorded in
+    C{tests/data/conformance/NAME} and exited 0.
+    """
+    code, junit, outcomes, report, suite = result
+    failed = mandatory_failures(junit)
+    test.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
+        report, suite.describe()))
+    changed = changed_outcomes(outcomes, name)
+    test.assertEqual(changed, [], "outcomes differ from tests/data/conformance/"
+                     "%s (after a deliberate change, record them: "
+                     "RSERPOOL_CONFORMANCE_RECORD=1 trial %s):\n%s" % (name, test.id(), report))
+    test.assertEqual(code, 0, suite.describe())
 
 
 def known_outcomes(name):
