@@ -6,6 +6,10 @@ the checkout on C{PYTHONPATH} and kill it at the end of the test.
 
 Every wait is bounded: a timeout fails the Deferred with L{ProcessTimeout},
 whose message holds what the process printed so far.
+
+Fixtures shared by in-memory tests stand here too: L{Recorder}, a message
+receiver that records its events, and L{Driven}, a sans-IO machine driven
+as its adapter drives it.
 """
 import os
 import re
@@ -15,7 +19,7 @@ import sys
 
 from twisted.internet import defer, protocol, reactor
 
-__all__ = ["ROOT", "TWISTD", "Process", "ProcessTimeout", "start", "spawn"]
+__all__ = ["ROOT", "TWISTD", "Driven", "Process", "ProcessTimeout", "Recorder", "start", "spawn"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -290,6 +294,27 @@ def spawn(test, *args, stdin=None, module="rserpool.cli", prefix=(), name=None, 
         shown = ["python"] + (["-m", module] if module else []) + [str(a) for a in args]
         name = " ".join(list(prefix) + shown)
     return start(test, list(prefix) + python + list(args), name=name, stdin=stdin, path=path)
+
+
+class Recorder:
+    """
+    An L{IMessageReceiver} that records what it is told.
+    """
+
+    def __init__(self):
+        self.events = []
+
+    def connection_made(self, connection):
+        self.events.append(("made", connection))
+
+    def message_received(self, connection, message):
+        self.events.append(("message", message))
+
+    def protocol_error(self, connection, error):
+        self.events.append(("error", error.cause))
+
+    def connection_lost(self, connection):
+        self.events.append(("lost", connection))
 
 
 class Driven:
