@@ -7,9 +7,11 @@ the checkout on C{PYTHONPATH} and kill it at the end of the test.
 Every wait is bounded: a timeout fails the Deferred with L{ProcessTimeout},
 whose message holds what the process printed so far.
 
-Fixtures shared by in-memory tests stand here too: L{Recorder}, a message
-receiver that records its events, and L{Driven}, a sans-IO machine driven
-as its adapter drives it.
+Fixtures shared by other tests stand here too: L{Recorder}, a message
+receiver that records its events; L{Driven}, a sans-IO machine driven as
+its adapter drives it; L{PESessionPeer}, a PE's session layer over a
+L{StringTransport} with a peer that reads its frames; L{running} and
+L{loopback_registrar}, services started for one test and stopped after it.
 """
 import os
 import re
@@ -19,7 +21,8 @@ import sys
 
 from twisted.internet import defer, protocol, reactor
 
-__all__ = ["ROOT", "TWISTD", "Driven", "Process", "ProcessTimeout", "Recorder", "start", "spawn"]
+__all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
+           "loopback_registrar", "running", "start", "spawn"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -366,3 +369,79 @@ class Driven:
 
     def __setattr__(self, name, value):
         setattr(self.machine, name, value)
+
+
+class PESessionPeer:
+    """
+    A test case mixin: a PE's session layer
+    (L{rserpool.transport.enhanced.PESessionFactory}) on a
+    L{twisted.internet.testing.StringTransport}, facing a multiplexed peer
+    (L{rserpool.transport.mux.MuxConnection}) that reads what it writes.
+
+    @ivar proto: the PE side's protocol.
+    @ivar transport: its L{StringTransport}.
+    @ivar peer: the peer's L{MuxConnection}: what a test sends the PE goes
+        through it (C{self.proto.dataReceived(self.peer.data_to_send())}).
+    """
+
+    def connect_pe_session(self, app, clock, **options):
+        """
+        Build the PE's session protocol around the application protocol
+        C{app}, with the clock C{clock} and the factory's C{options}, and
+        connect it.
+        """
+        from twisted.internet.protocol import Factory
+        from twisted.internet.testing import StringTransport
+
+        from rserpool.transport import mux
+        from rserpool.transport.enhanced import PESessionFactory
+
+        factory = PESessionFactory(Factory.forProtocol(lambda: app), clock, **options)
+        self.proto = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.peer = mux.MuxConnection(0, interval=None)
+
+    def frames(self):
+        """
+        What the PE wrote since the last call, as the peer reads it: data
+        frames as C{(ppid, payload)}, and close frames.
+        """
+        from rserpool.transport import mux
+
+        data = self.transport.value()
+        self.transport.clear()
+        return [(e.ppid, e.payload) if isinstance(e, mux.DataReceived) else e
+                for e in self.peer.receive(data, self.clock.seconds())
+                if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
+
+
+def running(test, service):
+    """
+    Start C{service} for C{test}; at its end the service is stopped if it
+    still runs.
+
+    @return: C{service}.
+    """
+    service.startService()
+    test.addCleanup(lambda: service.running and service.stopService())
+    return service
+
+
+@defer.inlineCallbacks
+def loopback_registrar(test):
+    """
+    A registrar (L{rserpool.registrar.RegistrarService}, default
+    configuration) listening for ASAP over TCP on a free port of
+    127.0.0.1, stopped at the end of C{test}.
+
+    @return: a L{Deferred} that fires, once it listens, with C{(the
+        service, its client endpoint string)}.
+    """
+    from rserpool.registrar import RegistrarService, make_config
+
+    registrar = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
+    registrar.startService()
+    test.addCleanup(registrar.stopService)
+    ports = yield registrar.ready
+    return registrar, "tcp:127.0.0.1:%d" % ports[0].getHost().port
