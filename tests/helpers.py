@@ -10,19 +10,21 @@ whose message holds what the process printed so far.
 Fixtures shared by other tests stand here too: L{Recorder}, a message
 receiver that records its events; L{Driven}, a sans-IO machine driven as
 its adapter drives it; L{PESessionPeer}, a PE's session layer over a
-L{StringTransport} with a peer that reads its frames; L{running} and
-L{loopback_registrar}, services started for one test and stopped after it.
+L{StringTransport} with a peer that reads its frames; L{running},
+L{loopback_registrar} and L{tap_registrar}, services started for one test
+and stopped after it.
 """
 import os
 import re
 import shutil
 import signal
+import socket
 import sys
 
 from twisted.internet import defer, protocol, reactor
 
 __all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "loopback_registrar", "running", "start", "spawn"]
+           "free_port", "loopback_registrar", "tap_registrar", "running", "start", "spawn"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -416,6 +418,21 @@ class PESessionPeer:
                 if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
 
 
+def free_port(address="127.0.0.1", udp=False):
+    """
+    A port of C{address} that was free a moment ago (TCP, or UDP with
+    C{udp=True}), for a child process or a configuration that cannot be
+    told to listen on port 0.  Another program may take it before it is
+    used: where a listener can take port 0 and say its port, prefer that.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
 def running(test, service):
     """
     Start C{service} for C{test}; at its end the service is stopped if it
@@ -445,3 +462,22 @@ def loopback_registrar(test):
     test.addCleanup(registrar.stopService)
     ports = yield registrar.ready
     return registrar, "tcp:127.0.0.1:%d" % ports[0].getHost().port
+
+
+@defer.inlineCallbacks
+def tap_registrar(test, argv):
+    """
+    The registrar C{twistd enrp ARGV} would run (L{rserpool.tap.makeService}),
+    started and stopped at the end of C{test}.
+
+    @return: a L{Deferred} that fires with the service once it is ready.
+    """
+    from rserpool import tap
+
+    options = tap.Options()
+    options.parseOptions(argv)
+    service = tap.makeService(options)
+    service.startService()
+    test.addCleanup(service.stopService)
+    yield service.ready
+    return service

@@ -17,7 +17,6 @@ or run the test with ``RSERPOOL_CONFORMANCE_RECORD=1`` in its environment.
 """
 import os
 import re
-import socket
 import xml.etree.ElementTree as ElementTree
 
 from twisted.internet import defer
@@ -25,7 +24,7 @@ from twisted.trial import unittest
 
 from rserpool.conformance.report import parse_outcomes
 from rserpool.conformance.requirements import MANDATORY
-from tests.helpers import ROOT, TWISTD, spawn
+from tests.helpers import ROOT, TWISTD, free_port, spawn
 
 DATA = os.path.join(ROOT, "tests", "data", "conformance")
 KEEP_ALIVE = "2"
@@ -42,15 +41,6 @@ ENRP_TIMERS = ["--set", "PEER_HEARTBEAT=" + HEARTBEAT,
                "--set", "PEER_MAX_TIME_NO_RESPONSE=" + NO_RESPONSE,
                "--set", "TAKEOVER_EXPIRY=" + TAKEOVER_EXPIRY]
 ANNOUNCE_INTERVAL = "0.5"
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def mandatory_failures(junit):
@@ -130,7 +120,7 @@ class OurRegistrarTCPTests(unittest.TestCase):
         """
         Every MUST requirement passes; the outcomes are the recorded ones.
         """
-        udp = free_udp_port()
+        udp = free_port(udp=True)
         group = "239.0.0.50:%d" % udp
         registrar, asap, enrp = yield start_registrar(
             self, "--enrp-peer-networks", "127.0.0.0/8",
