@@ -47,26 +47,16 @@ from twisted.trial import unittest
 
 from rserpool.transport import sctp
 from tests import netbed
-from tests.test_multihost import TerminalFailoverSteps
+from tests import test_multihost as multihost
+from tests.test_multihost import READY, TerminalFailoverSteps
 
 #: Registrar timers short enough for a quick test: Presence every 0.5 s,
 #: a silent peer probed after 1.5 s and declared unreachable 1 s later;
 #: Endpoint Keep Alive (which tells a PE its home registrar) every second.
-TIMERS = (
-    "--peer-heartbeat-cycle", "0.5",
-    "--peer-max-time-last-heard", "1.5",
-    "--peer-max-time-no-response", "1",
-    "--takeover-expiry", "1",
-    "--mentor-discovery-timeout", "1",
-    "--keep-alive-interval", "1",
-)
+TIMERS = multihost.TIMERS + ("--keep-alive-interval", "1")
 
-
-READY = re.compile(rb"registrar ([0-9a-f]{8}) ready; accepting PE addresses of scope (\S+)")
 #: What ``rserpool pe`` prints once registered.
 REGISTERED = re.compile(rb"registered ([0-9a-f]{8}) in (\S+): (\w+) (\S+):(\d+) ")
-#: A PE as ``rserpool resolve`` and ``rserpool terminal`` print it.
-PE_LINE = re.compile(r"([0-9a-f]{8}) tcp (\d+\.\d+\.\d+\.\d+):(\d+) RoundRobin")
 #: A PE line of ``rserpool dump``.
 DUMP_LINE = re.compile(
     r"^  ([0-9a-f]{8}) (tcp|sctp) ([\d.,]+):(\d+) RoundRobin home=([0-9a-f]{8}) ",
