@@ -24,7 +24,8 @@ import sys
 from twisted.internet import defer, protocol, reactor
 
 __all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "free_port", "loopback_registrar", "tap_registrar", "running", "start", "spawn"]
+           "free_port", "loopback_registrar", "running", "start", "spawn", "tap_registrar",
+           "write_keys"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -431,6 +432,20 @@ def free_port(address="127.0.0.1", udp=False):
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+def write_keys(test, text, mode=0o600):
+    """
+    Write a key file (C{text}, with the file mode C{mode}) in the
+    test's temporary directory.
+
+    @return: its path.
+    """
+    path = test.mktemp()
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
 
 
 def running(test, service):

@@ -52,7 +52,7 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import tap_registrar
+from tests.helpers import tap_registrar, write_keys
 
 from .test_registrar_integration import RawClient
 
@@ -61,17 +61,6 @@ TIMEOUT = 10.0
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 116))
 KEYS = "# pool keys\npe-1 {}\n\n  pe-2   {}  \n".format(KEY_1.hex(), KEY_2.hex().upper())
-
-
-def write_keys(case, text, mode=0o600):
-    """
-    Write a key file in the test's temporary directory.
-    """
-    path = case.mktemp()
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-    return path
 
 
 def escape(path):

@@ -56,7 +56,7 @@ from rserpool.session.sealing import (
 from rserpool.transport import mux
 from rserpool.wire import CookieEcho, Policy, TCPTransport, decode, encode
 
-from tests.helpers import PESessionPeer
+from tests.helpers import PESessionPeer, write_keys
 from tests.test_cli_pool import RegistrarMixin
 
 KEY_1 = bytes(range(32))
@@ -355,11 +355,7 @@ class RotationTests(unittest.TestCase):
 
 class KeyFileTests(unittest.TestCase):
     def write(self, text, mode=0o600):
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, mode)
-        return path
+        return write_keys(self, text, mode)
 
     def test_parse(self):
         text = "# the first key seals\n\nk2  {}\n  k1\t{}  \n".format(KEY_2.hex(), KEY_1.hex().upper())
