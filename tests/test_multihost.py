@@ -82,13 +82,14 @@ class RootNamespaceTests(unittest.TestCase):
 
 class TerminalFailoverSteps:
     """
-    What the TCP and SCTP multi-host beds share: resolution at a registrar,
+    What the TCP and SCTP multi-host beds share: the test (the bed, then
+    C{start} and steps (a) to (d)), R1's start, resolution at a registrar,
     the check of step (a) that each TCP PE is named by its host's address,
     step (b) (on host 4, C{rserpool terminal} reaches one of the PEs of
     hosts 2 and 3 (C{self.pes}, C{self.ids}); that PE is killed, and the
     next line comes back from the other) and step (c) (R2 peers with R1).
-    The bed's class says how to reach a registrar
-    (C{registrar_endpoint(host)}) and a registrar's ENRP port
+    The bed's class makes the bed (C{make_bed()}) and says how to reach a
+    registrar (C{registrar_endpoint(host)}) and a registrar's ENRP port
     (C{peer_endpoint(host)}).
 
     @cvar wait: the bound of each wait in L{resolve} and L{step_c}, in
@@ -96,6 +97,26 @@ class TerminalFailoverSteps:
     """
 
     wait = WAIT
+
+    @defer.inlineCallbacks
+    def test_pool_across_hosts(self):
+        self.bed = self.make_bed()
+        yield self.start()
+        yield self.step_a()
+        yield self.step_b()
+        yield self.step_c()
+        yield self.step_d()
+
+    @defer.inlineCallbacks
+    def start_r1(self):
+        """
+        R1 on host 1 (C{self.r1}, its id C{self.r1_id}), once ready.
+        """
+        self.r1 = self.registrar(1)
+        m = yield self.r1.wait_for_match(READY, self.wait)
+        self.r1_id = m.group(1).decode()
+        # a wildcard listener accepts addresses of the hosts' network
+        self.assertEqual(m.group(2), b"site-local", self.r1.describe())
 
     @defer.inlineCallbacks
     def resolve(self, registrar_host, step):
@@ -236,23 +257,13 @@ class MultiHostTests(TerminalFailoverSteps, unittest.TestCase):
     def peer_endpoint(self, host):
         return "tcp:%s:9901" % self.bed.address(host)
 
-    @defer.inlineCallbacks
-    def test_pool_across_hosts(self):
-        self.bed = netbed.NetBed(self, hosts=5)
-        yield self.start()
-        yield self.step_a()
-        yield self.step_b()
-        yield self.step_c()
-        yield self.step_d()
+    def make_bed(self):
+        return netbed.NetBed(self, hosts=5)
 
     @defer.inlineCallbacks
     def start(self):
         bed = self.bed
-        self.r1 = self.registrar(1)
-        m = yield self.r1.wait_for_match(READY, WAIT)
-        self.r1_id = m.group(1).decode()
-        # a wildcard listener accepts addresses of the hosts' network
-        self.assertEqual(m.group(2), b"site-local", self.r1.describe())
+        yield self.start_r1()
         registrars = []
         for host in (1, 5):
             registrars += ["--registrar", "tcp:%s:3863" % bed.address(host)]

@@ -48,7 +48,7 @@ from twisted.trial import unittest
 from rserpool.transport import sctp
 from tests import netbed
 from tests import test_multihost as multihost
-from tests.test_multihost import READY, TerminalFailoverSteps
+from tests.test_multihost import TerminalFailoverSteps
 
 #: Registrar timers short enough for a quick test: Presence every 0.5 s,
 #: a silent peer probed after 1.5 s and declared unreachable 1 s later;
@@ -170,23 +170,13 @@ class MultiHostSCTPTests(TerminalFailoverSteps, unittest.TestCase):
     def peer_endpoint(self, host):
         return "sctp:host=%s:port=9901:ppid=12" % self.bed.address(host)
 
-    @defer.inlineCallbacks
-    def test_pool_across_hosts(self):
-        self.bed = netbed.NetBed(self, hosts=6, extra={6: ["%s.6/24" % SECOND]})
-        yield self.start()
-        yield self.step_a()
-        yield self.step_b()
-        yield self.step_c()
-        yield self.step_d()
+    def make_bed(self):
+        return netbed.NetBed(self, hosts=6, extra={6: ["%s.6/24" % SECOND]})
 
     @defer.inlineCallbacks
     def start(self):
         bed = self.bed
-        self.r1 = self.registrar(1)
-        m = yield self.r1.wait_for_match(READY, WAIT)
-        self.r1_id = m.group(1).decode()
-        # a wildcard listener accepts addresses of the hosts' network
-        self.assertEqual(m.group(2), b"site-local", self.r1.describe())
+        yield self.start_r1()
         registrars = ["--registrar", asap(1), "--registrar", "sctp:%s:3863" % bed.address(5)]
         # -v: the PEs' log on stderr, for failure messages and the home
         # registrar
