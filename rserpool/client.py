@@ -21,6 +21,7 @@ from zope.interface import implementer
 from rserpool.asap.hunt import CancelConnect, Connect
 from rserpool.asap.pool_element import Close, Send
 from rserpool.codes import ASAP_PPID
+from rserpool.enrp.trust import endpoint_arguments
 from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamFactory
 from rserpool.wire import ASAPError
@@ -117,30 +118,6 @@ def announced_endpoint(entry, protocols=("tcp",)):
     return None
 
 
-def _split_endpoint(description):
-    # An endpoint string's prefix, and its keyword arguments with their
-    # escapes (backslash) undone.
-    fields, field, escaped = [], [], False
-    for char in description:
-        if escaped:
-            field.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            fields.append("".join(field))
-            field = []
-        else:
-            field.append(char)
-    fields.append("".join(field))
-    options = {}
-    for item in fields[1:]:
-        name, equals, value = item.partition("=")
-        if equals:
-            options[name] = value
-    return fields[0].strip().lower(), options
-
-
 def secured_announce(static):
     """
     How to reach a registrar learned from a Server Announce when the static
@@ -163,8 +140,8 @@ def secured_announce(static):
     if not secured:
         return None
     for description in secured:
-        prefix, options = _split_endpoint(str(description))
-        if prefix == "psk" and "keys" in options:
+        prefix, _, options = endpoint_arguments(str(description))
+        if prefix.strip().lower() == "psk" and "keys" in options:
             psk = PSKEndpoints(options["keys"], options.get("identity"))
 
             def secure(endpoint):

@@ -38,8 +38,9 @@ from rserpool.asap.scope import Scope, listening_scope
 from rserpool.codes import ASAP_PPID, ENRP_PPID
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, endpoint_arguments
-from rserpool.interfaces import IMessageConnection, IMessageReceiver, normalize_address
+from rserpool.interfaces import IMessageConnection, normalize_address
 from rserpool.limits import RefusalLog
+from rserpool.receivers import ASAPReceiver, ENRPReceiver
 from rserpool.transport.guard import (ConnectionBudget, ConnectionLimits, TurnScheduler,
                                       limit_accepts, with_backlog)
 from rserpool.transport.multicast import AnnounceSender
@@ -143,63 +144,6 @@ class Wakeup:
     def _fire(self):
         self._call = None
         self.callback(self.clock.seconds())
-
-
-@implementer(IMessageReceiver)
-class ASAPReceiver:
-    """
-    Feeds the mapping's events to the sans-IO registrar, with the time, and
-    carries out the actions it returns.
-    """
-
-    def __init__(self, registrar, clock, run=None):
-        """
-        @param run: the L{Runner} of the actions (by default one that sends
-            and closes, and drops the rest).
-        """
-        self.registrar = registrar
-        self.clock = clock
-        # the bound method: a call of a Runner instance costs more
-        self.run = (run if run is not None else Runner()).__call__
-
-    def connection_made(self, connection):
-        self.run(self.registrar.connection_made(connection, self.clock.seconds()))
-
-    def message_received(self, connection, message):
-        self.run(self.registrar.message_received(connection, message, self.clock.seconds()))
-
-    def protocol_error(self, connection, error):
-        self.run(self.registrar.protocol_error(connection, error, self.clock.seconds()))
-
-    def connection_lost(self, connection):
-        self.run(self.registrar.connection_lost(connection, self.clock.seconds()))
-
-
-@implementer(IMessageReceiver)
-class ENRPReceiver:
-    """
-    Feeds one ENRP mapping's events to the sans-IO L{ENRPServer}, with the
-    time and whether the connection is one we opened, and carries out the
-    actions it returns.
-    """
-
-    def __init__(self, server, clock, outgoing=False, run=None):
-        self.server = server
-        self.clock = clock
-        self.outgoing = outgoing
-        self.run = (run if run is not None else Runner()).__call__
-
-    def connection_made(self, connection):
-        self.run(self.server.connection_made(connection, self.clock.seconds(), self.outgoing))
-
-    def message_received(self, connection, message):
-        self.run(self.server.message_received(connection, message, self.clock.seconds()))
-
-    def protocol_error(self, connection, error):
-        self.run(self.server.protocol_error(connection, error, self.clock.seconds()))
-
-    def connection_lost(self, connection):
-        self.run(self.server.connection_lost(connection, self.clock.seconds()))
 
 
 class PresenceMulticast(DatagramProtocol):

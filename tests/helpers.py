@@ -6,16 +6,26 @@ the checkout on C{PYTHONPATH} and kill it at the end of the test.
 
 Every wait is bounded: a timeout fails the Deferred with L{ProcessTimeout},
 whose message holds what the process printed so far.
+
+Fixtures shared by other tests stand here too: L{Recorder}, a message
+receiver that records its events; L{Driven}, a sans-IO machine driven as
+its adapter drives it; L{PESessionPeer}, a PE's session layer over a
+L{StringTransport} with a peer that reads its frames; L{running},
+L{loopback_registrar} and L{tap_registrar}, services started for one test
+and stopped after it.
 """
 import os
 import re
 import shutil
 import signal
+import socket
 import sys
 
 from twisted.internet import defer, protocol, reactor
 
-__all__ = ["ROOT", "TWISTD", "Process", "ProcessTimeout", "start", "spawn"]
+__all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
+           "free_port", "loopback_registrar", "running", "start", "spawn", "tap_registrar",
+           "write_keys"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,6 +302,27 @@ def spawn(test, *args, stdin=None, module="rserpool.cli", prefix=(), name=None, 
     return start(test, list(prefix) + python + list(args), name=name, stdin=stdin, path=path)
 
 
+class Recorder:
+    """
+    An L{IMessageReceiver} that records what it is told.
+    """
+
+    def __init__(self):
+        self.events = []
+
+    def connection_made(self, connection):
+        self.events.append(("made", connection))
+
+    def message_received(self, connection, message):
+        self.events.append(("message", message))
+
+    def protocol_error(self, connection, error):
+        self.events.append(("error", error.cause))
+
+    def connection_lost(self, connection):
+        self.events.append(("lost", connection))
+
+
 class Driven:
     """
     A sans-IO machine (L{rserpool.asap.registrar.ASAPRegistrar},
@@ -341,3 +372,127 @@ class Driven:
 
     def __setattr__(self, name, value):
         setattr(self.machine, name, value)
+
+
+class PESessionPeer:
+    """
+    A test case mixin: a PE's session layer
+    (L{rserpool.transport.enhanced.PESessionFactory}) on a
+    L{twisted.internet.testing.StringTransport}, facing a multiplexed peer
+    (L{rserpool.transport.mux.MuxConnection}) that reads what it writes.
+
+    @ivar proto: the PE side's protocol.
+    @ivar transport: its L{StringTransport}.
+    @ivar peer: the peer's L{MuxConnection}: what a test sends the PE goes
+        through it (C{self.proto.dataReceived(self.peer.data_to_send())}).
+    """
+
+    def connect_pe_session(self, app, clock, **options):
+        """
+        Build the PE's session protocol around the application protocol
+        C{app}, with the clock C{clock} and the factory's C{options}, and
+        connect it.
+        """
+        from twisted.internet.protocol import Factory
+        from twisted.internet.testing import StringTransport
+
+        from rserpool.transport import mux
+        from rserpool.transport.enhanced import PESessionFactory
+
+        factory = PESessionFactory(Factory.forProtocol(lambda: app), clock, **options)
+        self.proto = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.proto.makeConnection(self.transport)
+        self.peer = mux.MuxConnection(0, interval=None)
+
+    def frames(self):
+        """
+        What the PE wrote since the last call, as the peer reads it: data
+        frames as C{(ppid, payload)}, and close frames.
+        """
+        from rserpool.transport import mux
+
+        data = self.transport.value()
+        self.transport.clear()
+        return [(e.ppid, e.payload) if isinstance(e, mux.DataReceived) else e
+                for e in self.peer.receive(data, self.clock.seconds())
+                if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
+
+
+def free_port(address="127.0.0.1", udp=False):
+    """
+    A port of C{address} that was free a moment ago (TCP, or UDP with
+    C{udp=True}), for a child process or a configuration that cannot be
+    told to listen on port 0.  Another program may take it before it is
+    used: where a listener can take port 0 and say its port, prefer that.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def write_keys(test, text, mode=0o600):
+    """
+    Write a key file (C{text}, with the file mode C{mode}) in the
+    test's temporary directory.
+
+    @return: its path.
+    """
+    path = test.mktemp()
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def running(test, service):
+    """
+    Start C{service} for C{test}; at its end the service is stopped if it
+    still runs.
+
+    @return: C{service}.
+    """
+    service.startService()
+    test.addCleanup(lambda: service.running and service.stopService())
+    return service
+
+
+@defer.inlineCallbacks
+def loopback_registrar(test):
+    """
+    A registrar (L{rserpool.registrar.RegistrarService}, default
+    configuration) listening for ASAP over TCP on a free port of
+    127.0.0.1, stopped at the end of C{test}.
+
+    @return: a L{Deferred} that fires, once it listens, with C{(the
+        service, its client endpoint string)}.
+    """
+    from rserpool.registrar import RegistrarService, make_config
+
+    registrar = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
+    registrar.startService()
+    test.addCleanup(registrar.stopService)
+    ports = yield registrar.ready
+    return registrar, "tcp:127.0.0.1:%d" % ports[0].getHost().port
+
+
+@defer.inlineCallbacks
+def tap_registrar(test, argv):
+    """
+    The registrar C{twistd enrp ARGV} would run (L{rserpool.tap.makeService}),
+    started and stopped at the end of C{test}.
+
+    @return: a L{Deferred} that fires with the service once it is ready.
+    """
+    from rserpool import tap
+
+    options = tap.Options()
+    options.parseOptions(argv)
+    service = tap.makeService(options)
+    service.startService()
+    test.addCleanup(service.stopService)
+    yield service.ready
+    return service

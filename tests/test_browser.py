@@ -28,7 +28,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
 from tests.helpers import TWISTD, spawn, start
-from tests.test_cli_pool import free_port
+from tests.helpers import free_port
 from tests.test_registrar_integration import RawClient
 from tests.test_web import registration
 

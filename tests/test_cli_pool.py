@@ -7,7 +7,6 @@ import ipaddress
 import os
 import re
 import signal
-import socket
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -29,17 +28,9 @@ from rserpool.wire import (
     SCTPTransport,
     TCPTransport,
 )
-from tests.helpers import spawn
+from tests.helpers import free_port, spawn
 
 LINE = re.compile(r"^[0-9a-f]{8} tcp 127\.0\.0\.1:\d+ RoundRobin$")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class ParserTests(unittest.TestCase):

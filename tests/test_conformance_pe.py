@@ -10,7 +10,7 @@ import sys
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.test_conformance_registrar import changed_outcomes, mandatory_failures, run_suite
+from tests.test_conformance_registrar import assert_suite_passed, run_suite
 
 #: Our PE, re-registering every second (a registration life of 3 s).
 PE = ("%s -m rserpool.cli pe --handle {handle} --registrar {registrar} "
@@ -25,13 +25,5 @@ class OurPoolElementTests(unittest.TestCase):
         """
         Every MUST requirement passes; the outcomes are the recorded ones.
         """
-        code, junit, outcomes, report, suite = yield run_suite(
-            self, "--pe", PE, "--title", "rserpool pe over TCP")
-        failed = mandatory_failures(junit)
-        self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
-            report, suite.describe()))
-        changed = changed_outcomes(outcomes, "ours-pe-tcp.txt")
-        self.assertEqual(changed, [], "outcomes differ from tests/data/conformance/"
-                         "ours-pe-tcp.txt (after a deliberate change, record them: "
-                         "RSERPOOL_CONFORMANCE_RECORD=1 trial %s):\n%s" % (self.id(), report))
-        self.assertEqual(code, 0, suite.describe())
+        result = yield run_suite(self, "--pe", PE, "--title", "rserpool pe over TCP")
+        assert_suite_passed(self, result, "ours-pe-tcp.txt")

@@ -10,7 +10,7 @@ import sys
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.test_conformance_registrar import changed_outcomes, mandatory_failures, run_suite
+from tests.test_conformance_registrar import assert_suite_passed, run_suite
 
 #: Our PU: Basic Mode, connecting to a PE of the pool at once.
 PU = ("%s -m rserpool.cli terminal --registrar {registrar} --mode basic {handle}"
@@ -25,13 +25,5 @@ class OurPoolUserTests(unittest.TestCase):
         """
         Every MUST requirement passes; the outcomes are the recorded ones.
         """
-        code, junit, outcomes, report, suite = yield run_suite(
-            self, "--pu", PU, "--title", "rserpool terminal over TCP")
-        failed = mandatory_failures(junit)
-        self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
-            report, suite.describe()))
-        changed = changed_outcomes(outcomes, "ours-pu-tcp.txt")
-        self.assertEqual(changed, [], "outcomes differ from tests/data/conformance/"
-                         "ours-pu-tcp.txt (after a deliberate change, record them: "
-                         "RSERPOOL_CONFORMANCE_RECORD=1 trial %s):\n%s" % (self.id(), report))
-        self.assertEqual(code, 0, suite.describe())
+        result = yield run_suite(self, "--pu", PU, "--title", "rserpool terminal over TCP")
+        assert_suite_passed(self, result, "ours-pu-tcp.txt")

@@ -17,7 +17,6 @@ or run the test with ``RSERPOOL_CONFORMANCE_RECORD=1`` in its environment.
 """
 import os
 import re
-import socket
 import xml.etree.ElementTree as ElementTree
 
 from twisted.internet import defer
@@ -25,7 +24,7 @@ from twisted.trial import unittest
 
 from rserpool.conformance.report import parse_outcomes
 from rserpool.conformance.requirements import MANDATORY
-from tests.helpers import ROOT, TWISTD, spawn
+from tests.helpers import ROOT, TWISTD, free_port, spawn
 
 DATA = os.path.join(ROOT, "tests", "data", "conformance")
 KEEP_ALIVE = "2"
@@ -42,15 +41,6 @@ ENRP_TIMERS = ["--set", "PEER_HEARTBEAT=" + HEARTBEAT,
                "--set", "PEER_MAX_TIME_NO_RESPONSE=" + NO_RESPONSE,
                "--set", "TAKEOVER_EXPIRY=" + TAKEOVER_EXPIRY]
 ANNOUNCE_INTERVAL = "0.5"
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 def mandatory_failures(junit):
@@ -130,7 +120,7 @@ class OurRegistrarTCPTests(unittest.TestCase):
         """
         Every MUST requirement passes; the outcomes are the recorded ones.
         """
-        udp = free_udp_port()
+        udp = free_port(udp=True)
         group = "239.0.0.50:%d" % udp
         registrar, asap, enrp = yield start_registrar(
             self, "--enrp-peer-networks", "127.0.0.0/8",
@@ -141,15 +131,25 @@ class OurRegistrarTCPTests(unittest.TestCase):
                 "--keep-alive", KEEP_ALIVE, "--keep-alive-timeout", KEEP_ALIVE_TIMEOUT,
                 "--set", "ANNOUNCE=%s:127.0.0.1" % group,
                 "--set", "ANNOUNCE_INTERVAL=%s" % ANNOUNCE_INTERVAL] + ENRP_TIMERS
-        code, junit, outcomes, report, suite = yield run_suite(self, *args)
-        failed = mandatory_failures(junit)
-        self.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
-            report, suite.describe()))
-        changed = changed_outcomes(outcomes, "ours-tcp.txt")
-        self.assertEqual(changed, [], "outcomes differ from tests/data/conformance/"
-                         "ours-tcp.txt (after a deliberate change, record them: "
-                         "RSERPOOL_CONFORMANCE_RECORD=1 trial %s):\n%s" % (self.id(), report))
-        self.assertEqual(code, 0, suite.describe())
+        result = yield run_suite(self, *args)
+        assert_suite_passed(self, result, "ours-tcp.txt")
+
+
+def assert_suite_passed(test, result, name):
+    """
+    Fail C{test} unless the suite's run (C{result}, what L{run_suite} gives)
+    met every MUST requirement, had the outcomes recorded in
+    C{tests/data/conformance/NAME} and exited 0.
+    """
+    code, junit, outcomes, report, suite = result
+    failed = mandatory_failures(junit)
+    test.assertEqual(failed, [], "MUST requirements not met:\n%s\n%s" % (
+        report, suite.describe()))
+    changed = changed_outcomes(outcomes, name)
+    test.assertEqual(changed, [], "outcomes differ from tests/data/conformance/"
+                     "%s (after a deliberate change, record them: "
+                     "RSERPOOL_CONFORMANCE_RECORD=1 trial %s):\n%s" % (name, test.id(), report))
+    test.assertEqual(code, 0, suite.describe())
 
 
 def known_outcomes(name):

@@ -67,6 +67,18 @@ def _no_sctp():
 NO_SCTP = _no_sctp()
 
 
+def _no_rsplib(program):
+    """
+    Why a test of RSPLIB's C{program} cannot run here, or C{None}.
+    """
+    if NO_SCTP is not None:
+        return NO_SCTP
+    if shutil.which(program) is None:
+        return ("RSPLIB is not installed: apt-get install -y --no-install-recommends "
+                "rsplib-registrar rsplib-tools rsplib-services")
+    return None
+
+
 @defer.inlineCallbacks
 def wait_listening(test, endpoint, process, timeout=10.0):
     """
@@ -187,11 +199,7 @@ class RSPLIBRegistrarTests(_Suite):
     The suite against RSPLIB's ``rspregistrar``.
     """
 
-    if NO_SCTP is not None:
-        skip = NO_SCTP
-    elif shutil.which("rspregistrar") is None:
-        skip = ("RSPLIB is not installed: apt-get install -y --no-install-recommends "
-                "rsplib-registrar rsplib-tools rsplib-services")
+    skip = _no_rsplib("rspregistrar")
 
     @defer.inlineCallbacks
     def test_suite(self):
@@ -226,11 +234,7 @@ class RSPLIBPoolElementTests(_Suite):
     registrars on the dummy interface over SCTP.
     """
 
-    if NO_SCTP is not None:
-        skip = NO_SCTP
-    elif shutil.which("rspserver") is None:
-        skip = ("RSPLIB is not installed: apt-get install -y --no-install-recommends "
-                "rsplib-registrar rsplib-tools rsplib-services")
+    skip = _no_rsplib("rspserver")
 
     @defer.inlineCallbacks
     def test_suite(self):

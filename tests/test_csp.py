@@ -22,7 +22,7 @@ from rserpool.wire.csp import (
     encode_report,
 )
 from tests.helpers import TWISTD, spawn, start
-from tests.test_cli_pool import free_port
+from tests.helpers import free_port
 
 CSPMONITOR = shutil.which("cspmonitor")
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")

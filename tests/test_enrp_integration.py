@@ -9,7 +9,6 @@ is lost.
 import json
 import os
 import signal
-import socket
 import sys
 
 from twisted.internet import defer, protocol, reactor, task
@@ -26,6 +25,8 @@ from rserpool.wire import (
     StreamDecoder,
     encode,
 )
+
+from tests.helpers import free_port
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,14 +103,6 @@ for i in range(count):
     PE(0x1000 + i, i).connect()
 reactor.run()
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class _Lines(protocol.ProcessProtocol):

@@ -3,13 +3,13 @@ ENRP peer discovery by Presence on a multicast group (RFC 5353 section
 3.4.1), kept on the loopback interface: two registrars that know nothing of
 each other find each other and share a PE.
 """
-import socket
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
 from rserpool import tap
+from tests.helpers import free_port
 from tests.test_registrar_integration import RawClient
 from rserpool.wire import (
     PoolElement,
@@ -22,15 +22,6 @@ from rserpool.codes import PolicyType
 
 GROUP = "239.0.0.51"
 DEADLINE = 10.0
-
-
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 class MulticastDiscoveryTests(unittest.TestCase):
@@ -73,7 +64,7 @@ class MulticastDiscoveryTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_peers_find_each_other_and_share_a_pe(self):
-        port = free_udp_port()
+        port = free_port(udp=True)
         a = yield self.start(0xA1, port)
         b = yield self.start(0xB2, port)
         yield self.wait_for(

@@ -10,7 +10,6 @@ are only labels there); the end-to-end ones run L{RegistrarService} on
 loopback TCP with raw clients.
 """
 import ipaddress
-import socket
 import tracemalloc
 
 from twisted.internet import defer, reactor, task
@@ -46,7 +45,7 @@ from rserpool.wire import (
     TakeoverServer,
     TCPTransport,
 )
-from tests.helpers import Driven
+from tests.helpers import Driven, free_port, tap_registrar
 from tests.test_enrp import FakeConnection, put, wire_pe
 from tests.test_psk import KEY_1, KEY_2, KEYS, escape, write_keys
 from tests.test_registrar_integration import RawClient
@@ -632,15 +631,6 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(endpoint_addresses("tcp:registrar.example:9901"), frozenset())
 
 
-def free_port(address):
-    s = socket.socket()
-    try:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
 def _wait(predicate, what, timeout=10.0):
     @defer.inlineCallbacks
     def loop():
@@ -663,16 +653,11 @@ class EndToEndTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def registrar(self, server_id, address, *extra, enrp_port=0):
-        options = tap.Options()
-        options.parseOptions([
+        service = yield tap_registrar(self, [
             "--asap", "tcp:0:interface=%s" % address,
             "--enrp", "tcp:%d:interface=%s" % (enrp_port, address),
             "--id", hex(server_id), "--quiet", "--peer-heartbeat-cycle", "0.2",
             "--mentor-discovery-timeout", "0.3"] + list(extra))
-        service = tap.makeService(options)
-        service.startService()
-        self.addCleanup(service.stopService)
-        yield service.ready
         return service
 
     @defer.inlineCallbacks

@@ -10,7 +10,8 @@ from twisted.trial import unittest
 from rserpool.examples import SERVICES, chargen, daytime, server_factory, transfer
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from rserpool.registrar import RegistrarService, make_config
+
+from tests.helpers import loopback_registrar, running
 
 
 def connect(name, clock, **options):
@@ -97,19 +98,13 @@ class TransferFailoverTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_byte_exact_after_pe_killed(self):
-        registrar = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
-        registrar.startService()
-        ports = yield registrar.ready
-        self.addCleanup(registrar.stopService)
-        endpoint = "tcp:127.0.0.1:%d" % ports[0].getHost().port
+        registrar, endpoint = yield loopback_registrar(self)
         pes = []
         for _ in range(3):
-            pe = PoolElementService(
+            pe = running(self, PoolElementService(
                 b"TransferPool",
                 server_factory("transfer", chunk_size=1024, chunk_delay=0.01),
-                registrars=[endpoint], enhanced=True)
-            pe.startService()
-            self.addCleanup(lambda pe=pe: pe.running and pe.stopService())
+                registrars=[endpoint], enhanced=True))
             pes.append(pe)
             yield pe.registered
         pu = PoolUser(reactor, registrars=[endpoint])

@@ -16,7 +16,8 @@ from twisted.trial import unittest
 
 from rserpool.examples import transfer
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from tests.test_cli_pool import RegistrarMixin, free_port, spawn
+from tests.helpers import free_port
+from tests.test_cli_pool import RegistrarMixin, spawn
 
 _REGISTRAR = (
     "import sys\n"

@@ -69,15 +69,7 @@ class PingPongInteropTests(InteropCase):
         PPID 33 data, the cookie from C{rspserver -pingpong} (PPID 11)
         echoed to the next C{rspserver}.
         """
-        A, B, C = self.net.addresses[:3]
-        reg, asap, _ = self.our_registrar(A)
-        registrar = (A, asap)
-        pe1 = self.rspserver("pingpong", registrar, "PingPongPool", B, "rspserver-1")
-        pe2 = self.rspserver("pingpong", registrar, "PingPongPool", C, "rspserver-2")
-        answer = self.wait_registered(registrar, b"PingPongPool", 2, processes=[reg, pe1, pe2])
-        by_address = {B: pe1, C: pe2}
-        pes = {"%08x" % pe.identifier: by_address[str(pe.user_transport.addresses[0])]
-               for pe in answer.pool_elements}
+        reg, registrar, _, pes = self.pingpong_servers(("rspserver-1", "rspserver-2"))
         client = self.spawn("rserpool-pingpong", [
             sys.executable, "-m", "rserpool.cli", "pingpong", "PingPongPool", "--interval", "0.2",
             "--registrar", "sctp:host=%s:port=%d" % registrar,

@@ -284,6 +284,27 @@ class InteropCase(unittest.SynchronousTestCase):
             "-local=%s:0" % local,
         ] + list(extra))
 
+    def pingpong_servers(self, names):
+        """
+        Our registrar on the bed's first address and two C{rspserver
+        -pingpong} PEs of C{PingPongPool} on the next two (processes named
+        C{names}), once both are registered.
+
+        @return: C{(the registrar's process, its (address, ASAP port), the
+            PEs' processes, {PE identifier in hex: its process})}.
+        """
+        A, B, C = self.net.addresses[:3]
+        reg, asap, _ = self.our_registrar(A)
+        registrar = (A, asap)
+        pe1 = self.rspserver("pingpong", registrar, "PingPongPool", B, names[0])
+        pe2 = self.rspserver("pingpong", registrar, "PingPongPool", C, names[1])
+        answer = self.wait_registered(registrar, b"PingPongPool", 2, processes=[reg, pe1, pe2])
+        # which process is which PE: by the address each was told to use
+        by_address = {B: pe1, C: pe2}
+        ids = {"%08x" % pe.identifier: by_address[str(pe.user_transport.addresses[0])]
+               for pe in answer.pool_elements}
+        return reg, registrar, (pe1, pe2), ids
+
 
 class OurRegistrarTests(InteropCase):
     """
@@ -388,16 +409,7 @@ class PingPongTests(InteropCase):
     """
 
     def test_pingpongFailover(self):
-        A, B, C = self.net.addresses[:3]
-        reg, asap, _ = self.our_registrar(A)
-        registrar = (A, asap)
-        pe1 = self.rspserver("pingpong", registrar, "PingPongPool", B, "pingpong-1")
-        pe2 = self.rspserver("pingpong", registrar, "PingPongPool", C, "pingpong-2")
-        answer = self.wait_registered(registrar, b"PingPongPool", 2, processes=[reg, pe1, pe2])
-        # which process is which PE: by the address each was told to use
-        by_address = {B: pe1, C: pe2}
-        ids = {"%08x" % pe.identifier: by_address[str(pe.user_transport.addresses[0])]
-               for pe in answer.pool_elements}
+        reg, registrar, (pe1, pe2), ids = self.pingpong_servers(("pingpong-1", "pingpong-2"))
         client = self.spawn("pingpongclient", [
             "pingpongclient", "-registrar=%s:%d" % registrar, "-poolhandle=PingPongPool",
             "-interval=200",

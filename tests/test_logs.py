@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from rserpool.codes import PolicyType
 from rserpool.wire import Policy, RegistrationResponse
 from tests.helpers import TWISTD, start
-from tests.test_cli_pool import free_port
+from tests.helpers import free_port
 from tests.test_failover_integration import until
 from tests.test_registrar_integration import RawClient
 from tests.test_web import registration

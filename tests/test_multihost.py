@@ -82,12 +82,79 @@ class RootNamespaceTests(unittest.TestCase):
 
 class TerminalFailoverSteps:
     """
-    Step (b) of a multi-host bed, shared by the TCP and SCTP beds: on
-    host 4, C{rserpool terminal} reaches one of the PEs of hosts 2 and 3
-    (C{self.pes}, C{self.ids}); that PE is killed, and the next line comes
-    back from the other.  The bed's class says how to reach a registrar
-    (C{registrar_endpoint(host)}).
+    What the TCP and SCTP multi-host beds share: the test (the bed, then
+    C{start} and steps (a) to (d)), R1's start, resolution at a registrar,
+    the check of step (a) that each TCP PE is named by its host's address,
+    step (b) (on host 4, C{rserpool terminal} reaches one of the PEs of
+    hosts 2 and 3 (C{self.pes}, C{self.ids}); that PE is killed, and the
+    next line comes back from the other) and step (c) (R2 peers with R1).
+    The bed's class makes the bed (C{make_bed()}) and says how to reach a
+    registrar (C{registrar_endpoint(host)}) and a registrar's ENRP port
+    (C{peer_endpoint(host)}).
+
+    @cvar wait: the bound of each wait in L{resolve} and L{step_c}, in
+        seconds (step (b) waits L{WAIT}).
     """
+
+    wait = WAIT
+
+    @defer.inlineCallbacks
+    def test_pool_across_hosts(self):
+        self.bed = self.make_bed()
+        yield self.start()
+        yield self.step_a()
+        yield self.step_b()
+        yield self.step_c()
+        yield self.step_d()
+
+    @defer.inlineCallbacks
+    def start_r1(self):
+        """
+        R1 on host 1 (C{self.r1}, its id C{self.r1_id}), once ready.
+        """
+        self.r1 = self.registrar(1)
+        m = yield self.r1.wait_for_match(READY, self.wait)
+        self.r1_id = m.group(1).decode()
+        # a wildcard listener accepts addresses of the hosts' network
+        self.assertEqual(m.group(2), b"site-local", self.r1.describe())
+
+    @defer.inlineCallbacks
+    def resolve(self, registrar_host, step):
+        """
+        C{rserpool resolve EchoPool} on the PU host at a registrar.
+
+        @return: C{{pe_id: (address, port)}}.
+        """
+        proc = self.bed.rserpool(4, "resolve", "EchoPool", "--registrar",
+                                 self.registrar_endpoint(registrar_host))
+        code = yield proc.wait_exit(self.wait)
+        self.assertEqual(code, 0, "%s: resolve failed\n%s" % (step, proc.describe()))
+        found = {}
+        for line in proc.out.decode().splitlines():
+            m = PE_LINE.fullmatch(line)
+            self.assertIsNotNone(m, "%s: unexpected resolve line %r\n%s"
+                                 % (step, line, proc.describe()))
+            found[m.group(1)] = (m.group(2), int(m.group(3)))
+        return found
+
+    @defer.inlineCallbacks
+    def check_pes_by_address(self, step):
+        """
+        R1 resolves each TCP PE (C{self.pes}) by its host's address; keep
+        their ports in C{self.ports}.
+        """
+        found = yield self.resolve(1, step)
+        self.assertEqual(
+            {pe_id: address for pe_id, (address, _) in found.items()},
+            {self.ids[host]: self.bed.address(host) for host in self.pes},
+            "%s: resolution at R1 does not name each PE by its host's address" % step)
+        self.ports = {host: found[self.ids[host]][1] for host in self.pes}
+
+    def check_mentor_sync(self, step, ready):
+        """
+        What else R2's "ready" line (C{ready}, its match) must say once it
+        has the handlespace from R1: nothing by default.
+        """
 
     @defer.inlineCallbacks
     def talking_to(self, step):
@@ -146,9 +213,29 @@ class TerminalFailoverSteps:
         code = yield terminal.wait_exit(WAIT)
         self.assertEqual((code, terminal.out), (0, b"first line\nsecond line\n"),
                          "%s\n%s" % (step, terminal.describe()))
+    @defer.inlineCallbacks
+    def step_c(self):
+        step = "(c) R2 peers with R1"
+        bed = self.bed
+        self.r2 = self.registrar(5, "--peer", self.peer_endpoint(1))
+        m = yield self.r2.wait_for_match(READY, self.wait)
+        self.r2_id = m.group(1).decode()
+        m = yield self.r2.wait_for_match(
+            re.compile(rb"ENRP server %s ready \(([^,]*), (\d+) PEs\)" % self.r2_id.encode()),
+            self.wait)
+        self.assertEqual(m.group(1).decode(), "handlespace from mentor %s" % self.r1_id,
+                         "%s\n%s" % (step, self.r2.describe()))
+        self.check_mentor_sync(step, m)
+        at_r1, at_r2 = self.resolve(1, step), self.resolve(5, step)
+        at_r1 = yield at_r1
+        at_r2 = yield at_r2
+        survivor = self.survivor
+        self.assertEqual(at_r1, {self.ids[survivor]: (bed.address(survivor),
+                                                      self.ports[survivor])}, step)
+        self.assertEqual(at_r2, at_r1, "%s: R2 resolves otherwise than R1" % step)
+
+
 class MultiHostTests(TerminalFailoverSteps, unittest.TestCase):
-
-
     """
     Two registrars, two PEs and a PU on five hosts.
     """
@@ -164,45 +251,19 @@ class MultiHostTests(TerminalFailoverSteps, unittest.TestCase):
         return self.bed.twistd(host, "enrp", "--asap", "tcp:3863", "--enrp", "tcp:9901",
                                *(TIMERS + more))
 
-    @defer.inlineCallbacks
-    def resolve(self, registrar_host, step):
-        """
-        C{rserpool resolve EchoPool} on the PU host at a registrar.
-
-        @return: C{{pe_id: (address, port)}}.
-        """
-        proc = self.bed.rserpool(4, "resolve", "EchoPool", "--registrar",
-                                 "tcp:%s:3863" % self.bed.address(registrar_host))
-        code = yield proc.wait_exit(WAIT)
-        self.assertEqual(code, 0, "%s: resolve failed\n%s" % (step, proc.describe()))
-        found = {}
-        for line in proc.out.decode().splitlines():
-            m = PE_LINE.fullmatch(line)
-            self.assertIsNotNone(m, "%s: unexpected resolve line %r\n%s"
-                                 % (step, line, proc.describe()))
-            found[m.group(1)] = (m.group(2), int(m.group(3)))
-        return found
-
     def registrar_endpoint(self, host):
         return "tcp:%s:3863" % self.bed.address(host)
 
-    @defer.inlineCallbacks
-    def test_pool_across_hosts(self):
-        self.bed = netbed.NetBed(self, hosts=5)
-        yield self.start()
-        yield self.step_a()
-        yield self.step_b()
-        yield self.step_c()
-        yield self.step_d()
+    def peer_endpoint(self, host):
+        return "tcp:%s:9901" % self.bed.address(host)
+
+    def make_bed(self):
+        return netbed.NetBed(self, hosts=5)
 
     @defer.inlineCallbacks
     def start(self):
         bed = self.bed
-        self.r1 = self.registrar(1)
-        m = yield self.r1.wait_for_match(READY, WAIT)
-        self.r1_id = m.group(1).decode()
-        # a wildcard listener accepts addresses of the hosts' network
-        self.assertEqual(m.group(2), b"site-local", self.r1.describe())
+        yield self.start_r1()
         registrars = []
         for host in (1, 5):
             registrars += ["--registrar", "tcp:%s:3863" % bed.address(host)]
@@ -218,32 +279,7 @@ class MultiHostTests(TerminalFailoverSteps, unittest.TestCase):
         for host, pe in sorted(self.pes.items()):
             m = yield pe.wait_for_match(REGISTERED, WAIT)
             self.ids[host] = m.group(1).decode()
-        found = yield self.resolve(1, step)
-        self.assertEqual(
-            {pe_id: address for pe_id, (address, _) in found.items()},
-            {self.ids[host]: self.bed.address(host) for host in self.pes},
-            "%s: resolution at R1 does not name each PE by its host's address" % step)
-        self.ports = {host: found[self.ids[host]][1] for host in self.pes}
-
-    @defer.inlineCallbacks
-    def step_c(self):
-        step = "(c) R2 peers with R1"
-        bed = self.bed
-        self.r2 = self.registrar(5, "--peer", "tcp:%s:9901" % bed.address(1))
-        m = yield self.r2.wait_for_match(READY, WAIT)
-        self.r2_id = m.group(1).decode()
-        m = yield self.r2.wait_for_match(
-            re.compile(rb"ENRP server %s ready \(([^,]*), (\d+) PEs\)" % self.r2_id.encode()),
-            WAIT)
-        self.assertEqual(m.group(1).decode(), "handlespace from mentor %s" % self.r1_id,
-                         "%s\n%s" % (step, self.r2.describe()))
-        at_r1, at_r2 = self.resolve(1, step), self.resolve(5, step)
-        at_r1 = yield at_r1
-        at_r2 = yield at_r2
-        survivor = self.survivor
-        self.assertEqual(at_r1, {self.ids[survivor]: (bed.address(survivor),
-                                                      self.ports[survivor])}, step)
-        self.assertEqual(at_r2, at_r1, "%s: R2 resolves otherwise than R1" % step)
+        yield self.check_pes_by_address(step)
 
     @defer.inlineCallbacks
     def step_d(self):

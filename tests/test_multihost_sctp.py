@@ -47,26 +47,16 @@ from twisted.trial import unittest
 
 from rserpool.transport import sctp
 from tests import netbed
+from tests import test_multihost as multihost
 from tests.test_multihost import TerminalFailoverSteps
 
 #: Registrar timers short enough for a quick test: Presence every 0.5 s,
 #: a silent peer probed after 1.5 s and declared unreachable 1 s later;
 #: Endpoint Keep Alive (which tells a PE its home registrar) every second.
-TIMERS = (
-    "--peer-heartbeat-cycle", "0.5",
-    "--peer-max-time-last-heard", "1.5",
-    "--peer-max-time-no-response", "1",
-    "--takeover-expiry", "1",
-    "--mentor-discovery-timeout", "1",
-    "--keep-alive-interval", "1",
-)
+TIMERS = multihost.TIMERS + ("--keep-alive-interval", "1")
 
-
-READY = re.compile(rb"registrar ([0-9a-f]{8}) ready; accepting PE addresses of scope (\S+)")
 #: What ``rserpool pe`` prints once registered.
 REGISTERED = re.compile(rb"registered ([0-9a-f]{8}) in (\S+): (\w+) (\S+):(\d+) ")
-#: A PE as ``rserpool resolve`` and ``rserpool terminal`` print it.
-PE_LINE = re.compile(r"([0-9a-f]{8}) tcp (\d+\.\d+\.\d+\.\d+):(\d+) RoundRobin")
 #: A PE line of ``rserpool dump``.
 DUMP_LINE = re.compile(
     r"^  ([0-9a-f]{8}) (tcp|sctp) ([\d.,]+):(\d+) RoundRobin home=([0-9a-f]{8}) ",
@@ -163,6 +153,7 @@ class MultiHostSCTPTests(TerminalFailoverSteps, unittest.TestCase):
     """
 
     timeout = 150
+    wait = WAIT
 
     def setUp(self):
         reason = _skip_reason()
@@ -173,44 +164,19 @@ class MultiHostSCTPTests(TerminalFailoverSteps, unittest.TestCase):
         return self.bed.twistd(host, "enrp", "--asap", "sctp:3863", "--enrp", "sctp:9901",
                                *(TIMERS + more))
 
-    @defer.inlineCallbacks
-    def resolve(self, registrar_host, step):
-        """
-        C{rserpool resolve EchoPool} on the PU host at a registrar.
-
-        @return: C{{pe_id: (address, port)}}.
-        """
-        proc = self.bed.rserpool(4, "resolve", "EchoPool", "--registrar", asap(registrar_host))
-        code = yield proc.wait_exit(WAIT)
-        self.assertEqual(code, 0, "%s: resolve failed\n%s" % (step, proc.describe()))
-        found = {}
-        for line in proc.out.decode().splitlines():
-            m = PE_LINE.fullmatch(line)
-            self.assertIsNotNone(m, "%s: unexpected resolve line %r\n%s"
-                                 % (step, line, proc.describe()))
-            found[m.group(1)] = (m.group(2), int(m.group(3)))
-        return found
-
     def registrar_endpoint(self, host):
         return asap(host)
 
-    @defer.inlineCallbacks
-    def test_pool_across_hosts(self):
-        self.bed = netbed.NetBed(self, hosts=6, extra={6: ["%s.6/24" % SECOND]})
-        yield self.start()
-        yield self.step_a()
-        yield self.step_b()
-        yield self.step_c()
-        yield self.step_d()
+    def peer_endpoint(self, host):
+        return "sctp:host=%s:port=9901:ppid=12" % self.bed.address(host)
+
+    def make_bed(self):
+        return netbed.NetBed(self, hosts=6, extra={6: ["%s.6/24" % SECOND]})
 
     @defer.inlineCallbacks
     def start(self):
         bed = self.bed
-        self.r1 = self.registrar(1)
-        m = yield self.r1.wait_for_match(READY, WAIT)
-        self.r1_id = m.group(1).decode()
-        # a wildcard listener accepts addresses of the hosts' network
-        self.assertEqual(m.group(2), b"site-local", self.r1.describe())
+        yield self.start_r1()
         registrars = ["--registrar", asap(1), "--registrar", "sctp:%s:3863" % bed.address(5)]
         # -v: the PEs' log on stderr, for failure messages and the home
         # registrar
@@ -245,34 +211,11 @@ class MultiHostSCTPTests(TerminalFailoverSteps, unittest.TestCase):
             "%s: R1 does not hold both addresses of the multi-homed PE\n%s"
             % (step, pu.describe()))
         # ... and each TCP PE by its host's address.
-        found = yield self.resolve(1, step)
-        self.assertEqual(
-            {pe_id: address for pe_id, (address, _) in found.items()},
-            {self.ids[host]: bed.address(host) for host in self.pes},
-            "%s: resolution at R1 does not name each PE by its host's address" % step)
-        self.ports = {host: found[self.ids[host]][1] for host in self.pes}
+        yield self.check_pes_by_address(step)
 
-    @defer.inlineCallbacks
-    def step_c(self):
-        step = "(c) R2 peers with R1"
-        bed = self.bed
-        self.r2 = self.registrar(5, "--peer", "sctp:host=%s:port=9901:ppid=12" % bed.address(1))
-        m = yield self.r2.wait_for_match(READY, WAIT)
-        self.r2_id = m.group(1).decode()
-        m = yield self.r2.wait_for_match(
-            re.compile(rb"ENRP server %s ready \(([^,]*), (\d+) PEs\)" % self.r2_id.encode()),
-            WAIT)
-        self.assertEqual(m.group(1).decode(), "handlespace from mentor %s" % self.r1_id,
-                         "%s\n%s" % (step, self.r2.describe()))
-        self.assertEqual(m.group(2), b"2", "%s: R2 got %s PEs from R1, not 2\n%s"
-                         % (step, m.group(2).decode(), self.r2.describe()))
-        at_r1, at_r2 = self.resolve(1, step), self.resolve(5, step)
-        at_r1 = yield at_r1
-        at_r2 = yield at_r2
-        survivor = self.survivor
-        self.assertEqual(at_r1, {self.ids[survivor]: (bed.address(survivor),
-                                                      self.ports[survivor])}, step)
-        self.assertEqual(at_r2, at_r1, "%s: R2 resolves otherwise than R1" % step)
+    def check_mentor_sync(self, step, ready):
+        self.assertEqual(ready.group(2), b"2", "%s: R2 got %s PEs from R1, not 2\n%s"
+                         % (step, ready.group(2).decode(), self.r2.describe()))
 
     @defer.inlineCallbacks
     def step_d(self):

@@ -38,6 +38,8 @@ from rserpool.wire import (
     encode,
 )
 
+from tests.helpers import loopback_registrar
+
 H = b"EchoPool"
 LOCAL = ipaddress.ip_address("127.0.0.1")
 
@@ -431,11 +433,7 @@ class ServiceTests(unittest.TestCase):
     def test_hunt_to_second_registrar(self):
         # "Killing the home registrar": the PE hunts and re-registers at
         # the other registrar of its static list.
-        second = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
-        second.startService()
-        ports = yield second.ready
-        self.addCleanup(second.stopService)
-        other = "tcp:127.0.0.1:%d" % ports[0].getHost().port
+        second, other = yield loopback_registrar(self)
         pe = self.pe(registrars=[self.endpoint, other])
         yield pe.registered
         again = pe.when_registered()

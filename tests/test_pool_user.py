@@ -15,7 +15,6 @@ from rserpool.asap.hunt import CancelConnect, Connect
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from rserpool.registrar import RegistrarService, make_config
 from rserpool.wire import (
     EndpointUnreachable,
     HandleResolution,
@@ -26,6 +25,8 @@ from rserpool.wire import (
     SCTPTransport,
     TCPTransport,
 )
+
+from tests.helpers import loopback_registrar, running
 
 H = b"EchoPool"
 
@@ -208,16 +209,11 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.registrar = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
-        self.registrar.startService()
-        ports = yield self.registrar.ready
-        self.endpoint = "tcp:127.0.0.1:%d" % ports[0].getHost().port
-        self.addCleanup(self.registrar.stopService)
+        self.registrar, self.endpoint = yield loopback_registrar(self)
         self.pes = []
         for _ in range(3):
-            pe = PoolElementService(H, Factory.forProtocol(Echo), registrars=[self.endpoint])
-            pe.startService()
-            self.addCleanup(lambda pe=pe: pe.running and pe.stopService())
+            pe = running(self, PoolElementService(H, Factory.forProtocol(Echo),
+                                                  registrars=[self.endpoint]))
             self.pes.append(pe)
             yield pe.registered
         self.pu = PoolUser(reactor, registrars=[self.endpoint])

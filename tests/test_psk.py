@@ -52,6 +52,8 @@ from rserpool.wire import (
     encode,
 )
 
+from tests.helpers import tap_registrar, write_keys
+
 from .test_registrar_integration import RawClient
 
 TIMEOUT = 10.0
@@ -59,17 +61,6 @@ TIMEOUT = 10.0
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(100, 116))
 KEYS = "# pool keys\npe-1 {}\n\n  pe-2   {}  \n".format(KEY_1.hex(), KEY_2.hex().upper())
-
-
-def write_keys(case, text, mode=0o600):
-    """
-    Write a key file in the test's temporary directory.
-    """
-    path = case.mktemp()
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-    return path
 
 
 def escape(path):
@@ -428,15 +419,10 @@ class SecuredRegistrarTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.keys = escape(write_keys(self, KEYS))
-        options = tap.Options()
-        options.parseOptions([
+        self.service = yield tap_registrar(self, [
             "--asap", "psk:0:interface=127.0.0.1:keys=" + self.keys,
             "--enrp", "none", "--id", "0x5eed", "--quiet",
         ])
-        self.service = tap.makeService(options)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        yield self.service.ready
         self.port = self.service.asap_ports[0].getHost().port
 
     @defer.inlineCallbacks
@@ -468,13 +454,9 @@ class SecuredRegistrarTests(unittest.TestCase):
         unauthorized PE); the file's roles are re-read with its keys.
         """
         path = write_keys(self, "pe-1 {} pe\npu-1 {} pu\n".format(KEY_1.hex(), KEY_2.hex()))
-        options = tap.Options()
-        options.parseOptions(["--asap", "psk:0:interface=127.0.0.1:keys=" + escape(path),
-                              "--enrp", "none", "--quiet"])
-        service = tap.makeService(options)
-        service.startService()
-        self.addCleanup(service.stopService)
-        yield service.ready
+        service = yield tap_registrar(self, [
+            "--asap", "psk:0:interface=127.0.0.1:keys=" + escape(path),
+            "--enrp", "none", "--quiet"])
         port = service.asap_ports[0].getHost().port
         secure = "psk:127.0.0.1:{}:identity={}:keys=" + escape(path)
         element = PoolElement(0x77, 0, 60000, TCPTransport(7, ("127.0.0.1",)),
@@ -634,16 +616,11 @@ class SecuredPeeringTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def start(self, identity, *extra):
-        options = tap.Options()
-        options.parseOptions([
+        service = yield tap_registrar(self, [
             "--asap", "tcp:0:interface=127.0.0.1", "--enrp", "tcp:0:interface=127.0.0.1",
             "--psk-keys", self.keys, "--psk-peer-keys", self.peer_keys,
             "--psk-identity", identity, "--quiet",
         ] + FAST + list(extra))
-        service = tap.makeService(options)
-        service.startService()
-        self.addCleanup(service.stopService)
-        yield service.ready
         return service
 
     @defer.inlineCallbacks

@@ -10,7 +10,6 @@ from twisted.internet import defer, protocol, reactor, utils
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
-from rserpool import tap
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.transport.multicast import AnnounceListener
 from rserpool.wire import (
@@ -34,6 +33,8 @@ from rserpool.wire import (
     TCPTransport,
     encode,
 )
+
+from tests.helpers import tap_registrar
 
 DECODE = "/work/shared/tools/rserpool-decode"
 TIMEOUT = 10.0
@@ -111,8 +112,8 @@ class RegistrarIntegrationTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def start(self, *extra):
-        options = tap.Options()
-        options.parseOptions(
+        self.service = yield tap_registrar(
+            self,
             [
                 "--asap", "tcp:0:interface=127.0.0.1",
                 "--enrp", "tcp:0:interface=127.0.0.1",
@@ -122,10 +123,6 @@ class RegistrarIntegrationTests(unittest.TestCase):
             ]
             + list(extra)
         )
-        self.service = tap.makeService(options)
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        yield self.service.ready
         self.port = self.service.asap_ports[0].getHost().port
         self.clients = []
 

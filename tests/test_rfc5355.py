@@ -53,7 +53,8 @@ from rserpool.wire import (
 )
 from tests.test_announce_sctp import FakeMulticastReactor
 from tests.test_enrp import cluster
-from tests.test_enrp_trust import _wait, free_port
+from tests.helpers import free_port, tap_registrar
+from tests.test_enrp_trust import _wait
 from tests.test_psk import KEY_1, KEY_2, KEYS, Collector, Upper, escape, make_ca, write_keys
 from tests.test_registrar import Harness, pe_param
 from tests.test_registrar_integration import RawClient
@@ -180,12 +181,7 @@ def start_registrar(case, *argv):
     argv = ["--quiet"] + list(argv)
     if "--asap" not in argv:
         argv += ["--asap", "tcp:0:interface=127.0.0.1"]
-    options = tap.Options()
-    options.parseOptions(argv)
-    service = tap.makeService(options)
-    service.startService()
-    case.addCleanup(service.stopService)
-    yield service.ready
+    service = yield tap_registrar(case, argv)
     return service
 
 

@@ -38,33 +38,12 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import Driven
+from tests.helpers import Driven, Recorder
 from tests.test_sctp import SKIP_REASON, requireSCTP
 
 
 def ip(text):
     return ipaddress.ip_address(text)
-
-
-class Recorder:
-    """
-    An L{IMessageReceiver} that records what it is told.
-    """
-
-    def __init__(self):
-        self.events = []
-
-    def connection_made(self, connection):
-        self.events.append(("made", connection))
-
-    def message_received(self, connection, message):
-        self.events.append(("message", message))
-
-    def protocol_error(self, connection, error):
-        self.events.append(("error", error.cause))
-
-    def connection_lost(self, connection):
-        self.events.append(("lost", connection))
 
 
 class FakeAssociation:

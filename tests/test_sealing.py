@@ -56,6 +56,7 @@ from rserpool.session.sealing import (
 from rserpool.transport import mux
 from rserpool.wire import CookieEcho, Policy, TCPTransport, decode, encode
 
+from tests.helpers import PESessionPeer, write_keys
 from tests.test_cli_pool import RegistrarMixin
 
 KEY_1 = bytes(range(32))
@@ -354,11 +355,7 @@ class RotationTests(unittest.TestCase):
 
 class KeyFileTests(unittest.TestCase):
     def write(self, text, mode=0o600):
-        path = self.mktemp()
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, mode)
-        return path
+        return write_keys(self, text, mode)
 
     def test_parse(self):
         text = "# the first key seals\n\nk2  {}\n  k1\t{}  \n".format(KEY_2.hex(), KEY_1.hex().upper())
@@ -522,7 +519,7 @@ class HookedApp(App):
         self.events.append(("refused", rejection.reason))
 
 
-class PESessionSealerTests(unittest.TestCase):
+class PESessionSealerTests(PESessionPeer, unittest.TestCase):
     """
     L{PESessionFactory}C{(sealer=...)} over a L{StringTransport}: one line
     of the PE's code seals its cookies.
@@ -533,19 +530,7 @@ class PESessionSealerTests(unittest.TestCase):
         self.clock.advance(NOW)
         self.sealer = sealer()
         self.app = app
-        factory = PESessionFactory(Factory.forProtocol(lambda: app), self.clock,
-                                   heartbeat_interval=None, sealer=self.sealer)
-        self.proto = factory.buildProtocol(None)
-        self.transport = StringTransport()
-        self.proto.makeConnection(self.transport)
-        self.peer = mux.MuxConnection(0, interval=None)
-
-    def frames(self):
-        data = self.transport.value()
-        self.transport.clear()
-        return [(e.ppid, e.payload) if isinstance(e, mux.DataReceived) else e
-                for e in self.peer.receive(data, self.clock.seconds())
-                if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
+        self.connect_pe_session(app, self.clock, heartbeat_interval=None, sealer=self.sealer)
 
     def present(self, cookie):
         self.peer.send(encode(CookieEcho(cookie)), ASAP_PPID)

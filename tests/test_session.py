@@ -17,7 +17,6 @@ from rserpool.asap.pool_user import PoolElementInfo
 from rserpool.codes import ASAP_PPID, PolicyType
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from rserpool.registrar import RegistrarService, make_config
 from rserpool.session import business_card
 from rserpool.session.core import (
     CLOSE_PPID,
@@ -45,6 +44,8 @@ from rserpool.wire import (
     decode,
     encode,
 )
+
+from tests.helpers import PESessionPeer, loopback_registrar, running
 
 
 class PUCoreTests(unittest.TestCase):
@@ -144,7 +145,7 @@ class Recorder(Protocol):
         self.events.append(("lost", reason.type.__name__))
 
 
-class PESideTests(unittest.TestCase):
+class PESideTests(PESessionPeer, unittest.TestCase):
     """
     L{PESessionFactory} over a L{StringTransport} and a L{task.Clock}.
     """
@@ -152,19 +153,7 @@ class PESideTests(unittest.TestCase):
     def setUp(self):
         self.clock = task.Clock()
         self.app = Recorder()
-        factory = PESessionFactory(Factory.forProtocol(lambda: self.app), self.clock,
-                                   heartbeat_interval=1.0, max_missed=3)
-        self.proto = factory.buildProtocol(None)
-        self.transport = StringTransport()
-        self.proto.makeConnection(self.transport)
-        self.peer = mux.MuxConnection(0, interval=None)
-
-    def frames(self):
-        data = self.transport.value()
-        self.transport.clear()
-        return [(e.ppid, e.payload) if isinstance(e, mux.DataReceived) else e
-                for e in self.peer.receive(data, self.clock.seconds())
-                if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
+        self.connect_pe_session(self.app, self.clock, heartbeat_interval=1.0, max_missed=3)
 
     def test_cookie_before_data(self):
         self.peer.send(encode(CookieEcho(b"old-state")), ASAP_PPID)
@@ -317,19 +306,14 @@ class Collector(Protocol):
 class LoopbackFailoverTests(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
-        self.registrar = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
-        self.registrar.startService()
-        ports = yield self.registrar.ready
-        self.endpoint = "tcp:127.0.0.1:%d" % ports[0].getHost().port
-        self.addCleanup(self.registrar.stopService)
+        self.registrar, self.endpoint = yield loopback_registrar(self)
         self.pes = []
         self.cookies = []
         for _ in range(2):
             factory = Factory.forProtocol(Upper)
             factory.cookies = self.cookies
-            pe = PoolElementService(b"Upper", factory, registrars=[self.endpoint], enhanced=True)
-            pe.startService()
-            self.addCleanup(lambda pe=pe: pe.running and pe.stopService())
+            pe = running(self, PoolElementService(b"Upper", factory, registrars=[self.endpoint],
+                                                  enhanced=True))
             self.pes.append(pe)
             yield pe.registered
         self.pu = PoolUser(reactor, registrars=[self.endpoint])

@@ -19,26 +19,7 @@ from rserpool.interfaces import IMessageConnection, NotAvailable, normalize_addr
 from rserpool.transport.tcp import MessageStreamFactory, MessageStreamProtocol, MultiplexProtocol
 from rserpool.wire import EndpointKeepAliveAck, ListRequest, TCPTransport, encode
 
-
-class Recorder:
-    """
-    An L{IMessageReceiver} that records what it is told.
-    """
-
-    def __init__(self):
-        self.events = []
-
-    def connection_made(self, connection):
-        self.events.append(("made", connection))
-
-    def message_received(self, connection, message):
-        self.events.append(("message", message))
-
-    def protocol_error(self, connection, error):
-        self.events.append(("error", error.cause))
-
-    def connection_lost(self, connection):
-        self.events.append(("lost", connection))
+from tests.helpers import Recorder
 
 
 def connected(receiver, protocol="asap", host="192.0.2.5"):

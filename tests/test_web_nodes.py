@@ -120,7 +120,7 @@ class CommandTests(RegistrarMixin, unittest.TestCase):
         """
         C{rserpool pe --http ENDPOINT} serves the PE's metrics.
         """
-        from tests.test_cli_pool import free_port
+        from tests.helpers import free_port
 
         yield self.start_registrar()
         port = free_port()

@@ -147,6 +147,45 @@ class ENRPCase(ConformanceCase):
         return responses, flat
 
     @defer.inlineCallbacks
+    def victim_pe(self, peer, victim):
+        """
+        C{victim} announces a PE of a new pool; the target must pass it on
+        to C{peer} (a L{Prerequisite} of the takeover tests).
+
+        @return: a L{Deferred} firing with C{(handle, element)}.
+        """
+        handle = self.handle()
+        element = self.pe(victim)
+        self.announce(victim, handle, element)
+        _, every = yield self.table(peer)
+        if element.identifier not in every.get(handle, {}):
+            raise Prerequisite("the target did not take the victim's Handle Update")
+        return handle, element
+
+    def wait_home(self, peer, handle, element, home, what):
+        """
+        Poll the target's handle table (over C{peer}) until it names C{home}
+        as the home of C{element} of C{handle}.
+        """
+        @defer.inlineCallbacks
+        def moved():
+            _, now = yield self.table(peer)
+            pe = now.get(handle, {}).get(element.identifier)
+            return pe is not None and pe.home_registrar == home
+
+        return self.poll(moved, self.target.response_timeout, what=what)
+
+    def failure_bound(self):
+        """
+        How long the target may take to find a silent peer failed and start
+        its takeover: MAX-TIME-LAST-HEARD, then MAX-TIME-NO-RESPONSE, within
+        a heartbeat cycle (RFC 5353 sections 3.4.3 and 3.5.1).
+        """
+        target = self.target
+        return (target.peer_max_time_last_heard + target.peer_max_time_no_response
+                + target.peer_heartbeat * 1.125 + 2 * target.slack)
+
+    @defer.inlineCallbacks
     def register_many(self, handle, count):
         """
         Register C{count} PEs at the target's ASAP endpoint over one
@@ -443,25 +482,13 @@ class TakeoverTests(ENRPCase):
         """
         peer = yield self.peer("taker")
         victim = yield self.peer("victim")
-        handle = self.handle()
-        element = self.pe(victim)
-        self.announce(victim, handle, element)
-        _, every = yield self.table(peer)
-        if element.identifier not in every.get(handle, {}):
-            raise Prerequisite("the target did not take the victim's Handle Update")
+        handle, element = yield self.victim_pe(peer, victim)
         yield peer.request(InitTakeover(peer.server_id, peer.target_id, victim.server_id),
                            InitTakeoverAck, "Init Takeover Ack")
         peer.send(TakeoverServer(peer.server_id, peer.target_id, victim.server_id))
         peer.owned.setdefault(handle, {})[element.identifier] = element
         victim.owned.clear()
-
-        @defer.inlineCallbacks
-        def moved():
-            _, now = yield self.table(peer)
-            pe = now.get(handle, {}).get(element.identifier)
-            return pe is not None and pe.home_registrar == peer.server_id
-
-        yield self.poll(moved, self.target.response_timeout, what="the new home")
+        yield self.wait_home(peer, handle, element, peer.server_id, "the new home")
 
     @defer.inlineCallbacks
     def test_targetAlive(self):
@@ -504,31 +531,17 @@ class DeadPeerTests(ENRPCase):
         """
         peer = yield self.peer("witness")
         victim = yield self.peer("victim")
-        handle = self.handle()
-        element = self.pe(victim)
-        self.announce(victim, handle, element)
-        _, every = yield self.table(peer)
-        if element.identifier not in every.get(handle, {}):
-            raise Prerequisite("the target did not take the victim's Handle Update")
+        handle, element = yield self.victim_pe(peer, victim)
         yield victim.stop()
         target = self.target
-        bound = (target.peer_max_time_last_heard + target.peer_max_time_no_response
-                 + target.peer_heartbeat * 1.125 + 2 * target.slack)
         init = yield peer.expect(
             lambda m: isinstance(m, InitTakeover) and m.target_id == victim.server_id,
-            bound, "Init Takeover of the failed peer")
+            self.failure_bound(), "Init Takeover of the failed peer")
         peer.send(InitTakeoverAck(peer.server_id, init.sender_id, victim.server_id))
         yield peer.expect(
             lambda m: isinstance(m, TakeoverServer) and m.target_id == victim.server_id,
             target.takeover_expiry + target.slack, "Takeover Server")
-
-        @defer.inlineCallbacks
-        def adopted():
-            _, now = yield self.table(peer)
-            pe = now.get(handle, {}).get(element.identifier)
-            return pe is not None and pe.home_registrar == peer.target_id
-
-        yield self.poll(adopted, target.response_timeout, what="the PE's new home")
+        yield self.wait_home(peer, handle, element, peer.target_id, "the PE's new home")
 
 
 class RacingTakeoverTests(ENRPCase):
@@ -574,13 +587,10 @@ class RacingTakeoverTests(ENRPCase):
         except NoAnswer:
             raise Prerequisite("the target did not take the victim's Handle Update")
         yield victim.stop()
-        target = self.target
-        bound = (target.peer_max_time_last_heard + target.peer_max_time_no_response
-                 + target.peer_heartbeat * 1.125 + 2 * target.slack)
         try:
             init = yield racer.expect(
                 lambda m: isinstance(m, InitTakeover) and m.target_id == victim.server_id,
-                bound, "Init Takeover of the failed peer")
+                self.failure_bound(), "Init Takeover of the failed peer")
         except NoAnswer as e:
             raise Prerequisite("the target did not start a takeover of the failed "
                                "peer: %s" % (e,))

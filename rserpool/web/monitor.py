@@ -29,11 +29,9 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
-from zope.interface import implementer
 
-from rserpool.actions import Runner
 from rserpool.codes import POLICY_FIELDS, ASAPType, ENRPType
-from rserpool.interfaces import IMessageReceiver
+from rserpool.receivers import ASAPReceiver, ENRPReceiver
 from rserpool.web.common import arg as _arg
 from rserpool.web.common import handle_text, hex_id as _id, pe_matches
 from rserpool.web.common import int_arg as _int_arg
@@ -147,24 +145,21 @@ def _stop_counting(connection):
             pass
 
 
-@implementer(IMessageReceiver)
-class MeteredASAPReceiver:
+class MeteredASAPReceiver(ASAPReceiver):
     """
-    L{rserpool.registrar.ASAPReceiver} that also counts what is sent and
+    L{rserpool.receivers.ASAPReceiver} that also counts what is sent and
     times handle resolutions, from taking the request up to writing its
     answer (with the injected clock).
     """
 
     def __init__(self, registrar, clock, monitor, run=None):
-        self.registrar = registrar
-        self.clock = clock
-        self.run = (run if run is not None else Runner()).__call__
+        ASAPReceiver.__init__(self, registrar, clock, run)
         self.sent = monitor.sent_asap
         self.resolution = monitor.resolution
 
     def connection_made(self, connection):
         _counting_send(connection, self.sent)
-        self.run(self.registrar.connection_made(connection, self.clock.seconds()))
+        ASAPReceiver.connection_made(self, connection)
 
     def message_received(self, connection, message, _resolution=HandleResolution):
         now = self.clock.seconds()
@@ -172,39 +167,26 @@ class MeteredASAPReceiver:
         if type(message) is _resolution:
             self.resolution.observe(self.clock.seconds() - now)
 
-    def protocol_error(self, connection, error):
-        self.run(self.registrar.protocol_error(connection, error, self.clock.seconds()))
-
     def connection_lost(self, connection):
-        self.run(self.registrar.connection_lost(connection, self.clock.seconds()))
+        ASAPReceiver.connection_lost(self, connection)
         _stop_counting(connection)
 
 
-@implementer(IMessageReceiver)
-class MeteredENRPReceiver:
+class MeteredENRPReceiver(ENRPReceiver):
     """
-    L{rserpool.registrar.ENRPReceiver} that also counts what is sent.
+    L{rserpool.receivers.ENRPReceiver} that also counts what is sent.
     """
 
     def __init__(self, server, clock, monitor, outgoing=False, run=None):
-        self.server = server
-        self.clock = clock
-        self.run = (run if run is not None else Runner()).__call__
-        self.outgoing = outgoing
+        ENRPReceiver.__init__(self, server, clock, outgoing, run)
         self.sent = monitor.sent_enrp
 
     def connection_made(self, connection):
         _counting_send(connection, self.sent)
-        self.run(self.server.connection_made(connection, self.clock.seconds(), self.outgoing))
-
-    def message_received(self, connection, message):
-        self.run(self.server.message_received(connection, message, self.clock.seconds()))
-
-    def protocol_error(self, connection, error):
-        self.run(self.server.protocol_error(connection, error, self.clock.seconds()))
+        ENRPReceiver.connection_made(self, connection)
 
     def connection_lost(self, connection):
-        self.run(self.server.connection_lost(connection, self.clock.seconds()))
+        ENRPReceiver.connection_lost(self, connection)
         _stop_counting(connection)
 
 
