@@ -1522,12 +1522,14 @@ class ConnectAssociationLogicTests(unittest.SynchronousTestCase):
 
     def test_cannotStart(self):
         """
-        C{SCTP_CANT_STR_ASSOC} for that peer fails the L{Deferred}.
+        C{SCTP_CANT_STR_ASSOC} for that peer fails the L{Deferred} with
+        L{ConnectionRefusedError}, as a refused one-to-one association does
+        (so a PE's registrar problem reads "connection refused" either way).
         """
         d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
         self.notify(abi.SCTP_CANT_STR_ASSOC, 6, ("192.0.2.2", 9901))
         self.port.doRead()
-        self.failureResultOf(d, error.ConnectError)
+        self.failureResultOf(d, error.ConnectionRefusedError)
         self.assertEqual(self.port._dialling, {})
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 

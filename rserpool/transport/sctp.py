@@ -1223,7 +1223,10 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
                     self._up(event.assoc_id, address)
             elif (event.state == abi.SCTP_CANT_STR_ASSOC and event.assoc_id not in self.associations
                   and self._dialled(address) is not None):
-                self._dialled(address)._fail(error.ConnectError(
+                # Before the setup's own timeout this is an ABORT in answer
+                # to INIT (nobody listens there), as ECONNREFUSED is for a
+                # one-to-one connect(): say so alike.
+                self._dialled(address)._fail(error.ConnectionRefusedError(
                     string="SCTP association setup failed (error cause %d)" % event.error))
             elif event.state == abi.SCTP_COMM_LOST or event.state == abi.SCTP_CANT_STR_ASSOC:
                 self._lost(event.assoc_id, failure.Failure(error.ConnectionLost(
