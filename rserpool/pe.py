@@ -30,7 +30,8 @@ accepts associations too.  A registrar knows a PE's ASAP transport as the
 far end of the association it registered over, so a registrar that takes
 the PE over (RFC 5353) reaches it there with an Endpoint Keep Alive with
 the H flag, and the PE makes it its home (RFC 5352 section 3.4).  Over TCP
-a PE only connects out: a registrar that took it over waits for it.
+a PE only connects out (no registrar can reach it): when its home fails,
+it hunts.
 
     >>> from rserpool.pe import PoolElementService
     >>> pe = PoolElementService(b"EchoPool", EchoFactory(),
@@ -62,7 +63,14 @@ from rserpool.asap.pool_element import (
 )
 from rserpool.asap.scope import Scope, address_scope
 from rserpool.client import MachineDriver, listen_for_registrars
-from rserpool.codes import ASAP_PPID, DEFAULT_REGISTRAR, POLICY_FIELDS, POLICY_NAMES, ErrorCause, PolicyType
+from rserpool.codes import (
+    ASAP_PPID,
+    DEFAULT_REGISTRAR,
+    POLICY_FIELDS,
+    POLICY_NAMES,
+    ErrorCause,
+    PolicyType,
+)
 from rserpool.interfaces import normalize_address
 from rserpool.web.nodes import NodeHTTP, PoolElementCollector, PoolElementMonitor
 from rserpool.wire import (
