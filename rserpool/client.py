@@ -27,7 +27,7 @@ from rserpool.transport.tcp import MessageStreamFactory
 from rserpool.wire import ASAPError
 
 __all__ = ["MachineDriver", "listen_for_registrars", "announced_endpoint",
-           "secured_announce", "connect_reason"]
+           "secured_announce", "connect_reason", "peer_endpoint"]
 
 
 
@@ -74,6 +74,28 @@ _CONNECT_REASONS = (
     (error.NoRouteError, "no route to host"),
     (error.DNSLookupError, "cannot resolve the host name"),
 )
+
+
+def peer_endpoint(connection):
+    """
+    A client endpoint description of the far end of a connection a
+    registrar opened to us, for the events that name it.
+
+    @return: e.g. C{"sctp:host=192.0.2.1,198.51.100.1:port=3863:ppid=11"}
+        (every address of an SCTP peer), C{"tcp:host=192.0.2.1:port=3863"},
+        or C{None} when the peer's address is unknown.
+    """
+    from rserpool.asap.pool_user import endpoint_description, quote_endpoint
+
+    host, port = getattr(connection, "peer", (None, 0))
+    if host is None:
+        return None
+    if getattr(connection, "mapping", None) == "sctp":
+        transport = getattr(connection, "peer_transport", None)
+        addresses = transport.addresses if transport is not None else (host,)
+        return "sctp:host=%s:port=%d:ppid=%d" % (
+            ",".join(quote_endpoint(str(a)) for a in addresses), port, ASAP_PPID)
+    return endpoint_description("tcp", host, port)
 
 
 def _registrar_protocols(driver):
@@ -260,7 +282,7 @@ class MachineDriver:
     def _connect(self, action):
         attempt = action.attempt
         try:
-            endpoint = clientFromString(self.reactor, action.endpoint)
+            endpoint = self.endpoint(action.endpoint)
         except Exception as e:  # a bad description is the user's, say so
             self.reactor.callLater(0, self._failed, attempt,
                                    "bad endpoint description: %s" % (e,))
@@ -277,6 +299,15 @@ class MachineDriver:
             self._failed(attempt, connect_reason(f))
 
         d.addCallbacks(up, down)
+
+    def endpoint(self, description):
+        """
+        The client endpoint to reach a registrar by.
+
+        @param description: a client endpoint description (a L{Connect}'s).
+        @raise ValueError: for a bad description.
+        """
+        return clientFromString(self.reactor, description)
 
     def _failed(self, attempt, reason):
         self.machine.connect_failed(attempt, self.now(), reason)
@@ -324,7 +355,7 @@ class MachineDriver:
             incoming = getattr(self.machine, "incoming_connection", None)
             if incoming is not None:
                 local = getattr(connection, "local_addresses", None) or connection.local[0]
-                incoming(connection, local, self.now())
+                incoming(connection, local, self.now(), peer_endpoint(connection))
             return
         local = getattr(connection, "local_addresses", None) or connection.local[0]
         if not self.machine.connected(attempt, connection, local, self.now()):

@@ -23,6 +23,16 @@ PE works with a registrar on another host without address options, and
 the registrar's check that a PE registers only its own addresses (RFC 5355
 section 2.1) passes.
 
+Registrars over SCTP: the PE's associations to them leave from a
+one-to-many SCTP socket of its own (its ASAP port, bound like the
+registrar description's C{bindAddress}, all addresses by default), which
+accepts associations too.  A registrar knows a PE's ASAP transport as the
+far end of the association it registered over, so a registrar that takes
+the PE over (RFC 5353) reaches it there with an Endpoint Keep Alive with
+the H flag, and the PE makes it its home (RFC 5352 section 3.4).  Over TCP
+a PE only connects out (no registrar can reach it): when its home fails,
+it hunts.
+
     >>> from rserpool.pe import PoolElementService
     >>> pe = PoolElementService(b"EchoPool", EchoFactory(),
     ...                         registrars=["tcp:192.0.2.1:3863"])
@@ -53,7 +63,14 @@ from rserpool.asap.pool_element import (
 )
 from rserpool.asap.scope import Scope, address_scope
 from rserpool.client import MachineDriver, listen_for_registrars
-from rserpool.codes import DEFAULT_REGISTRAR, POLICY_FIELDS, POLICY_NAMES, ErrorCause, PolicyType
+from rserpool.codes import (
+    ASAP_PPID,
+    DEFAULT_REGISTRAR,
+    POLICY_FIELDS,
+    POLICY_NAMES,
+    ErrorCause,
+    PolicyType,
+)
 from rserpool.interfaces import normalize_address
 from rserpool.web.nodes import NodeHTTP, PoolElementCollector, PoolElementMonitor
 from rserpool.wire import (
@@ -258,6 +275,29 @@ def _transport_of(address, protocol, use, dual_stack=False):
     return cls(address.port, (ip,), use)
 
 
+class _PEDriver(MachineDriver):
+    """
+    A pool element's L{MachineDriver}: it reaches SCTP registrars from the
+    PE's ASAP port (L{PoolElementService.asap_port}), so the associations
+    leave from a port that accepts a registrar's own.
+    """
+
+    def __init__(self, reactor, machine, on_event, asap_port):
+        MachineDriver.__init__(self, reactor, machine, on_event)
+        self._asap_port = asap_port
+
+    def endpoint(self, description):
+        from rserpool.transport.sctp import SCTPAssociationEndpoint, SCTPClientEndpoint
+
+        endpoint = MachineDriver.endpoint(self, description)
+        if isinstance(endpoint, SCTPClientEndpoint):
+            port = self._asap_port(endpoint.bindAddresses, endpoint.hosts)
+            if port is not None:
+                return SCTPAssociationEndpoint(port, endpoint.hosts, endpoint.port,
+                                               endpoint.timeout)
+        return endpoint
+
+
 class PoolElementService(service.Service):
     """
     A pool element: the application's server, kept registered in a pool
@@ -269,6 +309,10 @@ class PoolElementService(service.Service):
     @ivar machine: the L{PoolElementMachine}.
     @ivar port: the application's listening port, once started.
     @ivar home_registrar: the home registrar's id, 0 while unknown.
+    @ivar asap_ports: the PE's one-to-many SCTP sockets its associations
+        to SCTP registrars leave from, which accept registrars' own (RFC
+        5353 takeover), by the addresses they are bound to (C{()} for all);
+        opened when first needed.
     """
 
     log = Logger()
@@ -364,6 +408,8 @@ class PoolElementService(service.Service):
         self.csp_interval = csp_interval
         self._csp = None
         self._home_since = None
+        self.asap_ports = {}
+        self._asap_failed = set()
 
     @property
     def identifier(self):
@@ -417,7 +463,7 @@ class PoolElementService(service.Service):
         protocol = self.protocol or (_protocol_of(self.endpoint) if self._own_port else None)
         transport = _transport_of(port.getHost(), protocol, use, _dual_stack(port))
         self.machine = PoolElementMachine(self.config, transport, self.registrars, rng=self.rng)
-        self.driver = MachineDriver(self.reactor, self.machine, self._event)
+        self.driver = _PEDriver(self.reactor, self.machine, self._event, self.asap_port)
         self.log.info(
             "pool element {pe_id:08x} of {handle!r} serving on {port}; hunting among {registrars}",
             pe_id=self.identifier, handle=self.pool_handle, port=port.getHost(),
@@ -433,6 +479,52 @@ class PoolElementService(service.Service):
             self._csp.start()
         self.machine.start(self.reactor.seconds())
         self.driver.flush()
+
+    def asap_port(self, interfaces=(), hosts=()):
+        """
+        The one-to-many SCTP socket the PE reaches SCTP registrars from
+        and accepts their associations on (RFC 5353 takeover: a registrar
+        that took the PE over reaches it at its ASAP transport, which a
+        registrar takes from the association the PE registered over).
+        Opened on first use, any port.
+
+        @param interfaces: the local addresses to bind (a registrar
+            description's C{bindAddress}); all of them by default.
+        @param hosts: the registrar's addresses: with an IPv6 one and no
+            C{interfaces}, the socket is an IPv6 one (for IPv4 too).
+        @return: an L{SCTPSeqPacketPort
+            <rserpool.transport.sctp.SCTPSeqPacketPort>}, or C{None} when
+            none can be opened (the PE then reaches the registrar by a
+            one-to-one association, and a registrar that takes it over
+            cannot reach it; logged once).
+        """
+        from twisted.internet import abstract
+        from twisted.internet.error import CannotListenError
+
+        from rserpool.transport.sctp import SEQPACKET, SCTPUnavailable, listenSCTP
+        from rserpool.transport.tcp import MessageStreamFactory
+
+        interfaces = tuple(interfaces)
+        if not interfaces and any(abstract.isIPv6Address(h) for h in hosts):
+            interfaces = ("::",)
+        port = self.asap_ports.get(interfaces)
+        if port is not None or interfaces in self._asap_failed or self.driver is None:
+            return port
+        try:
+            port = listenSCTP(self.reactor, 0, MessageStreamFactory(self.driver, "asap"),
+                              interfaces, mode=SEQPACKET, defaultPPID=ASAP_PPID)
+        except (SCTPUnavailable, CannotListenError, OSError, ValueError) as e:
+            self._asap_failed.add(interfaces)
+            self.log.warn(
+                "pool element {pe_id:08x}: no SCTP ASAP port on {where} ({reason}); reaching SCTP "
+                "registrars by associations of their own, which a registrar that takes this PE "
+                "over cannot reach", pe_id=self.identifier, reason=e,
+                where=",".join(interfaces) or "all addresses")
+            return None
+        self.asap_ports[interfaces] = port
+        self.log.info("pool element {pe_id:08x}: ASAP over SCTP on port {port}",
+                      pe_id=self.identifier, port=port.getHost().port)
+        return port
 
     def _start_announce(self):
         self._announce_port = listen_for_registrars(self.reactor, self.announce, self.driver)
@@ -585,6 +677,9 @@ class PoolElementService(service.Service):
             self._announce_port = None
         if self.port is not None and self._own_port:
             stops.append(defer.maybeDeferred(self.port.stopListening))
+        for port in self.asap_ports.values():
+            stops.append(defer.maybeDeferred(port.stopListening))
+        self.asap_ports = {}
         if self._http is not None:
             stops.append(self._http.stop())
         if self._csp is not None:

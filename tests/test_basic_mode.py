@@ -26,7 +26,15 @@ from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
 from rserpool.registrar import RegistrarService, make_config
 from rserpool.transport import sctp
-from rserpool.wire import DATA_ONLY, SCTPTransport, UDPTransport
+from rserpool.conformance.client import connect
+from rserpool.wire import (
+    DATA_ONLY,
+    EndpointKeepAlive,
+    EndpointKeepAliveAck,
+    Registration,
+    SCTPTransport,
+    UDPTransport,
+)
 from tests.test_cli_pool import spawn
 
 SKIP_REASON = "kernel has no SCTP (run under ../shared/tools/sctp-vm)"
@@ -267,6 +275,61 @@ class SCTPBasicModeTests(BasicModeMixin, unittest.TestCase):
         client.transport.write(b"basic")
         received = yield client.expect(5)
         self.assertEqual(received, b"basic")
+
+
+class SCTPRegistrarTakeoverTests(BasicModeMixin, unittest.TestCase):
+    """
+    A PE with an SCTP registrar reaches it from its one-to-many ASAP port,
+    which accepts the association of a registrar that took the PE over
+    (RFC 5353): its Keep Alive with the H flag is acknowledged there and
+    the PE's next Registration goes there (RFC 5352 section 3.4).  Kernel
+    SCTP only.
+    """
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        if _UNAVAILABLE is not None:
+            raise unittest.SkipTest(SKIP_REASON)
+        self.registrar = RegistrarService(
+            make_config(), asap_endpoints=["sctp:0:interface=127.0.0.1:mode=seqpacket"])
+        self.registrar.startService()
+        ports = yield self.registrar.ready
+        self.addCleanup(self.registrar.stopService)
+        self.asap = "sctp:host=127.0.0.1:port=%d" % ports[0].getHost().port
+        self.pe = yield self.start_pe(b"AdoptedPool", factory=Factory.forProtocol(Echo),
+                                      endpoint="sctp:0:interface=127.0.0.1",
+                                      reregistration_interval=1.0, response_timeout=1.0)
+
+    def test_registers_from_asap_port(self):
+        """
+        The registrar association leaves from the PE's ASAP port.
+        """
+        (port,) = self.pe.asap_ports.values()
+        transport = self.pe.machine.connection.transport
+        self.assertIsInstance(transport, sctp.SCTPAssociation)
+        self.assertIs(transport.port, port)
+        self.assertEqual(transport.getHost().host, "127.0.0.1")
+
+    @defer.inlineCallbacks
+    def test_adopted_by_new_home(self):
+        """
+        A registrar's association to the ASAP port, an Endpoint Keep Alive
+        with the H flag over it: acknowledged there (MUST), and the next
+        Registration names the new home and goes to it (SHOULD).
+        """
+        (port,) = self.pe.asap_ports.values()
+        wire = yield connect(reactor, "sctp:host=127.0.0.1:port=%d:ppid=11" % port.getHost().port,
+                             name="new home")
+        self.addCleanup(wire.close)
+        ack = yield wire.request(
+            EndpointKeepAlive(0x7777, b"AdoptedPool", self.pe.identifier, home=True),
+            EndpointKeepAliveAck, WAIT)
+        self.assertEqual((ack.pool_handle, ack.identifier), (b"AdoptedPool", self.pe.identifier))
+        self.assertEqual(self.pe.home_registrar, 0x7777)
+        again = yield wire.expect(Registration, WAIT)
+        self.assertEqual(again.pool_element.identifier, self.pe.identifier)
+        self.assertEqual(again.pool_element.home_registrar, 0x7777)
+        self.assertEqual(again.pool_element.user_transport.addresses, (LOOPBACK,))
 
 
 class TransportOfTests(unittest.TestCase):

@@ -213,6 +213,63 @@ class MachineTests(unittest.TestCase):
         self.assertIs(pe.connection, "c2")
         self.assertEqual(pe.home_id, 0xBB)
 
+    def test_adopted_over_incoming_connection(self):
+        # RFC 5352 section 3.4 / RFC 5353 takeover: registrars that took
+        # the PE over connect to its ASAP transport; the one whose Keep
+        # Alive carries the H flag is answered there (MUST) and becomes the
+        # home: the next Registration goes over its connection (SHOULD),
+        # with the addresses of that connection, and losing it names it.
+        config = m.PoolElementConfig(H, Policy.make(PolicyType.ROUND_ROBIN), identifier=0x1234,
+                                     reregistration_interval=2.0)
+        pe = m.PoolElementMachine(config, SCTPTransport(7, ("0.0.0.0",)),
+                                  ["sctp:host=10.0.0.1:port=3863"])
+        pe.start(0)
+        (connect,) = pe.actions()
+        pe.connected(connect.attempt, "c1", (ip("10.0.0.2"),), 0)
+        pe.actions()
+        pe.message_received("c1", RegistrationResponse(H, 0x1234), 0)
+        pe.actions()
+        new_home = "sctp:host=10.0.1.1:port=3863:ppid=11"
+        pe.incoming_connection("c2", (ip("10.0.1.2"), ip("10.0.2.2")), 1, new_home)
+        pe.incoming_connection("c3", (ip("10.0.3.2"),), 1, "sctp:host=10.0.3.1:port=3863:ppid=11")
+        self.assertEqual(pe.actions(), [])
+        pe.message_received("c2", EndpointKeepAlive(0xBB, H, 0x1234, home=True), 1)
+        actions = pe.actions()
+        self.assertEqual(actions, [m.Close("c1"), m.HomeChanged(0xBB),
+                                   m.Send("c2", EndpointKeepAliveAck(H, 0x1234))])
+        self.assertEqual((pe.state, pe.connection, pe.endpoint), (m.REGISTERED, "c2", new_home))
+        self.assertEqual(pe.next_deadline, 3.0)
+        pe.timer(3.0)
+        (send,) = pe.actions()
+        self.assertEqual(send.connection, "c2")
+        self.assertEqual(send.message.pool_element.home_registrar, 0xBB)
+        self.assertEqual(send.message.pool_element.user_transport.addresses,
+                         (ip("10.0.1.2"), ip("10.0.2.2")))
+        pe.message_received("c2", RegistrationResponse(H, 0x1234), 3.0)
+        self.assertEqual(pe.actions(), [])
+        # the other registrar's connection goes away unnoticed; the home's
+        # does not
+        pe.connection_lost("c3", 4)
+        self.assertEqual(pe.actions(), [])
+        pe.connection_lost("c2", 5)
+        problem, connect = pe.actions()
+        self.assertEqual(problem, m.RegistrarProblem(new_home, "lost"))
+        self.assertEqual(connect.endpoint, "sctp:host=10.0.0.1:port=3863")
+
+    def test_incoming_keep_alive_without_home_flag(self):
+        # Only a registrar that says it is the new home may speak over a
+        # connection of its own; a stopped PE follows nobody.
+        pe = machine()
+        self.registered(pe)
+        pe.incoming_connection("c2", (LOCAL,), 1)
+        pe.message_received("c2", EndpointKeepAlive(0xBB, H, 0x1234), 2)
+        self.assertEqual(pe.actions(), [])
+        self.assertIs(pe.connection, "c1")
+        idle = machine()
+        idle.incoming_connection("c2", (LOCAL,), 1)
+        idle.message_received("c2", EndpointKeepAlive(0xBB, H, 0x1234, home=True), 2)
+        self.assertEqual(idle.actions(), [])
+
     def test_hunt_on_connection_loss(self):
         # RFC 5352 section 3.6: the home registrar fails; hunt for another.
         pe = machine()

@@ -1522,12 +1522,14 @@ class ConnectAssociationLogicTests(unittest.SynchronousTestCase):
 
     def test_cannotStart(self):
         """
-        C{SCTP_CANT_STR_ASSOC} for that peer fails the L{Deferred}.
+        C{SCTP_CANT_STR_ASSOC} for that peer fails the L{Deferred} with
+        L{ConnectionRefusedError}, as a refused one-to-one association does
+        (so a PE's registrar problem reads "connection refused" either way).
         """
         d = self.port.connectAssociation("192.0.2.2", 9901, self.factory)
         self.notify(abi.SCTP_CANT_STR_ASSOC, 6, ("192.0.2.2", 9901))
         self.port.doRead()
-        self.failureResultOf(d, error.ConnectError)
+        self.failureResultOf(d, error.ConnectionRefusedError)
         self.assertEqual(self.port._dialling, {})
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
@@ -1636,6 +1638,57 @@ class ConnectAssociationKernelTests(KernelTestsMixin, unittest.TestCase):
         # a second association to the same peer: only one can exist
         yield self.assertFailure(port.connectAssociation("127.0.0.1", target.getHost().port),
                                  error.ConnectError)
+
+    @defer.inlineCallbacks
+    def test_localAddressesOfAssociation(self):
+        """
+        An association of a one-to-many socket on the wildcard address
+        tells its own local addresses (what a PE registers over it), a
+        loopback one first towards a peer on loopback, and the socket's
+        port.
+        """
+        local = PeerFactory()
+        port = yield self.listen("sctp:0:mode=seqpacket", local)
+        self.assertEqual(port.getHost().host, "0.0.0.0")
+        number = port.getHost().port
+        # an association the socket accepts (a registrar reaching a PE)
+        yield self.connect("sctp:host=127.0.0.1:port=%d" % number)
+        accepted = yield local.peer(0)
+        host = accepted.transport.getHost()
+        self.assertEqual((host.host, host.port), ("127.0.0.1", number))
+        self.assertNotIn("0.0.0.0", host.addresses)
+        # and one it sets up
+        target = yield self.listen("sctp:0:interface=127.0.0.1:mode=seqpacket", PeerFactory())
+        mine = yield port.connectAssociation("127.0.0.1", target.getHost().port, PeerFactory())
+        host = mine.transport.getHost()
+        self.assertEqual((host.host, host.port), ("127.0.0.1", number))
+        self.assertNotIn("0.0.0.0", host.addresses)
+
+    @defer.inlineCallbacks
+    def test_localAddressesPerAssociation(self):
+        """
+        Two associations of one wildcard socket, towards a peer on a
+        network and a peer on loopback: each tells its own local end (the
+        socket's address is the first association's).
+        """
+        import shutil
+
+        from tests.test_interop_rsplib import Network
+
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            raise unittest.SkipTest("needs root and iproute2's ip for a dummy interface")
+        net = Network("rsassoc", 218, count=2)
+        net.up()
+        self.addCleanup(net.down)
+        there = yield self.listen("sctp:0:interface=%s:mode=seqpacket" % net.addresses[0],
+                                  PeerFactory())
+        here = yield self.listen("sctp:0:interface=127.0.0.1:mode=seqpacket", PeerFactory())
+        port = yield self.listen("sctp:0:mode=seqpacket", PeerFactory())
+        far = yield port.connectAssociation(net.addresses[0], there.getHost().port, PeerFactory())
+        near = yield port.connectAssociation("127.0.0.1", here.getHost().port, PeerFactory())
+        self.assertNotEqual(far.transport.getHost().host, "127.0.0.1")
+        self.assertNotIn("127.0.0.1", far.transport.getHost().addresses)
+        self.assertEqual(near.transport.getHost().host, "127.0.0.1")
 
     @defer.inlineCallbacks
     def test_refused(self):

@@ -333,6 +333,9 @@ class PoolElementMachine(Hunting):
         self.connection = None
         self.endpoint = None
         self._local = None
+        #: connections registrars opened to us, not (yet) the home one:
+        #: {connection: (local addresses, endpoint description)}
+        self._incoming = {}
         self._out = []
         self._deadline = None
         self._deadline_kind = None
@@ -450,6 +453,7 @@ class PoolElementMachine(Hunting):
         A connection is gone.  Losing the home registrar's starts a hunt
         (RFC 5352 section 3.6).
         """
+        self._incoming.pop(connection, None)
         if connection is not self.connection:
             return
         self.connection = None
@@ -467,13 +471,23 @@ class PoolElementMachine(Hunting):
             self._disarm()
             self._next_registrar(now)
 
-    def incoming_connection(self, connection, local_address, now):
+    def incoming_connection(self, connection, local_address, now, endpoint=None):
         """
-        A registrar connected to us (RFC 5353 takeover: the new home
-        registrar reaches the PE at its ASAP transport).  Nothing happens
-        until it sends an Endpoint Keep Alive with the H flag.
+        A registrar connected to us: a registrar that took this PE over
+        (RFC 5353 takeover) reaches it at its ASAP transport, over SCTP the
+        port the PE's registrar associations leave from.  Nothing happens
+        until it sends an Endpoint Keep Alive with the H flag
+        (L{message_received}); then this connection is the home
+        registrar's.
+
+        @param connection: the connection token.
+        @param local_address: as for L{connected}: the local addresses of
+            this connection, which the PE registers over it.
+        @param endpoint: a client endpoint description of the registrar
+            (its address and port as seen), named in later events; or
+            C{None}.
         """
-        self._incoming_local = local_address
+        self._incoming[connection] = (local_address, endpoint)
 
     def message_received(self, connection, message, now):
         """
@@ -677,27 +691,34 @@ class PoolElementMachine(Hunting):
             tuple(a for a in local if a is not None)))
 
     def _keep_alive(self, connection, message, now):
-        # RFC 5352 section 3.7: answer the home registrar's audit.  RSPLIB
-        # puts our identifier into the Keep Alive; without one it means
-        # every PE of ours in that pool.
+        # RFC 5352 section 3.4 (Endpoint Keep Alive): answer the home
+        # registrar's audit.  RSPLIB puts our identifier into the Keep
+        # Alive; without one it means every PE of ours in that pool.
         if message.pool_handle != self.pool_handle:
             return
         if message.identifier is not None and message.identifier != self.identifier:
             return
         if connection is not self.connection:
-            if not message.home or self.state in (DEREGISTERING, STOPPED, FAILED):
+            if not message.home or self.state in (IDLE, DEREGISTERING, STOPPED, FAILED):
                 # Only a registrar that takes us over may speak from
                 # elsewhere, and it says so with the H flag.
                 return
-            # RFC 5352 section 3.7 / RFC 5353 takeover: the sender is our
-            # new home registrar; drop the old one.
+            # RFC 5352 section 3.4, the H flag ("I am your new home PR",
+            # RFC 5354 section 2.2.7), sent after an RFC 5353 takeover:
+            # the PE MUST answer the sender over its connection and SHOULD
+            # take it for its home registrar, so its next Registration
+            # goes there (at the re-registration timer, as any renewal:
+            # a registrar adopting many PEs is not flooded at once).  Any
+            # hunt or old home connection is dropped.
             cancel = self.hunt.cancel()
             if cancel is not None:
                 self._out.append(cancel)
             self._drop_connection()
+            local, endpoint = self._incoming.pop(connection, (self._local, None))
             self.connection = connection
-            self.endpoint = None
-            self._local = getattr(self, "_incoming_local", self._local)
+            self.endpoint = endpoint
+            self._local = local
+            self.hunt.new_round()
             self.state = REGISTERED
             self._registered_here = True
             self._arm(now + self.config.reregistration_interval, "reregister")

@@ -42,6 +42,7 @@ one line that names the cause and the cure.
 """
 import ctypes
 import errno
+import ipaddress
 import os
 import socket
 import struct
@@ -1037,9 +1038,21 @@ class SCTPAssociation:
 
     def getHost(self):
         """
-        @return: the L{SCTPAddress} of the one-to-many socket.
+        @return: the L{SCTPAddress} of this association's local end: the
+            addresses it uses (C{SCTP_GET_LOCAL_ADDRS} with its id: on a
+            socket bound to the wildcard address, those of the host in the
+            peer's scope, so no loopback address towards a peer elsewhere)
+            and the socket's port; the one-to-many socket's own address
+            should the kernel not say.  A loopback address comes first
+            towards a peer on loopback.
         """
-        return self.port.getHost()
+        found = _addresses(self.port.socket, abi.SCTP_GET_LOCAL_ADDRS, self.assocId) \
+            if self.connected and self.port.socket is not None else []
+        if not found:
+            return self.port.getHost()
+        loopback = _isLoopback(self._peer.host)
+        found.sort(key=lambda a: _isLoopback(a[0]) != loopback)
+        return SCTPAddress.fromSockaddr(found[0], found)
 
     def getPeer(self):
         """
@@ -1210,7 +1223,10 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
                     self._up(event.assoc_id, address)
             elif (event.state == abi.SCTP_CANT_STR_ASSOC and event.assoc_id not in self.associations
                   and self._dialled(address) is not None):
-                self._dialled(address)._fail(error.ConnectError(
+                # Before the setup's own timeout this is an ABORT in answer
+                # to INIT (nobody listens there), as ECONNREFUSED is for a
+                # one-to-one connect(): say so alike.
+                self._dialled(address)._fail(error.ConnectionRefusedError(
                     string="SCTP association setup failed (error cause %d)" % event.error))
             elif event.state == abi.SCTP_COMM_LOST or event.state == abi.SCTP_CANT_STR_ASSOC:
                 self._lost(event.assoc_id, failure.Failure(error.ConnectionLost(
@@ -1350,6 +1366,20 @@ class SCTPSeqPacketPort(_SCTPReader, SCTPStreamPort):
             self._lost(assocId, failure.Failure(error.ConnectionDone("the socket was closed")))
         self.stopWriting()
         SCTPStreamPort._close(self, d)
+
+
+def _isLoopback(host):
+    """
+    Whether textual address C{host} is a loopback one (IPv4-mapped ones
+    included).
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _peerKey(host, port):
