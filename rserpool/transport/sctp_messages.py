@@ -177,7 +177,7 @@ class SCTPMessageProtocol(MessageConnectionProtocol):
         try:
             item = decode(data, self.protocol)
         except ProtocolError as e:
-            item = e
+            item = e.detached()
         guard = self.guard
         if guard is not None:
             guard.received()

@@ -118,6 +118,7 @@ class MessageStreamProtocol(MessageConnectionProtocol):
         self._handle(items)
 
     def _lost_framing(self, error):
+        error.detached()
         self._note("closing {protocol} connection from {peer}: {reason}",
                    protocol=self.protocol, peer=self.describe(), reason=error.reason)
         self.receiver.protocol_error(self, error)

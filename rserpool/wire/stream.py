@@ -90,7 +90,7 @@ class StreamDecoder:
                 # whose `out` holds the error, a cycle that only the
                 # garbage collector frees (a flood of bad messages kept
                 # every read's errors, frames and bytes for minutes).
-                out.append(e.with_traceback(None))
+                out.append(e.detached())
         if pos:
             del buf[:pos]
         return out
