@@ -13,7 +13,7 @@ registrar side an L{rserpool.interfaces.IMessageConnection}.
 """
 import attrs
 
-__all__ = ["Send", "Close", "Schedule", "Dial", "Multicast", "Runner"]
+__all__ = ["Send", "Close", "Schedule", "Dial", "Multicast", "Throttle", "Runner"]
 
 
 # Not frozen: a registrar makes one per handle resolution, and a frozen
@@ -73,6 +73,19 @@ class Multicast:
     data: bytes
 
 
+@attrs.frozen
+class Throttle:
+    """
+    Read nothing more from C{connection}'s source for C{seconds}: it is
+    over its limits, and what it sends meanwhile stays in its own socket
+    buffers, neither decoded nor refused one by one (RFC 5355 section 3).
+    An adapter that has no such control ignores it.
+    """
+
+    connection: object
+    seconds: float
+
+
 class Runner:
     """
     Carries out actions: sends over the connections, closes them, and
@@ -111,5 +124,9 @@ class Runner:
             elif kind is Multicast:
                 if self.multicast is not None:
                     self.multicast(action.data)
+            elif kind is Throttle:
+                throttle = getattr(action.connection, "throttle", None)
+                if throttle is not None:
+                    throttle(action.seconds)
             else:
                 raise TypeError("not an action: %r" % (action,))

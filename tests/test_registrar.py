@@ -1316,10 +1316,11 @@ class PlainConnection:
 
     mapping = "fake"
 
-    def __init__(self, port=40000):
-        self.peer = (LOCAL, port)
-        self.peer_addresses = (LOCAL,)
-        self.peer_transport = TCPTransport(port, (LOCAL,))
+    def __init__(self, port=40000, address=None):
+        host = LOCAL if address is None else ipaddress.ip_address(address)
+        self.peer = (host, port)
+        self.peer_addresses = (host,)
+        self.peer_transport = TCPTransport(port, (host,))
 
     def rtt(self):
         raise NotAvailable("rtt", self.mapping)
@@ -1336,6 +1337,33 @@ class ActionTests(unittest.TestCase):
             RegistrarConfig(server_id=SERVER_ID, min_address_scope=Scope.LOOPBACK))
         self.conn = PlainConnection()
         self.assertEqual(self.registrar.connection_made(self.conn, 0.0), ())
+
+    def test_over_its_limits_throttled(self):
+        """
+        A registration refused for the source's limits, or because the
+        registrar is home to as many PEs as it may, also throttles the
+        source: its further messages wait unread (issue #14).
+        """
+        from rserpool.actions import Throttle
+        from rserpool.asap.registrar import THROTTLE_SECONDS
+
+        registrar = ASAPRegistrar(RegistrarConfig(
+            server_id=SERVER_ID, min_address_scope=Scope.LOOPBACK,
+            sources=SourceSettings(max_pes=1), max_pool_elements=2))
+        conn, other = PlainConnection(), PlainConnection(address="127.0.0.2")
+        registrar.connection_made(conn, 0.0)
+        registrar.connection_made(other, 0.0)
+        registrar.message_received(conn, Registration(b"P", pe_param(1)), 0.0)
+        actions = registrar.message_received(conn, Registration(b"P", pe_param(2)), 0.0)
+        self.assertIn(Throttle(conn, THROTTLE_SECONDS), actions)
+        actions = registrar.message_received(
+            other, Registration(b"P", pe_param(3, "127.0.0.2")), 0.0)
+        self.assertNotIn(Throttle(other, THROTTLE_SECONDS), actions)
+        third = PlainConnection(address="127.0.0.3")
+        registrar.connection_made(third, 0.0)
+        actions = registrar.message_received(
+            third, Registration(b"P", pe_param(4, "127.0.0.3")), 0.0)
+        self.assertIn(Throttle(third, THROTTLE_SECONDS), actions)
 
     def test_registration(self):
         """

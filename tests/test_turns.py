@@ -233,6 +233,28 @@ class TurnTests(unittest.TestCase):
         self.assertNotIn(user, self.order[:self.quantum * 2])
         self.assertEqual(self.order.count(user), 1)
 
+    def test_throttled_source_waits_unread(self):
+        # A source over its limits (actions.Throttle): its connections are
+        # not read and get no turn for the time given; other sources go on.
+        flood, flood_transport = self.connect("192.0.2.7")
+        flood.dataReceived(resolution(1) * 100)
+        flood.throttle(1.0)
+        user, _ = self.connect("192.0.2.8")
+        user.dataReceived(resolution(2))
+        del self.order[:]
+        self.clock.advance(0)
+        self.clock.advance(0.5)
+        self.assertNotIn(flood, self.order)
+        self.assertEqual(flood_transport.producerState, "paused")
+        # New bytes from it wait too, unread.
+        flood.dataReceived(resolution(3))
+        self.clock.advance(0)
+        self.assertNotIn(flood, self.order)
+        self.clock.advance(0.5)
+        self.turns()
+        self.assertEqual(len(handles(self.receiver.messages)), 102)
+        self.assertEqual(flood_transport.producerState, "producing")
+
     def test_framing_lost_after_the_backlog(self):
         # The messages before a broken header are handled, then the
         # connection is closed.

@@ -40,7 +40,7 @@ import random
 import attrs
 from twisted.logger import Logger
 
-from rserpool.actions import Close, Schedule, Send
+from rserpool.actions import Close, Schedule, Send, Throttle
 from rserpool.asap.flood import RequestRateLimit
 from rserpool.asap.sources import SourceLimits, SourceSettings
 from rserpool.limits import EventLog, RefusalLog
@@ -91,6 +91,10 @@ REMOVAL_REASONS = (
 #: PE timers (keep-alives, their timeouts, expiries) handled per call of
 #: L{ASAPRegistrar.timer_fired}; the rest at the next.
 TIMERS_PER_CALL = 32
+
+#: Seconds a source's connections are not read from after it was refused
+#: a registration for its limits or a full handlespace (actions.Throttle).
+THROTTLE_SECONDS = 1.0
 
 #: The longest a PE waits for its next Endpoint Keep Alive however many
 #: PEs a registrar is home for (RegistrarConfig.max_keep_alive_rate).
@@ -641,6 +645,11 @@ class ASAPRegistrar:
                 )
         elif (config.max_pool_elements
               and hs.owned_count(self.server_id) >= config.max_pool_elements):
+            # Full: the source's further registrations wait unread for a
+            # while, not decoded and refused one by one (RFC 5355 section
+            # 3; issue #14: 128 sources registering kept the registrar
+            # busy refusing them, and a pool user's share fell behind).
+            self._out.append(Throttle(conn, THROTTLE_SECONDS))
             return self._reject(
                 conn, handle, pe_id, ErrorCause.LACK_OF_RESOURCES, b"",
                 "home to as many PEs as it may (%d)" % config.max_pool_elements,
@@ -655,6 +664,7 @@ class ASAPRegistrar:
                 self._out.append(Send(conn, RegistrationResponse(
                     handle, pe_id, reject=True,
                     error=OperationError.of(ErrorCause.LACK_OF_RESOURCES))))
+                self._out.append(Throttle(conn, THROTTLE_SECONDS))
                 return
         new_pool = existing is None and hs.pool(handle) is None
 

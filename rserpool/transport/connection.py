@@ -155,6 +155,18 @@ class MessageConnectionProtocol(Protocol):
                 self.transport.loseConnection()
             self.receiver.connection_lost(self)
 
+    def throttle(self, seconds):
+        """
+        Read nothing more from this connection's source for C{seconds}
+        (L{rserpool.actions.Throttle}): on a registrar's listener its turns
+        stop (L{TurnScheduler.throttle
+        <rserpool.transport.guard.TurnScheduler.throttle>}); elsewhere
+        nothing happens.
+        """
+        turns = getattr(getattr(self, "factory", None), "turns", None)
+        if turns is not None and self.guard is not None:
+            turns.throttle(self._budget_key or self, seconds)
+
     @property
     def budget_silent(self):
         """

@@ -540,6 +540,11 @@ class TurnScheduler:
         self._new = collections.OrderedDict()
         self._spent = 0.0
         self._call = None
+        # Sources over their limits: key -> until (clock time); and the
+        # workers of those among them that wait, out of the rotation.
+        self._throttled = {}
+        self._parked = {}
+        self._unpark_call = None
         #: when the current turn must end (a worker stops handling its
         #: messages then, even before its quantum: some cost far more
         #: than others)
@@ -551,7 +556,57 @@ class TurnScheduler:
         once: the source has nothing waiting, and what was handled at once
         since the last round of turns took less than a slice.
         """
-        return self._spent < self.slice and key not in self._sources and key not in self._new
+        return (self._spent < self.slice and key not in self._sources and key not in self._new
+                and not (self._throttled and self._blocked(key)))
+
+    def throttle(self, key, seconds):
+        """
+        Give source C{key} no turn for C{seconds}: what its connections
+        have and send waits, unread (a source over its limits; RFC 5355
+        section 3, the flood's own messages refused at the door).
+        """
+        until = self.clock.seconds() + seconds
+        if self._throttled.get(key, 0) < until:
+            self._throttled[key] = until
+        for sources in (self._sources, self._new):
+            workers = sources.pop(key, None)
+            if workers:
+                self._park(key, workers)
+
+    def _blocked(self, key):
+        until = self._throttled.get(key)
+        if until is None:
+            return False
+        if self.clock.seconds() >= until:
+            del self._throttled[key]
+            return False
+        return True
+
+    def _park(self, key, workers):
+        parked = self._parked.get(key)
+        if parked is None:
+            self._parked[key] = workers
+        else:
+            parked.update(workers)
+        if self._unpark_call is None:
+            delay = max(0.0, min(self._throttled.get(k, 0) for k in self._parked)
+                        - self.clock.seconds())
+            self._unpark_call = self.clock.callLater(delay, self._unpark)
+
+    def _unpark(self):
+        self._unpark_call = None
+        now = self.clock.seconds()
+        for key in list(self._parked):
+            if self._throttled.get(key, 0) <= now:
+                self._throttled.pop(key, None)
+                workers = self._parked.pop(key)
+                if workers:
+                    self._sources[key] = workers
+        if self._parked:
+            delay = max(0.0, min(self._throttled.get(k, 0) for k in self._parked) - now)
+            self._unpark_call = self.clock.callLater(delay, self._unpark)
+        if (self._sources or self._new) and self._call is None:
+            self._call = self.clock.callLater(0, self._run)
 
     def arrival_deadline(self):
         """
@@ -573,6 +628,9 @@ class TurnScheduler:
         """
         C{worker}, of source C{key}, has messages waiting: give it a turn.
         """
+        if self._throttled and self._blocked(key):
+            self._park(key, {worker: None})
+            return
         workers = self._sources.get(key)
         if workers is None:
             workers = self._new.get(key)
@@ -586,7 +644,7 @@ class TurnScheduler:
         """
         C{worker} is gone: no more turns.
         """
-        for sources in (self._sources, self._new):
+        for sources in (self._sources, self._new, self._parked):
             workers = sources.get(key)
             if workers is not None:
                 workers.pop(worker, None)
@@ -598,7 +656,8 @@ class TurnScheduler:
         How many workers wait for a turn.
         """
         return (sum(len(w) for w in self._sources.values())
-                + sum(len(w) for w in self._new.values()))
+                + sum(len(w) for w in self._new.values())
+                + sum(len(w) for w in self._parked.values()))
 
     def _run(self):
         self._call = None
