@@ -255,6 +255,19 @@ class TurnTests(unittest.TestCase):
         self.assertEqual(len(handles(self.receiver.messages)), 102)
         self.assertEqual(flood_transport.producerState, "producing")
 
+    def test_throttled_before_it_waits(self):
+        # A source throttled while nothing of it waits: what it sends then
+        # waits unread, and gets its turns once the time is up.
+        flood, flood_transport = self.connect("192.0.2.7")
+        flood.throttle(1.0)
+        flood.dataReceived(resolution(1) * 40)
+        self.clock.advance(0)
+        self.assertEqual(self.receiver.messages, [])
+        self.assertEqual(flood_transport.producerState, "paused")
+        self.clock.advance(1.0)
+        self.turns()
+        self.assertEqual(len(handles(self.receiver.messages)), 40)
+
     def test_framing_lost_after_the_backlog(self):
         # The messages before a broken header are handled, then the
         # connection is closed.

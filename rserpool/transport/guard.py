@@ -585,7 +585,7 @@ class TurnScheduler:
     def _park(self, key, workers):
         parked = self._parked.get(key)
         if parked is None:
-            self._parked[key] = workers
+            self._parked[key] = collections.OrderedDict(workers)
         else:
             parked.update(workers)
         if self._unpark_call is None:
@@ -629,7 +629,7 @@ class TurnScheduler:
         C{worker}, of source C{key}, has messages waiting: give it a turn.
         """
         if self._throttled and self._blocked(key):
-            self._park(key, {worker: None})
+            self._park(key, collections.OrderedDict(((worker, None),)))
             return
         workers = self._sources.get(key)
         if workers is None:
