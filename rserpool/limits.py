@@ -29,6 +29,7 @@ from twisted.logger import Logger
 
 __all__ = [
     "principal",
+    "host_principal",
     "principal_text",
     "TokenBucket",
     "KeyedBuckets",
@@ -59,6 +60,21 @@ def principal(identity, address, ipv6_prefix=64):
         network = ipaddress.IPv6Network(((int(address) >> host_bits) << host_bits, ipv6_prefix))
         return ("address", network)
     return ("address", address)
+
+
+def host_principal(host, ipv6_prefix=64):
+    """
+    The L{principal} of a peer known only by its textual address (a
+    listener's connection before any identity is proved): C{("unknown",)}
+    when C{host} is not an address.
+    """
+    from rserpool.interfaces import normalize_address
+
+    try:
+        address = normalize_address(host)
+    except (AttributeError, TypeError, ValueError):
+        address = None
+    return principal(None, address, ipv6_prefix)
 
 
 def principal_text(key):

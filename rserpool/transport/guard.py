@@ -589,9 +589,12 @@ class TurnScheduler:
         else:
             parked.update(workers)
         if self._unpark_call is None:
-            delay = max(0.0, min(self._throttled.get(k, 0) for k in self._parked)
-                        - self.clock.seconds())
-            self._unpark_call = self.clock.callLater(delay, self._unpark)
+            self._arm_unpark(self.clock.seconds())
+
+    def _arm_unpark(self, now):
+        # At the end of the parked sources' earliest throttle.
+        delay = max(0.0, min(self._throttled.get(k, 0) for k in self._parked) - now)
+        self._unpark_call = self.clock.callLater(delay, self._unpark)
 
     def _unpark(self):
         self._unpark_call = None
@@ -603,18 +606,21 @@ class TurnScheduler:
                 if workers:
                     self._sources[key] = workers
         if self._parked:
-            delay = max(0.0, min(self._throttled.get(k, 0) for k in self._parked) - now)
-            self._unpark_call = self.clock.callLater(delay, self._unpark)
+            self._arm_unpark(now)
         if (self._sources or self._new) and self._call is None:
             self._call = self.clock.callLater(0, self._run)
 
-    def arrival_deadline(self):
+    def run_at_once(self, work, *args):
         """
-        When messages handled at once as they arrive must stop: what is
-        left of the arrivals' slice.
+        Handle what just arrived now (after L{at_once} said so): call
+        C{work(*args, deadline)}, C{deadline} being when what is left of
+        the arrivals' slice ends, and count the time it took against the
+        slice until the next round of turns.
         """
-        self.deadline = self.timer() + max(0.0, self.slice - self._spent)
-        return self.deadline
+        started = self.timer()
+        self.deadline = started + max(0.0, self.slice - self._spent)
+        work(*args, self.deadline)
+        self.spent(self.timer() - started)
 
     def spent(self, seconds):
         """

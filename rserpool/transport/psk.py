@@ -67,8 +67,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from rserpool.asap.pool_user import quote_endpoint
-from rserpool.interfaces import normalize_address
-from rserpool.limits import EventLog, principal
+from rserpool.limits import EventLog, host_principal
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -590,11 +589,8 @@ class _HandshakeTurns(ProtocolWrapper):
     _key = None
 
     def makeConnection(self, transport):
-        try:
-            address = normalize_address(transport.getPeer().host)
-        except (AttributeError, ValueError):
-            address = None
-        self._key = principal(None, address, self.factory.prefix)
+        self._key = host_principal(getattr(transport.getPeer(), "host", None),
+                                   self.factory.prefix)
         ProtocolWrapper.makeConnection(self, transport)
 
     def dataReceived(self, data):
@@ -603,15 +599,17 @@ class _HandshakeTurns(ProtocolWrapper):
             return
         turns = self.factory.turns
         if self._held is None and turns.at_once(self._key):
-            started = turns.timer()
-            self.wrappedProtocol.dataReceived(data)
-            turns.spent(turns.timer() - started)
+            turns.run_at_once(self._deliver, data)
             return
         if self._held is None:
             self._held = bytearray()
             self.transport.pauseProducing()
             turns.wait(self._key, self)
         self._held += data
+
+    def _deliver(self, data, deadline):
+        # A handshake's bytes go to TLS whole (no deadline inside it).
+        self.wrappedProtocol.dataReceived(data)
 
     def take_turn(self, quantum):
         held, self._held = self._held, None

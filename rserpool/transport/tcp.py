@@ -23,8 +23,8 @@ Twisted transport with its heartbeat.
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from rserpool.limits import EventLog, RefusalLog, principal
-from rserpool.interfaces import NotAvailable, normalize_address
+from rserpool.limits import EventLog, RefusalLog, host_principal
+from rserpool.interfaces import NotAvailable
 from rserpool.transport.connection import MessageConnectionProtocol, address_of, is_sctp_address
 from rserpool.transport.guard import MemoryReturn, TurnScheduler
 from rserpool.transport import mux
@@ -162,9 +162,7 @@ class MessageStreamProtocol(MessageConnectionProtocol):
                     return
                 guard.received()
                 self._keep(items)
-                started = turns.timer()
-                self._turn(quantum, turns.arrival_deadline())
-                turns.spent(turns.timer() - started)
+                turns.run_at_once(self._turn, quantum)
                 return
         raw = self._raw
         if raw is None:
@@ -176,9 +174,7 @@ class MessageStreamProtocol(MessageConnectionProtocol):
             # Its turn comes (or the peer reads again); not read meanwhile.
             self._settle()
             return
-        started = turns.timer()
-        self._turn(quantum, turns.arrival_deadline())
-        turns.spent(turns.timer() - started)
+        turns.run_at_once(self._turn, quantum)
 
     def take_turn(self, quantum):
         """
@@ -374,11 +370,7 @@ class MessageStreamFactory(Factory):
     def buildProtocol(self, addr):
         key = None
         if self.budget is not None:
-            try:
-                address = normalize_address(addr.host)
-            except (AttributeError, ValueError):
-                address = None
-            key = principal(None, address, self.budget.limits.ipv6_prefix)
+            key = host_principal(getattr(addr, "host", None), self.budget.limits.ipv6_prefix)
             refused = self.budget.admit(key, self.reserved)
             if refused is not None:
                 # Twisted closes a connection whose protocol is None.
