@@ -5,7 +5,7 @@ resolution (issue #16), in one process, no sockets: the ASAP machine and
 its receiver driven with 1,000 resolutions of 100 pools (1,000 PEs), 50
 times, best of 7 runs, with
 
-* ``plain``: the receiver without the monitor (rserpool.registrar.ASAPReceiver,
+* ``plain``: the receiver without the monitor (rserpool.receivers.ASAPReceiver,
   what sends goes straight to the connection);
 * ``metered``: the registrar's own (rserpool.web.monitor): what is sent is
   counted and each resolution timed into the histogram.
@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from twisted.internet import task  # noqa: E402
 
 from rserpool.codes import PolicyType  # noqa: E402
-from rserpool.registrar import ASAPReceiver, RegistrarService, make_config  # noqa: E402
+from rserpool.receivers import ASAPReceiver  # noqa: E402
+from rserpool.services import RegistrarService, make_config  # noqa: E402
 from rserpool.interfaces import NotAvailable  # noqa: E402
 from rserpool.wire import (  # noqa: E402
     HandleResolution,

@@ -48,7 +48,7 @@ from rserpool.asap.scope import Scope  # noqa: E402
 from rserpool.enrp import ENRPConfig  # noqa: E402
 from rserpool.enrp.memory import MemoryNetwork  # noqa: E402
 from rserpool.handlespace import PolicySettings, TimerCode  # noqa: E402
-from rserpool.registrar import RegistrarService, make_config  # noqa: E402
+from rserpool.services import RegistrarService, make_config  # noqa: E402
 from rserpool.wire import TCPTransport  # noqa: E402
 
 LOOP = ipaddress.ip_address("127.0.0.1")

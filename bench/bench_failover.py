@@ -31,7 +31,7 @@ from twisted.internet import defer, protocol, reactor, task  # noqa: E402
 from twisted.internet.protocol import Factory, Protocol  # noqa: E402
 
 from rserpool.pu import PoolClientEndpoint, PoolUser  # noqa: E402
-from rserpool.registrar import RegistrarService, make_config  # noqa: E402
+from rserpool.services import RegistrarService, make_config  # noqa: E402
 
 
 class PE(protocol.ProcessProtocol):

@@ -22,7 +22,7 @@ from twisted.internet import defer, protocol, reactor, task  # noqa: E402
 from twisted.internet.endpoints import clientFromString, connectProtocol  # noqa: E402
 
 from rserpool.codes import PolicyType  # noqa: E402
-from rserpool.registrar import RegistrarService, make_config  # noqa: E402
+from rserpool.services import RegistrarService, make_config  # noqa: E402
 from rserpool.transport.psk import PSKEndpoints  # noqa: E402
 from rserpool.wire import (  # noqa: E402
     EndpointKeepAlive,

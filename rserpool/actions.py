@@ -93,7 +93,7 @@ class Runner:
     timer for a machine, no dialler) are dropped.
 
     @ivar timers: C{{machine: timer}}, a timer being anything with
-        C{schedule(when)} (L{rserpool.registrar.Wakeup}).
+        C{schedule(when)} (L{rserpool.services.Wakeup}).
     @ivar dial: C{dial(server_information)}, or C{None}.
     @ivar multicast: C{multicast(data)}, or C{None}.
     """

@@ -4,7 +4,7 @@ L{rserpool.interfaces.IMessageReceiver}'s) to a sans-IO machine, the
 ASAP registrar or the ENRP server, with the time from an injected clock,
 and carries out the actions it returns with a L{rserpool.actions.Runner}.
 
-L{rserpool.registrar} uses them as they are; L{rserpool.web.monitor}
+L{rserpool.services} uses them as they are; L{rserpool.web.monitor}
 extends them to count what is sent.
 """
 from zope.interface import implementer

@@ -9,7 +9,6 @@ follow RSPLIB's registrar; times are in seconds.
 """
 import configparser
 import gc
-import os
 import random
 
 try:
@@ -23,8 +22,9 @@ from rserpool.asap.registrar import HR_ITEMS_LIMIT, MAX_STRETCHED_INTERVAL, Regi
 from rserpool.asap.sources import SourceSettings
 from rserpool.asap.scope import parse_scope
 from rserpool.enrp import ENRPConfig
-from rserpool.enrp.trust import endpoint_arguments, parse_networks
-from rserpool.registrar import AnnounceSettings, RegistrarService, new_server_id
+from rserpool.enrp.trust import parse_networks
+from rserpool.services import AnnounceSettings, RegistrarService, new_server_id
+from rserpool.services.security import InsecureConfiguration, check_security
 from rserpool.transport.guard import ConnectionLimits
 from rserpool.transport.multicast import parse_group
 from rserpool.transport.psk import is_secure
@@ -436,7 +436,10 @@ class Options(usage.Options):
             settings[name] = values
         if settings["enrp"] is not None and settings["enrp"].strip().lower() in ("", "none", "off"):
             settings["enrp"] = None
-        settings["psk"] = psk = check_security(settings)
+        try:
+            settings["psk"] = psk = check_security(settings)
+        except InsecureConfiguration as e:
+            raise usage.UsageError(str(e)) from None
         if settings["enrp"] and settings["enrp-multicast"] and psk is None and \
                 settings["enrp-peer-networks"] == ():
             # RFC 5355 section 2.5: Presence on the group is not
@@ -527,107 +530,6 @@ def load_config(path):
             raise usage.UsageError("unknown setting {!r} in config file {}".format(key, path))
         out[name] = value
     return out
-
-
-def check_security(settings):
-    """
-    RFC 5355 section 2.15.3: a registrar's handlespace holds either only
-    registrations and peer updates that came over secured connections, or
-    none.  With C{psk-keys}, every endpoint is secured with TLS-PSK; without
-    it, the endpoints given must all be secured (C{psk:}, C{ssl:}, C{tls:})
-    or all not.
-
-    @return: a L{PSKEndpoints} for C{psk-keys}, or C{None}.
-    @raise usage.UsageError: with a one-line reason.
-    """
-    from rserpool.registrar import peer_endpoint
-    from rserpool.transport.psk import KeyFileError, PSKEndpoints, is_secure, load_keys
-
-    path = settings.get("psk-keys")
-    identity = settings.get("psk-identity")
-    peer_path = settings.get("psk-peer-keys")
-    if path is None:
-        if identity is not None or peer_path is not None:
-            raise usage.UsageError("--psk-identity and --psk-peer-keys need --psk-keys")
-        endpoints = settings["asap"] + ([settings["enrp"]] if settings["enrp"] else []) \
-            + [peer_endpoint(p) for p in settings["peer"]]
-        secured = [d for d in endpoints if is_secure(d)]
-        if secured and len(secured) != len(endpoints):
-            plain = [d for d in endpoints if not is_secure(d)]
-            raise usage.UsageError(
-                "secured and unsecured endpoints mixed ({} and {}): RFC 5355 wants every "
-                "registration and peer update secured, or none; use --psk-keys or secure "
-                "them all".format(secured[0], plain[0]))
-        if settings["enrp"]:
-            _check_apart([_keys_of(d) for d in settings["asap"]], _keys_of(settings["enrp"]),
-                         "the ENRP listener's keys= file")
-        return None
-    endpoints = PSKEndpoints(path, identity, peer_path)
-    try:
-        load_keys(path)
-        keys = load_keys(endpoints.peer_file)
-    except KeyFileError as e:
-        raise usage.UsageError(str(e)) from None
-    if identity is None:
-        if settings["enrp"] is not None and len(keys) > 1:
-            raise usage.UsageError(
-                "{}: the file holds {} identities; say with --psk-identity which one this "
-                "registrar presents to its ENRP peers".format(endpoints.peer_file, len(keys)))
-    elif identity.encode("ascii", "replace") not in keys:
-        raise usage.UsageError("--psk-identity: no identity {!r} in {}".format(
-            identity, endpoints.peer_file))
-    for peer in settings["peer"]:
-        try:
-            endpoints.client(peer_endpoint(peer))
-        except ValueError as e:
-            raise usage.UsageError("--peer: {}".format(e)) from None
-    if settings["enrp"] is not None:
-        # RFC 5355 section 2.5: registrars authenticate each other.  A key
-        # of the PEs' and pool users' file must not open ENRP.
-        if peer_path is None:
-            raise usage.UsageError(
-                "--psk-keys with ENRP on needs --psk-peer-keys, a key file of the registrars "
-                "only: otherwise every PE and pool user holding a key could act as a "
-                "registrar (or turn ENRP off with --enrp none)")
-        _check_apart([path], peer_path, "--psk-peer-keys")
-    return endpoints
-
-
-def _keys_of(description):
-    # The keys= file of a psk: endpoint string, or None.
-    prefix, _, keywords = endpoint_arguments(description)
-    return keywords.get("keys") if prefix == "psk" else None
-
-
-def _check_apart(asap_files, enrp_file, what):
-    """
-    The key file of ENRP shares neither a file nor an identity with those
-    of ASAP (RFC 5355 section 2.5: a PE's or pool user's key never makes
-    a registrar).
-
-    @raise usage.UsageError: with a one-line reason.
-    """
-    from rserpool.transport.psk import KeyFileError, load_keys
-
-    if enrp_file is None:
-        return
-    try:
-        enrp_keys = load_keys(enrp_file)
-        for path in asap_files:
-            if path is None:
-                continue
-            if os.path.realpath(path) == os.path.realpath(enrp_file):
-                raise usage.UsageError(
-                    "{} is {}, the PEs' and pool users' key file: give the registrars a key "
-                    "file of their own".format(what, path))
-            shared = sorted(set(load_keys(path)) & set(enrp_keys))
-            if shared:
-                raise usage.UsageError(
-                    "identity {!r} is both in {} and in {}: a PE or pool user holding it could "
-                    "act as a registrar; keep the registrars' identities apart".format(
-                        shared[0].decode("ascii", "replace"), path, enrp_file))
-    except KeyFileError as e:
-        raise usage.UsageError(str(e)) from None
 
 
 def check_endpoint(description):

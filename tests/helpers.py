@@ -463,14 +463,14 @@ def running(test, service):
 @defer.inlineCallbacks
 def loopback_registrar(test):
     """
-    A registrar (L{rserpool.registrar.RegistrarService}, default
+    A registrar (L{rserpool.services.RegistrarService}, default
     configuration) listening for ASAP over TCP on a free port of
     127.0.0.1, stopped at the end of C{test}.
 
     @return: a L{Deferred} that fires, once it listens, with C{(the
         service, its client endpoint string)}.
     """
-    from rserpool.registrar import RegistrarService, make_config
+    from rserpool.services import RegistrarService, make_config
 
     registrar = RegistrarService(make_config(), asap_endpoints=["tcp:0:interface=127.0.0.1"])
     registrar.startService()

@@ -14,10 +14,9 @@ from twisted.trial import unittest
 from rserpool.asap.announce import KnownRegistrar, RegistrarTable
 from rserpool.asap.pool_element import PoolElementConfig, PoolElementMachine
 from rserpool.asap.pool_user import PoolUserMachine
-from rserpool.asap.registrar import RegistrarConfig
 from rserpool.codes import PolicyType
 from rserpool.client import announced_endpoint, listen_for_registrars
-from rserpool.registrar import AnnounceSettings, RegistrarService, presence_from
+from rserpool.services import AnnounceService, AnnounceSettings, ListenerService, presence_from
 from rserpool.transport.multicast import AnnounceListener
 from rserpool.wire import (
     Policy,
@@ -318,9 +317,10 @@ class RegistrarAnnounceTests(unittest.TestCase):
 
     def service(self, hosts, interface=None):
         reactor = FakeMulticastReactor()
-        svc = RegistrarService(RegistrarConfig(server_id=0x5EED), reactor=reactor, announce=AnnounceSettings(
+        listeners = ListenerService(reactor)
+        listeners.ports_of["ASAP"] = [FakeListeningPort(h) for h in hosts]
+        svc = AnnounceService(listeners, reactor, 0x5EED, AnnounceSettings(
             group=("239.0.0.50", 3863), ttl=1, interface=interface))
-        svc.asap_ports = [FakeListeningPort(h) for h in hosts]
         return svc, reactor
 
     def test_sctpFirst(self):
@@ -332,7 +332,7 @@ class RegistrarAnnounceTests(unittest.TestCase):
             FakeHost("TCP", "10.0.0.1", 3863),
             FakeHost("SCTP", "10.0.0.1", 13163, ("10.0.0.1", "10.0.1.1")),
         ])
-        self.assertEqual(svc.announced_transports(), [
+        self.assertEqual(svc.transports(), [
             SCTPTransport(13163, ("10.0.0.1", "10.0.1.1")),
             TCPTransport(3863, ("10.0.0.1",)),
         ])
@@ -340,7 +340,7 @@ class RegistrarAnnounceTests(unittest.TestCase):
     def test_sctpWildcardWithInterface(self):
         svc, _ = self.service([FakeHost("SCTP", "0.0.0.0", 3863, ("0.0.0.0",))],
                               interface="10.0.0.7")
-        self.assertEqual(svc.announced_transports(), [SCTPTransport(3863, ("10.0.0.7",))])
+        self.assertEqual(svc.transports(), [SCTPTransport(3863, ("10.0.0.7",))])
 
     def test_sctpWildcardLeftOut(self):
         """
@@ -348,7 +348,7 @@ class RegistrarAnnounceTests(unittest.TestCase):
         receivers use the source address and port, as with RSPLIB.
         """
         svc, _ = self.service([FakeHost("SCTP", "0.0.0.0", 3863, ("0.0.0.0",))])
-        self.assertEqual(svc.announced_transports(), [])
+        self.assertEqual(svc.transports(), [])
 
     def test_sendsFromSCTPPort(self):
         """
@@ -357,7 +357,7 @@ class RegistrarAnnounceTests(unittest.TestCase):
         """
         svc, reactor = self.service([FakeHost("SCTP", "10.0.0.1", 13163, ("10.0.0.1",))],
                                     interface="10.0.0.1")
-        svc._start_announce()
+        svc.begin()
         [(port, sender, interface, multiple)] = reactor.multicast
         self.assertEqual((port, interface, multiple), (13163, "", True))
         self.assertEqual((sender.ttl, sender.interface, sender.group),
@@ -375,7 +375,7 @@ class RegistrarAnnounceTests(unittest.TestCase):
 
     def test_tcpOnlyFromAnyPort(self):
         svc, reactor = self.service([FakeHost("TCP", "127.0.0.1", 3863)])
-        svc._start_announce()
+        svc.begin()
         self.assertEqual(reactor.multicast[0][0], 0)
         reactor.multicast[0][1].stopProtocol()
 

@@ -24,7 +24,7 @@ from twisted.trial import unittest
 
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 from rserpool.transport import sctp
 from rserpool.conformance.client import connect
 from rserpool.wire import (

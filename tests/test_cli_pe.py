@@ -8,7 +8,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 from rserpool.asap.scope import Scope
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 
 from tests.helpers import spawn
 

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from rserpool.cli import build_parser, main, transport_text
 from rserpool.codes import PolicyType
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.tcp import MessageStreamFactory
 from rserpool.wire import (

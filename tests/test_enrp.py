@@ -803,7 +803,7 @@ class EndpointStringTests(unittest.TestCase):
     """
 
     def test_peer_endpoint(self):
-        from rserpool.registrar import peer_endpoint
+        from rserpool.services import peer_endpoint
 
         self.assertEqual(peer_endpoint("127.0.0.1:9901"), "tcp:host=127.0.0.1:port=9901")
         self.assertEqual(peer_endpoint("[::1]:9901"), "tcp:host=\\:\\:1:port=9901")
@@ -812,7 +812,7 @@ class EndpointStringTests(unittest.TestCase):
                          "sctp:host=127.0.0.1:port=9901:ppid=12")
 
     def test_transport_endpoint(self):
-        from rserpool.registrar import transport_endpoint
+        from rserpool.services import transport_endpoint
         from rserpool.wire import SCTPTransport
 
         self.assertEqual(transport_endpoint(TCPTransport(9901, (LOOP,))),

@@ -23,7 +23,7 @@ from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses, parse_networks
-from rserpool.registrar import RegistrarService, host_networks, make_config
+from rserpool.services import RegistrarService, host_networks, make_config
 from rserpool.wire import (
     ADD_PE,
     DEL_PE,

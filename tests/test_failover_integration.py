@@ -22,7 +22,7 @@ from tests.test_cli_pool import RegistrarMixin, spawn
 _REGISTRAR = (
     "import sys\n"
     "from twisted.internet import reactor\n"
-    "from rserpool.registrar import RegistrarService, make_config\n"
+    "from rserpool.services import RegistrarService, make_config\n"
     "RegistrarService(make_config(), asap_endpoints=[sys.argv[1]]).startService()\n"
     "print('ready', flush=True)\n"
     "reactor.run()\n"

@@ -143,7 +143,7 @@ class NestingTests(unittest.TestCase):
         from twisted.internet.testing import StringTransport
 
         from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
-        from rserpool.registrar import ASAPReceiver
+        from rserpool.receivers import ASAPReceiver
         from rserpool.transport.tcp import MessageStreamProtocol
 
         registrar = ASAPRegistrar(RegistrarConfig(server_id=1))
@@ -561,7 +561,7 @@ class ENRPTests(unittest.TestCase):
         The same over multicast, where anyone may send: the wildcard is
         replaced by the datagram's source in linear time.
         """
-        from rserpool.registrar import presence_from
+        from rserpool.services import presence_from
 
         addresses = [ipaddress.ip_address("0.0.0.0")] + [
             ipaddress.ip_address(i + 1) for i in range(7999)]

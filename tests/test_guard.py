@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from rserpool.codes import PolicyType
 from rserpool.limits import principal
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 from rserpool.interfaces import IMessageReceiver
 from rserpool.transport.guard import (
     ACCEPTS_PER_READ,

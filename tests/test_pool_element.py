@@ -21,7 +21,7 @@ from rserpool.pe import (
     parse_policy,
     rejection_advice,
 )
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 from rserpool.wire import (
     ASAPError,
     Cause,

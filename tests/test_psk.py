@@ -28,7 +28,7 @@ from rserpool import tap
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolUser
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 from rserpool.transport.psk import (
     KeyFileError,
     PSKClientCreator,
@@ -834,7 +834,7 @@ class AnnounceWarningTests(unittest.TestCase):
         A secured registrar that sends Server Announces says that they do
         not tell how to reach it.
         """
-        from rserpool.registrar import AnnounceSettings
+        from rserpool.services import AnnounceSettings
 
         events = []
         globalLogPublisher.addObserver(events.append)
@@ -869,8 +869,8 @@ class SecuredWithoutPSKKeysTests(unittest.TestCase):
         events = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        service._dial("tcp:host=127.0.0.1:port=9")
-        self.assertEqual(service._dialing, {})
+        service.peering.dial("tcp:host=127.0.0.1:port=9")
+        self.assertEqual(service.peering.dialing, {})
         self.assertTrue(any("not dialed" in e.get("log_format", "") for e in events))
 
     def test_plainRegistrarDials(self):

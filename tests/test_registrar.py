@@ -20,7 +20,8 @@ from rserpool.asap.sources import SourceSettings
 from rserpool.codes import ErrorCause, PolicyType
 from rserpool.handlespace import PolicySettings, TimerCode
 from rserpool.interfaces import NotAvailable
-from rserpool.registrar import ASAPReceiver, RegistrarService, Wakeup
+from rserpool.receivers import ASAPReceiver
+from rserpool.services import Wakeup
 from rserpool.transport.sctp import SCTPAddress
 from rserpool.transport.tcp import MessageStreamProtocol
 from rserpool.wire import (
@@ -1604,9 +1605,9 @@ class ServerInformationTests(unittest.TestCase):
             def getHost(self):
                 return host
 
-        service = RegistrarService(RegistrarConfig(server_id=SERVER_ID))
-        service.enrp_ports = [Port()]
-        return service.server_information().transport
+        from rserpool.services.peering import server_information
+
+        return server_information(SERVER_ID, [Port()]).transport
 
     def test_sctp_wildcard_names_no_loopback(self):
         # The kernel lists every address of a wildcard SCTP socket; a

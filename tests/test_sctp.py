@@ -1714,10 +1714,10 @@ class RegistrarPeerEndpointTests(unittest.SynchronousTestCase):
     def fromENRPPort(self, ports, description):
         from types import SimpleNamespace
 
-        from rserpool.registrar import RegistrarService
+        from rserpool.services import PeeringService
 
-        service = SimpleNamespace(enrp_ports=ports)
-        return RegistrarService._from_enrp_port(service, clientFromString(reactor, description))
+        service = SimpleNamespace(listeners=SimpleNamespace(ports_of={"ENRP": ports}))
+        return PeeringService._from_enrp_port(service, clientFromString(reactor, description))
 
     def seqpacket(self):
         port = sctp.SCTPSeqPacketPort(9901, Factory(), reactor=MemoryReactorClock())

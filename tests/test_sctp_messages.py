@@ -357,7 +357,7 @@ class KernelTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def _registrar(self, mode):
-        from rserpool.registrar import RegistrarService
+        from rserpool.services import RegistrarService
 
         service = RegistrarService(
             RegistrarConfig(server_id=0x4242),

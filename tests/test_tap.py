@@ -14,7 +14,7 @@ from twisted.trial import unittest
 
 from rserpool import tap
 from rserpool.asap.scope import Scope
-from rserpool.registrar import RegistrarService
+from rserpool.services import RegistrarService
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,7 +82,7 @@ class OptionsTests(unittest.TestCase):
                           config.max_time_no_response, config.takeover_expiry,
                           config.mentor_discovery_timeout, config.max_elements_per_ht_request),
                          (0.5, 1.0, 1.5, 2.0, 3.0, 64))
-        self.assertEqual(service.enrp_multicast, ("239.0.0.51", 9901))
+        self.assertEqual(service.peering.multicast, ("239.0.0.51", 9901))
         self.assertEqual(service.peers, ["127.0.0.1:9902"])
 
     def test_values(self):

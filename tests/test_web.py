@@ -329,7 +329,7 @@ class HTTPStopTests(unittest.TestCase):
         """
         from twisted.internet.endpoints import TCP4ServerEndpoint
 
-        from rserpool.registrar import ListenFailed
+        from rserpool.services import ListenFailed
 
         taken = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             protocol.Factory.forProtocol(protocol.Protocol))

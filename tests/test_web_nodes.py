@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 from rserpool.web.nodes import NodeHTTP, PoolUserCollector
 from tests.test_cli_pool import RegistrarMixin
 from tests.test_failover_integration import Counter, until

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from rserpool.asap.registrar import UserTransport
 from rserpool.codes import PolicyType
 from rserpool.handlespace import PolicySettings
-from rserpool.registrar import RegistrarService, make_config
+from rserpool.services import RegistrarService, make_config
 from rserpool.web.page import PAGE_SIZE, HandlespacePage
 from rserpool.wire import DATA_PLUS_CONTROL, RegistrationResponse, TCPTransport
 from tests import test_web

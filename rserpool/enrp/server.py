@@ -285,7 +285,7 @@ def reachable_information(information, addresses):
     listens on the wildcard address names that address; passed on as it is
     in a List Response, it would send the receiver to its own ENRP endpoint
     (the multicast side does the same with the datagram's source,
-    L{rserpool.registrar.presence_from}).
+    L{rserpool.services.peering.presence_from}).
 
     @param information: a L{ServerInformation}.
     @param addresses: L{ipaddress} addresses (a connection's

@@ -2,7 +2,7 @@
 A registrar seen from outside: its counters, its recent events, and the
 HTTP resources that show them (issue #16).
 
-L{RegistrarMonitor} sits beside a L{rserpool.registrar.RegistrarService}.
+L{RegistrarMonitor} sits beside a L{rserpool.services.RegistrarService}.
 It counts what the machines do not (messages sent, handle resolution
 times), keeps a bounded ring of recent events (registrations,
 deregistrations, failures, takeovers), and, when the service has an HTTP
@@ -258,12 +258,12 @@ class RegistrarCollector:
                       {label(k): n for k, n in (enrp.takeovers if enrp is not None else {}).items()},
                       TAKEOVER_OUTCOMES)
         failures = collections.Counter()
-        for creator in list(getattr(service, "_psk_creators", ())):
+        for creator in list(service.psk_creators):
             for reason, n in getattr(creator, "handshake_failures", {}).items():
                 failures[label(reason)] += n
         yield counter("rserpool_tls_handshake_failures",
                       "TLS handshakes that failed on a listener, by reason.", "reason",
-                      failures, TLS_REASONS if service._psk_creators else ())
+                      failures, TLS_REASONS if service.psk_creators else ())
         yield counter("rserpool_pe_removals", "PEs removed from the handlespace by this "
                       "registrar, by reason.", "reason",
                       {label(k): n for k, n in monitor.removals.items()}, REMOVAL_REASONS)
@@ -572,7 +572,7 @@ class RegistrarMonitor:
     def __init__(self, service, clock, limits=None, metrics_cache=1.0, events=256,
                  wall=time.time):
         """
-        @param service: the L{rserpool.registrar.RegistrarService}.
+        @param service: the L{rserpool.services.RegistrarService}.
         @param clock: its C{IReactorTime}.
         @param limits: the L{HTTPLimits} of the listener.
         @param metrics_cache: seconds a rendered C{/metrics} is served again.
