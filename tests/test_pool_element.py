@@ -38,7 +38,7 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import loopback_registrar
+from tests.helpers import eventually, loopback_registrar
 
 H = b"EchoPool"
 LOCAL = ipaddress.ip_address("127.0.0.1")
@@ -482,9 +482,10 @@ class ServiceTests(unittest.TestCase):
         pe = self.pe(policy="LeastUsed:0.1")
         yield pe.registered
         pe.set_load(0.75)
-        yield task.deferLater(reactor, 0.2, lambda: None)
-        stored = self.registrar.registrar.handlespace.get(H, pe.identifier)
-        self.assertEqual(stored.policy.load, load_value(0.75))
+        # The re-registration carrying it reaches the registrar.
+        yield eventually(
+            lambda: self.registrar.registrar.handlespace.get(H, pe.identifier).policy.load
+            == load_value(0.75), "the new load at the registrar", step=0.01)
 
     @defer.inlineCallbacks
     def test_hunt_to_second_registrar(self):
@@ -496,11 +497,8 @@ class ServiceTests(unittest.TestCase):
         again = pe.when_registered()
         self.assertTrue(again.called)
         yield self.registrar.stopService()
-        for _ in range(50):
-            if second.registrar.handlespace.get(H, pe.identifier) is not None:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        self.assertIsNotNone(second.registrar.handlespace.get(H, pe.identifier))
+        yield eventually(lambda: second.registrar.handlespace.get(H, pe.identifier) is not None,
+                         "the PE at the second registrar", step=0.05)
         self.assertEqual(pe.machine.endpoint, other)
 
 
@@ -574,11 +572,8 @@ class ProblemReportTests(unittest.TestCase):
                                 hunt_retry_delay=0.02)
         pe.startService()
         self.addCleanup(pe.stopService)
-        for _ in range(200):
-            if pe.machine is not None and pe.machine.hunt.attempts >= 5:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
-        self.assertGreaterEqual(pe.machine.hunt.attempts, 5)
+        yield eventually(lambda: pe.machine is not None and pe.machine.hunt.attempts >= 5,
+                         "five rounds of the hunt", step=0.01)
         warnings = [formatEvent(e) for e in events
                     if e.get("log_namespace") == "rserpool.pe.PoolElementService"
                     and e.get("log_level") == LogLevel.warn]
@@ -678,10 +673,8 @@ class IdentifierRenewalTests(unittest.TestCase):
         self.addCleanup(squatter.transport.loseConnection)
         squatter.transport.write(encode(Registration(H, PoolElement(
             taken, 0, 90000, TCPTransport(9, (LOCAL,)), Policy.make(PolicyType.ROUND_ROBIN)))))
-        for _ in range(100):
-            if registrar.registrar.handlespace.get(H, taken) is not None:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
+        yield eventually(lambda: registrar.registrar.handlespace.get(H, taken) is not None,
+                         "the squatter's registration", step=0.01)
         pe = PoolElementService(H, Factory.forProtocol(Echo), registrars=[endpoint],
                                 rng=random.Random(5))
         pe.startService()
