@@ -27,7 +27,7 @@ import sys
 from twisted.internet import defer, protocol, reactor, task
 
 __all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "WaitTimeout", "eventually", "free_port", "loopback_registrar", "running", "start",
+           "WaitTimeout", "complete_tcp", "eventually", "free_port", "loopback_registrar", "running", "start",
            "spawn", "tap_registrar", "write_keys"]
 
 #: The checkout's root: the child processes import rserpool from here.
@@ -87,6 +87,35 @@ def eventually(condition, what, timeout=10.0, step=0.02, clock=reactor):
     if callable(what):
         what = what()
     raise WaitTimeout("timed out after %g s waiting for %s (last: %r)" % (timeout, what, value))
+
+
+def complete_tcp(memory_reactor, client=("127.0.0.1", 40000)):
+    """
+    Connect the first pending C{connectTCP} of a
+    L{twisted.internet.testing.MemoryReactorClock} to the C{listenTCP} of
+    the same port, over L{twisted.test.iosim} transports whose addresses are
+    L{IPv4Address}es (iosim's own C{ConnectionCompleter} gives them
+    C{FakeAddress}es, whose host a registrar cannot check a PE's addresses
+    against, RFC 5355).
+
+    @param client: the client side's C{(host, port)}.
+    @return: the L{twisted.test.iosim.IOPump} of the connection, on the
+        reactor's clock.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.test import iosim
+
+    host, port, client_factory, _, _ = memory_reactor.tcpClients.pop(0)
+    memory_reactor.connectors.pop(0)
+    [server_factory] = [f for (p, f, _, _) in memory_reactor.tcpServers if p == port]
+    client_protocol = client_factory.buildProtocol(None)
+    server_protocol = server_factory.buildProtocol(None)
+    client_address = IPv4Address("TCP", *client)
+    server_address = IPv4Address("TCP", host, port)
+    return iosim.connect(
+        server_protocol, iosim.FakeTransport(server_protocol, True, server_address, client_address),
+        client_protocol, iosim.FakeTransport(client_protocol, False, client_address, server_address),
+        clock=memory_reactor)
 
 
 def _tail(data):
