@@ -5,7 +5,10 @@ for it, as Deferreds with timeouts; L{start} and L{spawn} start one with
 the checkout on C{PYTHONPATH} and kill it at the end of the test.
 
 Every wait is bounded: a timeout fails the Deferred with L{ProcessTimeout},
-whose message holds what the process printed so far.
+whose message holds what the process printed so far.  L{eventually} is the
+one way a test polls for something to happen (over real sockets or child
+processes: a test about logic drives a L{twisted.internet.task.Clock}
+instead); it fails with L{WaitTimeout}, naming what was awaited.
 
 Fixtures shared by other tests stand here too: L{Recorder}, a message
 receiver that records its events; L{Driven}, a sans-IO machine driven as
@@ -21,11 +24,11 @@ import signal
 import socket
 import sys
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, protocol, reactor, task
 
 __all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "free_port", "loopback_registrar", "running", "start", "spawn", "tap_registrar",
-           "write_keys"]
+           "WaitTimeout", "complete_tcp", "eventually", "free_port", "loopback_registrar", "running", "start",
+           "spawn", "tap_registrar", "write_keys"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +45,77 @@ class ProcessTimeout(AssertionError):
     A process did not print what a test waited for, or did not end, in
     time.
     """
+
+
+class WaitTimeout(AssertionError):
+    """
+    A condition a test polled with L{eventually} did not come true in time.
+    """
+
+
+@defer.inlineCallbacks
+def eventually(condition, what, timeout=10.0, step=0.02, clock=reactor):
+    """
+    Poll C{condition} until it returns a true value, every C{step} seconds
+    and for at most C{timeout} seconds of C{clock}.
+
+    For what happens over real sockets or in child processes; a test about
+    protocol logic drives a L{twisted.internet.task.Clock} instead of
+    waiting.
+
+    @param condition: a callable without arguments; it may return a
+        L{Deferred} (a condition that asks a server), whose result counts.
+        Its exceptions are not caught.
+    @param what: what is awaited, for the failure message ("the PE to
+        register"), or a callable that returns it (called on timeout, to
+        describe the state at that moment).
+    @param timeout: seconds before giving up.
+    @param step: seconds between two polls.
+    @param clock: the L{IReactorTime} to poll on (the reactor by default).
+    @return: a L{Deferred} that fires with the condition's first true
+        value, or fails with L{WaitTimeout} naming C{what} and the last
+        value.
+    """
+    deadline = clock.seconds() + timeout
+    while True:
+        value = yield defer.maybeDeferred(condition)
+        if value:
+            return value
+        if clock.seconds() >= deadline:
+            break
+        yield task.deferLater(clock, step, lambda: None)
+    if callable(what):
+        what = what()
+    raise WaitTimeout("timed out after %g s waiting for %s (last: %r)" % (timeout, what, value))
+
+
+def complete_tcp(memory_reactor, client=("127.0.0.1", 40000)):
+    """
+    Connect the first pending C{connectTCP} of a
+    L{twisted.internet.testing.MemoryReactorClock} to the C{listenTCP} of
+    the same port, over L{twisted.test.iosim} transports whose addresses are
+    L{IPv4Address}es (iosim's own C{ConnectionCompleter} gives them
+    C{FakeAddress}es, whose host a registrar cannot check a PE's addresses
+    against, RFC 5355).
+
+    @param client: the client side's C{(host, port)}.
+    @return: the L{twisted.test.iosim.IOPump} of the connection, on the
+        reactor's clock.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.test import iosim
+
+    host, port, client_factory, _, _ = memory_reactor.tcpClients.pop(0)
+    memory_reactor.connectors.pop(0)
+    [server_factory] = [f for (p, f, _, _) in memory_reactor.tcpServers if p == port]
+    client_protocol = client_factory.buildProtocol(None)
+    server_protocol = server_factory.buildProtocol(None)
+    client_address = IPv4Address("TCP", *client)
+    server_address = IPv4Address("TCP", host, port)
+    return iosim.connect(
+        server_protocol, iosim.FakeTransport(server_protocol, True, server_address, client_address),
+        client_protocol, iosim.FakeTransport(client_protocol, False, client_address, server_address),
+        clock=memory_reactor)
 
 
 def _tail(data):

@@ -23,11 +23,11 @@ import shutil
 import signal
 import sys
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
-from tests.helpers import TWISTD, spawn, start
+from tests.helpers import TWISTD, eventually, spawn, start
 from tests.helpers import free_port
 from tests.test_registrar_integration import RawClient
 from tests.test_web import registration
@@ -78,19 +78,12 @@ def run(fn, *args):
     return threads.deferToThread(fn, *args)
 
 
-@defer.inlineCallbacks
-def until(predicate, timeout=15.0, step=0.1):
+def shows(predicate, what):
     """
-    Poll C{predicate} (run in a thread) until it is true, at most
-    C{timeout} seconds: its last value.
+    Poll the page with C{predicate} (a blocking Selenium call, run in a
+    thread) until it is true, at most 15 s: its value.
     """
-    result = None
-    for _ in range(int(timeout / step)):
-        result = yield run(predicate)
-        if result:
-            return result
-        yield task.deferLater(reactor, step, lambda: None)
-    return result
+    return eventually(lambda: run(predicate), what, timeout=15.0, step=0.1)
 
 
 class BrowserTests(unittest.TestCase):
@@ -161,14 +154,14 @@ class BrowserTests(unittest.TestCase):
         @defer.inlineCallbacks
         def body():
             yield run(self.driver.get, self.url)
-            live = yield until(lambda: self.driver.find_element(By.ID, "live-status").text == "live")
-            self.assertTrue(live, "the page did not go live (server-sent events)")
+            yield shows(lambda: self.driver.find_element(By.ID, "live-status").text == "live",
+                        "the page to go live (server-sent events)")
             pools = yield run(self.rows("tr[data-pool]"))
             self.assertEqual(pools, [])
             yield self.mark()
             pe = self.pe("EchoPool", "--identifier", "0000e001")
             yield pe.wait_for(b"registered")
-            pools = yield until(self.rows("tr[data-pool]"))
+            pools = yield shows(self.rows("tr[data-pool]"), "a pool row")
             self.assertEqual(pools, ["EchoPool"])
             self.assertTrue((yield run(self.marked)), "the page was reloaded")
             text = yield run(lambda: self.driver.find_element(By.ID, "events").text)
@@ -183,16 +176,16 @@ class BrowserTests(unittest.TestCase):
             for pe in pes:
                 yield pe.wait_for(b"registered")
             yield run(self.driver.get, self.url + "?pool=EchoPool")
-            found = yield until(lambda: sorted(self.rows("tr[data-pe]")()) == ["0000e001",
-                                                                               "0000e002"])
-            self.assertTrue(found)
-            yield until(lambda: self.driver.find_element(By.ID, "live-status").text == "live")
+            yield shows(lambda: sorted(self.rows("tr[data-pe]")()) == ["0000e001", "0000e002"],
+                        "both PEs' rows")
+            yield shows(lambda: self.driver.find_element(By.ID, "live-status").text == "live",
+                        "the page to go live")
             yield self.mark()
             killed = reactor.seconds()
             pes[0].kill(signal.SIGKILL)
-            gone = yield until(lambda: self.rows("tr[data-pe]")() == ["0000e002"])
+            yield shows(lambda: self.rows("tr[data-pe]")() == ["0000e002"],
+                        "the killed PE's row to go")
             elapsed = reactor.seconds() - killed
-            self.assertTrue(gone, "the killed PE is still shown")
             # Its connection closes with the process; at worst the
             # keep-alive removes it (interval + timeout), plus a refresh.
             self.assertLess(elapsed, 2 * KEEP_ALIVE + 2.0)
@@ -228,12 +221,10 @@ class BrowserTests(unittest.TestCase):
             yield self.mark()
             box = yield run(self.driver.find_element, By.ID, "q")
             yield run(box.send_keys, "000103e")
-            narrowed = yield until(lambda: self.rows("tr[data-pe]")() == [
-                "000103e%x" % i for i in range(8)])
-            self.assertTrue(narrowed, (yield run(self.rows("tr[data-pe]"))))
+            yield shows(lambda: self.rows("tr[data-pe]")() == ["000103e%x" % i for i in range(8)],
+                        lambda: "rows 000103e0 to 000103e7, not %r" % (self.rows("tr[data-pe]")(),))
             yield run(box.send_keys, "7")
-            narrowed = yield until(lambda: self.rows("tr[data-pe]")() == ["000103e7"])
-            self.assertTrue(narrowed)
+            yield shows(lambda: self.rows("tr[data-pe]")() == ["000103e7"], "row 000103e7 alone")
             self.assertTrue((yield run(self.marked)), "the page was reloaded")
             url = yield run(lambda: self.driver.current_url)
             self.assertIn("q=000103e7", url)
@@ -258,8 +249,8 @@ class BrowserTests(unittest.TestCase):
             yield run(box.send_keys, "0001001")
             yield run(driver.find_element(By.CSS_SELECTOR, "#filter button").click)
             # 00010010 to 0001001d
-            narrowed = yield until(lambda: len(self.rows("tr[data-pe]")()) == 14)
-            self.assertTrue(narrowed)
+            yield shows(lambda: len(self.rows("tr[data-pe]")()) == 14,
+                        "the 14 rows 00010010 to 0001001d")
             self.assertIn("q=0001001", (yield run(lambda: driver.current_url)))
 
         return self.guarded(body)
@@ -280,9 +271,9 @@ class BrowserTests(unittest.TestCase):
             pes[2].kill(signal.SIGKILL)
             yield run(self.driver.set_window_size, 1100, 760)
             yield run(self.driver.get, self.url + "?pool=EchoPool")
-            shown = yield until(lambda: len(self.rows("tr[data-pe]")()) == 2
-                                and self.driver.find_element(By.ID, "live-status").text == "live")
-            self.assertTrue(shown)
+            yield shows(lambda: len(self.rows("tr[data-pe]")()) == 2
+                        and self.driver.find_element(By.ID, "live-status").text == "live",
+                        "the two live PEs' rows on a live page")
             path = os.environ.get("RSERPOOL_DOC_SCREENSHOT") or os.path.join(
                 os.path.abspath(self.mktemp()) + ".png")
             ok = yield run(self.driver.save_screenshot, path)

@@ -30,9 +30,9 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from rserpool.conformance.client import connect, sleep
+from rserpool.conformance.client import connect
 from rserpool.transport import sctp
-from tests.helpers import start
+from tests.helpers import eventually, start
 from tests.test_interop_rsplib import Network
 from tests.test_conformance_registrar import (
     ENRP_TIMERS,
@@ -79,24 +79,24 @@ def _no_rsplib(program):
     return None
 
 
-@defer.inlineCallbacks
 def wait_listening(test, endpoint, process, timeout=10.0):
     """
     Poll until an ASAP association to C{endpoint} comes up (reactor
-    timers, at most C{timeout} seconds).
+    timers, at most C{timeout} seconds), or the process ends.
     """
-    deadline = reactor.seconds() + timeout
-    while True:
+    @defer.inlineCallbacks
+    def answers():
         try:
             conn = yield connect(reactor, endpoint, timeout=1.0, name="probe")
         except Exception:
-            if reactor.seconds() >= deadline or process.done:
-                test.fail("%s does not answer within %g s\n%s" % (
-                    endpoint, timeout, process.describe()))
-            yield sleep(reactor, 0.2)
-            continue
+            if process.done:
+                test.fail("%s ended without answering\n%s" % (endpoint, process.describe()))
+            return False
         yield conn.close()
-        return
+        return True
+
+    return eventually(answers, lambda: "%s to answer\n%s" % (endpoint, process.describe()),
+                      timeout=timeout, step=0.2)
 
 
 class _Suite(unittest.TestCase):

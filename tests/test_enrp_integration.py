@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
@@ -26,7 +26,7 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import free_port
+from tests.helpers import eventually, free_port
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -236,27 +236,38 @@ class SigkillTests(unittest.TestCase):
         def complete(view, owners):
             return len(view) == PES and set(view.values()) <= owners
 
-        for _ in range(100):
-            views = yield defer.gatherResults([dump(p) for p in enrp])
-            if all(complete(v, {1, 2, 3}) for v in views) and views[0] == views[1] == views[2]:
-                break
-            yield task.deferLater(reactor, 0.1, lambda: None)
-        self.assertTrue(all(complete(v, {1, 2, 3}) for v in views))
+        @defer.inlineCallbacks
+        def converged(ports, owners):
+            views = yield defer.gatherResults([dump(p) for p in ports])
+            if all(complete(v, owners) for v in views) and all(v == views[0] for v in views):
+                return views
+            last[:] = views
+            return None
+
+        last = []
+
+        def homes():
+            return "every survivor to own every PE alike (their owners: %r)" % (
+                [sorted(set(v.values())) for v in last],)
+
+        views = yield eventually(lambda: converged(enrp, {1, 2, 3}), homes, step=0.1)
         victim_pes = [k for k, home in views[0].items() if home == 3]
         self.assertTrue(victim_pes)
 
         registrars[2].transport_.signalProcess("KILL")
         t0 = reactor.seconds()
         yield registrars[2].ended
-        elapsed = None
-        for _ in range(int((BOUND + SLACK) / 0.1) + 1):
+
+        @defer.inlineCallbacks
+        def adopted():
             views = yield defer.gatherResults([dump(p) for p in enrp[:2]])
-            if all(complete(v, {1, 2}) for v in views):
-                elapsed = reactor.seconds() - t0
-                break
-            yield task.deferLater(reactor, 0.1, lambda: None)
-        self.assertIsNotNone(elapsed, "PEs not adopted within %.1f s: %r" % (
-            BOUND + SLACK, [sorted(set(v.values())) for v in views]))
+            last[:] = views
+            return all(complete(v, {1, 2}) for v in views) and views
+
+        views = yield eventually(adopted, lambda: "the survivors to adopt every PE (their "
+                                 "owners: %r)" % ([sorted(set(v.values())) for v in last],),
+                                 timeout=BOUND + SLACK, step=0.1)
+        elapsed = reactor.seconds() - t0
         self.assertLess(elapsed, BOUND + SLACK)
         self.assertEqual(views[0], views[1])
         for port in asap[:2]:
@@ -265,8 +276,10 @@ class SigkillTests(unittest.TestCase):
                 got = yield resolve_all(port, handle)
                 want = {pe_id for (h, pe_id) in views[0] if h == handle}
                 self.assertEqual(got, want)
-        # The delayed PEs re-register after the takeover: still nothing lost.
-        yield task.deferLater(reactor, 4.0, lambda: None)
-        views = yield defer.gatherResults([dump(p) for p in enrp[:2]])
-        self.assertTrue(all(complete(v, {1, 2}) for v in views))
-        self.assertEqual(views[0], views[1])
+        # The delayed PEs re-register after the takeover (the swarm prints
+        # "registered" again for each registration once all were): still
+        # nothing lost.
+        yield eventually(lambda: swarm.out.count(b"registered\n") >= 1 + len(victim_pes),
+                         "the %d PEs of the killed registrar to register again" % len(victim_pes),
+                         timeout=BOUND + 3 + SLACK + 4, step=0.1)
+        yield eventually(lambda: converged(enrp[:2], {1, 2}), homes, step=0.1)

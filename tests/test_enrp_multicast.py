@@ -4,12 +4,12 @@ ENRP peer discovery by Presence on a multicast group (RFC 5353 section
 each other find each other and share a PE.
 """
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
 from rserpool import tap
-from tests.helpers import free_port
+from tests.helpers import eventually, free_port
 from tests.test_registrar_integration import RawClient
 from rserpool.wire import (
     PoolElement,
@@ -54,21 +54,12 @@ class MulticastDiscoveryTests(unittest.TestCase):
         return service
 
     @defer.inlineCallbacks
-    def wait_for(self, predicate, what):
-        waited = 0.0
-        while not predicate():
-            if waited > DEADLINE:
-                self.fail("timed out waiting for " + what)
-            yield task.deferLater(reactor, 0.05, lambda: None)
-            waited += 0.05
-
-    @defer.inlineCallbacks
     def test_peers_find_each_other_and_share_a_pe(self):
         port = free_port(udp=True)
         a = yield self.start(0xA1, port)
         b = yield self.start(0xB2, port)
-        yield self.wait_for(
-            lambda: 0xB2 in a.enrp.peers and 0xA1 in b.enrp.peers, "mutual discovery"
+        yield eventually(
+            lambda: 0xB2 in a.enrp.peers and 0xA1 in b.enrp.peers, "mutual discovery", DEADLINE
         )
         # a PE registered at A shows up in B's handlespace via Handle Update
         client = RawClient("asap", True)
@@ -81,7 +72,8 @@ class MulticastDiscoveryTests(unittest.TestCase):
             Policy(PolicyType.ROUND_ROBIN),
         )
         yield client.request(Registration(b"MPool", pe), RegistrationResponse)
-        yield self.wait_for(
-            lambda: b.registrar.handlespace.get(b"MPool", 0x1234) is not None, "the Handle Update"
+        yield eventually(
+            lambda: b.registrar.handlespace.get(b"MPool", 0x1234) is not None, "the Handle Update",
+            DEADLINE,
         )
         self.assertEqual(b.registrar.handlespace.get(b"MPool", 0x1234).home_registrar, 0xA1)

@@ -12,7 +12,7 @@ loopback TCP with raw clients.
 import ipaddress
 import tracemalloc
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
@@ -45,7 +45,7 @@ from rserpool.wire import (
     TakeoverServer,
     TCPTransport,
 )
-from tests.helpers import Driven, free_port, tap_registrar
+from tests.helpers import Driven, eventually, free_port, tap_registrar
 from tests.test_enrp import FakeConnection, put, wire_pe
 from tests.test_psk import KEY_1, KEY_2, KEYS, escape, write_keys
 from tests.test_registrar_integration import RawClient
@@ -631,18 +631,6 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(endpoint_addresses("tcp:registrar.example:9901"), frozenset())
 
 
-def _wait(predicate, what, timeout=10.0):
-    @defer.inlineCallbacks
-    def loop():
-        for _ in range(int(timeout / 0.05)):
-            if predicate():
-                return
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        raise AssertionError("timed out waiting for " + what)
-
-    return loop()
-
-
 class EndToEndTests(unittest.TestCase):
     """
     L{RegistrarService} on loopback TCP, with raw ENRP clients playing the
@@ -715,12 +703,12 @@ class EndToEndTests(unittest.TestCase):
                                  enrp_port=port_b)
         a = yield self.registrar(0xA1, "127.0.0.1", "--peer", "tcp:127.0.0.2:%d" % port_b,
                                  enrp_port=port_a)
-        yield _wait(lambda: 0xB2 in a.enrp.peers and 0xA1 in b.enrp.peers, "peering")
+        yield eventually(lambda: 0xB2 in a.enrp.peers and 0xA1 in b.enrp.peers, "peering")
         yield self.register(b, b"Victim", 0x7)
-        yield _wait(lambda: a.registrar.handlespace.get(b"Victim", 0x7) is not None,
-                    "the Handle Update")
-        yield _wait(lambda: any(not a.enrp._conns[c].outgoing
-                                for c in a.enrp.peers[0xB2].connections), "B's connection")
+        yield eventually(lambda: a.registrar.handlespace.get(b"Victim", 0x7) is not None,
+                         "the Handle Update")
+        yield eventually(lambda: any(not a.enrp._conns[c].outgoing
+                                     for c in a.enrp.peers[0xB2].connections), "B's connection")
         victim = a.registrar.handlespace.get(b"Victim", 0x7)
         wire = PoolElement(0x7, 0xB2, 60000, victim.user_transport.wire,
                            Policy(PolicyType.ROUND_ROBIN))

@@ -11,7 +11,7 @@ from rserpool.examples import SERVICES, chargen, daytime, server_factory, transf
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
 
-from tests.helpers import loopback_registrar, running
+from tests.helpers import eventually, loopback_registrar, running
 
 
 def connect(name, clock, **options):
@@ -113,10 +113,8 @@ class TransferFailoverTests(unittest.TestCase):
         client = yield PoolClientEndpoint(reactor, pu, b"TransferPool").connect(factory)
         session = client.transport._session
         killed = []
-        for _ in range(100):
-            if len(factory.client.received) > 40000:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
+        yield eventually(lambda: len(factory.client.received) > 40000,
+                         "40,000 bytes of the transfer", step=0.01)
         victim = [pe for pe in pes if pe.identifier == session.pe.identifier][0]
         killed.append(len(factory.client.received))
         crash(victim)
@@ -126,7 +124,4 @@ class TransferFailoverTests(unittest.TestCase):
         self.assertEqual(client.failovers, 1)
         self.assertEqual(client.transport.failovers, 1)
         self.assertEqual(len(set(session.history)), 2)
-        for _ in range(40):
-            if session.link is None:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield eventually(lambda: session.link is None, "the session to close")

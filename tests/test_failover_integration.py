@@ -10,13 +10,13 @@ sent to the new PE, after the Cookie Echo and the failover callback.
 """
 import signal
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 from rserpool.examples import transfer
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from tests.helpers import free_port
+from tests.helpers import eventually, free_port
 from tests.test_cli_pool import RegistrarMixin, spawn
 
 _REGISTRAR = (
@@ -27,15 +27,6 @@ _REGISTRAR = (
     "print('ready', flush=True)\n"
     "reactor.run()\n"
 )
-
-
-@defer.inlineCallbacks
-def until(predicate, timeout=10.0, step=0.02):
-    for _ in range(int(timeout / step)):
-        if predicate():
-            return True
-        yield task.deferLater(reactor, step, lambda: None)
-    return predicate()
 
 
 class Counter(Protocol):
@@ -96,7 +87,7 @@ class ProcessFailoverTests(RegistrarMixin, unittest.TestCase):
         factory = transfer.TransferClientFactory("pattern-300000")
         client = yield PoolClientEndpoint(reactor, pu, "TransferPool").connect(factory)
         session = client.transport._session
-        self.assertTrue((yield until(lambda: len(client.received) > 60000)))
+        yield eventually(lambda: len(client.received) > 60000, "60,000 bytes of the transfer")
         victim = session.pe.identifier
         self.procs[victim].kill(signal.SIGKILL)
         data = yield factory.done
@@ -106,7 +97,7 @@ class ProcessFailoverTests(RegistrarMixin, unittest.TestCase):
         self.assertEqual(data, transfer.pattern(300000))
         self.assertEqual(client.failovers, 1)
         self.assertNotIn(victim, session.history[1:])
-        yield until(lambda: session.link is None)
+        yield eventually(lambda: session.link is None, "the session to close")
 
     @defer.inlineCallbacks
     def test_echo_sessions_survive_sigkills(self):
@@ -122,9 +113,11 @@ class ProcessFailoverTests(RegistrarMixin, unittest.TestCase):
                     list(session.core.pending), client.next)
 
         for limit in (50, 120):
-            self.assertTrue((yield until(lambda: len(client.replies) > limit)), state())
+            yield eventually(lambda: len(client.replies) > limit,
+                             lambda: "%d replies: %r" % (limit + 1, state()))
             self.procs[session.pe.identifier].kill(signal.SIGKILL)
-        self.assertTrue((yield until(lambda: len(set(client.replies)) >= 200)), state())
+        yield eventually(lambda: len(set(client.replies)) >= 200,
+                         lambda: "200 distinct replies: %r" % (state(),))
         self.assertEqual((client.failovers, client.transport.failovers), (2, 2))
         # Nothing lost, in order; a request both kept by the session layer
         # during the failover and re-issued by the failover callback is
@@ -133,7 +126,7 @@ class ProcessFailoverTests(RegistrarMixin, unittest.TestCase):
         self.assertEqual(client.replies, sorted(client.replies))
         self.assertEqual(len(set(session.history)), 3)
         client.transport.loseConnection()
-        yield until(lambda: session.link is None)
+        yield eventually(lambda: session.link is None, "the session to close")
 
     @defer.inlineCallbacks
     def test_home_registrar_killed(self):
@@ -156,14 +149,10 @@ class ProcessFailoverTests(RegistrarMixin, unittest.TestCase):
 
         @defer.inlineCallbacks
         def found():
-            for _ in range(100):
-                try:
-                    infos = yield pu.resolve("HomePool")
-                except Exception:
-                    infos = []
-                if any(i.identifier == 0x2000 for i in infos):
-                    return True
-                yield task.deferLater(reactor, 0.05, lambda: None)
-            return False
+            try:
+                infos = yield pu.resolve("HomePool")
+            except Exception:
+                infos = []
+            return any(i.identifier == 0x2000 for i in infos)
 
-        self.assertTrue((yield found()))
+        yield eventually(found, "the PE to re-register at the surviving registrar", step=0.05)

@@ -34,6 +34,8 @@ from rserpool.wire import (
     encode,
 )
 
+from tests.helpers import eventually
+
 H = b"EchoPool"
 RESOLUTION = encode(HandleResolution(H))
 
@@ -380,11 +382,8 @@ class SlowReaderTests(unittest.TestCase):
         loader = socket.create_connection(address)
         self.addCleanup(loader.close)
         loader.sendall(b"".join(encode(Registration(H, pe(n))) for n in range(1, 129)))
-        for _ in range(200):
-            if len(registrar.registrar.handlespace) == 128:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(len(registrar.registrar.handlespace), 128)
+        yield eventually(lambda: len(registrar.registrar.handlespace) == 128,
+                         "the 128 registrations", step=0.01)
 
         handled = []
         original = registrar.registrar.message_received
@@ -400,28 +399,29 @@ class SlowReaderTests(unittest.TestCase):
         attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         attacker.setblocking(False)
         sent = 0
-        # 20 MB of requests (4 GB of answers), offered as fast as the
-        # registrar takes them; it stops taking them.
-        for _ in range(2000):
-            try:
-                sent += attacker.send(RESOLUTION * 4096)
-            except BlockingIOError:
-                yield task.deferLater(reactor, 0.002, lambda: None)
-            except OSError:
-                break
-            if sent >= 20 * 1024 * 1024:
-                break
-        # It is aborted within the stall deadline, and meanwhile handled
-        # requests only while it had room: a few MB of answers at most
-        # (kernel buffers plus our 256 KiB), not 4 GB.
-        for _ in range(400):
-            if not [c for c in registrar.registrar.connections if c.peer[1] ==
-                    attacker.getsockname()[1]]:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
-        mine = [c for c in registrar.registrar.connections
-                if c.peer[1] == attacker.getsockname()[1]]
-        self.assertEqual(mine, [])
+        port = attacker.getsockname()[1]
+
+        def offer():
+            # 20 MB of requests (4 GB of answers), offered as fast as the
+            # registrar takes them: true once it refuses the connection
+            # (reset) or took them all.
+            nonlocal sent
+            while sent < 20 * 1024 * 1024:
+                try:
+                    sent += attacker.send(RESOLUTION * 4096)
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    return True
+            return True
+
+        # It stops taking them ...
+        yield eventually(offer, "the registrar to stop taking the requests", step=0.002)
+        # ... and is aborted within the stall deadline, and meanwhile
+        # handled requests only while it had room: a few MB of answers at
+        # most (kernel buffers plus our 256 KiB), not 4 GB.
+        yield eventually(lambda: not [c for c in registrar.registrar.connections
+                                      if c.peer[1] == port], "the attacker's connection to go")
         self.assertLess(len(handled) * 5200, 16 * 1024 * 1024)
         self.assertLess(sent, 20 * 1024 * 1024)
         # The registrar still serves everyone else.

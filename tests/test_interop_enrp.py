@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 
 from tests.test_interop_rsplib import InteropCase, resolve, sctp_reachable, strip_colours
 
@@ -90,8 +89,9 @@ class ENRPInteropCase(InteropCase):
         if capture and shutil.which("dumpcap"):
             # For debugging: the test's SCTP traffic (all on loopback).
             path = "%s-%s.pcap" % (capture, self._testMethodName)
-            self.spawn("dumpcap", ["dumpcap", "-q", "-i", "lo", "-f", "sctp", "-w", path])
-            time.sleep(2)
+            dumpcap = self.spawn("dumpcap", ["dumpcap", "-q", "-i", "lo", "-f", "sctp", "-w", path])
+            self.wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0, 10,
+                          "dumpcap did not start writing %s" % path, [dumpcap])
 
     def ours(self, address, peers, server_id=OUR_ID):
         """
@@ -184,9 +184,10 @@ class PeeringTests(ENRPInteropCase):
         # beyond keep-alive timeouts and re-registers with us
         self.wait_for(lambda: "Home registrar is $%08x" % OUR_ID in pe_rsplib.output(), 10,
                       "rspserver did not take us as its home", everyone)
-        # and answers our keep-alives over that association: still there
-        # after several keep-alive cycles (1 s interval, 1 s timeout)
-        time.sleep(3.5)
+        # and answers our keep-alives over that association: no keep-alive
+        # timeout during several cycles (1 s interval, 1 s timeout)
+        self.holds(lambda: "keep-alive timeout for %08x" % id_rsplib not in ours.output(), 3.5,
+                   "our registrar timed rspserver's keep-alive out", [ours, pe_rsplib])
         answer = resolve((A, self.asap), b"RSPLIBPool")
         self.assertEqual([pe.identifier for pe in answer.pool_elements], [id_rsplib],
                          self.describe([ours, pe_rsplib]))
@@ -216,8 +217,9 @@ class TakeoverByRSPLIBTests(ENRPInteropCase):
         # RSPLIB counts every peer it knows, hsdump's short-lived ones
         # included (it sends Presence), among the takeover's acknowledgers:
         # let those expire (max-time-last-heard + max-time-no-response)
-        # before the failure.
-        time.sleep(4)
+        # before the failure (their timers: nothing outside shows them
+        # expire), all of us still running meanwhile.
+        self.holds(lambda: all(p.alive() for p in everyone), 4, "a process ended", everyone)
         ours.kill()
         # One of them takes over and tells the PE: the first to find us
         # dead (the other acknowledges), the lower id when they start

@@ -229,6 +229,19 @@ class InteropCase(unittest.SynchronousTestCase):
             time.sleep(0.1)
         self.fail("%s within %g s%s" % (what, timeout, self.describe(processes)))
 
+    def holds(self, predicate, duration, what, processes=()):
+        """
+        Poll C{predicate} every 0.1 s for C{duration} seconds, and fail
+        with C{what} and the logs of C{processes} as soon as it is false:
+        for what RSPLIB's processes must keep doing (or not do) while their
+        timers run, which nothing outside them shows happening.
+        """
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            if not predicate():
+                self.fail("%s%s" % (what, self.describe(processes)))
+            time.sleep(0.1)
+
     def describe(self, processes):
         out = []
         for p in processes:

@@ -6,13 +6,15 @@ a registrar on loopback.
 import ipaddress
 import random
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from rserpool.asap import pool_element as m
+from rserpool.asap.scope import Scope
 from rserpool.codes import ErrorCause, PolicyType, cause_name
 from rserpool.pe import (
     PoolElementService,
@@ -38,7 +40,7 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import loopback_registrar
+from tests.helpers import complete_tcp, eventually, loopback_registrar, running
 
 H = b"EchoPool"
 LOCAL = ipaddress.ip_address("127.0.0.1")
@@ -460,10 +462,10 @@ class ServiceTests(unittest.TestCase):
         self.assertTrue(pe.is_registered)
         stored = self.registrar.registrar.handlespace.get(H, pe.identifier)
         self.assertEqual(stored.user_transport.wire.port, pe.port.getHost().port)
-        # Survive several keep-alive rounds (0.2 s interval, 0.5 s timeout).
-        yield task.deferLater(reactor, 1.0, lambda: None)
-        self.assertEqual(pe.home_registrar, self.registrar.registrar.server_id)
-        self.assertIsNotNone(self.registrar.registrar.handlespace.get(H, pe.identifier))
+        # The first Keep Alive tells the PE its home; the rounds after it
+        # are KeepAliveClockTests'.
+        yield eventually(lambda: pe.home_registrar == self.registrar.registrar.server_id,
+                         "the Keep Alive naming the PE's home", step=0.01)
         confirmed = yield pe.stopService()
         self.assertTrue(confirmed)
         self.assertIsNone(self.registrar.registrar.handlespace.get(H, pe.identifier))
@@ -482,9 +484,10 @@ class ServiceTests(unittest.TestCase):
         pe = self.pe(policy="LeastUsed:0.1")
         yield pe.registered
         pe.set_load(0.75)
-        yield task.deferLater(reactor, 0.2, lambda: None)
-        stored = self.registrar.registrar.handlespace.get(H, pe.identifier)
-        self.assertEqual(stored.policy.load, load_value(0.75))
+        # The re-registration carrying it reaches the registrar.
+        yield eventually(
+            lambda: self.registrar.registrar.handlespace.get(H, pe.identifier).policy.load
+            == load_value(0.75), "the new load at the registrar", step=0.01)
 
     @defer.inlineCallbacks
     def test_hunt_to_second_registrar(self):
@@ -496,12 +499,50 @@ class ServiceTests(unittest.TestCase):
         again = pe.when_registered()
         self.assertTrue(again.called)
         yield self.registrar.stopService()
-        for _ in range(50):
-            if second.registrar.handlespace.get(H, pe.identifier) is not None:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        self.assertIsNotNone(second.registrar.handlespace.get(H, pe.identifier))
+        yield eventually(lambda: second.registrar.handlespace.get(H, pe.identifier) is not None,
+                         "the PE at the second registrar", step=0.05)
         self.assertEqual(pe.machine.endpoint, other)
+
+
+class KeepAliveClockTests(unittest.TestCase):
+    """
+    L{PoolElementService} and L{RegistrarService} on one
+    L{MemoryReactorClock}, connected in memory: keep-alive rounds in
+    simulated time.
+    """
+
+    def test_survives_keep_alive_rounds(self):
+        clock = MemoryReactorClock()
+        registrar = running(self, RegistrarService(
+            make_config(keep_alive_interval=0.2, keep_alive_timeout=0.5),
+            asap_endpoints=["tcp:3863:interface=127.0.0.1"], reactor=clock,
+            min_address_scope=Scope.LOOPBACK))
+        pe = running(self, PoolElementService(H, Factory.forProtocol(Echo),
+                                              registrars=["tcp:127.0.0.1:3863"], reactor=clock))
+        pump = complete_tcp(clock)
+        self.assertTrue(pe.is_registered)
+        acks = []
+        received = registrar.registrar.message_received
+
+        def count(conn, message, now):
+            if isinstance(message, EndpointKeepAliveAck):
+                acks.append(now)
+            return received(conn, message, now)
+
+        registrar.registrar.message_received = count
+        # 0.2 s interval, 0.5 s timeout: the PE answers every Keep Alive
+        # and stays registered at its home, over several timeouts.
+        for _ in range(200):
+            clock.advance(0.01)
+            pump.flush()
+        self.assertGreaterEqual(len(acks), 8)
+        self.assertEqual(pe.home_registrar, registrar.registrar.server_id)
+        self.assertTrue(pe.is_registered)
+        self.assertIsNotNone(registrar.registrar.handlespace.get(H, pe.identifier))
+        stopped = pe.stopService()
+        pump.flush()
+        self.assertTrue(self.successResultOf(stopped))
+        self.assertIsNone(registrar.registrar.handlespace.get(H, pe.identifier))
 
 
 class RejectionAdviceTests(unittest.TestCase):
@@ -574,11 +615,8 @@ class ProblemReportTests(unittest.TestCase):
                                 hunt_retry_delay=0.02)
         pe.startService()
         self.addCleanup(pe.stopService)
-        for _ in range(200):
-            if pe.machine is not None and pe.machine.hunt.attempts >= 5:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
-        self.assertGreaterEqual(pe.machine.hunt.attempts, 5)
+        yield eventually(lambda: pe.machine is not None and pe.machine.hunt.attempts >= 5,
+                         "five rounds of the hunt", step=0.01)
         warnings = [formatEvent(e) for e in events
                     if e.get("log_namespace") == "rserpool.pe.PoolElementService"
                     and e.get("log_level") == LogLevel.warn]
@@ -678,10 +716,8 @@ class IdentifierRenewalTests(unittest.TestCase):
         self.addCleanup(squatter.transport.loseConnection)
         squatter.transport.write(encode(Registration(H, PoolElement(
             taken, 0, 90000, TCPTransport(9, (LOCAL,)), Policy.make(PolicyType.ROUND_ROBIN)))))
-        for _ in range(100):
-            if registrar.registrar.handlespace.get(H, taken) is not None:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
+        yield eventually(lambda: registrar.registrar.handlespace.get(H, taken) is not None,
+                         "the squatter's registration", step=0.01)
         pe = PoolElementService(H, Factory.forProtocol(Echo), registrars=[endpoint],
                                 rng=random.Random(5))
         pe.startService()

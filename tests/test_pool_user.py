@@ -26,7 +26,7 @@ from rserpool.wire import (
     TCPTransport,
 )
 
-from tests.helpers import loopback_registrar, running
+from tests.helpers import eventually, loopback_registrar, running
 
 H = b"EchoPool"
 
@@ -231,9 +231,10 @@ class LoopbackTests(unittest.TestCase):
         nxt = yield self.pu.get_next_server(H, first)
         self.assertNotEqual(first.identifier, nxt.identifier)
         # GETNEXTSERVER reported the first PE to the registrar.
-        yield task.deferLater(reactor, 0.1, lambda: None)
-        stored = self.registrar.registrar.handlespace.get(H, first.identifier)
-        self.assertEqual(stored.unreachable_reports, 1)
+        handlespace = self.registrar.registrar.handlespace
+        yield eventually(lambda: handlespace.get(H, first.identifier).unreachable_reports,
+                         "the Endpoint Unreachable", step=0.01)
+        self.assertEqual(handlespace.get(H, first.identifier).unreachable_reports, 1)
 
     @defer.inlineCallbacks
     def test_unknown_handle(self):

@@ -52,7 +52,7 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import tap_registrar, write_keys
+from tests.helpers import eventually, tap_registrar, write_keys
 
 from .test_registrar_integration import RawClient
 
@@ -381,10 +381,7 @@ class HandshakeDeadlineTests(unittest.TestCase):
         silent = Client()
         yield connectProtocol(
             TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), silent)
-        for _ in range(200):
-            if factory.made:
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
+        yield eventually(lambda: factory.made, "the silent connection to be accepted", step=0.01)
         self.assertEqual(len(factory.made), 1)
         keys = escape(write_keys(self, "pe-1 {}\n".format(KEY_1.hex())))
         talker = Client()
@@ -403,11 +400,8 @@ class HandshakeDeadlineTests(unittest.TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         # The authenticated connection keeps going.
         talker.transport.write(b"pong")
-        for _ in range(200):
-            if talker.received == b"pingpong":
-                break
-            yield task.deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(talker.received, b"pingpong")
+        yield eventually(lambda: talker.received == b"pingpong",
+                         lambda: "the echo b'pingpong', not %r" % (talker.received,), step=0.01)
 
 
 class SecuredRegistrarTests(unittest.TestCase):
@@ -642,12 +636,9 @@ class SecuredPeeringTests(unittest.TestCase):
             0x77, 0, 60000, TCPTransport(7, ("127.0.0.1",)), Policy.make(PolicyType.ROUND_ROBIN))
         response = yield client.request(Registration(b"peered", element), RegistrationResponse)
         self.assertFalse(response.reject)
-        for _ in range(200):
-            if b.registrar.handlespace.get(b"peered", 0x77) is not None:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield eventually(lambda: b.registrar.handlespace.get(b"peered", 0x77) is not None,
+                         "the PE at B (ENRP over TLS-PSK)", step=0.05)
         pe = b.registrar.handlespace.get(b"peered", 0x77)
-        self.assertIsNotNone(pe)
         self.assertEqual(pe.home_registrar, 0xA)
         # A PE's key does not open the ENRP side.
         intruder = Client()
@@ -937,13 +928,9 @@ class SecuredSessionTests(unittest.TestCase):
         self.addCleanup(endpoint._pool_user.close)
         return endpoint
 
-    @defer.inlineCallbacks
     def wait_for(self, client, data):
-        for _ in range(200):
-            if client.received == data:
-                return
-            yield task.deferLater(reactor, 0.02, lambda: None)
-        self.assertEqual(client.received, data)
+        return eventually(lambda: client.received == data,
+                          lambda: "%r, not %r" % (data, client.received))
 
     @defer.inlineCallbacks
     def test_failover(self):
@@ -957,20 +944,16 @@ class SecuredSessionTests(unittest.TestCase):
         served = [pe for pe in self.pes if pe.identifier == first][0]
         for pe_session in list(served.session_factory.sessions):
             pe_session.link.transport.abortConnection()
-        for _ in range(200):
-            if client.failovers:
-                break
-            yield task.deferLater(reactor, 0.02, lambda: None)
+        yield eventually(lambda: client.failovers, "the failover")
         self.assertEqual(len(client.failovers), 1)
         self.assertNotEqual(session.pe.identifier, first)
         self.assertIsInstance(session.link.transport.getHandle(), SSL.Connection)
         client.transport.write(b"two")
         yield self.wait_for(client, b"ONETWO")
         client.transport.loseConnection()
-        for _ in range(200):
-            if session.link is None and not any(pe.session_factory.sessions for pe in self.pes):
-                break
-            yield task.deferLater(reactor, 0.02, lambda: None)
+        yield eventually(
+            lambda: session.link is None and not any(pe.session_factory.sessions for pe in self.pes),
+            "the sessions at the PU and the PEs to close")
 
     @defer.inlineCallbacks
     def test_unsecurable(self):
@@ -1069,11 +1052,8 @@ class KeyReloadTests(unittest.TestCase):
         os.kill(os.getpid(), signal.SIGHUP)
         yield clients["pe-2"].lost.addTimeout(TIMEOUT, reactor)
         handlespace = service.registrar.handlespace
-        for _ in range(100):
-            if handlespace.get(b"revoked", 2) is None:
-                break
-            yield task.deferLater(reactor, 0.02, lambda: None)
-        self.assertIsNone(handlespace.get(b"revoked", 2))
+        yield eventually(lambda: handlespace.get(b"revoked", 2) is None,
+                         "the revoked identity's PE to go")
         self.assertIsNotNone(handlespace.get(b"revoked", 1))
         self.assertTrue(clients["pe-1"].transport.connected)
         # The new identity gets in; the revoked one does not.

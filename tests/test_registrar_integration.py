@@ -34,16 +34,10 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import tap_registrar
+from tests.helpers import eventually, tap_registrar
 
 DECODE = "/work/shared/tools/rserpool-decode"
 TIMEOUT = 10.0
-
-
-def _sleep(seconds):
-    d = defer.Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    return d
 
 
 class RawClient(protocol.Protocol):
@@ -194,11 +188,13 @@ class RegistrarIntegrationTests(unittest.TestCase):
         pe.transport.loseConnection()
         yield pe.lost
         pu = yield self.connect()
-        for _ in range(50):
+
+        @defer.inlineCallbacks
+        def refused():
             hrr = yield pu.request(HandleResolution(b"P"), HandleResolutionResponse)
-            if hrr.error is not None:
-                break
-            yield _sleep(0.01)
+            return hrr.error is not None and hrr
+
+        hrr = yield eventually(refused, "the pool to go with its PE's connection", step=0.01)
         self.assertEqual(hrr.error.causes[0].code, ErrorCause.UNKNOWN_POOL_HANDLE)
 
     @defer.inlineCallbacks

@@ -19,7 +19,7 @@ import os
 import socket
 import struct
 
-from twisted.internet import defer, error, reactor, task
+from twisted.internet import defer, error, reactor
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IStreamClientEndpointStringParserWithReactor,
@@ -42,6 +42,7 @@ from rserpool.wire import (
     decode,
     encode,
 )
+from tests.helpers import eventually
 
 SKIP_REASON = "kernel has no SCTP (run under ../shared/tools/sctp-vm)"
 _UNAVAILABLE = sctp.sctpAvailable()
@@ -790,17 +791,34 @@ class KernelTestsMixin:
         self.ports = []
         self.clients = []
         self.accepted = []
+        self.lost = set()
+
+    def track(self, p):
+        """
+        Note in C{self.lost} when C{p} loses its connection.
+        """
+        lost = p.connectionLost
+
+        def connectionLost(reason):
+            self.lost.add(id(p))
+            return lost(reason)
+
+        p.connectionLost = connectionLost
+        return p
 
     @defer.inlineCallbacks
     def tearDown(self):
         # abort what is still up on both sides, close the ports, and wait
         # for the aborts' connectionLost calls (scheduled with callLater(0))
+        aborted = []
         for p in self.clients + self.accepted:
             transport = p.transport
             if transport is not None and transport.connected and not isinstance(transport, sctp.SCTPAssociation):
                 transport.abortConnection()
+                aborted.append(id(p))
         yield defer.gatherResults([p.stopListening() for p in self.ports])
-        yield task.deferLater(reactor, 0, lambda: None)
+        yield eventually(lambda: self.lost.issuperset(aborted),
+                         "the aborted associations' connectionLost", timeout=5.0, step=0)
 
     @defer.inlineCallbacks
     def listen(self, description, factory):
@@ -808,7 +826,8 @@ class KernelTestsMixin:
 
         def buildProtocol(addr):
             p = build(addr)
-            self.accepted.append(p)
+            if p is not None:
+                self.accepted.append(self.track(p))
             return p
 
         factory.buildProtocol = buildProtocol
@@ -818,7 +837,8 @@ class KernelTestsMixin:
 
     @defer.inlineCallbacks
     def connect(self, description, echo=False):
-        p = yield clientFromString(reactor, description).connect(Factory.forProtocol(lambda: Peer(echo)))
+        p = yield clientFromString(reactor, description).connect(
+            Factory.forProtocol(lambda: self.track(Peer(echo))))
         self.clients.append(p)
         return p
 

@@ -56,7 +56,7 @@ from rserpool.session.sealing import (
 from rserpool.transport import mux
 from rserpool.wire import CookieEcho, Policy, TCPTransport, decode, encode
 
-from tests.helpers import PESessionPeer, write_keys
+from tests.helpers import PESessionPeer, eventually, write_keys
 from tests.test_cli_pool import RegistrarMixin
 
 KEY_1 = bytes(range(32))
@@ -619,7 +619,7 @@ class SessionSealerLoopbackTests(unittest.TestCase):
         yield session.connect()
         for _ in range(3):
             asker.transport.write(b"+")
-        self.assertTrue((yield until(lambda: len(asker.replies) == 3)))
+        yield eventually(lambda: len(asker.replies) == 3, "three replies", step=0.01)
         sealed = session.core.cookie
         self.assertEqual(CookieSealer(keyring, HANDLE).open(sealed, reactor.seconds()), b"3")
         if alter:
@@ -627,14 +627,15 @@ class SessionSealerLoopbackTests(unittest.TestCase):
         for s in list(factories[0].sessions):
             s.link.transport.abortConnection()
         if not alter:
-            self.assertTrue((yield until(lambda: session.failovers == 1
-                                         and session.link is not None)))
+            yield eventually(lambda: session.failovers == 1 and session.link is not None,
+                             "the failover to the next PE", step=0.01)
             asker.transport.write(b"+")
-            self.assertTrue((yield until(lambda: len(asker.replies) == 4)))
+            yield eventually(lambda: len(asker.replies) == 4, "the fourth reply", step=0.01)
             asker.transport.loseConnection()
         # Altered: the next PE refuses the Cookie Echo and ends the session.
         reason = yield asker.lost
-        yield until(lambda: session.link is None and not any(f.sessions for f in factories))
+        yield eventually(lambda: session.link is None and not any(f.sessions for f in factories),
+                         "both sides' sessions to close", step=0.01)
         return asker, session, reason
 
     @defer.inlineCallbacks
@@ -653,15 +654,6 @@ class SessionSealerLoopbackTests(unittest.TestCase):
 
 
 # -- the transfer example -------------------------------------------------
-
-
-@defer.inlineCallbacks
-def until(predicate, timeout=10.0, step=0.01):
-    for _ in range(int(timeout / step)):
-        if predicate():
-            return True
-        yield task.deferLater(reactor, step, lambda: None)
-    return predicate()
 
 
 class TransferCookieEchoTests(unittest.TestCase):
@@ -711,7 +703,7 @@ class TransferCookieEchoTests(unittest.TestCase):
         session = PoolSession(reactor, None, HANDLE, client_factory, candidates=infos,
                               heartbeat_interval=None, attempts=2)
         client = yield session.connect()
-        self.assertTrue((yield until(lambda: len(client.received) > 20000)))
+        yield eventually(lambda: len(client.received) > 20000, "20,000 bytes from A", step=0.01)
         genuine = session.core.cookie
         self.assertIsNotNone(genuine)
         if present is not None:
@@ -723,7 +715,8 @@ class TransferCookieEchoTests(unittest.TestCase):
             result = yield client_factory.done
         except Exception as e:
             result = e
-        yield until(lambda: session.link is None and not a.sessions and not b.sessions)
+        yield eventually(lambda: session.link is None and not a.sessions and not b.sessions,
+                         "the sessions at the PU, A and B to close", step=0.01)
         self.assertEqual(session.history, [1, 2])
         self.before = before
         self.client = client
@@ -912,7 +905,8 @@ class TransferCommandTests(RegistrarMixin, unittest.TestCase):
         factory = transfer.TransferClientFactory("pattern-200000")
         client = yield PoolClientEndpoint(reactor, pu, "TransferPool").connect(factory)
         session = client.transport._session
-        self.assertTrue((yield until(lambda: len(client.received) > 40000)))
+        yield eventually(lambda: len(client.received) > 40000, "40,000 bytes of the transfer",
+                         step=0.01)
         # The cookie the PU holds is sealed under the file's first key.
         self.assertEqual(CookieSealer(load_keyring(path), HANDLE).open(
             session.core.cookie, reactor.seconds()), b"T1pattern-200000")
@@ -920,4 +914,4 @@ class TransferCommandTests(RegistrarMixin, unittest.TestCase):
         data = yield factory.done
         self.assertEqual(data, transfer.pattern(200000))
         self.assertEqual(client.failovers, 1)
-        yield until(lambda: session.link is None)
+        yield eventually(lambda: session.link is None, "the session to close", step=0.01)

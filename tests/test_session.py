@@ -45,7 +45,7 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import PESessionPeer, loopback_registrar, running
+from tests.helpers import PESessionPeer, eventually, loopback_registrar, running
 
 
 class PUCoreTests(unittest.TestCase):
@@ -325,7 +325,7 @@ class LoopbackFailoverTests(unittest.TestCase):
         client = yield endpoint.connect(Factory.forProtocol(Collector))
         session = client.transport._session
         client.transport.write(b"one")
-        yield task.deferLater(reactor, 0.1, lambda: None)
+        yield eventually(lambda: client.replies, "the first reply")
         self.assertEqual(client.replies, [b"ONE"])
         self.assertEqual(client.transport.failovers, 0)
         # Give the PU a cookie, as SET_COOKIE at the PE would.
@@ -343,20 +343,17 @@ class LoopbackFailoverTests(unittest.TestCase):
         session.link_lost = lost
         for s in list(served.session_factory.sessions):
             s.link.transport.abortConnection()
-        for _ in range(40):
-            if len(client.replies) >= 3:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield eventually(lambda: len(client.replies) >= 3,
+                         lambda: "three replies, not %r" % (client.replies,))
         self.assertEqual(client.replies, [b"ONE", b"AFTER-FAILOVER", b"TWO"])
         self.assertEqual(client.transport.failovers, 1)
         self.assertEqual(self.cookies, [b"cookie-1"])
         self.assertEqual(len(session.history), 2)
         self.assertNotEqual(session.history[0], session.history[1])
         client.transport.loseConnection()
-        for _ in range(40):
-            if session.link is None and not any(pe.session_factory.sessions for pe in self.pes):
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        yield eventually(
+            lambda: session.link is None and not any(pe.session_factory.sessions for pe in self.pes),
+            "the sessions at the PU and the PEs to close")
 
 
 class FakeSCTPTransport(StringTransport):

@@ -29,13 +29,11 @@ from rserpool.wire import (
     TCPTransport,
 )
 
+from tests.helpers import eventually
+
 from .test_registrar_integration import RawClient
 
 TIMEOUT = 10.0
-
-
-def sleep(seconds):
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 @defer.inlineCallbacks
@@ -106,14 +104,13 @@ class RegistrarHTTPTests(unittest.TestCase):
         self.addCleanup(client.close)
         return client
 
-    @defer.inlineCallbacks
     def wait_ready(self):
-        for _ in range(100):
+        @defer.inlineCallbacks
+        def ready():
             code, _, _ = yield get(self.base + "/readyz")
-            if code == 200:
-                return
-            yield sleep(0.05)
-        self.fail("never ready")
+            return code == 200
+
+        return eventually(ready, "/readyz to answer 200", step=0.05)
 
     @defer.inlineCallbacks
     def test_metrics(self):
@@ -181,10 +178,8 @@ class RegistrarHTTPTests(unittest.TestCase):
         # The PEs leave with their connection: gauges follow, and the
         # removals are counted by reason.
         yield client.close()
-        for _ in range(100):
-            if not len(self.service.registrar.handlespace):
-                break
-            yield sleep(0.02)
+        yield eventually(lambda: not len(self.service.registrar.handlespace),
+                         "the PEs to leave with their connection")
         code, _, body = yield get(self.base + "/metrics")
         found = samples(body.decode("utf-8"))
         self.assertEqual(value(found, "rserpool_pools"), 0)
@@ -582,12 +577,15 @@ class TLSFailureTests(unittest.TestCase):
             client.transport.write(b"x")
             yield lost.addTimeout(TIMEOUT, reactor)
         base = "http://127.0.0.1:%d" % service.monitor.http_port.getHost().port
-        for _ in range(100):
+
+        @defer.inlineCallbacks
+        def counted():
             code, _, body = yield get(base + "/metrics")
             found = samples(body.decode("utf-8"))
-            if value(found, "rserpool_tls_handshake_failures_total", reason="unknown_identity"):
-                break
-            yield sleep(0.02)
+            return value(found, "rserpool_tls_handshake_failures_total",
+                         reason="unknown_identity") and found
+
+        found = yield eventually(counted, "the unknown identity's failure in /metrics")
         self.assertEqual(value(found, "rserpool_tls_handshake_failures_total", reason="bad_key"), 2)
         self.assertEqual(value(found, "rserpool_tls_handshake_failures_total",
                                reason="unknown_identity"), 1)
