@@ -14,8 +14,7 @@ from twisted.trial import unittest
 from rserpool.codes import PolicyType
 from rserpool.wire import Policy, RegistrationResponse
 from tests.helpers import TWISTD, start
-from tests.helpers import free_port
-from tests.test_failover_integration import until
+from tests.helpers import eventually, free_port
 from tests.test_registrar_integration import RawClient
 from tests.test_web import registration
 
@@ -48,8 +47,8 @@ class JSONLogTests(unittest.TestCase):
                     out.append(json.loads(line))
             return out
 
-        self.assertTrue((yield until(lambda: any(e.get("cause") == "connection lost"
-                                                  for e in events()))))
+        yield eventually(lambda: any(e.get("cause") == "connection lost" for e in events()),
+                         "the log line of the lost connection's PE")
         found = {(e.get("pool"), e.get("pe"), e.get("cause")) for e in events() if "pe" in e}
         self.assertIn(("web", "00001234", None), found)
         self.assertIn(("web", "00001235", "INCONSISTENT_POOLING_POLICY"), found)

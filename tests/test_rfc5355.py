@@ -24,7 +24,7 @@ from twisted.trial import unittest
 
 from rserpool import tap
 from rserpool.asap.registrar import RegistrarConfig
-from rserpool.client import listen_for_registrars
+from rserpool.driver import listen_for_registrars
 from rserpool.codes import PolicyType
 from rserpool.pe import PoolElementService
 from rserpool.pu import PoolClientEndpoint, PoolUser
@@ -53,8 +53,7 @@ from rserpool.wire import (
 )
 from tests.test_announce_sctp import FakeMulticastReactor
 from tests.test_enrp import cluster
-from tests.helpers import free_port, tap_registrar
-from tests.test_enrp_trust import _wait
+from tests.helpers import eventually, free_port, tap_registrar
 from tests.test_psk import KEY_1, KEY_2, KEYS, Collector, Upper, escape, make_ca, write_keys
 from tests.test_registrar import Harness, pe_param
 from tests.test_registrar_integration import RawClient
@@ -234,7 +233,7 @@ class SecuredASAPTests(unittest.TestCase):
         """
         client = yield raw_client(self, description)
         client.send(message)
-        yield _wait(lambda: client.lost.called or client.messages, "an answer or the end")
+        yield eventually(lambda: client.lost.called or client.messages, "an answer or the end")
         self.assertEqual(client.messages, [], description)
         self.assertTrue(client.lost.called, description)
 
@@ -275,13 +274,13 @@ class SecuredASAPTests(unittest.TestCase):
         self.assertFalse(answer.reject)
         self.assertEqual(pes(self.service), [(b"Replayed", 0x88)])
         yield pe.close()
-        yield _wait(lambda: not pes(self.service), "the PE's removal")
+        yield eventually(lambda: not pes(self.service), "the PE's removal")
         recording = bytes(middle.up)
         replay = RawClient("asap")
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), replay)
         self.addCleanup(replay.close)
         replay.transport.write(recording)
-        yield _wait(lambda: replay.lost.called or pes(self.service), "the replay's end")
+        yield eventually(lambda: replay.lost.called or pes(self.service), "the replay's end")
         self.assertEqual(pes(self.service), [])
         self.assertTrue(replay.lost.called)
         # The registrar answered with a handshake of its own, then closed:
@@ -303,7 +302,7 @@ class SecuredASAPTests(unittest.TestCase):
         yield pe.request(HandleResolution(b"Altered"), HandleResolutionResponse)
         middle.alter_up = flip_middle_byte
         pe.send(Registration(b"Altered", element(0x10)))
-        yield _wait(lambda: pe.lost.called or pes(self.service), "the altered registration")
+        yield eventually(lambda: pe.lost.called or pes(self.service), "the altered registration")
         self.assertEqual(middle.altered, 1)
         self.assertEqual(pes(self.service), [])
         self.assertTrue(pe.lost.called)
@@ -328,7 +327,7 @@ class SecuredASAPTests(unittest.TestCase):
         self.assertEqual([e.identifier for e in answer.pool_elements], [0x20])
         middle.alter_down = flip_middle_byte
         pu.send(HandleResolution(b"Resolved"))
-        yield _wait(lambda: pu.lost.called or pu.messages, "the altered answer")
+        yield eventually(lambda: pu.lost.called or pu.messages, "the altered answer")
         self.assertEqual(middle.altered, 1)
         self.assertTrue(pu.lost.called)
         self.assertEqual(pu.messages, [])
@@ -554,7 +553,7 @@ class SecuredFailoverTests(unittest.TestCase):
     @defer.inlineCallbacks
     def close(self, client):
         client.transport.loseConnection()
-        yield _wait(lambda: client.transport._session.link is None, "the session's end")
+        yield eventually(lambda: client.transport._session.link is None, "the session's end")
 
     def served_by(self, pes, client):
         session = client.transport._session
@@ -577,12 +576,12 @@ class SecuredFailoverTests(unittest.TestCase):
         client = yield self.session(told)
         session = client.transport._session
         client.transport.write(b"one")
-        yield _wait(lambda: client.received == b"ONE", "the first answer")
+        yield eventually(lambda: client.received == b"ONE", "the first answer")
         first = self.served_by(pes, client)
         (link,) = first.session_factory.sessions
         self.assertEqual(psk_identity(link.link.transport), b"pe-2")
         link.link.transport.abortConnection()
-        yield _wait(lambda: told, "the failover")
+        yield eventually(lambda: told, "the failover")
         second = self.served_by(pes, client)
         self.assertIsNot(second, first)
         self.assertEqual(told, [second.identifier])
@@ -590,7 +589,7 @@ class SecuredFailoverTests(unittest.TestCase):
         (link,) = second.session_factory.sessions
         self.assertEqual(psk_identity(link.link.transport), b"pe-2")
         client.transport.write(b"two")
-        yield _wait(lambda: client.received == b"ONETWO", "the answer after the failover")
+        yield eventually(lambda: client.received == b"ONETWO", "the answer after the failover")
         self.assertEqual(told, [second.identifier])
 
     @defer.inlineCallbacks
@@ -613,18 +612,18 @@ class SecuredFailoverTests(unittest.TestCase):
         client = yield self.session(told)
         # The session may try the unsecured PE first: the TCP connection
         # is made, the handshake fails, and the session fails over.
-        yield _wait(lambda: any(pe.session_factory.sessions for pe in pes) or plain.received,
+        yield eventually(lambda: any(pe.session_factory.sessions for pe in pes) or plain.received,
                     "a session at a secured PE")
         client.transport.write(b"one")
-        yield _wait(lambda: client.received == b"ONE" or plain.received, "the first answer")
+        yield eventually(lambda: client.received == b"ONE" or plain.received, "the first answer")
         self.assertEqual(plain.received, [])
         first = self.served_by(pes, client)
         for link in list(first.session_factory.sessions):
             link.link.transport.abortConnection()
         (second,) = [pe for pe in pes if pe is not first]
-        yield _wait(lambda: second.session_factory.sessions or plain.received, "the failover")
+        yield eventually(lambda: second.session_factory.sessions or plain.received, "the failover")
         client.transport.write(b"two")
-        yield _wait(lambda: client.received == b"ONETWO" or plain.received,
+        yield eventually(lambda: client.received == b"ONETWO" or plain.received,
                     "the answer after the failover")
         self.assertEqual(plain.received, [])
         self.assertIs(self.served_by(pes, client), second)
@@ -659,7 +658,7 @@ class SpoofedDiscoveryTests(unittest.TestCase):
         down = SECURE.format(port=free_port("127.0.0.1"), identity="pe-1", keys=keys)
         events = log_events(self)
         pe = start_pe(self, b"Pool", [down])
-        yield _wait(lambda: down in problems(events), "the static registrar's failure")
+        yield eventually(lambda: down in problems(events), "the static registrar's failure")
         # The announcements arrive as datagrams from the group.
         multicast = FakeMulticastReactor()
         listen_for_registrars(multicast, ("239.0.0.50", 3863), pe.driver)
@@ -672,7 +671,7 @@ class SpoofedDiscoveryTests(unittest.TestCase):
         announce(0x5C7, SCTPTransport(asap_port(rogue), ("127.0.0.1",)))
         announce(0xBAD, TCPTransport(asap_port(rogue), ("127.0.0.1",)))
         spoofed = "psk:host=127.0.0.1:port=%d:keys=%s:identity=pe-1" % (asap_port(rogue), keys)
-        yield _wait(lambda: pe.registered.called or spoofed in problems(events),
+        yield eventually(lambda: pe.registered.called or spoofed in problems(events),
                     "the spoofed registrar's attempt")
         self.assertEqual(pes(rogue), [])
         self.assertFalse(pe.registered.called)
@@ -773,7 +772,7 @@ class SecuredHandlespaceTests(unittest.TestCase):
             0xB2, TCPTransport(9, ("127.0.0.1",)))))
         plain_peer.send(handle_update)
         for client in (plain, plain_peer):
-            yield _wait(lambda: client.lost.called or client.messages, "an answer or the end")
+            yield eventually(lambda: client.lost.called or client.messages, "an answer or the end")
             self.assertEqual(client.messages, [])
             self.assertTrue(client.lost.called)
         self.assertEqual(pes(service), [])
@@ -784,7 +783,7 @@ class SecuredHandlespaceTests(unittest.TestCase):
         self.assertFalse(answer.reject)
         peer = yield self.peer(service)
         peer.send(handle_update)
-        yield _wait(lambda: len(pes(service)) == 2, "the secured Handle Update")
+        yield eventually(lambda: len(pes(service)) == 2, "the secured Handle Update")
         self.assertEqual(pes(service), [(b"Pool", 0x1), (b"Pool", 0x777)])
 
     @defer.inlineCallbacks
@@ -802,7 +801,7 @@ class SecuredHandlespaceTests(unittest.TestCase):
         service = yield self.secured()
         peer = yield self.peer(service)
         peer.send(named)
-        yield _wait(lambda: listener.received, "the named registrar's connection")
+        yield eventually(lambda: listener.received, "the named registrar's connection")
         self.assertEqual(listener.received[0][:2], b"\x16\x03")  # a TLS handshake record
         self.assertEqual(len(listener.connections), 1)
         events = log_events(self)
@@ -811,7 +810,7 @@ class SecuredHandlespaceTests(unittest.TestCase):
             "--enrp", "psk:0:interface=127.0.0.1:keys=" + self.peer_keys)
         peer = yield self.peer(given)
         peer.send(named)
-        yield _wait(lambda: any("not dialed" in e.get("log_format", "") for e in events),
+        yield eventually(lambda: any("not dialed" in e.get("log_format", "") for e in events),
                     "the refusal to dial")
         self.assertEqual(len(listener.connections), 1)
 

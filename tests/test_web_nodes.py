@@ -16,7 +16,8 @@ from rserpool.pu import PoolClientEndpoint, PoolUser
 from rserpool.services import RegistrarService, make_config
 from rserpool.web.nodes import NodeHTTP, PoolUserCollector
 from tests.test_cli_pool import RegistrarMixin
-from tests.test_failover_integration import Counter, until
+from tests.helpers import eventually
+from tests.test_failover_integration import Counter
 from tests.test_web import get, samples, value
 
 
@@ -48,7 +49,7 @@ class PoolElementMetricsTests(unittest.TestCase):
         self.addCleanup(pe.stopService)
         yield pe.registered
         base = "http://127.0.0.1:%d" % pe._http.port.getHost().port
-        self.assertTrue((yield until(lambda: pe.machine.reregistrations >= 1)))
+        yield eventually(lambda: pe.machine.reregistrations >= 1, "a re-registration")
         code, _, body = yield get(base + "/healthz")
         self.assertEqual(code, 200)
         code, _, body = yield get(base + "/metrics")
@@ -62,9 +63,9 @@ class PoolElementMetricsTests(unittest.TestCase):
         # Its registrar goes away: the PE hunts and registers at the other.
         home, other = (r1, r2) if len(r1.registrar.handlespace) else (r2, r1)
         yield home.stopService()
-        self.assertTrue((yield until(lambda: len(other.registrar.handlespace) == 1)))
-        self.assertTrue((yield until(lambda: pe.monitor.failovers == 1)))
-        self.assertTrue((yield until(lambda: pe.home_registrar == other.registrar.server_id)))
+        yield eventually(lambda: len(other.registrar.handlespace) == 1, "the PE at the other registrar")
+        yield eventually(lambda: pe.monitor.failovers == 1, "the PE's failover")
+        yield eventually(lambda: pe.home_registrar == other.registrar.server_id, "the new home")
         code, _, body = yield get(base + "/metrics")
         found = samples(body.decode("utf-8"))
         self.assertEqual(value(found, "rserpool_pe_failovers_total"), 1)
@@ -95,9 +96,9 @@ class PoolUserMetricsTests(RegistrarMixin, unittest.TestCase):
         client = yield PoolClientEndpoint(reactor, pu, "EchoPool").connect(
             Factory.forProtocol(Counter))
         session = client.transport._session
-        self.assertTrue((yield until(lambda: len(client.replies) > 20)))
+        yield eventually(lambda: len(client.replies) > 20, "21 replies")
         procs[session.pe.identifier].kill(signal.SIGKILL)
-        self.assertTrue((yield until(lambda: client.failovers == 1)))
+        yield eventually(lambda: client.failovers == 1, "the client's failover")
         code, _, body = yield get("http://127.0.0.1:%d/metrics" % port.getHost().port)
         found = samples(body.decode("utf-8"))
         self.assertEqual(value(found, "rserpool_pu_failovers_total"), 1)
@@ -109,7 +110,7 @@ class PoolUserMetricsTests(RegistrarMixin, unittest.TestCase):
         if client._call is not None and client._call.active():
             client._call.cancel()
         client.transport.loseConnection()
-        yield until(lambda: session.link is None)
+        yield eventually(lambda: session.link is None, "the session's end")
 
 
 class CommandTests(RegistrarMixin, unittest.TestCase):
