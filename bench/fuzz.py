@@ -60,9 +60,9 @@ from rserpool.actions import Runner  # noqa: E402
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig  # noqa: E402
 from rserpool.asap.scope import Scope  # noqa: E402
 from rserpool.codes import POLICY_FIELDS, ErrorCause  # noqa: E402
-from rserpool.enrp.server import ENRPConfig, ENRPServer  # noqa: E402
+from rserpool.enrp.machine import ENRPConfig, ENRPServer  # noqa: E402
 from rserpool.services import presence_from  # noqa: E402
-from rserpool.tools.examples import EXAMPLES  # noqa: E402
+from rserpool.tools.message_examples import EXAMPLES  # noqa: E402
 from rserpool.interfaces import NotAvailable  # noqa: E402
 from rserpool.wire import (  # noqa: E402
     ASAP,

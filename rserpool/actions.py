@@ -2,7 +2,7 @@
 What the state machines ask their adapters to do, sans I/O.
 
 The machines (L{rserpool.asap.registrar.ASAPRegistrar},
-L{rserpool.enrp.server.ENRPServer}, the pool element and pool user
+L{rserpool.enrp.machine.ENRPServer}, the pool element and pool user
 machines) never send, close, dial or set a timer themselves: their input
 methods return these actions, and the adapter around them (a Twisted
 service, L{rserpool.enrp.memory}'s in-memory network, a test) carries

@@ -133,7 +133,7 @@ def _decode(args, out, err):
 
 
 def _examples(args, out, err):
-    from rserpool.tools.examples import lines
+    from rserpool.tools.message_examples import lines
 
     for line in lines():
         out.write(line + "\n")
@@ -366,7 +366,7 @@ def _terminal(args, out, err):
         http = None
         csp = None
         if args.csp is not None:
-            from rserpool.transport.csp import CSPReporter, pool_user_id, pool_user_report
+            from rserpool.transport.csp_reporter import CSPReporter, pool_user_id, pool_user_report
 
             number = random.SystemRandom().getrandbits(56) or 1
             csp = CSPReporter(reactor, args.csp, lambda: pool_user_id(number),
@@ -584,7 +584,7 @@ def _dump(args, out, err):
 
 
 def _csp_address(text):
-    from rserpool.transport.csp import parse_csp_address
+    from rserpool.transport.csp_reporter import parse_csp_address
 
     try:
         return parse_csp_address(text)

@@ -62,7 +62,7 @@ from rserpool.asap.pool_element import (
     new_identifier,
 )
 from rserpool.asap.scope import Scope, address_scope
-from rserpool.client import MachineDriver, listen_for_registrars
+from rserpool.driver import MachineDriver, listen_for_registrars
 from rserpool.codes import (
     ASAP_PPID,
     DEFAULT_REGISTRAR,
@@ -361,7 +361,7 @@ class PoolElementService(service.Service):
             on (C{/metrics}, C{/healthz}: L{rserpool.web.nodes}), or
             C{None}.
         @param csp: C{(host, port)} of RSPLIB's C{cspmonitor} to report
-            this PE's status to (L{rserpool.transport.csp}), or C{None}.
+            this PE's status to (L{rserpool.transport.csp_reporter}), or C{None}.
         @param csp_interval: seconds between those reports.
         """
         if reactor is None:
@@ -471,7 +471,7 @@ class PoolElementService(service.Service):
         if self.announce is not None:
             self._start_announce()
         if self.csp is not None:
-            from rserpool.transport.csp import CSPReporter, pool_element_id, pool_element_report
+            from rserpool.transport.csp_reporter import CSPReporter, pool_element_id, pool_element_report
 
             self._csp = CSPReporter(
                 self.reactor, self.csp, lambda: pool_element_id(self),

@@ -36,7 +36,7 @@ from rserpool.asap.pool_user import (
     UnknownPoolHandle,
     UnreachableLimiter,
 )
-from rserpool.client import MachineDriver, listen_for_registrars
+from rserpool.driver import MachineDriver, listen_for_registrars
 from rserpool.codes import DEFAULT_REGISTRAR
 from rserpool.web.histogram import FAILOVER_BUCKETS, Histogram
 

@@ -21,6 +21,7 @@ from twisted.python import usage
 from rserpool.asap.registrar import HR_ITEMS_LIMIT, MAX_STRETCHED_INTERVAL, RegistrarConfig
 from rserpool.asap.sources import SourceSettings
 from rserpool.asap.scope import parse_scope
+from rserpool.codes import ASAP_ANNOUNCE_GROUP, ENRP_ANNOUNCE_GROUP
 from rserpool.enrp import ENRPConfig
 from rserpool.enrp.trust import parse_networks
 from rserpool.services import AnnounceSettings, RegistrarService, new_server_id
@@ -126,7 +127,7 @@ def _networks(value):
 
 
 def _csp(value):
-    from rserpool.transport.csp import parse_csp_address
+    from rserpool.transport.csp_reporter import parse_csp_address
 
     try:
         return parse_csp_address(value)
@@ -200,7 +201,7 @@ SETTINGS = {
     "announce": (False, _flag, None),
     "quiet": (False, _flag, None),
     "announce-group": (
-        ("239.0.0.50", 3863), _group, "Server Announce group ADDRESS:PORT.",
+        ASAP_ANNOUNCE_GROUP, _group, "Server Announce group ADDRESS:PORT.",
     ),
     "announce-interval": (
         1.0, _seconds("announce-interval", 0.1, 60.0), "Seconds between Server Announces.",
@@ -238,7 +239,7 @@ SETTINGS = {
     ),
     "enrp-public-dump": (False, _flag, None),
     "enrp-multicast-group": (
-        ("239.0.0.51", 9901), _group, "ENRP Presence multicast group ADDRESS:PORT.",
+        ENRP_ANNOUNCE_GROUP, _group, "ENRP Presence multicast group ADDRESS:PORT.",
     ),
     "enrp-multicast-ttl": (
         30, _integer("enrp-multicast-ttl", 1, 255), "Multicast TTL of ENRP Presence.",

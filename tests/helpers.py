@@ -400,7 +400,7 @@ class Recorder:
 class Driven:
     """
     A sans-IO machine (L{rserpool.asap.registrar.ASAPRegistrar},
-    L{rserpool.enrp.server.ENRPServer}) driven as its adapter drives it:
+    L{rserpool.enrp.machine.ENRPServer}) driven as its adapter drives it:
     each input method's returned actions are carried out at once by an
     L{rserpool.actions.Runner}, so sends and closes reach the test's fake
     connections, and the rest is recorded; an input method returns the

@@ -15,7 +15,7 @@ from rserpool.asap.announce import KnownRegistrar, RegistrarTable
 from rserpool.asap.pool_element import PoolElementConfig, PoolElementMachine
 from rserpool.asap.pool_user import PoolUserMachine
 from rserpool.codes import PolicyType
-from rserpool.client import announced_endpoint, listen_for_registrars
+from rserpool.driver import announced_endpoint, listen_for_registrars
 from rserpool.services import AnnounceService, AnnounceSettings, ListenerService, presence_from
 from rserpool.transport.multicast import AnnounceListener
 from rserpool.wire import (

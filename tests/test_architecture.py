@@ -199,7 +199,7 @@ class FreshInterpreterTests(unittest.TestCase):
 #: the adapters carry them out.
 MACHINES = (
     "rserpool/asap/registrar.py",
-    "rserpool/enrp/server.py",
+    "rserpool/enrp/machine.py",
     "rserpool/asap/pool_element.py",
     "rserpool/asap/pool_user.py",
     "rserpool/session/core.py",
@@ -277,3 +277,23 @@ class MachineStyleTests(unittest.TestCase):
             "        self._connect(now)\n"
             "        return self._out.append(now)\n")
         self.assertEqual([line for line, _ in calls_out(source)], [7, 8, 9, 10, 11, 12])
+
+
+class NameTests(unittest.TestCase):
+    """
+    One name for one thing: no two modules of the package share a name
+    across layers (a C{registrar.py} service beside an
+    C{asap/registrar.py} machine read as one thing and were two).
+    """
+
+    def test_module_names_unique(self):
+        seen = {}
+        for dotted in sorted(modules()):
+            parts = dotted.split(".")
+            # packages are named by their directory; their __init__ is not
+            # a module of its own name
+            if parts[-1] in ("__main__",) or dotted in ("rserpool",):
+                continue
+            seen.setdefault(parts[-1], []).append(dotted)
+        shared = {name: found for name, found in seen.items() if len(found) > 1}
+        self.assertEqual(shared, {})

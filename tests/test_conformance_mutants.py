@@ -24,7 +24,7 @@ from rserpool.conformance.report import parse_outcomes
 
 def _ignore_w_flag():
     # ENRP: a Handle Table Request with the W flag answered as one without.
-    from rserpool.enrp import server
+    from rserpool.enrp import machine as server
 
     original = server.ENRPServer._handle_table_request
 
@@ -36,7 +36,7 @@ def _ignore_w_flag():
 
 def _other_pool():
     # ASAP: a Handle Resolution answered with the PEs of another pool.
-    from rserpool.handlespace import handlespace
+    from rserpool.handlespace import store as handlespace
 
     original = handlespace.Handlespace.select
 
@@ -80,7 +80,7 @@ def _higher_id_wins():
     import inspect
     import textwrap
 
-    from rserpool.enrp import server
+    from rserpool.enrp import machine as server
 
     source = textwrap.dedent(inspect.getsource(server.ENRPServer._init_takeover))
     rule = "if sender < self.server_id:"

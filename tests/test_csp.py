@@ -11,7 +11,7 @@ import sys
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from rserpool.transport.csp import parse_csp_address
+from rserpool.transport.csp_reporter import parse_csp_address
 from rserpool.wire.csp import (
     GROUP_POOL_ELEMENT,
     GROUP_REGISTRAR,

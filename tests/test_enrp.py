@@ -14,7 +14,7 @@ from rserpool.asap.scope import Scope
 from rserpool.codes import ENRPType, ErrorCause
 from rserpool.enrp import ENRPConfig, ENRPServer, PeerTimer
 from rserpool.enrp.trust import PeerPolicy
-from rserpool.enrp.server import reachable_information
+from rserpool.enrp.machine import reachable_information
 from rserpool.enrp.memory import MemoryNetwork
 from rserpool.handlespace import PolicySettings, TimerCode
 from rserpool.wire import (

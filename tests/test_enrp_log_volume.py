@@ -9,7 +9,7 @@ from twisted.trial import unittest
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.codes import ErrorCause
 from rserpool.enrp import ENRPConfig
-from rserpool.enrp.server import ENRPServer
+from rserpool.enrp.machine import ENRPServer
 from rserpool.wire import ENRPError, ProtocolError
 
 from tests.helpers import Driven

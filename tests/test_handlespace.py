@@ -35,7 +35,7 @@ from rserpool.handlespace import (
     finish_checksum,
     pe_contribution,
 )
-from rserpool.handlespace.handlespace import CELLS, _time_key
+from rserpool.handlespace.store import CELLS, _time_key
 
 SCTP = 0x0004
 TCP = 0x0005

@@ -11,7 +11,8 @@ import sys
 from twisted.trial import unittest
 
 from rserpool.cli import main
-from rserpool.tools import examples, legacy
+from rserpool.tools import legacy
+from rserpool.tools import message_examples as examples
 from rserpool.wire import decode, encode
 
 HERE = os.path.dirname(os.path.abspath(__file__))

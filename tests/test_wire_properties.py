@@ -52,7 +52,7 @@ from rserpool.wire import (
     decode,
     encode,
 )
-from rserpool.tools.examples import EXAMPLES
+from rserpool.tools.message_examples import EXAMPLES
 
 SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]

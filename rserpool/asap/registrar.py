@@ -290,7 +290,7 @@ class ASAPRegistrar:
     the actions to carry out, in order (a list, or an empty tuple when
     there is nothing to do): L{Send}, L{Close}, and L{Schedule} when it
     needs L{timer_fired} to be called at an absolute time (or earlier: a
-    spurious call is harmless).  An L{rserpool.enrp.server.ENRPServer}
+    spurious call is harmless).  An L{rserpool.enrp.machine.ENRPServer}
     beside it shares its outbox: the actions an event causes on either
     side (an ENRP Handle Update for a registration) come back together.
 

@@ -2,7 +2,7 @@
 An in-memory network of registrars under one clock, for tests and
 benchmarks of ENRP: every registrar is an
 L{rserpool.asap.registrar.ASAPRegistrar} with an
-L{rserpool.enrp.server.ENRPServer}, whose actions its
+L{rserpool.enrp.machine.ENRPServer}, whose actions its
 L{rserpool.actions.Runner} carries out; ENRP connections between them carry
 encoded bytes (so the codec and the byte counts are real) with a small
 latency; pool elements are simulated ASAP endpoints that register, answer
@@ -20,7 +20,7 @@ from zope.interface import implementer
 from rserpool.actions import Runner
 from rserpool.asap.registrar import ASAPRegistrar, RegistrarConfig
 from rserpool.asap.scope import Scope
-from rserpool.enrp.server import ENRPConfig, ENRPServer
+from rserpool.enrp.machine import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy
 from rserpool.interfaces import IMessageConnection, NotAvailable
 from rserpool.wire import (

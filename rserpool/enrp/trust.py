@@ -9,7 +9,7 @@ endpoint is TLS-PSK with a key file of registrars only gets exactly that
 registrar can do is to decide by address who may introduce itself as a
 peer, and then to bind each peer id to the connections and addresses it
 was admitted on.  L{PeerPolicy} holds the addresses and switches that
-decision needs; L{rserpool.enrp.server.ENRPServer} applies it (the rules
+decision needs; L{rserpool.enrp.machine.ENRPServer} applies it (the rules
 are in ``doc/enrp.rst``, "Who is a peer").
 
 Nothing here touches a reactor or a socket.

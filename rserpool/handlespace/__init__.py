@@ -26,7 +26,7 @@ from rserpool.handlespace.errors import (
     InvalidValues,
     UnknownPoolHandle,
 )
-from rserpool.handlespace.handlespace import (
+from rserpool.handlespace.store import (
     MAX_POOL_HANDLE_SIZE,
     REMOVING_TIMERS,
     Handlespace,

@@ -8,6 +8,7 @@ import attrs
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
+from rserpool.codes import ASAP_ANNOUNCE_GROUP
 from rserpool.interfaces import normalize_address
 from rserpool.services.listeners import AfterListening
 from rserpool.transport.multicast import AnnounceSender
@@ -29,7 +30,7 @@ class AnnounceSettings:
     @ivar interface: the address of the interface to send from, or C{None}.
     """
 
-    group: tuple = ("239.0.0.50", 3863)
+    group: tuple = ASAP_ANNOUNCE_GROUP
     interval: float = 1.0
     ttl: int = 30
     interface: object = None

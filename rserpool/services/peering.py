@@ -4,7 +4,7 @@ reaches out.  It starts the ENRP machine once the listeners listen, dials
 the static peers (and keeps dialling them) and the peers the machine
 learns of, and sends and hears ENRP Presence on a multicast group when
 configured to.  What peers may do is the machine's business
-(L{rserpool.enrp.server}, L{rserpool.enrp.trust}); who dials whom is
+(L{rserpool.enrp.machine}, L{rserpool.enrp.trust}); who dials whom is
 this service's.
 """
 import ipaddress

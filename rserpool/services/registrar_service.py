@@ -203,7 +203,7 @@ class RegistrarService(service.MultiService):
         @param http_limits: its L{rserpool.web.http.HTTPLimits}.
         @param metrics_cache: seconds a rendered C{/metrics} is reused.
         @param csp: C{(host, port)} of RSPLIB's C{cspmonitor} to report to
-            (Component Status Protocol, L{rserpool.transport.csp}), or
+            (Component Status Protocol, L{rserpool.transport.csp_reporter}), or
             C{None}.
         @param csp_interval: seconds between those reports.
         """

@@ -526,7 +526,7 @@ def peer_json(peer, now, enrp, hs):
     """
     One ENRP peer for C{/api/v1/handlespace}.
     """
-    from rserpool.enrp.server import PeerTimer
+    from rserpool.enrp.machine import PeerTimer
 
     if peer.takeover is not None:
         state = "taking over"
@@ -593,7 +593,7 @@ class RegistrarMonitor:
         self.started = None
         self.http_port = None
         self.site = None
-        #: the L{rserpool.transport.csp.CSPReporter}, when reporting
+        #: the L{rserpool.transport.csp_reporter.CSPReporter}, when reporting
         self.csp = None
         self._watched = None
         self.hub = ChangeHub(clock, self.fingerprint, self.limits)
@@ -820,9 +820,9 @@ class RegistrarMonitor:
     def start_csp(self, address, interval):
         """
         Report to RSPLIB's C{cspmonitor} at C{address} (C{(host, port)})
-        every C{interval} seconds (L{rserpool.transport.csp}).
+        every C{interval} seconds (L{rserpool.transport.csp_reporter}).
         """
-        from rserpool.transport.csp import CSPReporter, registrar_id, registrar_report
+        from rserpool.transport.csp_reporter import CSPReporter, registrar_id, registrar_report
 
         service = self.service
         self.csp = CSPReporter(service.reactor, address, lambda: registrar_id(service),

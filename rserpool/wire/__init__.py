@@ -10,7 +10,7 @@ EndpointKeepAliveAck(pool_handle=b'EchoPool', identifier=305419896)
 Decoding is total: any bytes give a message or a :class:`ProtocolError`
 that carries the RFC error cause to answer with.
 """
-from rserpool.wire.errors import ProtocolError, brief
+from rserpool.wire.protocol_error import ProtocolError, brief
 from rserpool.wire.messages import (
     ADD_PE,
     ASAP,

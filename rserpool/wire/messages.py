@@ -24,7 +24,7 @@ import attrs
 
 from rserpool.codes import ASAPType, ENRPType, ErrorCause
 from rserpool.wire import params as P
-from rserpool.wire.errors import ProtocolError
+from rserpool.wire.protocol_error import ProtocolError
 from rserpool.wire.params import (
     CookieParameter,
     HandleResolutionOption,

@@ -20,7 +20,7 @@ import struct
 import attrs
 
 from rserpool.codes import POLICY_FIELDS, POLICY_NAMES, ErrorCause, ParamType, cause_name
-from rserpool.wire.errors import ProtocolError
+from rserpool.wire.protocol_error import ProtocolError
 
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")

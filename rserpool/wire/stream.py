@@ -5,7 +5,7 @@ field.
 import struct
 
 from rserpool.codes import ErrorCause
-from rserpool.wire.errors import ProtocolError
+from rserpool.wire.protocol_error import ProtocolError
 from rserpool.wire.messages import ASAP, decode
 
 _H = struct.Struct("!H")
