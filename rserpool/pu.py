@@ -33,7 +33,7 @@ from rserpool.asap.pool_user import (
     ResolutionError,
     ResolutionFailed,
     Resolved,
-    UnknownPoolHandle,
+    NoSuchPool,
     UnreachableLimiter,
 )
 from rserpool.driver import MachineDriver, listen_for_registrars
@@ -45,7 +45,7 @@ __all__ = [
     "PoolClientEndpoint",
     "PoolElementInfo",
     "ResolutionError",
-    "UnknownPoolHandle",
+    "NoSuchPool",
     "NoRegistrar",
     "NoPoolElement",
     "NoPoolElementReachable",
@@ -138,7 +138,7 @@ class PoolUser:
         @param items: how many PEs to ask for.
         @return: a L{Deferred} firing with a list of L{PoolElementInfo} in
             the registrar's policy order, or failing with
-            L{UnknownPoolHandle} or L{NoRegistrar}.
+            L{NoSuchPool} or L{NoRegistrar}.
         """
         d = defer.Deferred()
         number = self.machine.resolve(_handle(pool_handle), self._now(),
@@ -166,7 +166,7 @@ class PoolUser:
         to contact, chosen by the pool's policy.
 
         @return: a L{Deferred} L{PoolElementInfo}; fails with
-            L{UnknownPoolHandle}, L{NoRegistrar} or L{NoPoolElement}.
+            L{NoSuchPool}, L{NoRegistrar} or L{NoPoolElement}.
         """
         handle = _handle(pool_handle)
         chosen = self.cache.select(handle, self._now())

@@ -57,7 +57,7 @@ class CacheTests(unittest.TestCase):
     def test_unknown_handle(self):
         cache = u.ResolutionCache()
         error = OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)
-        self.assertRaises(u.UnknownPoolHandle, cache.store,
+        self.assertRaises(u.NoSuchPool, cache.store,
                           HandleResolutionResponse(H, error=error), 0)
 
     def test_failed_hold(self):
@@ -141,7 +141,7 @@ class MachineTests(unittest.TestCase):
             H, error=OperationError.of(ErrorCause.UNKNOWN_POOL_HANDLE)), 0.1)
         (event,) = self.pu.actions()
         self.assertEqual(event.request, n)
-        self.assertIsInstance(event.error, u.UnknownPoolHandle)
+        self.assertIsInstance(event.error, u.NoSuchPool)
 
     def test_response_timeout_hunts_and_resends(self):
         # RFC 5352 section 3.6: a silent registrar is replaced.
@@ -238,7 +238,7 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_unknown_handle(self):
-        yield self.assertFailure(self.pu.get_primary_server(b"Nope"), u.UnknownPoolHandle)
+        yield self.assertFailure(self.pu.get_primary_server(b"Nope"), u.NoSuchPool)
 
     @defer.inlineCallbacks
     def test_endpoint_fails_over_dead_pe(self):

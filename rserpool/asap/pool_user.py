@@ -34,7 +34,7 @@ __all__ = [
     "UnreachableLimiter",
     "PoolUserMachine",
     "ResolutionError",
-    "UnknownPoolHandle",
+    "NoSuchPool",
     "NoRegistrar",
     "NoPoolElement",
     "Resolved",
@@ -69,7 +69,7 @@ class ResolutionError(Exception):
     what = "cannot resolve pool handle"
 
 
-class UnknownPoolHandle(ResolutionError):
+class NoSuchPool(ResolutionError):
     """
     The registrar does not know the pool handle (cause 0x9, RFC 5354
     section 3.12.9).
@@ -240,12 +240,12 @@ class ResolutionCache:
 
         @return: the PEs it lists, as L{PoolElementInfo}, in the order the
             registrar chose (its policy's order).
-        @raise UnknownPoolHandle: if the registrar answered with an error.
+        @raise NoSuchPool: if the registrar answered with an error.
         """
         handle = response.pool_handle
         if response.error is not None:
             self._pools.pop(handle, None)
-            raise UnknownPoolHandle(handle)
+            raise NoSuchPool(handle)
         infos = [PoolElementInfo.from_wire(handle, pe) for pe in response.pool_elements]
         entries = self._pools.setdefault(handle, collections.OrderedDict())
         expires = now + self.stale_timeout
@@ -636,7 +636,7 @@ class PoolUserMachine(Hunting):
         del self._requests[request.number]
         try:
             infos = self.cache.store(message, now)
-        except UnknownPoolHandle as e:
+        except NoSuchPool as e:
             self._out.append(ResolutionFailed(request.number, e))
             return
         self._out.append(Resolved(request.number, request.handle, tuple(infos)))

@@ -243,7 +243,7 @@ def pool_element_parameter(pe):
     The Pool Element parameter describing a handlespace PE in a Handle
     Resolution Response: no ASAP transport, as RSPLIB sends it.
 
-    @param pe: a L{rserpool.handlespace.PoolElement} whose user transport is
+    @param pe: a L{rserpool.handlespace.RegisteredPE} whose user transport is
         a L{UserTransport}.
     @rtype: L{rserpool.wire.PoolElement}
     """

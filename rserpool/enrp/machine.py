@@ -263,7 +263,7 @@ def wire_pool_element(pe):
     the ASAP transport, as RSPLIB sends it in Handle Update and Handle
     Table Response.
 
-    @param pe: a L{rserpool.handlespace.PoolElement} whose user transport
+    @param pe: a L{rserpool.handlespace.RegisteredPE} whose user transport
         is a L{UserTransport}.
     @rtype: L{rserpool.wire.PoolElement}
     """

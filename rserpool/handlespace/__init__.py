@@ -31,7 +31,7 @@ from rserpool.handlespace.store import (
     REMOVING_TIMERS,
     Handlespace,
     Pool,
-    PoolElement,
+    RegisteredPE,
     RegistrationOutcome,
     TimerCode,
 )
@@ -40,7 +40,7 @@ from rserpool.handlespace.policy import MAX_VALUE, PolicySettings
 __all__ = [
     "Handlespace",
     "Pool",
-    "PoolElement",
+    "RegisteredPE",
     "RegistrationOutcome",
     "TimerCode",
     "REMOVING_TIMERS",

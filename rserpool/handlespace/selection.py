@@ -1188,7 +1188,7 @@ def selection_value(pe):
     A PE's current selection value under a randomized policy (its share of
     the draw), for inspection and tests.
 
-    @param pe: a L{PoolElement} in a pool with a randomized policy.
+    @param pe: a L{RegisteredPE} in a pool with a randomized policy.
     @return: the non-negative integer value.
     """
     return pe.pool._selector._value(pe)
@@ -1199,7 +1199,7 @@ def selection_key(pe):
     A PE's current sort key under an ordered policy (without the trailing
     PE), for inspection and tests.
 
-    @param pe: a L{PoolElement} in a pool with an ordered policy.
+    @param pe: a L{RegisteredPE} in a pool with an ordered policy.
     @return: the integer key without the sequence number, smaller is
         selected first (for the Least Used family, the effective load;
         for Weighted Round Robin, C{round << 32 | turns left}); C{None} when

@@ -81,7 +81,7 @@ class TimerCode(enum.IntEnum):
 REMOVING_TIMERS = frozenset([TimerCode.EXPIRY, TimerCode.KEEP_ALIVE_TIMEOUT])
 
 
-class PoolElement:
+class RegisteredPE:
     """
     A pool element as the handlespace stores it.
 
@@ -193,7 +193,7 @@ class PoolElement:
         return self._degradation
 
     def __repr__(self):
-        return "<PoolElement {!r}/{:08x} home={:08x} {!r}>".format(
+        return "<RegisteredPE {!r}/{:08x} home={:08x} {!r}>".format(
             self.pool.handle, self.pe_id, self.home_registrar, self.policy
         )
 
@@ -238,7 +238,7 @@ class Pool:
     def get(self, pe_id):
         """
         @param pe_id: a PE identifier.
-        @return: the L{PoolElement} with this identifier, or C{None}.
+        @return: the L{RegisteredPE} with this identifier, or C{None}.
         """
         return self._elements.get(pe_id)
 
@@ -253,7 +253,7 @@ class RegistrationOutcome:
     """
     What a successful registration did.
 
-    @ivar pe: the registered L{PoolElement}.
+    @ivar pe: the registered L{RegisteredPE}.
     @ivar created: C{True} for a new PE, C{False} for an update in place.
     @ivar previous_home: for an update, the home registrar before it (it
         differs from C{pe.home_registrar} when the PE changed owner); C{None}
@@ -340,7 +340,7 @@ class Handlespace:
         """
         @param handle: a pool handle.
         @param pe_id: a PE identifier.
-        @return: the L{PoolElement}, or C{None}.
+        @return: the L{RegisteredPE}, or C{None}.
         """
         pool = self._pools.get(handle)
         if pool is None:
@@ -349,7 +349,7 @@ class Handlespace:
 
     def elements(self):
         """
-        @return: an iterator over every L{PoolElement}.
+        @return: an iterator over every L{RegisteredPE}.
         """
         for pool in list(self._pools.values()):
             yield from list(pool._elements.values())
@@ -367,7 +367,7 @@ class Handlespace:
 
         @param position: where to start (0, or a position returned before).
         @param places: how many places to look at (positive).
-        @return: C{(found, next)}: a list of C{(position, PoolElement)}
+        @return: C{(found, next)}: a list of C{(position, RegisteredPE)}
             pairs in order (resuming at a PE's position includes it), and
             where to go on, or C{None} at the end.
         """
@@ -390,7 +390,7 @@ class Handlespace:
         Responses with the W flag).
 
         @param owner: a registrar id.
-        @return: a list of L{PoolElement} objects.
+        @return: a list of L{RegisteredPE} objects.
         """
         return list(self._owners.get(owner, ()))
 
@@ -414,7 +414,7 @@ class Handlespace:
     def by_connection(self, connection):
         """
         @param connection: a connection key given at registration.
-        @return: a list of the L{PoolElement} objects registered over it.
+        @return: a list of the L{RegisteredPE} objects registered over it.
         """
         return list(self._connections.get(connection, ()))
 
@@ -459,7 +459,7 @@ class Handlespace:
 
         @param now: the current time (seconds).
         @param limit: the most PEs to return (the earliest), or C{None}.
-        @return: a list of L{PoolElement} objects with C{timer_time <= now}, earliest
+        @return: a list of L{RegisteredPE} objects with C{timer_time <= now}, earliest
             first.  Their timers stay set; the caller sets or clears them.
         """
         result = []
@@ -609,7 +609,7 @@ class Handlespace:
         if pool is None:
             pool = Pool(handle, policy.policy_type, protocol, control)
             self._pools[handle] = pool
-        pe = PoolElement(
+        pe = RegisteredPE(
             pool,
             pe_id,
             home_registrar,
@@ -644,7 +644,7 @@ class Handlespace:
 
         @param handle: the pool handle.
         @param pe_id: the PE identifier.
-        @return: the removed L{PoolElement}.
+        @return: the removed L{RegisteredPE}.
         @raise UnknownPoolHandle: no such pool or PE.
         """
         pe = self.get(handle, pe_id)
@@ -662,7 +662,7 @@ class Handlespace:
         Remove a PE and unlink it from every index; an emptied pool goes
         too.
 
-        @param pe: a L{PoolElement} of this handlespace.
+        @param pe: a L{RegisteredPE} of this handlespace.
         """
         pool = pe.pool
         if pool._elements.get(pe.pe_id) is not pe:
@@ -704,7 +704,7 @@ class Handlespace:
         Re-home one PE (e.g. after a successful Endpoint Keep Alive with the
         H flag).
 
-        @param pe: a L{PoolElement}.
+        @param pe: a L{RegisteredPE}.
         @param home_registrar: its new home registrar id.
         """
         if home_registrar != pe.home_registrar:
@@ -720,7 +720,7 @@ class Handlespace:
 
         @param old_owner: the failed registrar's id.
         @param new_owner: the id of the registrar taking over.
-        @return: the list of moved L{PoolElement} objects.
+        @return: the list of moved L{RegisteredPE} objects.
         """
         if old_owner == new_owner:
             return self.owned_by(old_owner)
@@ -773,7 +773,7 @@ class Handlespace:
         removes them when the PE's SCTP association ends).
 
         @param connection: the connection key.
-        @return: the list of removed L{PoolElement} objects.
+        @return: the list of removed L{RegisteredPE} objects.
         """
         members = self._connections.get(connection)
         if not members:
@@ -810,7 +810,7 @@ class Handlespace:
         """
         Set (or replace) a PE's timer.
 
-        @param pe: a L{PoolElement}.
+        @param pe: a L{RegisteredPE}.
         @param code: a L{TimerCode}.
         @param when: when it fires (seconds).
         """
@@ -860,7 +860,7 @@ class Handlespace:
         """
         Cancel a PE's timer, if any.
 
-        @param pe: a L{PoolElement}.
+        @param pe: a L{RegisteredPE}.
         """
         place = pe._slab
         if place is not None and self._slab[place + TIMER_CELL] is not None:
@@ -880,7 +880,7 @@ class Handlespace:
 
         @param now: the current time (seconds).
         @param codes: the timer codes whose firing removes the PE.
-        @return: the list of removed L{PoolElement} objects, earliest first.
+        @return: the list of removed L{RegisteredPE} objects, earliest first.
         """
         removed = [pe for pe in self.due(now) if pe.timer_code in codes]
         for pe in removed:
@@ -899,7 +899,7 @@ class Handlespace:
         @param max_increment: how many of the selected PEs count as used
             (advance round robin, take a Weighted Round Robin turn, add
             degradation); C{None} for the policy's default, 1 (RSPLIB's).
-        @return: a list of at most k distinct L{PoolElement} objects, best first;
+        @return: a list of at most k distinct L{RegisteredPE} objects, best first;
             shorter when the pool is smaller or (weighted policies) has
             fewer PEs of non-zero weight.
         @raise UnknownPoolHandle: no such pool.
