@@ -189,6 +189,14 @@ class _SortedSelector(Selector):
         chosen = self._first(n)
         if max_increment is None:
             max_increment = self.default_max_increment
+        if n == 1:
+            # The common case (a handle resolution for one PE), without
+            # the loop's bookkeeping.
+            pe = chosen[0]
+            pe.selection_count += 1
+            if max_increment > 0:
+                self._use(pe)
+            return chosen
         used = 0
         for pe in chosen:
             pe.selection_count += 1
