@@ -144,27 +144,19 @@ def _degrade(pe):
 # Ordered policies
 # ---------------------------------------------------------------------------
 
-#: The sequence number occupies the low 64 bits of an ordered key.
-_SEQ_BITS = 64
-_SEQ_MASK = (1 << _SEQ_BITS) - 1
 
-
-class _OrderedSelector(Selector):
+class _SortedSelector(Selector):
     """
-    PEs sorted by an integer key, C{(policy value << 64) | sequence
-    number}; the sequence number is unique in the pool, so keys are unique
-    and a dict maps them back to PEs.  (Plain integers compare much faster
-    than tuples in a large SortedList.)
+    An ordered policy: PEs sorted by an integer key, C{(policy value <<
+    C{_seq_bits}) | sequence number}, in an index C{_entries}.  A selection
+    takes the first k PEs and uses the first C{max_increment} of them.
+
+    The selection is the same for both kinds of index; a subclass provides
+    the index, reads its first PEs (L{_first}) and moves a used PE
+    (L{_use}).
     """
 
-    __slots__ = ("_entries", "_by_seq")
-
-    _seq_bits = _SEQ_BITS
-
-    def __init__(self):
-        Selector.__init__(self)
-        self._entries = SortedList()
-        self._by_seq = {}
+    __slots__ = ("_entries",)
 
     def __len__(self):
         return len(self._entries)
@@ -172,6 +164,69 @@ class _OrderedSelector(Selector):
     def _key(self, pe):
         # The policy value (without the sequence number); smaller is first.
         raise NotImplementedError()
+
+    def _first(self, n):
+        """
+        @return: a new list of the first n PEs (0 < n <= len(self)).
+        """
+        raise NotImplementedError()
+
+    def _use(self, pe):
+        """
+        Count a selected PE as used: it gets a new sequence number, which
+        puts it behind all PEs with the same policy value (the round-robin
+        tie-break), and the policy's change for a use (L{_selected}), and it
+        moves to its new place in the index.
+        """
+        raise NotImplementedError()
+
+    def select(self, k, max_increment, rng):
+        n = len(self._entries)
+        if k < n:
+            n = k
+        if n <= 0:
+            return []
+        chosen = self._first(n)
+        if max_increment is None:
+            max_increment = self.default_max_increment
+        if n == 1:
+            # The common case (a handle resolution for one PE), without
+            # the loop's bookkeeping.
+            pe = chosen[0]
+            pe.selection_count += 1
+            if max_increment > 0:
+                self._use(pe)
+            return chosen
+        used = 0
+        for pe in chosen:
+            pe.selection_count += 1
+            if used < max_increment:
+                used += 1
+                self._use(pe)
+        return chosen
+
+
+#: The sequence number occupies the low 64 bits of an ordered key.
+_SEQ_BITS = 64
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+
+class _OrderedSelector(_SortedSelector):
+    """
+    PEs sorted by an integer key, C{(policy value << 64) | sequence
+    number}; the sequence number is unique in the pool, so keys are unique
+    and a dict maps them back to PEs.  (Plain integers compare much faster
+    than tuples in a large SortedList.)
+    """
+
+    __slots__ = ("_by_seq",)
+
+    _seq_bits = _SEQ_BITS
+
+    def __init__(self):
+        Selector.__init__(self)
+        self._entries = SortedList()
+        self._by_seq = {}
 
     def update(self, pe, policy):
         # The PE keeps its sequence number, so its key changes only if the
@@ -210,33 +265,18 @@ class _OrderedSelector(Selector):
             del self._by_seq[pe._seq]
             pe._sel = None
 
-    def select(self, k, max_increment, rng):
-        entries = self._entries
-        n = len(entries)
-        if k < n:
-            n = k
-        if n <= 0:
-            return []
+    def _first(self, n):
         by_seq = self._by_seq
         if n == 1:
-            chosen = [by_seq[entries[0] & _SEQ_MASK]]
-        else:
-            chosen = [by_seq[key & _SEQ_MASK] for key in islice(entries, n)]
-        if max_increment is None:
-            max_increment = self.default_max_increment
-        used = 0
-        for pe in chosen:
-            pe.selection_count += 1
-            if used < max_increment:
-                used += 1
-                # The selected PE goes behind all PEs with the same key: the
-                # round-robin tie-break.
-                self._unlink(pe)
-                pe._seq = self._next_seq
-                self._next_seq += 1
-                self._selected(pe)
-                self._link(pe)
-        return chosen
+            return [by_seq[self._entries[0] & _SEQ_MASK]]
+        return [by_seq[key & _SEQ_MASK] for key in islice(self._entries, n)]
+
+    def _use(self, pe):
+        self._unlink(pe)
+        pe._seq = self._next_seq
+        self._next_seq += 1
+        self._selected(pe)
+        self._link(pe)
 
 
 class RoundRobinSelector(Selector):
@@ -511,7 +551,7 @@ _PACKED_SEQ_BITS = 32
 _PACKED_SEQ_LIMIT = 1 << _PACKED_SEQ_BITS
 
 
-class _PackedOrderedSelector(Selector):
+class _PackedOrderedSelector(_SortedSelector):
     """
     An ordered policy whose policy value fits in 32 bits (Priority and the
     Least Used family): PEs sorted by C{(policy value << 32) | sequence
@@ -524,7 +564,7 @@ class _PackedOrderedSelector(Selector):
     keeps every comparison the same.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ()
 
     #: Sequence numbers are below this (a class attribute, for the tests).
     _seq_limit = _PACKED_SEQ_LIMIT
@@ -533,13 +573,6 @@ class _PackedOrderedSelector(Selector):
     def __init__(self):
         Selector.__init__(self)
         self._entries = _PackedKeys()
-
-    def __len__(self):
-        return len(self._entries)
-
-    def _key(self, pe):
-        # The policy value (without the sequence number); smaller is first.
-        raise NotImplementedError()
 
     def _new_seq(self, pe):
         seq = self._next_seq
@@ -595,32 +628,18 @@ class _PackedOrderedSelector(Selector):
         pe._sel = key
         self._entries.add(key, pe)
 
-    def select(self, k, max_increment, rng):
-        entries = self._entries
-        n = len(entries)
-        if k < n:
-            n = k
-        if n <= 0:
-            return []
+    def _first(self, n):
         if n == 1:
-            chosen = [entries.first()]
-        else:
-            chosen = list(islice(entries.values(), n))
-        if max_increment is None:
-            max_increment = self.default_max_increment
-        used = 0
-        for pe in chosen:
-            pe.selection_count += 1
-            if used < max_increment:
-                used += 1
-                # The selected PE goes behind all PEs with the same key: the
-                # round-robin tie-break.  Its old entry goes (the new
-                # sequence number first: a renumbering rebuilds the index).
-                self._new_seq(pe)
-                self._entries.remove(pe._sel)
-                self._selected(pe)
-                self._link(pe)
-        return chosen
+            return [self._entries.first()]
+        return list(islice(self._entries.values(), n))
+
+    def _use(self, pe):
+        # The new sequence number before the old entry goes: a renumbering
+        # rebuilds the index, and the old entry with it.
+        self._new_seq(pe)
+        self._entries.remove(pe._sel)
+        self._selected(pe)
+        self._link(pe)
 
 
 def _sel_of(pe):
