@@ -27,6 +27,7 @@ CORE = (
     "rserpool.codes",
     "rserpool.interfaces",
     "rserpool.limits",
+    "rserpool.states",
     "rserpool.wire",
     "rserpool.handlespace",
     "rserpool.asap",

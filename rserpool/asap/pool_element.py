@@ -23,6 +23,7 @@ import attrs
 from rserpool.actions import Close, Send
 from rserpool.asap.hunt import CancelConnect, Connect, Hunting, RegistrarHunt
 from rserpool.codes import ErrorCause, cause_name
+from rserpool.states import State
 from rserpool.wire import (
     ASAPError,
     Deregistration,
@@ -57,6 +58,7 @@ __all__ = [
     "DEREGISTERING",
     "STOPPED",
     "FAILED",
+    "PE_MOVES",
 ]
 
 #: Fresh identifiers a PE tries in a row when each is refused as in use.
@@ -70,6 +72,23 @@ REGISTERED = "registered"
 DEREGISTERING = "deregistering"
 STOPPED = "stopped"
 FAILED = "failed"
+
+#: Every move of L{PoolElementMachine} (RFC 5352 sections 3.1 to 3.7): a
+#: stopped, failed or new PE hunts when started and stops when stopped; a
+#: hunt ends in a registration, or in a registrar's H-flag Keep Alive
+#: (section 3.4: it took us over, we are registered with it); a
+#: registration is answered (registered), refused (failed, or registering
+#: again with a fresh identifier) or lost (hunting); deregistration ends
+#: stopped.
+PE_MOVES = {
+    IDLE: {HUNTING, STOPPED},
+    HUNTING: {HUNTING, REGISTERING, REGISTERED, DEREGISTERING, STOPPED},
+    REGISTERING: {REGISTERING, REGISTERED, HUNTING, FAILED, DEREGISTERING, STOPPED},
+    REGISTERED: {REGISTERED, HUNTING, FAILED, DEREGISTERING, STOPPED},
+    DEREGISTERING: {STOPPED},
+    STOPPED: {HUNTING, STOPPED},
+    FAILED: {HUNTING, STOPPED},
+}
 
 
 def new_identifier(rng):
@@ -304,12 +323,15 @@ class PoolElementMachine(Hunting):
     Keeps one pool element registered (RFC 5352 sections 3.1 to 3.7).
 
     @ivar state: one of L{IDLE}, L{HUNTING}, L{REGISTERING}, L{REGISTERED},
-        L{DEREGISTERING}, L{STOPPED}, L{FAILED}.
+        L{DEREGISTERING}, L{STOPPED}, L{FAILED}; it moves only as
+        L{PE_MOVES} says.
     @ivar home_id: the home registrar's server id, 0 while unknown.
     @ivar connection: the connection to the home registrar, or C{None}.
     @ivar endpoint: the description of the registrar connected to.
     @ivar hunt: the L{RegistrarHunt} (RFC 5352 section 3.6).
     """
+
+    state = State(PE_MOVES, initial=IDLE)
 
     def __init__(self, config, user_transport, registrars=(), rng=None):
         """
@@ -328,7 +350,6 @@ class PoolElementMachine(Hunting):
         self.config = config
         self.user_transport = user_transport
         self.hunt = RegistrarHunt(registrars, config.connect_timeout)
-        self.state = IDLE
         self.home_id = 0
         self.connection = None
         self.endpoint = None

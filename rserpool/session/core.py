@@ -24,6 +24,7 @@ import attrs
 
 from rserpool.codes import ASAP_PPID, ENRP_PPID
 from rserpool.session.sealing import CookieRejected
+from rserpool.states import State
 from rserpool.wire import (
     BusinessCard,
     Cookie,
@@ -47,6 +48,12 @@ __all__ = [
     "CallFailover",
     "PeerClosed",
     "ControlError",
+    "CONNECTING",
+    "UP",
+    "FAILOVER",
+    "CLOSING",
+    "CLOSED",
+    "SESSION_MOVES",
 ]
 
 #: The PPID of application data frames unless the application says
@@ -171,6 +178,26 @@ def _control(payload):
         return None, ControlError(str(e.reason))
 
 
+#: States of L{PUSessionCore}.
+CONNECTING = "connecting"
+UP = "up"
+FAILOVER = "failover"
+CLOSING = "closing"
+CLOSED = "closed"
+
+#: Every move of L{PUSessionCore} (services draft sections 4.4, 4.5): a
+#: session comes up, fails over when its connection is lost and comes up
+#: again with another PE, until either side closes it; once closing it
+#: only ends, and an ended session stays ended.
+SESSION_MOVES = {
+    CONNECTING: {UP, FAILOVER, CLOSING, CLOSED},
+    UP: {FAILOVER, CLOSING, CLOSED},
+    FAILOVER: {UP, FAILOVER, CLOSING, CLOSED},
+    CLOSING: {CLOSING, CLOSED},
+    CLOSED: {CLOSED},
+}
+
+
 class PUSessionCore:
     """
     The pool user's end of a session.
@@ -183,13 +210,15 @@ class PUSessionCore:
     may be lost: the draft makes failover best effort and leaves
     retransmission to the application (section 4.4).
 
-    @ivar state: C{"connecting"}, C{"up"}, C{"failover"}, C{"closing"} or
-        C{"closed"}.
+    @ivar state: L{CONNECTING}, L{UP}, L{FAILOVER}, L{CLOSING} or
+        L{CLOSED}; it moves only as L{SESSION_MOVES} says.
     @ivar cookie: the last cookie received (services draft section 4.5.1).
     @ivar failovers: how many failovers happened.
     @ivar pending: the L{SendFrame}s of data not yet handed to a
         connection.
     """
+
+    state = State(SESSION_MOVES, initial=CONNECTING)
 
     def __init__(self, business_card=None, max_pending=None):
         """
@@ -200,7 +229,6 @@ class PUSessionCore:
         """
         self.business_card = business_card
         self.max_pending = max_pending
-        self.state = "connecting"
         self.cookie = None
         self.failovers = 0
         self.pending = collections.deque()
@@ -213,10 +241,10 @@ class PUSessionCore:
         @return: the L{SendFrame}s to write now (none while disconnected:
             the data waits in L{pending}).
         """
-        if self.state in ("closing", "closed"):
+        if self.state in (CLOSING, CLOSED):
             raise RuntimeError("the session is closed")
         frame = SendFrame(bytes(payload), check_data_ppid(ppid), stream, unordered)
-        if self.state == "up":
+        if self.state == UP:
             return [frame]
         if self.max_pending is not None and len(self.pending) >= self.max_pending:
             raise BufferError("%d messages wait for a pool element" % len(self.pending))
@@ -231,8 +259,12 @@ class PUSessionCore:
             failover, when a cookie is known), L{SendFrame} of the Business
             Card, L{CallFailover} (after a failover); then call L{flush}.
         """
+        if self.state in (CLOSING, CLOSED):
+            # The application closed the session while this connection
+            # was being set up: it does not come up again.
+            return []
         out = []
-        failover = self.state == "failover"
+        failover = self.state == FAILOVER
         if failover:
             self.failovers += 1
             if self.cookie is not None:
@@ -241,7 +273,7 @@ class PUSessionCore:
                 out.append(SendFrame(encode(CookieEcho(self.cookie)), ASAP_PPID))
         if self.business_card is not None:
             out.append(SendFrame(encode(self.business_card), ASAP_PPID))
-        self.state = "up"
+        self.state = UP
         if failover:
             out.append(CallFailover(self.failovers))
         return out
@@ -250,7 +282,7 @@ class PUSessionCore:
         """
         The frames of the data kept while disconnected (and forget it).
         """
-        if self.state != "up":
+        if self.state != UP:
             return []
         out = list(self.pending)
         self.pending.clear()
@@ -281,8 +313,8 @@ class PUSessionCore:
 
         @return: C{[PeerClosed()]}.
         """
-        if self.state != "closed":
-            self.state = "closing"
+        if self.state != CLOSED:
+            self.state = CLOSING
         return [PeerClosed()]
 
     def lost(self):
@@ -292,10 +324,10 @@ class PUSessionCore:
         @return: C{True} if a failover must follow, C{False} if the session
             ended (on purpose, from either side).
         """
-        if self.state in ("closing", "closed"):
-            self.state = "closed"
+        if self.state in (CLOSING, CLOSED):
+            self.state = CLOSED
             return False
-        self.state = "failover"
+        self.state = FAILOVER
         return True
 
     def close(self):
@@ -305,9 +337,10 @@ class PUSessionCore:
         @return: what to write before closing (L{SendClose}, if connected).
         """
         was = self.state
-        self.state = "closing"
+        if was != CLOSED:
+            self.state = CLOSING
         self.pending.clear()
-        if was == "up":
+        if was == UP:
             return [SendClose()]
         return []
 
@@ -315,7 +348,7 @@ class PUSessionCore:
         """
         Mark the session over (no connection, no failover).
         """
-        self.state = "closed"
+        self.state = CLOSED
 
 
 class PESessionCore:

@@ -40,6 +40,8 @@ from zope.interface import implementer
 from rserpool.asap.pool_user import PoolElementInfo
 from rserpool.session.core import (
     BusinessCardReceived,
+    CLOSED,
+    CLOSING,
     CallFailover,
     ControlError,
     CookieIndication,
@@ -283,7 +285,7 @@ class PoolSession:
 
     def _next(self):
         self._retry = None
-        if self.core.state in ("closing", "closed"):
+        if self.core.state in (CLOSING, CLOSED):
             return
         if self.candidates:
             self._try(self.candidates.pop(0))
@@ -308,7 +310,7 @@ class PoolSession:
         self._retry = self.reactor.callLater(self.retry_delay, self._next)
 
     def _try(self, info):
-        if self.core.state in ("closing", "closed"):
+        if self.core.state in (CLOSING, CLOSED):
             return
         self.pe = info
         # Over SCTP a pool user closes with SHUTDOWN alone (channel.py).
@@ -322,7 +324,7 @@ class PoolSession:
 
     def _connect_failed(self, failure, info):
         self._connecting = None
-        if failure.check(defer.CancelledError) or self.core.state in ("closing", "closed"):
+        if failure.check(defer.CancelledError) or self.core.state in (CLOSING, CLOSED):
             return
         self.log.info("session to {handle!r}: PE {pe_id:08x} unreachable: {why}",
                       handle=self.pool_handle, pe_id=info.identifier,
