@@ -17,6 +17,7 @@ L{StringTransport} with a peer that reads its frames; L{running},
 L{loopback_registrar} and L{tap_registrar}, services started for one test
 and stopped after it.
 """
+import ipaddress
 import os
 import re
 import shutil
@@ -25,8 +26,12 @@ import socket
 import sys
 
 from twisted.internet import defer, protocol, reactor, task
+from zope.interface import implementer
 
-__all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
+from rserpool.interfaces import IMessageConnection, NotAvailable
+from rserpool.wire import decode, encode
+
+__all__ = ["ROOT", "TWISTD", "Driven", "FakeConnection", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
            "WaitTimeout", "complete_tcp", "eventually", "free_port", "loopback_registrar", "running", "start",
            "spawn", "tap_registrar", "write_keys"]
 
@@ -35,6 +40,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: C{python -c TWISTD ARGS} runs C{twistd ARGS} with this interpreter.
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+#: 127.0.0.1, the address of the fakes.
+LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 #: How much of a stream a failure message quotes (its end).
 _QUOTE = 3000
@@ -491,6 +499,56 @@ class PESessionPeer:
         return [(e.ppid, e.payload) if isinstance(e, mux.DataReceived) else e
                 for e in self.peer.receive(data, self.clock.seconds())
                 if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
+
+
+@implementer(IMessageConnection)
+class FakeConnection:
+    """
+    An ENRP (or ASAP) connection that records what a machine sends, decoded
+    (pre-encoded bytes are decoded too); verified against
+    L{IMessageConnection} in tests/test_helpers.py.
+
+    @ivar sent: the messages sent, in order.
+    @ivar closed: whether L{close} was called.
+    """
+
+    mapping = "fake"
+    identity = None
+    role = None
+    peer_transport = None
+
+    def __init__(self, protocol="enrp", peer=(LOOPBACK, 1), local=(LOOPBACK, 9901)):
+        self.protocol = protocol
+        self.sent = []
+        self.closed = False
+        self.peer = peer
+        self.local = local
+        self.peer_addresses = (peer[0],)
+        self.local_addresses = (local[0],)
+
+    def send(self, message):
+        self.sent.append(decode(encode(message), self.protocol))
+
+    def send_encoded(self, data):
+        self.sent.append(decode(data, self.protocol))
+
+    def close(self):
+        self.closed = True
+
+    def rtt(self):
+        raise NotAvailable("rtt", self.mapping)
+
+    def rto(self):
+        raise NotAvailable("rto", self.mapping)
+
+    def path_mtu(self):
+        raise NotAvailable("path_mtu", self.mapping)
+
+    def of(self, cls):
+        """
+        The messages of class C{cls} sent so far.
+        """
+        return [m for m in self.sent if isinstance(m, cls)]
 
 
 def free_port(address="127.0.0.1", udp=False):

@@ -21,7 +21,6 @@ from rserpool.wire import (
     ADD_PE,
     DEL_PE,
     ENRP,
-    EndpointKeepAlive,
     ENRPError,
     HandleTableEntry,
     HandleTableRequest,
@@ -44,40 +43,13 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import Driven
+from tests.helpers import Driven, FakeConnection
 
 LOOP = ipaddress.ip_address("127.0.0.1")
 
 
 def info(server_id):
     return ServerInformation(server_id, TCPTransport(9901, (LOOP,)))
-
-
-class FakeConnection:
-    """
-    Records what a server sends (decoding pre-encoded bytes).
-    """
-
-    mapping = "fake"
-    protocol = ENRP
-
-    def __init__(self):
-        self.sent = []
-        self.closed = False
-        self.peer_addresses = (LOOP,)
-        self.peer = (LOOP, 1)
-
-    def send(self, message):
-        self.sent.append(decode(encode(message), ENRP))
-
-    def send_encoded(self, data):
-        self.sent.append(decode(data, ENRP))
-
-    def close(self):
-        self.closed = True
-
-    def of(self, cls):
-        return [m for m in self.sent if isinstance(m, cls)]
 
 
 def wire_pe(pe_id, home, life=60000):

@@ -13,7 +13,8 @@ from rserpool.enrp.machine import ENRPServer
 from rserpool.wire import ENRPError, ProtocolError
 
 from tests.helpers import Driven
-from tests.test_enrp import FakeConnection, info
+from tests.helpers import FakeConnection
+from tests.test_enrp import info
 
 
 class BadMessageLogTests(unittest.TestCase):

@@ -46,7 +46,8 @@ from rserpool.wire import (
     TCPTransport,
 )
 from tests.helpers import Driven, eventually, free_port, tap_registrar
-from tests.test_enrp import FakeConnection, put, wire_pe
+from tests.helpers import FakeConnection
+from tests.test_enrp import put, wire_pe
 from tests.test_psk import KEY_1, KEY_2, KEYS, escape, write_keys
 from tests.test_registrar_integration import RawClient
 

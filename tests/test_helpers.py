@@ -49,3 +49,24 @@ class EventuallyTests(unittest.TestCase):
     def test_condition_error(self):
         d = eventually(lambda: 1 / 0, "nothing", clock=task.Clock())
         self.failureResultOf(d, ZeroDivisionError)
+
+
+class FakeConnectionTests(unittest.TestCase):
+    def test_verified(self):
+        """
+        The fake connection the machine tests share is what the machines
+        expect of a connection.
+        """
+        from zope.interface.verify import verifyObject
+
+        from rserpool.interfaces import IMessageConnection, NotAvailable
+        from rserpool.wire import Presence, ServerInformation, TCPTransport
+        from tests.helpers import FakeConnection
+
+        conn = FakeConnection()
+        self.assertTrue(verifyObject(IMessageConnection, conn))
+        presence = Presence(1, 0, 0, ServerInformation(1, TCPTransport(9901, ("127.0.0.1",))))
+        conn.send(presence)
+        self.assertEqual(conn.of(Presence), [presence])
+        self.assertRaises(NotAvailable, conn.rtt)
+
