@@ -27,8 +27,9 @@ import sys
 from twisted.internet import defer, protocol, reactor, task
 
 __all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "WaitTimeout", "complete_tcp", "eventually", "free_port", "loopback_registrar", "running", "start",
-           "spawn", "tap_registrar", "write_keys"]
+           "WaitTimeout", "complete_tcp", "eventually", "free_port", "listening_port", "loopback_registrar",
+           "refused_port", "running", "shared_udp_port", "start", "spawn", "tap_registrar",
+           "write_keys"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -496,9 +497,21 @@ class PESessionPeer:
 def free_port(address="127.0.0.1", udp=False):
     """
     A port of C{address} that was free a moment ago (TCP, or UDP with
-    C{udp=True}), for a child process or a configuration that cannot be
-    told to listen on port 0.  Another program may take it before it is
-    used: where a listener can take port 0 and say its port, prefer that.
+    C{udp=True}).  Another program may take it before it is used, so it is
+    the last resort, for what cannot be done otherwise:
+
+      - a port that a listener must be told before it starts, because
+        another program is told it first: registrars that name each other
+        with C{--peer} (the first to start listens on port 0, the others
+        cannot); a third-party program that cannot listen on port 0 and
+        say which port it took (RSPLIB's C{cspmonitor}).
+
+    Everything else has a race-free way: a listener of this process or a
+    child listens on port 0 and says its port (C{getHost().port} of its
+    listening port, or its log line: L{listening_port}); a port where
+    nothing listens is L{refused_port}; a multicast group's port is
+    L{shared_udp_port}; a process restarted on the same port takes the
+    port its first run learned.
     """
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
     try:
@@ -506,6 +519,64 @@ def free_port(address="127.0.0.1", udp=False):
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+def refused_port(test, address="127.0.0.1"):
+    """
+    A TCP port of C{address} where nothing listens, for the life of
+    C{test}: a socket bound to it without C{listen()}, closed at the end of
+    the test.  A connection to it is refused (RST), and no other program
+    can listen on it meanwhile, unlike a port that was free a moment ago.
+
+    @return: the port number.
+    """
+    s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    test.addCleanup(s.close)
+    s.bind((address, 0))
+    return s.getsockname()[1]
+
+
+def shared_udp_port(test):
+    """
+    A UDP port for a multicast group, held for the life of C{test} by a
+    socket bound to it with C{SO_REUSEADDR} (and C{SO_REUSEPORT}), as
+    C{listenMulticast(port, ..., listenMultiple=True)} binds: every
+    multicast listener that allows sharing binds it too, and no program
+    that wants the port to itself can take it meanwhile.  The holding
+    socket joins no group; what it receives nobody reads.
+
+    @return: the port number.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    test.addCleanup(s.close)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("", 0))
+    # A small buffer: the datagrams it holds are never read.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    return s.getsockname()[1]
+
+
+def listening_port(process, what, address="127.0.0.1", timeout=20, stream="out"):
+    """
+    The port a child process listens on, from its log line C{WHAT listening
+    on ENDPOINT (ADDRESS:PORT)} (a registrar's C{ASAP}, C{ENRP} and
+    C{HTTP} listeners, a PE's C{HTTP} listener): how a test learns the
+    port of a listener it started on port 0.
+
+    @param process: a L{Process}.
+    @param what: the listener's name in the line (C{"ASAP"}, C{"ENRP"},
+        C{"HTTP"}).
+    @param address: the address it listens on.
+    @param stream: where the process logs, C{"out"} or C{"err"}.
+    @return: a L{Deferred} firing with the port (an C{int}), or failing as
+        L{Process.wait_for_match} does.
+    """
+    line = re.compile(re.escape(what.encode()) + rb" listening on \S+ \("
+                      + re.escape(address.encode()) + rb":(\d+)\)")
+    d = process.wait_for_match(line, timeout=timeout, stream=stream)
+    return d.addCallback(lambda match: int(match.group(1)))
 
 
 def write_keys(test, text, mode=0o600):
