@@ -22,12 +22,13 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import sys
 
 from twisted.internet import defer, protocol, reactor, task
 
 __all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "WaitTimeout", "complete_tcp", "eventually", "free_port", "listening_port", "loopback_registrar",
+           "WaitTimeout", "bound_udp_port", "complete_tcp", "eventually", "free_port", "listening_port", "loopback_registrar",
            "refused_port", "running", "shared_udp_port", "start", "spawn", "tap_registrar",
            "write_keys"]
 
@@ -503,12 +504,12 @@ def free_port(address="127.0.0.1", udp=False):
       - a port that a listener must be told before it starts, because
         another program is told it first: registrars that name each other
         with C{--peer} (the first to start listens on port 0, the others
-        cannot); a third-party program that cannot listen on port 0 and
-        say which port it took (RSPLIB's C{cspmonitor}).
+        cannot).
 
     Everything else has a race-free way: a listener of this process or a
     child listens on port 0 and says its port (C{getHost().port} of its
-    listening port, or its log line: L{listening_port}); a port where
+    listening port, or its log line: L{listening_port}, or C{/proc}:
+    L{bound_udp_port}); a port where
     nothing listens is L{refused_port}; a multicast group's port is
     L{shared_udp_port}; a process restarted on the same port takes the
     port its first run learned.
@@ -556,6 +557,38 @@ def shared_udp_port(test):
     # A small buffer: the datagrams it holds are never read.
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
     return s.getsockname()[1]
+
+
+def bound_udp_port(pid, address="127.0.0.1"):
+    """
+    The UDP port that the process C{pid} has bound on the IPv4 address
+    C{address}, read from Linux's C{/proc}: for a program that binds port 0
+    when told to but does not say which port it took (RSPLIB's
+    C{cspmonitor}).
+
+    @return: the port, or C{None} while it has bound none (poll it with
+        L{eventually}).
+    """
+    sockets = set()
+    fds = "/proc/%d/fd" % pid
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(os.path.join(fds, fd))
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:["):-1])
+    # /proc/net/udp: "sl local_address rem_address st ... inode", the
+    # address as the hex of the 32-bit number in host byte order, the port
+    # in hex.
+    host = "%08X" % struct.unpack("=I", socket.inet_aton(address))[0]
+    with open("/proc/net/udp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            local, inode = fields[1], fields[9]
+            if inode in sockets and local.split(":")[0] == host:
+                return int(local.split(":")[1], 16)
+    return None
 
 
 def listening_port(process, what, address="127.0.0.1", timeout=20, stream="out"):
