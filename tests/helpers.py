@@ -16,6 +16,12 @@ its adapter drives it; L{PESessionPeer}, a PE's session layer over a
 L{StringTransport} with a peer that reads its frames; L{running},
 L{loopback_registrar} and L{tap_registrar}, services started for one test
 and stopped after it.
+
+Ports without a race: a listener takes port 0 and a test learns the port
+(L{listening_port} from a child's log, L{bound_udp_port} from C{/proc});
+L{refused_port} is a port where nothing listens and L{shared_udp_port} a
+multicast group's, both held for the test's life; L{free_port} is for what
+remains (see there).
 """
 import os
 import re
@@ -28,9 +34,9 @@ import sys
 from twisted.internet import defer, protocol, reactor, task
 
 __all__ = ["ROOT", "TWISTD", "Driven", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "WaitTimeout", "bound_udp_port", "complete_tcp", "eventually", "free_port", "listening_port", "loopback_registrar",
-           "refused_port", "running", "shared_udp_port", "start", "spawn", "tap_registrar",
-           "write_keys"]
+           "WaitTimeout", "bound_udp_port", "complete_tcp", "eventually", "free_port",
+           "listening_port", "loopback_registrar", "refused_port", "running", "shared_udp_port",
+           "start", "spawn", "tap_registrar", "write_keys"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -495,26 +501,27 @@ class PESessionPeer:
                 if isinstance(e, (mux.DataReceived, mux.CloseReceived))]
 
 
-def free_port(address="127.0.0.1", udp=False):
+def free_port(address="127.0.0.1"):
     """
-    A port of C{address} that was free a moment ago (TCP, or UDP with
-    C{udp=True}).  Another program may take it before it is used, so it is
-    the last resort, for what cannot be done otherwise:
+    A TCP port of C{address} that was free a moment ago.  Another program
+    may take it before it is used: the last resort, for the one case that
+    remains, a port a listener must be told before it starts because
+    another program is told it first.  Registrars that name each other with
+    C{--peer} are that case: the first to start listens on port 0 and the
+    others are told its port, but the ports of those started after it must
+    be named to it beforehand.
 
-      - a port that a listener must be told before it starts, because
-        another program is told it first: registrars that name each other
-        with C{--peer} (the first to start listens on port 0, the others
-        cannot).
-
-    Everything else has a race-free way: a listener of this process or a
-    child listens on port 0 and says its port (C{getHost().port} of its
-    listening port, or its log line: L{listening_port}, or C{/proc}:
-    L{bound_udp_port}); a port where
-    nothing listens is L{refused_port}; a multicast group's port is
-    L{shared_udp_port}; a process restarted on the same port takes the
-    port its first run learned.
+    Every other case has a race-free way:
+      - a listener of this process or of a child listens on port 0 and
+        says which port it got: its listening port's C{getHost().port}, its
+        log line (L{listening_port}), or C{/proc} for a program that says
+        nothing (L{bound_udp_port});
+      - a port where nothing listens is L{refused_port};
+      - a multicast group's port is L{shared_udp_port};
+      - a process restarted on the same port is given the port its first
+        run, on port 0, got.
     """
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind((address, 0))
         return s.getsockname()[1]
