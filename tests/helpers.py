@@ -16,6 +16,12 @@ its adapter drives it; L{PESessionPeer}, a PE's session layer over a
 L{StringTransport} with a peer that reads its frames; L{running},
 L{loopback_registrar} and L{tap_registrar}, services started for one test
 and stopped after it.
+
+Ports without a race: a listener takes port 0 and a test learns the port
+(L{listening_port} from a child's log, L{bound_udp_port} from C{/proc});
+L{refused_port} is a port where nothing listens and L{shared_udp_port} a
+multicast group's, both held for the test's life; L{free_port} is for what
+remains (see there).
 """
 import ipaddress
 import os
@@ -23,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import sys
 
 from twisted.internet import defer, protocol, reactor, task
@@ -31,9 +38,10 @@ from zope.interface import implementer
 from rserpool.interfaces import IMessageConnection, NotAvailable
 from rserpool.wire import decode, encode
 
-__all__ = ["ROOT", "TWISTD", "Driven", "FakeConnection", "PESessionPeer", "Process", "ProcessTimeout", "Recorder",
-           "WaitTimeout", "complete_tcp", "eventually", "free_port", "loopback_registrar", "running", "start",
-           "spawn", "tap_registrar", "write_keys"]
+__all__ = ["ROOT", "TWISTD", "Driven", "FakeConnection", "PESessionPeer", "Process",
+           "ProcessTimeout", "Recorder", "WaitTimeout", "bound_udp_port", "complete_tcp",
+           "eventually", "free_port", "listening_port", "loopback_registrar", "refused_port",
+           "running", "shared_udp_port", "start", "spawn", "tap_registrar", "write_keys"]
 
 #: The checkout's root: the child processes import rserpool from here.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -551,19 +559,122 @@ class FakeConnection:
         return [m for m in self.sent if isinstance(m, cls)]
 
 
-def free_port(address="127.0.0.1", udp=False):
+def free_port(address="127.0.0.1"):
     """
-    A port of C{address} that was free a moment ago (TCP, or UDP with
-    C{udp=True}), for a child process or a configuration that cannot be
-    told to listen on port 0.  Another program may take it before it is
-    used: where a listener can take port 0 and say its port, prefer that.
+    A TCP port of C{address} that was free a moment ago.  Another program
+    may take it before it is used: the last resort, for the one case that
+    remains, a port a listener must be told before it starts because
+    another program is told it first.  Registrars that name each other with
+    C{--peer} are that case: the first to start listens on port 0 and the
+    others are told its port, but the ports of those started after it must
+    be named to it beforehand.
+
+    Every other case has a race-free way:
+      - a listener of this process or of a child listens on port 0 and
+        says which port it got: its listening port's C{getHost().port}, its
+        log line (L{listening_port}), or C{/proc} for a program that says
+        nothing (L{bound_udp_port});
+      - a port where nothing listens is L{refused_port};
+      - a multicast group's port is L{shared_udp_port};
+      - a process restarted on the same port is given the port its first
+        run, on port 0, got.
     """
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.bind((address, 0))
         return s.getsockname()[1]
     finally:
         s.close()
+
+
+def refused_port(test, address="127.0.0.1"):
+    """
+    A TCP port of C{address} where nothing listens, for the life of
+    C{test}: a socket bound to it without C{listen()}, closed at the end of
+    the test.  A connection to it is refused (RST), and no other program
+    can listen on it meanwhile, unlike a port that was free a moment ago.
+
+    @return: the port number.
+    """
+    s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    test.addCleanup(s.close)
+    s.bind((address, 0))
+    return s.getsockname()[1]
+
+
+def shared_udp_port(test):
+    """
+    A UDP port for a multicast group, held for the life of C{test} by a
+    socket bound to it with C{SO_REUSEADDR} (and C{SO_REUSEPORT}), as
+    C{listenMulticast(port, ..., listenMultiple=True)} binds: every
+    multicast listener that allows sharing binds it too, and no program
+    that wants the port to itself can take it meanwhile.  The holding
+    socket joins no group; what it receives nobody reads.
+
+    @return: the port number.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    test.addCleanup(s.close)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("", 0))
+    # A small buffer: the datagrams it holds are never read.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    return s.getsockname()[1]
+
+
+def bound_udp_port(pid, address="127.0.0.1"):
+    """
+    The UDP port that the process C{pid} has bound on the IPv4 address
+    C{address}, read from Linux's C{/proc}: for a program that binds port 0
+    when told to but does not say which port it took (RSPLIB's
+    C{cspmonitor}).
+
+    @return: the port, or C{None} while it has bound none (poll it with
+        L{eventually}).
+    """
+    sockets = set()
+    fds = "/proc/%d/fd" % pid
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(os.path.join(fds, fd))
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:["):-1])
+    # /proc/net/udp: "sl local_address rem_address st ... inode", the
+    # address as the hex of the 32-bit number in host byte order, the port
+    # in hex.
+    host = "%08X" % struct.unpack("=I", socket.inet_aton(address))[0]
+    with open("/proc/net/udp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            local, inode = fields[1], fields[9]
+            if inode in sockets and local.split(":")[0] == host:
+                return int(local.split(":")[1], 16)
+    return None
+
+
+def listening_port(process, what, address="127.0.0.1", timeout=20, stream="out"):
+    """
+    The port a child process listens on, from its log line C{WHAT listening
+    on ENDPOINT (ADDRESS:PORT)} (a registrar's C{ASAP}, C{ENRP} and
+    C{HTTP} listeners, a PE's C{HTTP} listener): how a test learns the
+    port of a listener it started on port 0.
+
+    @param process: a L{Process}.
+    @param what: the listener's name in the line (C{"ASAP"}, C{"ENRP"},
+        C{"HTTP"}).
+    @param address: the address it listens on.
+    @param stream: where the process logs, C{"out"} or C{"err"}.
+    @return: a L{Deferred} firing with the port (an C{int}), or failing as
+        L{Process.wait_for_match} does.
+    """
+    line = re.compile(re.escape(what.encode()) + rb" listening on \S+ \("
+                      + re.escape(address.encode()) + rb":(\d+)\)")
+    d = process.wait_for_match(line, timeout=timeout, stream=stream)
+    return d.addCallback(lambda match: int(match.group(1)))
 
 
 def write_keys(test, text, mode=0o600):

@@ -27,8 +27,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
-from tests.helpers import TWISTD, eventually, spawn, start
-from tests.helpers import free_port
+from tests.helpers import TWISTD, eventually, listening_port, spawn, start
 from tests.test_registrar_integration import RawClient
 from tests.test_web import registration
 
@@ -94,16 +93,16 @@ class BrowserTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.asap_port = free_port()
-        self.http_port = free_port()
         self.registrar = start(self, [
             sys.executable, "-c", TWISTD, "-n", "--pidfile=", "enrp",
-            "--asap", "tcp:%d:interface=127.0.0.1" % self.asap_port,
+            "--asap", "tcp:0:interface=127.0.0.1",
             "--enrp", "none",
-            "--http", "tcp:%d:interface=127.0.0.1" % self.http_port,
+            "--http", "tcp:0:interface=127.0.0.1",
             "--id", "0x5eed0016",
             "--keep-alive-interval", str(KEEP_ALIVE), "--keep-alive-timeout", str(KEEP_ALIVE),
         ], name="twistd enrp")
+        self.asap_port = yield listening_port(self.registrar, "ASAP")
+        self.http_port = yield listening_port(self.registrar, "HTTP")
         yield self.registrar.wait_for(b"ready", timeout=20)
         self.url = "http://127.0.0.1:%d/" % self.http_port
         self.registrar_endpoint = "tcp:127.0.0.1:%d" % self.asap_port

@@ -28,7 +28,7 @@ from rserpool.wire import (
     SCTPTransport,
     TCPTransport,
 )
-from tests.helpers import free_port, spawn
+from tests.helpers import refused_port, spawn
 
 LINE = re.compile(r"^[0-9a-f]{8} tcp 127\.0\.0\.1:\d+ RoundRobin$")
 
@@ -110,7 +110,8 @@ class CommandTests(RegistrarMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_resolve_no_registrar(self):
-        resolve = spawn(self, "resolve", "EchoPool", "--registrar", "tcp:127.0.0.1:%d" % free_port())
+        nobody = "tcp:127.0.0.1:%d" % refused_port(self)
+        resolve = spawn(self, "resolve", "EchoPool", "--registrar", nobody)
         code = yield resolve.ended
         self.assertEqual(code, 1)
         self.assertEqual(len(resolve.err.splitlines()), 1)
@@ -219,7 +220,8 @@ class DumpTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_no_enrp(self):
-        dump = spawn(self, "dump", "--registrar", "tcp:127.0.0.1:%d" % free_port())
+        nobody = "tcp:127.0.0.1:%d" % refused_port(self)
+        dump = spawn(self, "dump", "--registrar", nobody)
         code = yield dump.ended
         self.assertEqual(code, 1)
         self.assertIn(b"cannot reach", dump.err)

@@ -16,7 +16,6 @@ deliberate change::
 or run the test with ``RSERPOOL_CONFORMANCE_RECORD=1`` in its environment.
 """
 import os
-import re
 import xml.etree.ElementTree as ElementTree
 
 from twisted.internet import defer
@@ -24,7 +23,7 @@ from twisted.trial import unittest
 
 from rserpool.conformance.report import parse_outcomes
 from rserpool.conformance.requirements import MANDATORY
-from tests.helpers import ROOT, TWISTD, free_port, spawn
+from tests.helpers import ROOT, TWISTD, listening_port, shared_udp_port, spawn
 
 DATA = os.path.join(ROOT, "tests", "data", "conformance")
 KEEP_ALIVE = "2"
@@ -61,7 +60,7 @@ def start_registrar(test, *extra, asap="tcp:0:interface=127.0.0.1",
                     enrp="tcp:0:interface=127.0.0.1", address="127.0.0.1",
                     launcher=("-c", TWISTD)):
     """
-    Our registrar on loopback (ASAP and ENRP over TCP on free ports, unless
+    Our registrar on loopback (ASAP and ENRP over TCP on port 0, unless
     told otherwise), with the suite's short keep-alive timers.
 
     @param launcher: the Python arguments that run C{twistd}.
@@ -73,14 +72,11 @@ def start_registrar(test, *extra, asap="tcp:0:interface=127.0.0.1",
         "--peer-heartbeat-cycle", HEARTBEAT, "--peer-max-time-last-heard", LAST_HEARD,
         "--peer-max-time-no-response", NO_RESPONSE, "--takeover-expiry", TAKEOVER_EXPIRY,
         *extra, module=None, name="our registrar")
-    where = re.escape(address.encode())
-    asap = registrar.wait_for_match(
-        re.compile(rb"ASAP listening on \S+ \(" + where + rb":(\d+)\)"), timeout=20)
-    enrp = registrar.wait_for_match(
-        re.compile(rb"ENRP listening on \S+ \(" + where + rb":(\d+)\)"), timeout=20)
+    asap = listening_port(registrar, "ASAP", address)
+    enrp = listening_port(registrar, "ENRP", address)
     ready = registrar.wait_for(b"ready", timeout=20)
     d = defer.gatherResults([asap, enrp, ready], consumeErrors=True)
-    d.addCallback(lambda r: (registrar, int(r[0].group(1)), int(r[1].group(1))))
+    d.addCallback(lambda r: (registrar, r[0], r[1]))
     return d
 
 
@@ -120,8 +116,7 @@ class OurRegistrarTCPTests(unittest.TestCase):
         """
         Every MUST requirement passes; the outcomes are the recorded ones.
         """
-        udp = free_port(udp=True)
-        group = "239.0.0.50:%d" % udp
+        group = "239.0.0.50:%d" % shared_udp_port(self)
         registrar, asap, enrp = yield start_registrar(
             self, "--enrp-peer-networks", "127.0.0.0/8",
             "--announce", "--announce-group", group, "--announce-interface", "127.0.0.1",

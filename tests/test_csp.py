@@ -21,8 +21,7 @@ from rserpool.wire.csp import (
     decode_report,
     encode_report,
 )
-from tests.helpers import TWISTD, spawn, start
-from tests.helpers import free_port
+from tests.helpers import TWISTD, bound_udp_port, eventually, listening_port, spawn, start
 
 CSPMONITOR = shutil.which("cspmonitor")
 _ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
@@ -107,17 +106,18 @@ class MonitorTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_our_components(self):
-        port = free_port()
-        monitor = start(self, [CSPMONITOR, "-localaddress=127.0.0.1:%d" % port,
+        # cspmonitor takes port 0 but does not say which port it got.
+        monitor = start(self, [CSPMONITOR, "-localaddress=127.0.0.1:0",
                                "-updateinterval=200", "-full"], name="cspmonitor")
         yield monitor.wait_for(b"Component Status Monitor")
+        port = yield eventually(lambda: bound_udp_port(monitor.pid), "cspmonitor's UDP port")
         csp = "127.0.0.1:%d" % port
-        asap = free_port()
         registrar = start(self, [
             sys.executable, "-c", TWISTD, "-n", "--pidfile=", "enrp",
-            "--asap", "tcp:%d:interface=127.0.0.1" % asap, "--enrp", "none",
+            "--asap", "tcp:0:interface=127.0.0.1", "--enrp", "none",
             "--id", "0x5eed0017", "--csp", csp, "--csp-interval", "0.2",
         ], name="twistd enrp")
+        asap = yield listening_port(registrar, "ASAP")
         yield registrar.wait_for(b"ready")
         endpoint = "tcp:127.0.0.1:%d" % asap
         pe = spawn(self, "pe", "--handle", "EchoPool", "--registrar", endpoint,

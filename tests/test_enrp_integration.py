@@ -7,9 +7,7 @@ every survivor's handlespace, every survivor resolves every PE, and no PE
 is lost.
 """
 import json
-import os
 import signal
-import sys
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -26,9 +24,7 @@ from rserpool.wire import (
     encode,
 )
 
-from tests.helpers import eventually, free_port
-
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import TWISTD, eventually, free_port, listening_port, spawn
 
 #: Fast ENRP timers for the test (seconds).
 TIMERS = {
@@ -105,33 +101,6 @@ reactor.run()
 """
 
 
-class _Lines(protocol.ProcessProtocol):
-    def __init__(self):
-        self.out = b""
-        self.ended = defer.Deferred()
-        self.waiting = []
-
-    def outReceived(self, data):
-        self.out += data
-        for text, d in list(self.waiting):
-            if text in self.out:
-                self.waiting.remove((text, d))
-                d.callback(None)
-
-    errReceived = outReceived
-
-    def wait_for(self, text, timeout):
-        d = defer.Deferred()
-        if text in self.out:
-            d.callback(None)
-        else:
-            self.waiting.append((text, d))
-        return d.addTimeout(timeout, reactor)
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-
 class _Client(protocol.Protocol):
     def __init__(self, protocol_name):
         self.decoder = StreamDecoder(protocol_name)
@@ -191,46 +160,35 @@ def resolve_all(port, handle):
 class SigkillTests(unittest.TestCase):
     timeout = 120
 
-    def spawn(self, args):
-        p = _Lines()
-        env = dict(os.environ, PYTHONPATH=HERE)
-        transport = reactor.spawnProcess(p, sys.executable, [sys.executable] + args, env=env,
-                                         path=HERE)
-        p.transport_ = transport
-
-        def stop():
-            if p.ended.called:
-                return
-            try:
-                transport.signalProcess("KILL")
-            except Exception:
-                pass
-            return p.ended
-
-        self.addCleanup(stop)
-        return p
-
     @defer.inlineCallbacks
     def test_sigkill_registrar(self):
-        asap = [free_port() for _ in range(3)]
-        enrp = [free_port() for _ in range(3)]
+        # Each registrar names the others' ENRP endpoints with --peer, so
+        # all but the first must have their port before they start: the
+        # first listens on port 0, the others on ports that were free a
+        # moment ago (free_port).  Every ASAP listener is on port 0.
+        enrp = [None, free_port(), free_port()]
+        asap = []
         registrars = []
         for i in range(3):
-            args = ["-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=",
+            args = ["-c", TWISTD, "-n", "--pidfile=",
                     "enrp", "--id", str(i + 1), "--quiet",
-                    "--asap", "tcp:%d:interface=127.0.0.1" % asap[i],
-                    "--enrp", "tcp:%d:interface=127.0.0.1" % enrp[i],
+                    "--asap", "tcp:0:interface=127.0.0.1",
+                    "--enrp", "tcp:%d:interface=127.0.0.1" % (enrp[i] or 0),
                     "--keep-alive-interval", "1", "--keep-alive-timeout", "1"]
             for name, value in TIMERS.items():
                 args += ["--" + name, str(value)]
             for j in range(3):
                 if j != i:
                     args += ["--peer", "tcp:127.0.0.1:%d" % enrp[j]]
-            registrars.append(self.spawn(args))
+            registrar = spawn(self, *args, module=None, name="registrar %d" % (i + 1))
+            registrars.append(registrar)
+            asap.append((yield listening_port(registrar, "ASAP", timeout=30)))
+            enrp[i] = yield listening_port(registrar, "ENRP", timeout=30)
         for p in registrars:
             yield p.wait_for(b"ENRP server", 30)
 
-        swarm = self.spawn(["-c", SWARM, json.dumps(asap), str(PES), str(POOLS), str(BOUND + 3)])
+        swarm = spawn(self, "-c", SWARM, json.dumps(asap), str(PES), str(POOLS), str(BOUND + 3),
+                      module=None, name="swarm")
         yield swarm.wait_for(b"registered", 30)
 
         def complete(view, owners):
@@ -254,7 +212,7 @@ class SigkillTests(unittest.TestCase):
         victim_pes = [k for k, home in views[0].items() if home == 3]
         self.assertTrue(victim_pes)
 
-        registrars[2].transport_.signalProcess("KILL")
+        registrars[2].kill(signal.SIGKILL)
         t0 = reactor.seconds()
         yield registrars[2].ended
 

@@ -9,7 +9,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
 from rserpool import tap
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, shared_udp_port
 from tests.test_registrar_integration import RawClient
 from rserpool.wire import (
     PoolElement,
@@ -55,7 +55,7 @@ class MulticastDiscoveryTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_peers_find_each_other_and_share_a_pe(self):
-        port = free_port(udp=True)
+        port = shared_udp_port(self)
         a = yield self.start(0xA1, port)
         b = yield self.start(0xB2, port)
         yield eventually(

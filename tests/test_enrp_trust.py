@@ -699,9 +699,11 @@ class EndToEndTests(unittest.TestCase):
         address and from B's own, and sends DEL_PE and Takeover Server:
         A keeps B's PE with B as its home.
         """
-        port_a, port_b = free_port("127.0.0.1"), free_port("127.0.0.2")
-        b = yield self.registrar(0xB2, "127.0.0.2", "--peer", "tcp:127.0.0.1:%d" % port_a,
-                                 enrp_port=port_b)
+        # Each names the other with --peer: B, started first, listens on
+        # port 0; A's port must be named to B before A listens (free_port).
+        port_a = free_port("127.0.0.1")
+        b = yield self.registrar(0xB2, "127.0.0.2", "--peer", "tcp:127.0.0.1:%d" % port_a)
+        port_b = b.enrp_ports[0].getHost().port
         a = yield self.registrar(0xA1, "127.0.0.1", "--peer", "tcp:127.0.0.2:%d" % port_b,
                                  enrp_port=port_a)
         yield eventually(lambda: 0xB2 in a.enrp.peers and 0xA1 in b.enrp.peers, "peering")

@@ -8,6 +8,7 @@ failover best effort; its 4.5.2 leaves recovery to the application).
 Everything handed to the session layer while no connection was up is
 sent to the new PE, after the Cookie Echo and the failover callback.
 """
+import re
 import signal
 
 from twisted.internet import defer, reactor
@@ -16,15 +17,18 @@ from twisted.trial import unittest
 
 from rserpool.examples import transfer
 from rserpool.pu import PoolClientEndpoint, PoolUser
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually
 from tests.test_cli_pool import RegistrarMixin, spawn
 
+#: A registrar process listening for ASAP on the endpoint its argument
+#: names; it prints "ready PORT" once it listens.
 _REGISTRAR = (
     "import sys\n"
     "from twisted.internet import reactor\n"
     "from rserpool.services import RegistrarService, make_config\n"
-    "RegistrarService(make_config(), asap_endpoints=[sys.argv[1]]).startService()\n"
-    "print('ready', flush=True)\n"
+    "service = RegistrarService(make_config(), asap_endpoints=[sys.argv[1]])\n"
+    "service.startService()\n"
+    "service.ready.addCallback(lambda ports: print('ready', ports[0].getHost().port, flush=True))\n"
     "reactor.run()\n"
 )
 
@@ -132,12 +136,13 @@ class ProcessFailoverTests(RegistrarMixin, unittest.TestCase):
     def test_home_registrar_killed(self):
         # Two registrars as processes; the PE's home one is SIGKILLed; the
         # PE hunts and registers at the other, where a PU finds it.
-        ports = [free_port(), free_port()]
+        ports = []
         registrars = []
-        for port in ports:
-            proc = spawn(self, "-c", _REGISTRAR, "tcp:%d:interface=127.0.0.1" % port, module=None)
+        for _ in range(2):
+            proc = spawn(self, "-c", _REGISTRAR, "tcp:0:interface=127.0.0.1", module=None)
             registrars.append(proc)
-            yield proc.wait_for(b"ready")
+            ready = yield proc.wait_for_match(re.compile(rb"ready (\d+)"))
+            ports.append(int(ready.group(1)))
         asap = ["tcp:127.0.0.1:%d" % p for p in ports]
         pe = spawn(self, "pe", "--handle", "HomePool", "--registrar", asap[0], "--registrar",
                    asap[1], "--identifier", "00002000", "echo")

@@ -14,7 +14,7 @@ from twisted.trial import unittest
 from rserpool.codes import PolicyType
 from rserpool.wire import Policy, RegistrationResponse
 from tests.helpers import TWISTD, start
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually
 from tests.test_registrar_integration import RawClient
 from tests.test_web import registration
 
@@ -24,21 +24,10 @@ class JSONLogTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_twistd_json(self):
-        port = free_port()
         registrar = start(self, [
             sys.executable, "-c", TWISTD, "-n", "--pidfile=",
             "--logger", "rserpool.logs.json_stdout", "enrp",
-            "--asap", "tcp:%d:interface=127.0.0.1" % port, "--enrp", "none"], name="twistd enrp")
-        yield registrar.wait_for(b"ready")
-        client = RawClient("asap", auto_ack=True)
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-        answer = yield client.request(registration(b"web", 0x1234), RegistrationResponse)
-        self.assertFalse(answer.reject)
-        answer = yield client.request(
-            registration(b"web", 0x1235, policy=Policy.make(PolicyType.LEAST_USED, load=0)),
-            RegistrationResponse)
-        self.assertTrue(answer.reject)
-        yield client.close()
+            "--asap", "tcp:0:interface=127.0.0.1", "--enrp", "none"], name="twistd enrp")
 
         def events():
             out = []
@@ -47,6 +36,20 @@ class JSONLogTests(unittest.TestCase):
                     out.append(json.loads(line))
             return out
 
+        yield registrar.wait_for(b"ready")
+        # The listener's event carries where it listens, as a field.
+        [where] = [e["where"] for e in events() if e.get("what") == "ASAP" and "where" in e]
+        host, port = where.rsplit(":", 1)
+        self.assertEqual(host, "127.0.0.1")
+        client = RawClient("asap", auto_ack=True)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, host, int(port)), client)
+        answer = yield client.request(registration(b"web", 0x1234), RegistrationResponse)
+        self.assertFalse(answer.reject)
+        answer = yield client.request(
+            registration(b"web", 0x1235, policy=Policy.make(PolicyType.LEAST_USED, load=0)),
+            RegistrationResponse)
+        self.assertTrue(answer.reject)
+        yield client.close()
         yield eventually(lambda: any(e.get("cause") == "connection lost" for e in events()),
                          "the log line of the lost connection's PE")
         found = {(e.get("pool"), e.get("pe"), e.get("cause")) for e in events() if "pe" in e}

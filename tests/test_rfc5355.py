@@ -53,7 +53,7 @@ from rserpool.wire import (
 )
 from tests.test_announce_sctp import FakeMulticastReactor
 from tests.test_enrp import cluster
-from tests.helpers import eventually, free_port, tap_registrar
+from tests.helpers import eventually, refused_port, tap_registrar
 from tests.test_psk import KEY_1, KEY_2, KEYS, Collector, Upper, escape, make_ca, write_keys
 from tests.test_registrar import Harness, pe_param
 from tests.test_registrar_integration import RawClient
@@ -655,7 +655,7 @@ class SpoofedDiscoveryTests(unittest.TestCase):
         keys = escape(path)
         legit = yield start_registrar(self, "--enrp", "none", "--psk-keys", path)
         rogue = yield start_registrar(self, "--enrp", "none")
-        down = SECURE.format(port=free_port("127.0.0.1"), identity="pe-1", keys=keys)
+        down = SECURE.format(port=refused_port(self), identity="pe-1", keys=keys)
         events = log_events(self)
         pe = start_pe(self, b"Pool", [down])
         yield eventually(lambda: down in problems(events), "the static registrar's failure")

@@ -121,12 +121,13 @@ class CommandTests(RegistrarMixin, unittest.TestCase):
         """
         C{rserpool pe --http ENDPOINT} serves the PE's metrics.
         """
-        from tests.helpers import free_port
+        from tests.helpers import listening_port
 
         yield self.start_registrar()
-        port = free_port()
-        proc = self.start_pe("echo", "EchoPool", "--identifier", "00000abc",
-                             "--http", "tcp:%d:interface=127.0.0.1" % port)
+        # --verbose: the PE logs (on stderr) where its HTTP side listens.
+        proc = self.start_pe("echo", "EchoPool", "--identifier", "00000abc", "--verbose",
+                             "--http", "tcp:0:interface=127.0.0.1")
+        port = yield listening_port(proc, "HTTP", stream="err")
         yield proc.wait_for(b"registered")
         code, _, body = yield get("http://127.0.0.1:%d/metrics" % port)
         self.assertEqual(code, 200)

@@ -106,6 +106,10 @@ class GuardedRequest(Request):
             Request.process(self)
 
 
+#: The listener's log (a L{Site} has a method C{log}: the access log).
+_log = Logger()
+
+
 class GuardedChannel(HTTPChannel):
     """
     An HTTP connection with a deadline per request and bounded headers.
@@ -347,4 +351,15 @@ def listen_http(reactor, description, resource, limits=None):
     """
     endpoint = serverFromString(reactor, description)
     site = GuardedSite(resource, limits, reactor)
-    return endpoint.listen(site).addCallback(lambda port: (port, site))
+
+    def listening(port):
+        # Imported here: rserpool.services imports this module.
+        from rserpool.services.hosts import where
+
+        # As the registrar's ASAP and ENRP listeners say where they listen:
+        # on port 0, the log is how an operator (or a test) learns the port.
+        _log.info("HTTP listening on {endpoint} ({where})", endpoint=description,
+                  where=where(port.getHost()))
+        return port, site
+
+    return endpoint.listen(site).addCallback(listening)
