@@ -7,7 +7,6 @@ L{RegistrarService} (which C{twistd enrp} builds, L{rserpool.tap}):
   - L{rserpool.services.announcing}: ASAP Server Announce;
   - L{rserpool.services.keys}: reloading TLS-PSK keys;
   - L{rserpool.services.reach}: reaching PEs adopted in a takeover;
-  - L{rserpool.services.hosts}: this host's addresses and networks;
   - L{rserpool.services.registrar_service}: the composition.
 
 To embed a registrar in a Twisted application::
@@ -18,7 +17,7 @@ To embed a registrar in a Twisted application::
     registrar.setServiceParent(application)
 """
 from rserpool.services.announcing import AnnounceService, AnnounceSettings
-from rserpool.services.hosts import host_addresses, host_networks
+from rserpool.transport.hosts import host_addresses, host_networks
 from rserpool.services.keys import KeyReloadService
 from rserpool.services.listeners import ListenerService, ListenFailed
 from rserpool.services.peering import PeeringService, peer_endpoint, presence_from, \

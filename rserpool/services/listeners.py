@@ -15,7 +15,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from rserpool.services.hosts import strerror, where
+from rserpool.transport.hosts import strerror, where
 from rserpool.transport.guard import limit_accepts, with_backlog
 from rserpool.transport.psk import PSKServerEndpoint
 

@@ -36,7 +36,7 @@ from rserpool.enrp import ENRPConfig, ENRPServer
 from rserpool.enrp.trust import PeerPolicy, endpoint_addresses
 from rserpool.limits import RefusalLog
 from rserpool.services.announcing import AnnounceService, announced_transports
-from rserpool.services.hosts import host_addresses, host_networks, strerror
+from rserpool.transport.hosts import host_addresses, host_networks, strerror
 from rserpool.services.keys import KeyReloadService
 from rserpool.services.listeners import ListenerService, ListenFailed
 from rserpool.services.peering import PeeringService, peer_endpoint, server_information

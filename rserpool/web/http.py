@@ -32,6 +32,7 @@ import io
 import attrs
 
 from rserpool.limits import TokenBucket
+from rserpool.transport.hosts import where
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -353,9 +354,6 @@ def listen_http(reactor, description, resource, limits=None):
     site = GuardedSite(resource, limits, reactor)
 
     def listening(port):
-        # Imported here: rserpool.services imports this module.
-        from rserpool.services.hosts import where
-
         # As the registrar's ASAP and ENRP listeners say where they listen:
         # on port 0, the log is how an operator (or a test) learns the port.
         _log.info("HTTP listening on {endpoint} ({where})", endpoint=description,

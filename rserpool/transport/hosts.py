@@ -1,5 +1,5 @@
 """
-What a registrar's services need to know of the host they run on: its
+What the Twisted side needs to know of the host it runs on: its
 interface addresses and networks (the default ENRP peer networks, the
 addresses a wildcard listener stands for) and how to say where a
 listener listens, in one line.
