@@ -41,7 +41,7 @@ sys.path.insert(0, ROOT)
 
 import ipaddress  # noqa: E402
 
-from twisted.internet import defer, reactor, task  # noqa: E402
+from twisted.internet import defer, protocol, reactor, task  # noqa: E402
 
 from rserpool.asap.registrar import UserTransport  # noqa: E402
 from rserpool.asap.scope import Scope  # noqa: E402
@@ -86,7 +86,10 @@ def sync_once(size, per_response):
     mentor = RegistrarService(
         make_config(0x11, log_events=False, min_address_scope=Scope.LOOPBACK),
         asap_endpoints=["tcp:0:interface=127.0.0.1"],
-        enrp_endpoint="tcp:%d:interface=127.0.0.1" % mentor_port, enrp_config=enrp)
+        enrp_endpoint="tcp:%d:interface=127.0.0.1" % mentor_port, enrp_config=enrp,
+        # the newcomer is no static peer of the mentor's: admit loopback
+        # (doc/enrp.rst, "Who is a peer")
+        peer_networks=["127.0.0.0/8"])
     fill(mentor.registrar.handlespace, 0x11, size)
     mentor.startService()
     yield mentor.ready
@@ -129,9 +132,41 @@ def bench_sync(sizes, repeat, per_response):
     return out
 
 
+class _Lines(protocol.ProcessProtocol):
+    """
+    A child process whose output is searched for lines the benchmark waits
+    for (stdout and stderr together).
+    """
+
+    def __init__(self):
+        self.out = b""
+        self.ended = defer.Deferred()
+        self.waiting = []
+
+    def outReceived(self, data):
+        self.out += data
+        for text, d in list(self.waiting):
+            if text in self.out:
+                self.waiting.remove((text, d))
+                d.callback(None)
+
+    errReceived = outReceived
+
+    def wait_for(self, text, timeout):
+        d = defer.Deferred()
+        if text in self.out:
+            d.callback(None)
+        else:
+            self.waiting.append((text, d))
+        return d.addTimeout(timeout, reactor)
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
 @defer.inlineCallbacks
 def takeover_once(timers):
-    from tests.test_enrp_integration import POOLS, SWARM, _Lines, dump
+    from tests.test_enrp_integration import POOLS, SWARM, dump
 
     enrp = [free_port() for _ in range(3)]
     asap = [free_port() for _ in range(3)]

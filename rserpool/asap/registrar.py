@@ -11,24 +11,41 @@ outside itself.  It imports no reactor and never learns which transport
 mapping (TCP, SCTP, TLS, a test's fake) it runs on: the connection gives
 it the peer's addresses and transport parameter.
 
-Procedures (RFC 5352 unless said otherwise):
+Procedures, by their RFC 5352 names unless said otherwise, and where each
+lives:
 
- - Registration and re-registration (section 3.1/3.2 of the PE's and
-   registrar's procedures): validate, check that the PE registers only its
-   own addresses of at least the minimum scope, apply the handlespace rules
-   (one policy type, transport type and transport use per pool), answer with
-   a Registration Response, rejecting with the R flag and an Operation Error.
-   The registrar becomes the PE's home registrar.
- - Deregistration and Deregistration Response; expiry of the registration
-   life.
- - Handle Resolution: up to the requested number of PEs, chosen by the
-   pool's policy (draft-dreibholz-rserpool-asap-hropt for the count).
- - Endpoint Keep Alive to each PE it is home for, Endpoint Keep Alive Ack,
-   removal on timeout or when the PE's connection goes.
- - Endpoint Unreachable: counted per PE; removal at MAX-BAD-PE-REPORT.
+ - Registration and re-registration: L{ASAPRegistrar._registration}.
+   It validates, checks that the PE registers only its own addresses of
+   at least the minimum scope (L{rserpool.asap.scope}), applies the handlespace's rules
+   (one policy type, transport type and transport use per pool,
+   L{rserpool.handlespace.Handlespace.register}) and answers with a
+   Registration Response, rejecting with the R flag and an Operation
+   Error (L{ASAPRegistrar._reject}).  The registrar becomes the PE's home
+   registrar.  What one source may register: L{rserpool.asap.sources}.
+ - Deregistration and its response:
+   L{ASAPRegistrar._deregistration}; expiry of the registration life:
+   L{ASAPRegistrar.timer_fired}.
+ - Handle Resolution: L{ASAPRegistrar._handle_resolution},
+   L{ASAPRegistrar._resolution_response}; up to the requested number of
+   PEs, chosen by the pool's policy (draft-dreibholz-rserpool-asap-hropt
+   for the count; L{rserpool.handlespace.selection}).
+ - Endpoint Keep Alive to each PE it is home for:
+   L{ASAPRegistrar._send_keep_alive}, its schedule
+   L{ASAPRegistrar.keep_alive_interval}; the Ack:
+   L{ASAPRegistrar._keep_alive_ack}; removal on timeout
+   (L{ASAPRegistrar._keep_alive_timeout}) or when the PE's connection goes
+   (L{ASAPRegistrar.connection_lost}).
+ - PEs adopted in an ENRP takeover (RFC 5353 section 3.5.2; the Home
+   flag of Endpoint Keep Alive): L{ASAPRegistrar.adopt}.
+ - Unreachable endpoints (RFC 5355 section 2.13 for the limits):
+   L{ASAPRegistrar._endpoint_unreachable}; each reporter counts once per
+   PE; at MAX-BAD-PE-REPORT a PE this registrar is home for gets an
+   Endpoint Keep Alive first, another is removed.
  - Errors: undecodable messages and unknown types are answered with an
-   ASAP Error (section 2.2.14); unknown parameters marked "report" with an
-   ASAP Error carrying Unrecognized Parameter causes (RFC 5354 section 3).
+   ASAP Error (L{ASAPRegistrar.protocol_error},
+   L{ASAPRegistrar._unexpected}); unknown parameters marked "report" with
+   an ASAP Error carrying Unrecognized Parameter causes (RFC 5354 section
+   3).
 
 Where we differ from RSPLIB is written down in ``doc/registrar.rst``.
 """
