@@ -8,7 +8,6 @@ command line wins over the file, the file over the defaults.  Defaults
 follow RSPLIB's registrar; times are in seconds.
 """
 import configparser
-import gc
 import random
 
 try:
@@ -25,15 +24,13 @@ from rserpool.codes import ASAP_ANNOUNCE_GROUP, ENRP_ANNOUNCE_GROUP
 from rserpool.enrp import ENRPConfig
 from rserpool.enrp.trust import parse_networks
 from rserpool.services import AnnounceSettings, RegistrarService, new_server_id
+from rserpool.services.collector import CollectorService
 from rserpool.services.security import InsecureConfiguration, check_security
 from rserpool.transport.guard import ConnectionLimits
 from rserpool.transport.multicast import parse_group
 from rserpool.transport.psk import is_secure
 
 __all__ = ["Options", "makeService", "DEFAULTS"]
-
-#: The young-generation threshold set by L{makeService}.
-GC_THRESHOLD_0 = 50000
 
 #: Default ASAP endpoint: localhost only, so a default run serves nothing
 #: off the host.
@@ -331,6 +328,12 @@ SETTINGS = {
         1 << 20, _integer("max-output-buffer", 4096),
         "Bytes queued for a peer that does not read before its connection is aborted.",
     ),
+    "gc-sweep-interval": (
+        0.0, _seconds("gc-sweep-interval", 0.0, 86400.0),
+        "Experimental: seconds between two full passes of the garbage collector over every "
+        "object, what survived a full pass being frozen out of the next ones in between "
+        "(0, the default: CPython's schedule, with a young threshold of 50,000).",
+    ),
     "stall-timeout": (
         60.0, _seconds("stall-timeout", 1.0, 86400.0),
         "Seconds a peer may read nothing of what is sent to it before its connection is "
@@ -557,13 +560,6 @@ def makeService(options):
     if s is None:
         options.postOptions()
         s = options.settings
-    # A registrar holds hundreds of thousands of long-lived objects (PEs and
-    # their indexes); with CPython's default thresholds the young
-    # generations fill every few hundred requests and escalate into full
-    # collections that stall the reactor for 100 ms and more at 100,000 PEs
-    # (see doc/perf/registrar.rst).  Collect the young generation less often.
-    gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, GC_THRESHOLD_0), max(gen1, 20), gen2)
     rng = random.SystemRandom()
     server_id = s["id"] if s["id"] is not None else new_server_id(rng)
     config = RegistrarConfig(
@@ -614,7 +610,7 @@ def makeService(options):
         takeover_expiry=s["takeover-expiry"],
         max_elements_per_ht_request=s["max-elements-per-ht-request"],
     )
-    return RegistrarService(
+    registrar = RegistrarService(
         config,
         asap_endpoints=s["asap"],
         enrp_endpoint=s["enrp"],
@@ -638,3 +634,11 @@ def makeService(options):
         csp=s.get("csp"),
         csp_interval=s.get("csp-interval", 0.25),
     )
+    # A registrar holds hundreds of thousands of long-lived objects (PEs,
+    # connections); CPython's own schedule would stop it for a pass over
+    # all of them every few seconds under load (doc/perf/registrar.rst,
+    # doc/security.rst): the collector follows the registrar's schedule.
+    collector = CollectorService(registrar.reactor, sweep=s["gc-sweep-interval"])
+    collector.setName("collector")
+    collector.setServiceParent(registrar)
+    return registrar

@@ -210,6 +210,18 @@ class MakeServiceTests(unittest.TestCase):
         self.assertIsNone(service.announce)
         self.assertEqual(service.asap_endpoints, ["tcp:3863:interface=127.0.0.1"])
 
+    def test_collector(self):
+        """
+        C{twistd enrp} runs the collector schedule of
+        L{rserpool.services.collector} as one of the registrar's services.
+        """
+        service = tap.makeService(parse("--gc-sweep-interval", "120"))
+        collector = service.getServiceNamed("collector")
+        self.assertIn(collector, list(service))
+        self.assertEqual(collector.sweep_interval, 120.0)
+        self.assertEqual(tap.makeService(parse()).getServiceNamed("collector").sweep_interval, 0)
+        self.assertRaises(usage.UsageError, parse, "--gc-sweep-interval", "-1")
+
     def test_random_id(self):
         a = tap.makeService(parse()).registrar.server_id
         b = tap.makeService(parse()).registrar.server_id

@@ -187,6 +187,27 @@ class RegistrarHTTPTests(unittest.TestCase):
         self.assertEqual(value(found, "rserpool_connections", listener=listener), 0)
 
     @defer.inlineCallbacks
+    def test_collector_pauses(self):
+        """
+        The garbage collector's passes and how long they stopped the
+        registrar are in the scrape: a full collection forced by the test
+        shows as one more full pass, with its length.
+        """
+        import gc
+
+        code, _, body = yield get(self.base + "/metrics")
+        self.assertEqual(code, 200)
+        before = samples(body.decode("utf-8"))
+        full = value(before, "rserpool_gc_collections_total", generation="full")
+        gc.collect()
+        code, _, body = yield get(self.base + "/metrics")
+        found = samples(body.decode("utf-8"))
+        self.assertGreaterEqual(value(found, "rserpool_gc_collections_total", generation="full"),
+                                full + 1)
+        self.assertGreater(value(found, "rserpool_gc_pause_seconds_total", generation="full"), 0)
+        self.assertGreater(value(found, "rserpool_gc_pause_longest_seconds", generation="full"), 0)
+
+    @defer.inlineCallbacks
     def test_openmetrics(self):
         """
         A scraper asking for OpenMetrics gets it.

@@ -720,7 +720,7 @@ class MemoryReturn:
     in a frame that its own traceback holds, with the connection's OpenSSL
     state, about 70 KB, hanging from it) that only the garbage collector
     frees, and the registrar's collector runs the older generations
-    seldom (L{rserpool.tap.GC_THRESHOLD_0}).  And the allocator keeps the
+    seldom (L{rserpool.services.collector.YOUNG_THRESHOLD}).  And the allocator keeps the
     blocks it is given back for reuse, where a few live objects keep a
     whole region: after 500 connections that did not read are gone, the
     registrar stayed about 60 MB larger; after a TLS handshake flood,

@@ -279,6 +279,26 @@ class RegistrarCollector:
             refused.add_metric([label(reason)], n)
         refused.add_metric(["http"], monitor.site.refused if monitor.site is not None else 0)
         yield refused
+        collector = getattr(service, "namedServices", {}).get("collector")
+        if collector is not None:
+            yield from self._collector(collector.pauses)
+
+    def _collector(self, pauses):
+        generations = ("young", "middle", "full")
+        count = CounterMetricFamily("rserpool_gc_collections",
+                                    "Passes of the garbage collector, by generation.",
+                                    labels=["generation"])
+        seconds = CounterMetricFamily("rserpool_gc_pause_seconds",
+                                      "Seconds the garbage collector stopped the registrar, by "
+                                      "generation.", labels=["generation"])
+        longest = GaugeMetricFamily("rserpool_gc_pause_longest_seconds",
+                                    "The longest pass of the garbage collector, by generation.",
+                                    labels=["generation"])
+        for i, name in enumerate(generations):
+            count.add_metric([name], pauses.count[i])
+            seconds.add_metric([name], pauses.seconds[i])
+            longest.add_metric([name], pauses.longest[i])
+        return count, seconds, longest
 
     def _connections(self, service, registrar, enrp, monitor):
         family = GaugeMetricFamily("rserpool_connections", "Connections open, by listener.",
