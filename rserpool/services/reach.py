@@ -117,22 +117,22 @@ class PEReachService(service.Service):
 
     log = Logger()
 
-    def __init__(self, reactor, registrar, asap_ports, factory, secured=False):
+    def __init__(self, reactor, registrar, listeners, factory, secured=False):
         """
         @param reactor: the reactor.
         @param registrar: the L{rserpool.asap.registrar.ASAPRegistrar}
             (whose connections tell whether a PE is connected to us).
-        @param asap_ports: a callable giving the ASAP listening ports:
-            associations leave from their addresses.
-        @param factory: a callable giving the ASAP listeners' protocol
-            factory (the association is an ordinary ASAP connection), or
-            C{None} before they listen.
+        @param listeners: the registrar's
+            L{rserpool.services.listeners.ListenerService}: associations
+            leave from the addresses of its C{"ASAP"} ports.
+        @param factory: the ASAP listeners' protocol factory (the
+            association is an ordinary ASAP connection).
         @param secured: every endpoint is secured: SCTP is not, so no PE
             is reached this way.
         """
         self.reactor = reactor
         self.registrar = registrar
-        self.asap_ports = asap_ports
+        self.listeners = listeners
         self.factory = factory
         self.secured = secured
         self._reaching = {}
@@ -166,8 +166,7 @@ class PEReachService(service.Service):
             bind = tuple(a for a in self._bind_addresses()
                          if a.version == transport.addresses[0].version)
         description = asap_endpoint(transport, bind)
-        factory = self.factory()
-        if description is None or factory is None:
+        if description is None:
             return None
         try:
             endpoint = clientFromString(self.reactor, description)
@@ -178,7 +177,7 @@ class PEReachService(service.Service):
         pending = self._reaching[key] = PendingConnection(transport)
         self.log.info("connecting to the ASAP endpoint of adopted PE {pe_id:08x} ({where})",
                       pe_id=pe.pe_id, where=description)
-        d = pending.deferred = endpoint.connect(factory)
+        d = pending.deferred = endpoint.connect(self.factory)
 
         def connected(protocol):
             pending.deferred = None
@@ -201,7 +200,7 @@ class PEReachService(service.Service):
         # Associations to PEs leave from our ASAP listeners' addresses, the
         # ones the PEs know us by (none when a listener is on the wildcard).
         out = []
-        for port in self.asap_ports():
+        for port in self.listeners.ports_of.get("ASAP", ()):
             host = port.getHost()
             if getattr(host, "type", None) != "SCTP":
                 continue

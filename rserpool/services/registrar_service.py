@@ -260,8 +260,8 @@ class RegistrarService(service.MultiService):
             self.listeners.add(description, self._asap_factory, "ASAP")
         self.listeners.also(self._start_monitor)
         self.listeners.hook(self._listening, self._listen_failed)
-        self.reach = PEReachService(reactor, self.registrar, lambda: self.asap_ports,
-                                    lambda: self._asap_factory, secured=self.secured)
+        self.reach = PEReachService(reactor, self.registrar, self.listeners,
+                                    self._asap_factory, secured=self.secured)
         self.reach.setServiceParent(self)
         self.enrp = None
         self.peering = None
