@@ -312,10 +312,6 @@ class RegistrarService(service.MultiService):
         networks = self.peer_networks
         if networks is None:
             networks = host_networks()
-        self.log.info(
-            "ENRP admits as peers its --peer registrars, those they name{networks}",
-            networks=" and registrars in " + ", ".join(str(n) for n in networks)
-            if networks else " (no other network: --enrp-peer-networks)")
         return PeerPolicy(static=static, networks=tuple(networks),
                           local=host_addresses(), public_dump=self.public_dump,
                           authenticated=self.psk is not None)
@@ -397,6 +393,12 @@ class RegistrarService(service.MultiService):
         if self._enrp_wakeup is not None:
             self._enrp_wakeup.stopped = False
         self.log.info("registrar {id:08x} starting", id=self.registrar.server_id)
+        if self.enrp is not None:
+            networks = self.enrp.policy.networks
+            self.log.info(
+                "ENRP admits as peers its --peer registrars, those they name{networks}",
+                networks=" and registrars in " + ", ".join(str(n) for n in networks)
+                if networks else " (no other network: --enrp-peer-networks)")
         service.MultiService.startService(self)
 
     def _listening(self, ports):
